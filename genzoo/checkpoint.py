@@ -1,0 +1,126 @@
+"""Training checkpoints: safetensors + JSON (never pickle), written atomically.
+
+A checkpoint is ``checkpoints/step-NNNNNNN/`` holding ``state.safetensors`` (model, EMA and
+optimizer tensors, RNG states) and ``state.json`` (step, hyper-parameters, optimizer scalars).
+It is written into a temp folder and renamed into place, then ``checkpoints/latest`` is
+replaced atomically: a kill at any instant leaves the previous complete checkpoint in use.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import WeightsError
+from .fsutil import atomic_write_text
+
+KEEP = 2
+
+
+def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: dict) -> Path:
+    """Write the full training state at ``step``; keep the newest ``KEEP`` checkpoints."""
+    from safetensors.torch import save_file
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, torch.Tensor] = {}
+    for k, v in model.state_dict().items():
+        tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+    if ema is not None:
+        for k, v in ema.shadow.items():
+            tensors[f"ema.{k}"] = v.detach().cpu().contiguous()
+    optim_meta = {}
+    for name, opt in optimizers.items():
+        sd = opt.state_dict()
+        scalars: dict[str, dict[str, Any]] = {}
+        for idx, st in sd["state"].items():
+            for k, v in st.items():
+                if isinstance(v, torch.Tensor):
+                    tensors[f"optim.{name}.{idx}.{k}"] = v.detach().cpu().contiguous()
+                else:
+                    scalars.setdefault(str(idx), {})[k] = v
+        optim_meta[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    tensors = _dedupe(tensors)
+    meta = {"step": step, "config": cfg, "optimizers": optim_meta, "format_version": 1}
+    final = folder / f"step-{step:07d}"
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".step-{step:07d}.", suffix=".tmp"))
+    try:
+        save_file(tensors, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(meta, default=list))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        if final.exists():
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(folder / "latest", final.name + "\n")
+    for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The last complete checkpoint in ``folder`` (per ``latest``), or None."""
+    pointer = folder / "latest"
+    if not pointer.is_file():
+        return None
+    path = folder / pointer.read_text().strip()
+    return path if (path / "state.json").is_file() and (path / "state.safetensors").is_file() else None
+
+
+def load_checkpoint(path: Path, model, optimizers: dict, ema, device) -> int:
+    """Restore model, optimizers, EMA and RNG states from ``path``; returns its step."""
+    from safetensors.torch import load_file
+    try:
+        meta = json.loads((path / "state.json").read_text())
+        tensors = load_file(str(path / "state.safetensors"))
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{path}: unreadable checkpoint ({e}); delete it to resume from an "
+                           "earlier one") from e
+    own = model.state_dict()
+    model.load_state_dict({k: tensors[f"model.{k}"] if f"model.{k}" in tensors else own[k]
+                           for k in own})
+    if ema is not None:
+        for k in ema.shadow:
+            ema.shadow[k].copy_(tensors[f"ema.{k}"])
+    for name, opt in optimizers.items():
+        m = meta["optimizers"][name]
+        state: dict[int, dict[str, Any]] = {}
+        prefix = f"optim.{name}."
+        for key, v in tensors.items():
+            if key.startswith(prefix):
+                idx, k = key[len(prefix):].split(".", 1)
+                state.setdefault(int(idx), {})[k] = v.to(device)
+        for idx, sc in m["scalars"].items():
+            state.setdefault(int(idx), {}).update(sc)
+        groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in m["param_groups"]]
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        n = torch.cuda.device_count()
+        states = [tensors[f"rng.cuda.{i}"] for i in range(n) if f"rng.cuda.{i}" in tensors]
+        if len(states) == n:
+            torch.cuda.set_rng_state_all(states)
+    return int(meta["step"])
+
+
+def _dedupe(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses tensors sharing memory (tied weights): give each its own copy."""
+    seen = set()
+    out = {}
+    for k, v in tensors.items():
+        ptr = (v.untyped_storage().data_ptr(), v.storage_offset()) if v.numel() else None
+        out[k] = v.clone() if ptr in seen else v
+        if ptr is not None:
+            seen.add(ptr)
+    return out

@@ -1,0 +1,174 @@
+"""CLI commands that run models: sample, finetune, push (and eval, from cli_eval).
+
+Thin by design: parse, call the API, print. torch is imported only inside the commands, so
+``genzoo --help`` and ``genzoo list`` stay fast.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from .errors import OptionError
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    """``-O key=value`` pairs; values are read as JSON when they parse (numbers, true, null)."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise OptionError(f"bad option {pair!r}: write it as -O key=value")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.command("sample")
+@click.argument("model_name", metavar="NAME_OR_PATH")
+@click.option("-n", "--num", "n", default=16, show_default=True, help="How many samples.")
+@click.option("--seed", default=0, show_default=True,
+              help="Base seed; sample i depends only on (seed, i).")
+@click.option("-o", "--out", "out", default=None,
+              help="Where to write: x.png (a grid), dir/ (one file per sample), x.npz, x.txt. "
+                   "Default: NAME.png for images; texts are printed.")
+@click.option("--steps", type=int, default=None, help="Sampler steps (diffusion).")
+@click.option("--sampler", default=None, help="Sampler (diffusion): ddpm, ddim, dpmsolver++.")
+@click.option("--temperature", type=float, default=None, help="Sampling temperature (VAE, text).")
+@click.option("--truncation", type=float, default=None, help="Latent truncation (GAN).")
+@click.option("--prompt", default=None, help="Text prompt (text LMs).")
+@click.option("--max-new-tokens", type=int, default=None, help="Tokens to generate (text LMs).")
+@click.option("--top-k", type=int, default=None, help="Top-k filtering (text LMs).")
+@click.option("--top-p", type=float, default=None, help="Nucleus filtering (text LMs).")
+@click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="Any other family option, e.g. -O eta=0.5 (repeatable).")
+@click.option("--batch-size", type=int, default=None, help="Samples per forward batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, fp32, bf16, fp16.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def sample_command(model_name, n, seed, out, steps, sampler, temperature, truncation, prompt,
+                   max_new_tokens, top_k, top_p, options, batch_size, device, dtype, revision,
+                   as_json):
+    """Draw samples from a model (a catalog name, a folder or hf://org/repo[@rev])."""
+    from .api import load
+    t0 = time.perf_counter()
+    opts = {"steps": steps, "sampler": sampler, "temperature": temperature,
+            "truncation": truncation, "prompt": prompt, "max_new_tokens": max_new_tokens,
+            "top_k": top_k, "top_p": top_p, **_parse_options(options)}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    model = load(model_name, device=device, dtype=dtype, revision=revision)
+    streaming = model.modality == "text" and n == 1 and out is None and not as_json
+    if streaming and "stream" in model.sample_defaults:
+        opts["stream"] = lambda piece: click.echo(piece, nl=False)
+    samples = model.sample(n, seed=seed, batch_size=batch_size,
+                           progress=sys.stderr.isatty() and not as_json, **opts)
+    seconds = time.perf_counter() - t0
+    written = []
+    if out is None and samples.kind == "image":
+        out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
+    if out is not None:
+        written = [str(p) for p in samples.save(out)]
+    if as_json:
+        payload = {"model": model_name, "n": len(samples), "seed": seed, "seconds": seconds,
+                   "written": written, "meta": samples.meta}
+        if samples.kind == "text":
+            payload["texts"] = samples.texts
+        _echo_json(payload)
+        return
+    if samples.kind == "text" and out is None:
+        if streaming and "stream" in opts:
+            click.echo()
+        else:
+            for i, text in enumerate(samples.texts):
+                if n > 1:
+                    click.secho(f"--- sample {i} ---", fg="cyan")
+                click.echo(text)
+    where = written[0] if len(written) == 1 else f"{len(written)} files in {out}" if written else ""
+    click.echo(f"{len(samples)} samples from {model_name} in {seconds:.2f} s"
+               + (f" -> {where}" if where else ""), err=samples.kind == "text")
+
+
+@click.command("finetune")
+@click.argument("model_name", metavar="NAME_OR_PATH")
+@click.option("--data", required=True,
+              help="Training data: an image folder, .npz/.npy, 'mnist', or a text file/folder.")
+@click.option("--steps", type=int, default=1000, show_default=True, help="Optimizer steps.")
+@click.option("--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: checkpoints, metrics.jsonl, samples and the final model.")
+@click.option("--batch-size", type=int, default=None, help="Per-process batch (family default).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (family default).")
+@click.option("--grad-accum", type=int, default=1, show_default=True,
+              help="Micro-batches per optimizer step.")
+@click.option("--resume", is_flag=True, help="Continue from OUT's last complete checkpoint.")
+@click.option("--save-every", type=int, default=None, help="Checkpoint every N steps.")
+@click.option("--sample-every", type=int, default=None, help="Write a sample grid every N steps.")
+@click.option("--stop-after", type=int, default=None,
+              help="Checkpoint and stop at step K (resume later with --resume).")
+@click.option("--precision", default="auto", show_default=True, help="auto, fp32 or bf16.")
+@click.option("--seed", default=0, show_default=True, help="Seed for init, data order, noise.")
+@click.option("--device", default=None, help="auto, cpu, cuda (default: auto).")
+@click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def finetune_command(model_name, data, steps, out, batch_size, lr, grad_accum, resume, save_every,
+                     sample_every, stop_after, precision, seed, device, tensorboard, as_json):
+    """Finetune a model on your data with genzoo's engine (works under torchrun for DDP)."""
+    from .api import load
+    model = load(model_name, device="cpu")
+    result = model.finetune(data, steps=steps, out=out, batch_size=batch_size, lr=lr,
+                            grad_accum=grad_accum, resume=resume, save_every=save_every,
+                            sample_every=sample_every, stop_after=stop_after, precision=precision,
+                            seed=seed, device=device, tensorboard=tensorboard,
+                            progress=sys.stderr.isatty() and not as_json)
+    summary = {"folder": str(result.folder) if result.folder else None, "steps": result.steps,
+               "seconds": result.seconds, "metrics": result.metrics,
+               "stopped_early": result.stopped_early}
+    if as_json:
+        _echo_json(summary)
+    elif result.stopped_early:
+        click.echo(f"stopped at step {result.steps} after {result.seconds:.1f} s; resume with "
+                   f"--resume --out {out}")
+    elif result.folder:
+        click.echo(f"finetuned {model_name} for {result.steps} steps in {result.seconds:.1f} s "
+                   f"-> {result.folder} (sample it: genzoo sample {result.folder})")
+
+
+@click.command("push")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("repo_id", metavar="ORG/REPO")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--revision", default=None, help="Branch to push to.")
+@click.option("--token", default=None, envvar="HF_TOKEN", help="Hub token (default: HF_TOKEN).")
+def push_command(folder, repo_id, private, revision, token):
+    """Upload a genzoo model folder (config.json, model.safetensors, README.md) to the Hub."""
+    from .hub import upload_folder
+    from .model import read_config
+    config = read_config(Path(folder))
+    if "genzoo" not in config:
+        raise OptionError(f"{folder} is not a genzoo model folder (config.json has no genzoo "
+                          "section); save it with model.save_pretrained first")
+    if not (Path(folder) / "model.safetensors").is_file():
+        raise OptionError(f"{folder} has no model.safetensors; only safetensors weights are pushed")
+    url = upload_folder(folder, repo_id, token=token, private=private, revision=revision)
+    click.echo(f"pushed {folder} -> {url}")
+
+
+def register_model_commands(group: click.Group) -> None:
+    """Attach sample, finetune, push and eval to the ``genzoo`` group."""
+    group.add_command(sample_command)
+    group.add_command(finetune_command)
+    group.add_command(push_command)
+    try:
+        from .cli_eval import eval_command
+    except ImportError:  # pragma: no cover - cli_eval ships with genzoo; guards partial installs
+        return
+    group.add_command(eval_command)

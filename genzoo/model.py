@@ -1,0 +1,355 @@
+"""`GenerativeModel`: the base every family subclasses, and the on-disk model format.
+
+On disk a model is a folder in Hugging Face layout::
+
+    config.json         {"genzoo": {"arch", "family", "format_version", ...}, ...family config}
+    model.safetensors   the weights (safetensors only: pickle is never read)
+    README.md           a model card with YAML front matter, ``library_name: genzoo``
+
+A family implements a few methods — ``generate`` (one batch of samples from per-sample random
+generators), ``training_loss`` (or ``train_stages`` for several optimizers) and, when it trains
+on data, ``prepare_data`` — and inherits loading, saving, batching, seeding, devices and the
+finetune engine.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable
+
+import torch
+from torch import nn
+
+from .errors import OptionError, WeightsError
+from .fsutil import atomic_write_text, atomic_dir
+from .samples import Samples
+from .seeding import sample_generators
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+
+
+@dataclass
+class TrainStage:
+    """One optimizer's share of a training step: its parameters and its loss.
+
+    A GAN has two (discriminator, then generator); most families have one. ``loss(batch)``
+    returns a scalar tensor; the engine runs backward, clips and steps this stage's optimizer.
+    """
+
+    params: list[nn.Parameter]
+    loss: Callable[[Any], torch.Tensor]
+    lr_scale: float = 1.0
+
+
+def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
+    """``auto`` -> CUDA, then MPS, then CPU; anything else is passed to ``torch.device``."""
+    if device in (None, "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise OptionError(f"unknown device {device!r}: use auto, cpu, cuda or mps") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise OptionError("device 'cuda' asked for but no CUDA GPU is available: use --device cpu")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: ``auto`` -> bf16 on CUDA that supports it, else None (plain fp32)."""
+    if dtype in (None, "auto"):
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    names = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+             "fp16": torch.float16, "float16": torch.float16}
+    if isinstance(dtype, torch.dtype):
+        return None if dtype == torch.float32 else dtype
+    if dtype not in names:
+        raise OptionError(f"unknown dtype {dtype!r}: use auto, fp32, bf16 or fp16")
+    return names[dtype]
+
+
+class GenerativeModel(nn.Module):
+    """Base class of every genzoo architecture.
+
+    Subclasses set ``arch`` and ``family`` and build their modules from ``config`` (a plain,
+    JSON-serialisable dict) in ``__init__``.
+    """
+
+    arch: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    #: "image" or "text": what ``sample`` returns and what ``prepare_data`` reads.
+    modality: ClassVar[str] = "image"
+    #: Whether the finetune engine keeps EMA weights and sampling should use them.
+    uses_ema: ClassVar[bool] = False
+    #: Default training hyper-parameters; ``finetune`` keywords override them.
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    #: Default sampling options (``sample`` keywords override them).
+    sample_defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__()
+        self.config = dict(config)
+        self.autocast_dtype: torch.dtype | None = None
+        self.name_or_path: str | None = None
+        self.revision: str | None = None
+
+    # ---- what a family implements -------------------------------------------------------
+    def generate(self, generators: list[torch.Generator], **options) -> Any:
+        """Make ``len(generators)`` samples; sample i draws all its randomness from
+        ``generators[i]`` (a CPU generator). Returns an (n, C, H, W) tensor in [0, 1] for
+        images or a list of strings for text."""
+        raise NotImplementedError
+
+    def training_loss(self, batch: Any) -> torch.Tensor:
+        """The scalar loss of one batch (families with one optimizer)."""
+        raise NotImplementedError
+
+    def train_stages(self) -> dict[str, TrainStage]:
+        """Named optimizer stages, run in order each step. Default: one stage, all parameters."""
+        return {"model": TrainStage([p for p in self.parameters() if p.requires_grad],
+                                    self.training_loss)}
+
+    def ema_module(self) -> nn.Module:
+        """The part whose weights the engine averages (a GAN averages only its generator)."""
+        return self
+
+    def prepare_data(self, data: Any):
+        """Turn a data spec (path, tensor, ``mnist``) into an indexable dataset for training."""
+        from .data import load_image_dataset
+        return load_image_dataset(data, shape=tuple(self.config["image_shape"]))
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``sample_defaults`` with the caller's options; unknown names are an error."""
+        unknown = set(options) - set(self.sample_defaults)
+        if unknown:
+            allowed = ", ".join(sorted(self.sample_defaults)) or "none"
+            raise OptionError(f"unknown sampling option(s) {', '.join(sorted(unknown))} for "
+                              f"{self.family} models; allowed: {allowed}")
+        return {**self.sample_defaults, **{k: v for k, v in options.items() if v is not None}}
+
+    # ---- the uniform API ----------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters."""
+        p = next(self.parameters(), None)
+        return p.device if p is not None else torch.device("cpu")
+
+    def to_device(self, device="auto", dtype="auto") -> "GenerativeModel":
+        """Move to ``device`` and choose the autocast dtype (``auto``: bf16 on CUDA, else fp32)."""
+        dev = resolve_device(device)
+        self.to(dev)
+        self.autocast_dtype = resolve_dtype(dtype, dev)
+        return self
+
+    def autocast(self):
+        """The autocast context for this model's device and dtype (a no-op in fp32)."""
+        if self.autocast_dtype is None:
+            return torch.autocast(self.device.type, enabled=False)
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.inference_mode()
+    def sample(self, n: int = 16, seed: int = 0, batch_size: int | None = None,
+               progress: bool | Callable[[int], None] = False, **options) -> Samples:
+        """Draw ``n`` samples. Sample i depends only on ``(seed, i)``: the first k of
+        ``sample(n, seed=s)`` equal ``sample(k, seed=s)`` whatever ``batch_size``."""
+        if not isinstance(n, int) or n < 1:
+            raise OptionError(f"n must be a positive integer, got {n!r}")
+        opts = self.check_options(options)
+        batch_size = batch_size or int(self.sample_defaults.get("batch_size", 0) or 0) or 64
+        opts.pop("batch_size", None)
+        self.eval()
+        gens = sample_generators(seed, n)
+        parts: list[Any] = []
+        bar = _progress(progress, n, f"sampling {self.name_or_path or self.arch}")
+        for start in range(0, n, batch_size):
+            chunk = gens[start:start + batch_size]
+            with self.autocast():
+                out = self.generate(chunk, **opts)
+            parts.append(out)
+            bar(len(chunk))
+        bar(0, close=True)
+        meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
+                "revision": self.revision, "seed": seed, **opts}
+        if self.modality == "text":
+            return Samples(texts=[t for p in parts for t in p], meta=meta)
+        images = torch.cat([p.float().clamp(0, 1).cpu() for p in parts])
+        return Samples(images=images, meta=meta)
+
+    def finetune(self, data: Any, steps: int = 1000, out: str | os.PathLike | None = None,
+                 **options):
+        """Train on ``data`` with the one engine (``genzoo.train.finetune``); returns its result."""
+        from .train import finetune
+        return finetune(self, data, steps=steps, out=out, **options)
+
+    # ---- the on-disk format -------------------------------------------------------------
+    def genzoo_config(self) -> dict[str, Any]:
+        """The full config.json content: the family config plus the ``genzoo`` section."""
+        from . import __version__
+        return {**self.config, "genzoo": {"arch": self.arch, "family": self.family,
+                                          "format_version": FORMAT_VERSION,
+                                          "genzoo_version": __version__}}
+
+    def save_pretrained(self, folder: str | os.PathLike, card: dict[str, Any] | None = None,
+                        dtype: torch.dtype | None = None) -> Path:
+        """Write config.json, model.safetensors and README.md into ``folder`` atomically.
+
+        ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that precision."""
+        from safetensors.torch import save_file
+        folder = Path(folder)
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+        state = _untie(state)
+        with atomic_dir(folder) as tmp:
+            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            atomic_write_text(tmp / CONFIG_NAME, json.dumps(self.genzoo_config(), indent=2))
+            atomic_write_text(tmp / CARD_NAME, model_card_markdown(self, card or {}))
+            self.save_extra_files(tmp)
+        return folder
+
+    def save_extra_files(self, folder: Path) -> None:
+        """Hook for families that keep more files (a tokenizer, a scheduler config)."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "GenerativeModel":
+        """A freshly initialised model from a config dict."""
+        return cls(config)
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike, device="auto", dtype="auto"):
+        """Load a genzoo folder: config.json + model.safetensors, verified complete."""
+        folder = Path(folder)
+        config = read_config(folder)
+        model = cls.from_config({k: v for k, v in config.items() if k != "genzoo"})
+        model.load_weights(folder / WEIGHTS_NAME)
+        model.load_extra_files(folder)
+        model.name_or_path = str(folder)
+        return model.to_device(device, dtype)
+
+    def load_extra_files(self, folder: Path) -> None:
+        """Hook for families that read more files (a tokenizer)."""
+
+    def load_weights(self, path: Path) -> None:
+        """Read safetensors weights into the model; a missing, corrupt or mismatched file is a
+        one-line ``WeightsError`` naming it."""
+        state = read_safetensors(path)
+        own = self.state_dict()
+        missing = [k for k in own if k not in state and not _is_tied(self, k, state)]
+        unexpected = [k for k in state if k not in own]
+        if missing or unexpected:
+            raise WeightsError(f"{path}: weights do not fit arch {self.arch!r} "
+                               f"(missing {missing[:3]}, unexpected {unexpected[:3]}); "
+                               "is config.json from the same model?")
+        for k, v in state.items():
+            if own[k].shape != v.shape:
+                raise WeightsError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the config "
+                                   f"expects {tuple(own[k].shape)}")
+        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+
+    def num_parameters(self) -> int:
+        """The number of parameters (tied ones counted once)."""
+        return sum(p.numel() for p in self.parameters())
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """Read and check a genzoo config.json (a one-line error when absent or malformed)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise WeightsError(f"{folder}: no {CONFIG_NAME}; a genzoo model folder holds "
+                           f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}")
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not valid JSON ({e}); re-download or re-save the model") from e
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path}: expected a JSON object")
+    return config
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file to CPU tensors; refuse anything else with a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.is_file():
+        hint = " (pickle weights such as .bin/.pt are never loaded)" if any(
+            path.with_name(n).exists() for n in ("pytorch_model.bin", "model.pt")) else ""
+        raise WeightsError(f"{path}: weights file missing{hint}; re-download or re-save the model")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]}); "
+                           "delete it and download the model again") from e
+
+
+def model_card_markdown(model: GenerativeModel, card: dict[str, Any]) -> str:
+    """README.md with YAML front matter (``library_name: genzoo``) and a short description."""
+    import yaml
+    front = {"library_name": "genzoo", "tags": ["genzoo", model.family, *card.get("tags", [])],
+             "pipeline_tag": "text-generation" if model.modality == "text" else
+             "unconditional-image-generation"}
+    if card.get("license"):
+        front["license"] = card["license"]
+    if card.get("metrics"):
+        front["genzoo_metrics"] = card["metrics"]
+    title = card.get("name") or model.arch
+    body = card.get("summary") or f"A {model.family} model ({model.arch}) saved by genzoo."
+    usage = (f"```python\nimport genzoo\nmodel = genzoo.load(\"PATH_OR_REPO\")\n"
+             f"samples = model.sample(16, seed=0)\nsamples.save(\"samples.png\")\n```\n")
+    return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# {title}\n\n{body}\n\n"
+            f"- family: {model.family}\n- arch: {model.arch}\n"
+            f"- parameters: {model.num_parameters():,}\n\n## Usage\n\n{usage}")
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage: store tied tensors once (the first name wins)."""
+    seen: dict[tuple, str] = {}
+    out = {}
+    for k, v in state.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen[key] = k
+        out[k] = v
+    return out
+
+
+def _is_tied(model: nn.Module, key: str, state: dict) -> bool:
+    """True when ``key`` shares storage with a tensor present in ``state`` (weight tying)."""
+    own = model.state_dict()
+    ptr = own[key].untyped_storage().data_ptr()
+    return any(own[k].untyped_storage().data_ptr() == ptr for k in state if k in own and k != key)
+
+
+def _progress(progress, total: int, desc: str):
+    """A callable ``bar(k, close=False)``: a tqdm bar on stderr, a user callback, or nothing."""
+    if callable(progress):
+        done = [0]
+
+        def cb(k, close=False):
+            done[0] += k
+            if k:
+                progress(done[0])
+        return cb
+    if not progress:
+        return lambda k, close=False: None
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, desc=desc, unit="sample", leave=False)
+
+    def update(k, close=False):
+        bar.update(k)
+        if close:
+            bar.close()
+    return update

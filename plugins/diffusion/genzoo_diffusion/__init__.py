@@ -1,0 +1,28 @@
+"""genzoo-diffusion: the diffusion family plugin.
+
+This module is what the ``genzoo`` entry point loads, so it stays torch-free: architectures
+are named by import string and imported on first ``genzoo.load``.
+"""
+from __future__ import annotations
+
+import genzoo
+
+
+@genzoo.hookimpl
+def genzoo_architectures():
+    """The native UNet diffusion model and the diffusers-format adapter."""
+    return [
+        {"name": "diffusion-unet", "family": "diffusion",
+         "target": "genzoo_diffusion.model:DiffusionModel",
+         "summary": "compact native UNet, v-prediction, DDPM/DDIM/DPM-Solver++ samplers"},
+        {"name": "diffusers-unet", "family": "diffusion",
+         "target": "genzoo_diffusion.diffusers_adapter:DiffusersUNetModel",
+         "summary": "diffusers UNet2DModel folders and pipelines (needs genzoo-diffusion[diffusers])"},
+    ]
+
+
+@genzoo.hookimpl
+def genzoo_detect_arch(config, filenames):
+    """Claim diffusers-format folders (UNet2DModel configs or DDPM-style pipelines)."""
+    from .detect import detect_arch
+    return detect_arch(config, filenames)
