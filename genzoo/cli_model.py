@@ -6,6 +6,7 @@ Thin by design: parse, call the API, print. torch is imported only inside the co
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -129,6 +130,8 @@ def finetune_command(model_name, data, steps, out, batch_size, lr, grad_accum, r
                             sample_every=sample_every, stop_after=stop_after, precision=precision,
                             seed=seed, device=device, tensorboard=tensorboard,
                             progress=sys.stderr.isatty() and not as_json)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 alone reports (and writes)
     summary = {"folder": str(result.folder) if result.folder else None, "steps": result.steps,
                "seconds": result.seconds, "metrics": result.metrics,
                "stopped_early": result.stopped_early}

@@ -74,7 +74,7 @@ def load_image_dataset(data: Any, shape: Sequence[int] = (1, 28, 28), quiet: boo
     if path.suffix.lower() in (".npz", ".npy"):
         return TensorImages(_fit(_load_array(path), shape, str(path), quiet), source=str(path))
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return TensorImages(_fit(_read_images([path]), shape, str(path), quiet), source=str(path))
+        return TensorImages(_fit(_read_images([path])[0], shape, str(path), quiet), source=str(path))
     raise DataError(f"{path}: unsupported data file; use a folder of images, .npz or .npy")
 
 
@@ -110,20 +110,34 @@ def _load_folder(path: Path, shape, quiet: bool):
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{path}: no images (.png, .jpg, ...) found in this folder or below")
-    return _fit(_read_images(files, shape), shape, str(path), quiet)
+    images, changed = _read_images(files, shape)
+    if changed and not quiet:
+        _say(f"genzoo: converted {path} to the model's shape ({', '.join(sorted(changed))})")
+    return _fit(images, shape, str(path), quiet)
+
+
+def _say(message: str) -> None:
+    import click
+    click.echo(message, err=True)
 
 
 def _read_images(files, shape=None):
+    """Decode image files (converted to the model's channels and size when ``shape`` is given);
+    returns the (N, C, H, W) tensor and the set of conversions made."""
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
     c, h, w = shape if shape is not None else (None, None, None)
-    arrays = []
+    arrays, changed = [], set()
     for f in files:
         try:
             with Image.open(f) as im:
-                im = im.convert("L" if c == 1 else "RGB")
+                mode = "L" if c == 1 else "RGB"
+                if im.mode != mode:
+                    changed.add(f"{im.mode}->{mode}")
+                    im = im.convert(mode)
                 if h is not None and im.size != (w, h):
+                    changed.add(f"{im.size[0]}x{im.size[1]}->{w}x{h} pixels")
                     im = im.resize((w, h), Image.BILINEAR)
                 arrays.append(np.asarray(im, dtype=np.uint8))
         except (UnidentifiedImageError, OSError) as e:
@@ -134,7 +148,7 @@ def _read_images(files, shape=None):
         arr = arr[:, None]
     else:
         arr = arr.transpose(0, 3, 1, 2)
-    return torch.from_numpy(arr).float() / 255.0
+    return torch.from_numpy(arr).float() / 255.0, changed
 
 
 def _fit(images, shape, source: str, quiet: bool):
@@ -150,8 +164,7 @@ def _fit(images, shape, source: str, quiet: bool):
         images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False,
                                antialias=True)
     if note and not quiet:
-        import click
-        click.echo(f"genzoo: converted {source} to the model's shape ({', '.join(note)})", err=True)
+        _say(f"genzoo: converted {source} to the model's shape ({', '.join(note)})")
     return _check_images(images.contiguous(), shape, source)
 
 

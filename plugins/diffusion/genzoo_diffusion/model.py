@@ -67,7 +67,7 @@ class DiffusionModel(GenerativeModel):
 
         def fn(xt, t):
             return self.model_output(xt.to(dtype), t).float()
-        x0 = run_sampler(fn, x, self.schedule, sampler=sampler, steps=int(steps),
+        x0 = run_sampler(fn, x, self.schedule, sampler=sampler, steps=steps,
                          generators=generators, eta=eta, progress=progress)
         return ((x0 + 1) / 2).clamp(0, 1)
 

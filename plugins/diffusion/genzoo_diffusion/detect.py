@@ -1,0 +1,34 @@
+"""Recognise diffusers-format folders (torch-free: the plugin's hook calls this on every load
+of a folder without a ``genzoo`` section, so it must stay as cheap as reading a file list).
+
+Two layouts are claimed for the "diffusers-unet" architecture:
+
+- a UNet folder: ``config.json`` with ``"_class_name": "UNet2DModel"`` (the flat layout of
+  the early ``google/ddpm-*`` repositories, a pipeline's ``unet/`` subfolder, or a bare
+  ``UNet2DModel.save_pretrained`` folder);
+- an unconditional pipeline folder: ``model_index.json`` with ``unet/`` and, at most,
+  ``scheduler/`` as components (a text-to-image pipeline, with a VAE or text encoder, is not).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+ARCH = "diffusers-unet"
+UNET_CLASSES = ("UNet2DModel",)
+#: Files that mark a top-level subfolder as a pipeline component.
+_COMPONENT_FILES = ("config.json", "scheduler_config.json", "tokenizer_config.json",
+                    "preprocessor_config.json")
+_PIPELINE_PARTS = {"unet", "scheduler"}
+
+
+def detect_arch(config: dict[str, Any], filenames: Iterable[str]) -> str | None:
+    """``"diffusers-unet"`` when ``config`` (the parsed root config.json, or {}) and the
+    relative ``filenames`` of a folder form a diffusers UNet or unconditional pipeline."""
+    if isinstance(config, dict) and config.get("_class_name") in UNET_CLASSES:
+        return ARCH
+    files = {str(f).replace("\\", "/") for f in filenames}
+    if "model_index.json" not in files or "unet/config.json" not in files:
+        return None
+    components = {f.split("/", 1)[0] for f in files
+                  if f.count("/") == 1 and f.rsplit("/", 1)[1] in _COMPONENT_FILES}
+    return ARCH if components <= _PIPELINE_PARTS else None

@@ -1,0 +1,148 @@
+"""`DiffusersUNetModel` ("diffusers-unet"): diffusers UNet2DModel repositories in genzoo.
+
+Loads a diffusers folder through diffusers itself (imported only here, and this module only
+when such a model loads) and samples it with genzoo's native samplers, which match diffusers'
+schedulers step for step. Layouts (see ``detect.py``):
+
+- a UNet folder: ``config.json`` (``UNet2DModel``) + ``diffusion_pytorch_model.safetensors``,
+  with ``scheduler_config.json`` beside it (flat ``google/ddpm-*`` layout) or in ../scheduler;
+- a pipeline folder: ``model_index.json`` + ``unet/`` + ``scheduler/``.
+
+Weights are read from safetensors only; a folder with nothing but ``.bin`` files is refused.
+Once finetuned, the model is saved in genzoo's own format (config.json with a ``genzoo``
+section holding the UNet and scheduler configs, model.safetensors), which loads here too.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genzoo.errors import PluginMissingError, WeightsError
+
+from .model import DiffusionModel
+
+UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"
+SCHEDULER_CONFIG = "scheduler_config.json"
+#: Schedulers over the same discrete beta schedule (VP, integer timesteps) as genzoo's samplers.
+VP_SCHEDULERS = {"DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler",
+                 "DPMSolverSinglestepScheduler", "DEISMultistepScheduler",
+                 "UniPCMultistepScheduler", "EulerDiscreteScheduler",
+                 "EulerAncestralDiscreteScheduler", "HeunDiscreteScheduler",
+                 "LMSDiscreteScheduler"}
+
+
+class DiffusersUNetModel(DiffusionModel):
+    """A diffusers ``UNet2DModel`` plus its scheduler config, sampled by genzoo."""
+
+    arch = "diffusers-unet"
+    # Ecosystem UNets are far bigger than the house one: smaller batches bound CPU memory.
+    sample_defaults = {**DiffusionModel.sample_defaults, "batch_size": 32}
+
+    def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
+        """A freshly initialised ``UNet2DModel`` from the stored diffusers UNet config."""
+        return _unet_class().from_config(config["diffusers_unet"])
+
+    def model_output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The UNet's prediction at noisy ``x``, timesteps ``t`` (one per sample)."""
+        return self.unet(x, t, return_dict=False)[0]
+
+    @classmethod
+    def from_pretrained(cls, folder, device="auto", dtype="auto") -> "DiffusersUNetModel":
+        """Load a diffusers UNet or pipeline folder (or a genzoo folder saved from one)."""
+        folder = Path(folder)
+        if "genzoo" in _read_json(folder / "config.json", required=False):
+            return super().from_pretrained(folder, device=device, dtype=dtype)
+        unet_dir, scheduler_path = locate(folder)
+        unet_config = _read_json(unet_dir / "config.json")
+        _check_unet_config(unet_dir, unet_config)
+        scheduler = _read_json(scheduler_path)
+        if scheduler.get("_class_name", "DDPMScheduler") not in VP_SCHEDULERS:
+            raise WeightsError(f"{scheduler_path}: scheduler {scheduler['_class_name']} is not a "
+                               "discrete beta-schedule scheduler; genzoo's samplers cannot run it")
+        if not ((unet_dir / UNET_WEIGHTS).is_file()
+                or (unet_dir / (UNET_WEIGHTS + ".index.json")).is_file()):
+            pickle = any(unet_dir.glob("*.bin"))
+            raise WeightsError(f"{unet_dir}: no {UNET_WEIGHTS}" + (
+                " (only pickle .bin weights, which genzoo never loads; convert them to "
+                "safetensors)" if pickle else "; re-download the model"))
+        try:
+            # low_cpu_mem_usage needs accelerate; asking for it without warns on every load
+            unet = _unet_class().from_pretrained(
+                str(unet_dir), use_safetensors=True, torch_dtype=torch.float32,
+                low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise WeightsError(f"{unet_dir}: diffusers could not load the UNet ({first})") from e
+        size = unet.config.sample_size
+        hw = [size, size] if isinstance(size, int) else list(size)
+        config = {"image_shape": [unet.config.in_channels, *hw],
+                  "unet": None,  # the house UNet's settings do not apply
+                  "diffusers_unet": {k: v for k, v in unet.config.items() if not k.startswith("_")},
+                  "scheduler": {k: v for k, v in scheduler.items() if not k.startswith("_")}}
+        model = cls(config)
+        model.unet = unet  # the weights diffusers loaded replace the fresh initialisation
+        model.name_or_path = str(folder)
+        return model.to_device(device, dtype)
+
+
+def locate(folder: Path) -> tuple[Path, Path]:
+    """(UNet folder, scheduler_config.json) of a diffusers UNet or pipeline folder."""
+    folder = Path(folder)
+    own = _read_json(folder / "config.json", required=False)
+    if own.get("_class_name") is not None:
+        unet_dir = folder
+        candidates = [folder / SCHEDULER_CONFIG, folder / "scheduler" / SCHEDULER_CONFIG,
+                      folder.parent / "scheduler" / SCHEDULER_CONFIG]
+    elif (folder / "model_index.json").is_file():
+        unet_dir = folder / "unet"
+        candidates = [folder / "scheduler" / SCHEDULER_CONFIG]
+    else:
+        raise WeightsError(f"{folder}: not a diffusers UNet or pipeline folder (no config.json "
+                           "naming UNet2DModel, no model_index.json)")
+    for path in candidates:
+        if path.is_file():
+            return unet_dir, path
+    raise WeightsError(f"{folder}: no {SCHEDULER_CONFIG} beside the UNet or in a scheduler/ "
+                       "folder; genzoo needs it to know the noise schedule")
+
+
+def _check_unet_config(unet_dir: Path, config: dict[str, Any]) -> None:
+    """Refuse UNets the samplers cannot drive, with a one-line reason."""
+    name = config.get("_class_name")
+    if name != "UNet2DModel":
+        raise WeightsError(f"{unet_dir}: the UNet is a {name}, not a UNet2DModel; only "
+                           "unconditional UNet2DModel repositories are supported")
+    if config.get("num_class_embeds") or config.get("class_embed_type"):
+        raise WeightsError(f"{unet_dir}: class-conditional UNet2DModel is not supported")
+    if config.get("out_channels", 3) != config.get("in_channels", 3):
+        raise WeightsError(f"{unet_dir}: out_channels != in_channels (a learned-variance UNet); "
+                           "genzoo's samplers need a plain noise/velocity/sample prediction")
+
+
+def _read_json(path: Path, required: bool = True) -> dict[str, Any]:
+    """A JSON object from ``path``; {} when absent and not required."""
+    if not path.is_file():
+        if required:
+            raise WeightsError(f"{path}: missing; re-download the model")
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object")
+    return data
+
+
+def _unet_class():
+    """diffusers' UNet2DModel, imported on first use (diffusers takes seconds to import)."""
+    try:
+        from diffusers import UNet2DModel
+    except ImportError as e:
+        raise PluginMissingError("diffusers-format models need diffusers: "
+                                 "pip install 'genzoo-diffusion[diffusers]'") from e
+    return UNet2DModel

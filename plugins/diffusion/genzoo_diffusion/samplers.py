@@ -1,0 +1,261 @@
+"""Native diffusion samplers that reproduce diffusers' schedulers step for step.
+
+    x0 = sample(model_fn, x_T, schedule, sampler="dpmsolver++", steps=20, generators=gens)
+
+- ``ddpm``: ancestral sampling, diffusers' ``DDPMScheduler`` (variance_type, clip_sample,
+  thresholding, any step count with diffusers' timestep spacing).
+- ``ddim``: diffusers' ``DDIMScheduler`` (eta = 0 deterministic; eta > 0 adds noise).
+- ``dpmsolver++``: diffusers' ``DPMSolverMultistepScheduler`` with algorithm_type
+  "dpmsolver++" (solver_order 2, midpoint, lower_order_final, final_sigmas_type "zero").
+
+Each sampler first builds its per-step coefficient table, vectorised over the steps in
+float32 with diffusers' own formulas, so each coefficient equals the float32 scalar diffusers
+computes at that step (near t = 0 DDPM's float32 round-off is visible, and matching it keeps
+the two loops together). The loop then does one model call and a few tensor ops per step on
+the model's device, with the coefficients as Python numbers. Stochastic samplers draw the
+noise of sample i from ``generators[i]`` on the CPU with shape (C, H, W) and move it to the
+device: the same draws diffusers' ``randn_tensor`` makes from a list of generators.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from genzoo.errors import OptionError
+from genzoo.seeding import per_sample_randn
+
+from .schedule import NoiseSchedule
+
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+#: diffusers' default timestep spacing per scheduler, used when the config names none.
+DEFAULT_SPACING = {"ddpm": "leading", "ddim": "leading", "dpmsolver++": "linspace"}
+
+ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sample(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule,
+           sampler: str = "dpmsolver++", steps: int = 20,
+           generators: Sequence[torch.Generator] | None = None,
+           progress: Callable[[int, int], None] | None = None, eta: float = 0.0) -> torch.Tensor:
+    """Denoise ``x_T`` (N, C, H, W) into x0 with ``sampler`` in ``steps`` model calls.
+
+    ``model_fn(x, t)`` returns the network output for latents x and a LongTensor t of one
+    timestep per sample, in the schedule's prediction_type. ``generators`` (one CPU generator
+    per sample) feed the stochastic samplers (ddpm, ddim with eta > 0); None draws from torch's
+    global generator. ``progress(done, total)`` is called after each step. ``eta`` is DDIM's.
+    """
+    if sampler not in SAMPLERS:
+        raise OptionError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
+    if sampler != "ddim" and eta:
+        raise OptionError("eta applies only to the ddim sampler")
+    if not 0.0 <= float(eta) <= 1.0:
+        raise OptionError(f"eta must be between 0 and 1, got {eta}")
+    if generators is not None and len(generators) != x_T.shape[0]:
+        raise OptionError(f"got {len(generators)} generators for {x_T.shape[0]} samples; "
+                          "pass one per sample")
+    timesteps = make_timesteps(schedule, sampler, steps)
+    noise = _noise_fn(x_T, generators)
+    t_batches = torch.tensor(timesteps, dtype=torch.long).to(x_T.device)[:, None]
+    t_batches = t_batches.repeat(1, x_T.shape[0])
+    step_fns = {"ddpm": _ddpm, "ddim": _ddim, "dpmsolver++": _dpmsolver_pp}
+    run = step_fns[sampler](schedule, timesteps, noise, eta)
+    x = x_T
+    for i in range(len(timesteps)):
+        out = model_fn(x, t_batches[i]).to(x.dtype)
+        x = run(i, out, x)
+        if progress is not None:
+            progress(i + 1, len(timesteps))
+    return x
+
+
+def make_timesteps(schedule: NoiseSchedule, sampler: str, steps: int) -> list[int]:
+    """The descending training timesteps ``sampler`` visits in ``steps`` steps, exactly as the
+    matching diffusers scheduler's ``set_timesteps`` makes them."""
+    T = schedule.num_train_timesteps
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= T:
+        raise OptionError(f"steps must be an integer from 1 to {T}, got {steps!r}")
+    spacing = schedule.timestep_spacing or DEFAULT_SPACING[sampler]
+    if sampler == "dpmsolver++":
+        ts = _dpm_timesteps(schedule, spacing, steps)
+    elif spacing == "linspace":
+        ts = np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
+    elif spacing == "leading":
+        ts = (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.int64)
+        ts = ts + schedule.steps_offset
+    else:  # trailing
+        ts = np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1
+    ts = [int(t) for t in ts]
+    if len(set(ts)) != len(ts) or not all(0 <= t < T for t in ts):
+        raise OptionError(f"{steps} steps is too many for {sampler} with {spacing!r} timestep "
+                          f"spacing over {T} training steps; use fewer steps")
+    return ts
+
+
+def _dpm_timesteps(schedule: NoiseSchedule, spacing: str, steps: int) -> np.ndarray:
+    """DPMSolverMultistepScheduler.set_timesteps: steps + 1 points, the last one dropped."""
+    T = schedule.num_train_timesteps
+    # diffusers stops where log-SNR falls below lambda_min_clipped (default -inf: never).
+    ac = schedule.alphas_cumprod
+    lambdas = torch.log(torch.sqrt(ac)) - torch.log(torch.sqrt(1 - ac))
+    lam_min = float(schedule.config.get("lambda_min_clipped", -math.inf))
+    last = T - int(torch.searchsorted(torch.flip(lambdas, [0]), lam_min))
+    if spacing == "linspace":
+        return np.linspace(0, last - 1, steps + 1).round()[::-1][:-1].astype(np.int64)
+    if spacing == "leading":
+        ratio = last // (steps + 1)
+        ts = (np.arange(0, steps + 1) * ratio).round()[::-1][:-1].astype(np.int64)
+        return ts + schedule.steps_offset
+    return np.arange(last, 0, -T / steps).round().astype(np.int64) - 1
+
+
+def _noise_fn(x: torch.Tensor, generators):
+    """A function drawing one standard-normal tensor shaped like ``x`` for the next step."""
+    if generators is None:
+        return lambda: torch.randn(x.shape, device=x.device, dtype=x.dtype)
+    return lambda: per_sample_randn(generators, tuple(x.shape[1:]), device=x.device, dtype=x.dtype)
+
+
+def _rows(*columns: torch.Tensor) -> list[tuple]:
+    """Per-step tuples of Python numbers from per-step float32 coefficient vectors."""
+    return list(zip(*(c.tolist() for c in columns)))
+
+
+def _to_x0(schedule: NoiseSchedule, out: torch.Tensor, x: torch.Tensor, a: float, s: float):
+    """The x0 estimate from the model output at a timestep where x = a * x0 + s * eps
+    (a = sqrt(alpha_bar), s = sqrt(1 - alpha_bar))."""
+    if schedule.prediction_type == "epsilon":
+        return (x - s * out) / a
+    if schedule.prediction_type == "v_prediction":
+        return a * x - s * out
+    return out
+
+
+def _to_eps(schedule: NoiseSchedule, out: torch.Tensor, x: torch.Tensor, a: float, s: float):
+    """The noise estimate from the model output (same conventions as ``_to_x0``)."""
+    if schedule.prediction_type == "epsilon":
+        return out
+    if schedule.prediction_type == "v_prediction":
+        return a * out + s * x
+    return (x - a * out) / s
+
+
+def _clip_x0(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
+    """DDPM/DDIM's x0 clipping: dynamic thresholding if configured, else clip_sample."""
+    if schedule.thresholding:
+        return _threshold(schedule, x0)
+    if schedule.clip_sample:
+        r = schedule.clip_sample_range
+        return x0.clamp(-r, r)
+    return x0
+
+
+def _threshold(schedule: NoiseSchedule, x0: torch.Tensor) -> torch.Tensor:
+    """Imagen's dynamic thresholding, per sample, as diffusers' ``_threshold_sample``."""
+    flat = x0.float().reshape(x0.shape[0], -1)
+    s = torch.quantile(flat.abs(), schedule.dynamic_thresholding_ratio, dim=1)
+    s = s.clamp(min=1, max=schedule.sample_max_value)[:, None]
+    return (flat.clamp(-s, s) / s).reshape(x0.shape).to(x0.dtype)
+
+
+# ---- the samplers: each returns step(i, model_out, x) -> next x ------------------------------
+
+def _ddpm(schedule: NoiseSchedule, timesteps: list[int], noise, eta: float):
+    """DDPMScheduler.step: posterior mean from the (clipped) x0 estimate, plus noise if t > 0."""
+    kind = schedule.variance_type
+    if kind not in ("fixed_small", "fixed_small_log", "fixed_large"):
+        raise OptionError(f"variance_type {kind!r} is not supported by the ddpm sampler; use "
+                          "fixed_small, fixed_small_log or fixed_large")
+    t = torch.tensor(timesteps)
+    a_t = schedule.alphas_cumprod[t]
+    a_prev = torch.cat([a_t[1:], torch.ones(1)])  # the previous *visited* step; 1 after t = 0
+    beta_prod_t, beta_prod_prev = 1 - a_t, 1 - a_prev
+    alpha_step = a_t / a_prev
+    beta_step = 1 - alpha_step  # the effective beta of this (possibly strided) step
+    c_x0 = (a_prev ** 0.5 * beta_step) / beta_prod_t
+    c_xt = alpha_step ** 0.5 * beta_prod_prev / beta_prod_t
+    var = torch.clamp(beta_prod_prev / beta_prod_t * beta_step, min=1e-20)
+    std = {"fixed_small": var ** 0.5, "fixed_small_log": torch.exp(0.5 * torch.log(var)),
+           "fixed_large": beta_step ** 0.5}[kind]
+    table = _rows(a_t ** 0.5, beta_prod_t ** 0.5, c_x0, c_xt, std)
+
+    def step(i, out, x):
+        a, s, c_x0, c_xt, std = table[i]
+        x0 = _to_x0(schedule, out, x, a, s)
+        x = c_x0 * _clip_x0(schedule, x0) + c_xt * x
+        return x + std * noise() if timesteps[i] > 0 else x  # diffusers adds noise while t > 0
+    return step
+
+
+def _ddim(schedule: NoiseSchedule, timesteps: list[int], noise, eta: float):
+    """DDIMScheduler.step (use_clipped_model_output False, as diffusers' pipeline calls it)."""
+    ac = schedule.alphas_cumprod
+    final = torch.tensor(1.0) if schedule.set_alpha_to_one else ac[0]
+    t = torch.tensor(timesteps)
+    prev = t - schedule.num_train_timesteps // len(timesteps)  # diffusers' prev = t - T // steps
+    a_t = ac[t]
+    a_prev = torch.where(prev >= 0, ac[prev.clamp(min=0)], final)
+    beta_prod_t, beta_prod_prev = 1 - a_t, 1 - a_prev
+    std = eta * ((beta_prod_prev / beta_prod_t) * (1 - a_t / a_prev)) ** 0.5
+    c_eps = torch.clamp(1 - a_prev - std ** 2, min=0) ** 0.5
+    table = _rows(a_t ** 0.5, beta_prod_t ** 0.5, a_prev ** 0.5, c_eps, std)
+
+    def step(i, out, x):
+        a, s, c_x0, c_eps, std = table[i]
+        x0, eps = _to_x0(schedule, out, x, a, s), _to_eps(schedule, out, x, a, s)
+        x = c_x0 * _clip_x0(schedule, x0) + c_eps * eps
+        return x + std * noise() if eta > 0 else x  # diffusers draws even when std is 0
+    return step
+
+
+def _dpmsolver_pp(schedule: NoiseSchedule, timesteps: list[int], noise, eta: float):
+    """DPMSolverMultistepScheduler, algorithm_type "dpmsolver++": multistep in log-SNR
+    (lambda) on the data prediction x0; first order on the first step and (lower_order_final)
+    the last one, second order in between."""
+    cfg = schedule.config
+    order = int(cfg.get("solver_order", 2))
+    solver_type = cfg.get("solver_type", "midpoint")
+    final_type = cfg.get("final_sigmas_type", "zero")
+    for key in ("use_karras_sigmas", "use_exponential_sigmas", "use_beta_sigmas",
+                "use_lu_lambdas", "use_flow_sigmas"):
+        if cfg.get(key):
+            raise OptionError(f"scheduler option {key} is not supported by genzoo's dpmsolver++; "
+                              "set it to false or use the ddim sampler")
+    if order not in (1, 2) or solver_type not in ("midpoint", "heun") \
+            or final_type not in ("zero", "sigma_min"):
+        raise OptionError("dpmsolver++ supports solver_order 1 or 2, solver_type midpoint or "
+                          "heun, final_sigmas_type zero or sigma_min; fix the scheduler config")
+    n = len(timesteps)
+    ac = schedule.alphas_cumprod
+    rho = ((1 - ac) / ac) ** 0.5  # diffusers' "sigmas": the noise-to-signal ratio
+    last = torch.zeros(1) if final_type == "zero" else rho[:1]
+    rho = torch.cat([rho[torch.tensor(timesteps)], last])
+    alpha = 1 / ((rho ** 2 + 1) ** 0.5)
+    sigma = rho * alpha
+    lam = torch.log(alpha) - torch.log(sigma)  # log-SNR / 2; +inf at a zero final sigma
+    h = lam[1:] - lam[:-1]
+    phi = alpha[1:] * (torch.exp(-h) - 1.0)
+    r0 = torch.cat([torch.ones(1), h[:-1] / h[1:]])  # h_0 / h (unused on the first step)
+    if solver_type == "midpoint":
+        c_d1 = 0.5 * phi
+    else:  # heun
+        c_d1 = -(alpha[1:] * ((torch.exp(-h) - 1.0) / h + 1.0))
+    low_final = cfg.get("lower_order_final", True)
+    last_low = cfg.get("euler_at_final", False) or (low_final and n < 15) or final_type == "zero"
+    second = [order == 2 and i > 0 and not (i == n - 1 and last_low) for i in range(n)]
+    table = _rows(alpha[:-1], sigma[:-1], sigma[1:] / sigma[:-1], phi, c_d1, 1.0 / r0)
+    prev_x0 = [None]  # the previous step's x0 estimate (m1 in diffusers)
+
+    def step(i, out, x):
+        a, s, c_x, phi, c_d1, inv_r0 = table[i]
+        x0 = _to_x0(schedule, out, x, a, s)  # no clip_sample in DPM-Solver
+        if schedule.thresholding:
+            x0 = _threshold(schedule, x0)
+        nxt = c_x * x - phi * x0
+        if second[i]:  # D1 = (m0 - m1) / r0
+            nxt = nxt - c_d1 * (inv_r0 * (x0 - prev_x0[0]))
+        prev_x0[0] = x0
+        return nxt
+    return step
