@@ -1,0 +1,68 @@
+"""How fast is `genzoo list`? Wall time against `python -c "import torch"`, and peak memory.
+
+`genzoo list` must never import torch, so it should cost a fraction of a torch import (goal:
+ratio <= 0.25). Each command runs N times as a fresh process, alternating so that machine noise
+hits both alike; medians are reported, with the peak RSS of `genzoo list` (from wait4).
+
+    python benchmarks/bench_list.py [-n 11] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+
+def run_once(cmd: list[str]) -> tuple[float, int]:
+    """Wall seconds and peak RSS (bytes) of one run of ``cmd``; a failure aborts the benchmark."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.read().decode()}")
+    return wall, usage.ru_maxrss * 1024  # Linux reports KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=11, help="runs of each command (default 11)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+
+    exe = shutil.which("genzoo")
+    genzoo = [exe, "list"] if exe else [sys.executable, "-m", "genzoo", "list"]
+    torch = [sys.executable, "-c", "import torch"]
+    run_once(genzoo), run_once(torch)  # warm the page cache; not counted
+    times: dict[str, list[float]] = {"genzoo list": [], "import torch": []}
+    rss = []
+    for _ in range(args.n):
+        wall, peak = run_once(genzoo)
+        times["genzoo list"].append(wall)
+        rss.append(peak)
+        times["import torch"].append(run_once(torch)[0])
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {"runs": args.n, "genzoo_list_s": round(med["genzoo list"], 3),
+              "import_torch_s": round(med["import torch"], 3),
+              "ratio": round(med["genzoo list"] / med["import torch"], 3),
+              "genzoo_list_peak_rss_mb": round(max(rss) / 2**20, 1)}
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"median of {args.n} runs (fresh processes)")
+    print(f"  genzoo list      {result['genzoo_list_s']:.3f} s   peak RSS "
+          f"{result['genzoo_list_peak_rss_mb']:.1f} MiB")
+    print(f"  import torch     {result['import_torch_s']:.3f} s")
+    verdict = "ok" if result["ratio"] <= 0.25 else "over the 0.25 goal"
+    print(f"  ratio            {result['ratio']:.3f}  ({verdict})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The uniform API: ``load``, ``list_models``, ``model_info``, ``download``.
+
+``load`` joins the other parts and holds no logic of its own: registry (card) -> plugins
+(arch -> class) -> hub (verified local folder) -> ``cls.from_pretrained``. Importing this
+module does not import torch; loading a model does.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import hub, plugins
+from .errors import UnknownModelError, WeightsError
+from .registry import ModelCard, get_registry
+
+NOT_BUILT = "weights not built yet"
+
+
+def load(name_or_path: str | os.PathLike, device: str = "auto", dtype: str = "auto",
+         revision: str | None = None):
+    """Load a model by card name, local folder or ``hf://org/repo[@revision]``.
+
+    ``device="auto"`` picks CUDA, then MPS, then CPU; ``dtype="auto"`` bf16 autocast where
+    CUDA supports it, else fp32. Returns a ``genzoo.GenerativeModel``."""
+    target = os.fspath(name_or_path)
+    registry = get_registry()
+    if target in registry:
+        card = registry.get(target)
+        cls = plugins.load_arch_class(card.arch, card.package)  # before any download
+        if not card.files and hub.parse_source(card.source).kind != "hf" and \
+                hub.local_folder(card.source) is None:
+            raise WeightsError(f"{card.name}: {NOT_BUILT} ({card.source} is empty); "
+                               "the model cannot be loaded until its weights are published")
+        folder = hub.fetch(card.source, card.files, revision, name=card.name)
+        _check_arch(folder, card.arch)
+        model = cls.from_pretrained(folder, device=device, dtype=dtype)
+        model.name_or_path = card.name
+    elif target.startswith(hub.HF_PREFIX) or Path(target).is_dir():
+        folder = hub.fetch(target, None, revision) if target.startswith(hub.HF_PREFIX) \
+            else Path(target)
+        cls = plugins.load_arch_class(detect_folder_arch(folder))
+        model = cls.from_pretrained(folder, device=device, dtype=dtype)
+        model.name_or_path = target
+    else:
+        hint = "" if os.sep in target or "/" in target else registry.suggest(target)
+        raise UnknownModelError(f"{target!r} is not a model name, a folder or an "
+                                f"hf://org/repo id{hint}")
+    model.revision = hub.resolved_revision(folder) or revision
+    return model
+
+
+def _read_config(folder: Path) -> dict[str, Any]:
+    path = folder / "config.json"
+    if not path.is_file():
+        return {}
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not valid JSON ({e})") from None
+    return config if isinstance(config, dict) else {}
+
+
+def _check_arch(folder: Path, arch: str) -> None:
+    """A folder that names its arch must name the card's (a swapped folder is refused)."""
+    section = _read_config(folder).get("genzoo")
+    if isinstance(section, dict) and section.get("arch") not in (None, arch):
+        raise WeightsError(f"{folder}: config.json is for arch {section.get('arch')!r}, the card "
+                           f"expects {arch!r}")
+
+
+def detect_folder_arch(folder: Path) -> str:
+    """The arch of a folder: config.json's ``genzoo.arch``, else what a plugin recognises."""
+    folder = Path(folder)
+    config = _read_config(folder)
+    section = config.get("genzoo")
+    if isinstance(section, dict) and isinstance(section.get("arch"), str):
+        return section["arch"]
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    arch = plugins.detect_arch(config, files)
+    if arch is None:
+        shown = ", ".join(files[:6]) + (" ..." if len(files) > 6 else "") or "no files"
+        raise WeightsError(f"{folder}: not a model genzoo can load (found {shown}); expected "
+                           "config.json with a 'genzoo' section and model.safetensors, or a "
+                           "diffusers/transformers layout that an installed plugin recognises")
+    return arch
+
+
+def list_models(pattern: str | None = None, family: str | None = None) -> list[ModelCard]:
+    """Cards matching ``pattern`` (fnmatch wildcards; a plain word matches a substring) and
+    ``family``, sorted by name."""
+    return get_registry().list(pattern, family)
+
+
+def model_status(card: ModelCard) -> dict[str, Any]:
+    """Whether the card's plugin is installed and its weights are local, with a status line."""
+    archs = plugins.architectures()
+    installed = card.arch in archs
+    src = hub.parse_source(card.source)
+    folder = hub.local_folder(card.source, card.files)
+    not_built = not card.files and src.kind != "hf" and folder is None
+    problems = []
+    if not installed:
+        problems.append(f"plugin missing: pip install {card.package}")
+    if not_built:
+        problems.append(NOT_BUILT)
+    if problems:
+        status = "; ".join(problems)
+    elif folder is not None:
+        status = "ready" if src.kind == "hf" or card.files else "ready (no digests)"
+    else:
+        status = "not downloaded"
+    return {"plugin_installed": installed,
+            "plugin": archs[card.arch].plugin if installed else None,
+            "install": None if installed else f"pip install {card.package}",
+            "downloaded": folder is not None, "bundled": src.kind == "pkg",
+            "path": str(folder) if folder is not None else None, "status": status}
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """The card of ``name`` as a dict, plus plugin/download status (see ``model_status``)."""
+    card = get_registry().get(name)
+    return {**card.to_dict(), **model_status(card)}
+
+
+def download(name: str, revision: str | None = None) -> Path:
+    """Fetch a card's weights into the cache (or verify bundled ones); returns the folder."""
+    card = get_registry().get(name)
+    if not card.files and hub.parse_source(card.source).kind != "hf" and \
+            hub.local_folder(card.source) is None:
+        raise WeightsError(f"{card.name}: {NOT_BUILT}; nothing to download")
+    return hub.fetch(card.source, card.files, revision, name=card.name)

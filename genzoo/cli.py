@@ -1,0 +1,251 @@
+"""The ``genzoo`` command line: thin click commands that parse, call the API and print.
+
+Errors a user can act on (``GenzooError``) are printed as one line, ``Error: ...``, with exit
+status 1; ``--debug`` shows the traceback too. Usage errors exit 2 (click's convention).
+Importing this module (and running ``genzoo list``) does not import torch.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+
+import click
+
+from . import __version__
+from .errors import GenzooError
+
+
+class _OneLineError(click.ClickException):
+    """A GenzooError as click shows it: ``Error: message`` on stderr, exit 1."""
+
+    exit_code = 1
+
+
+class GenzooGroup(click.Group):
+    """A click group that turns GenzooError into a one-line message (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GenzooError as e:
+            if (ctx.obj or {}).get("debug"):
+                traceback.print_exc()
+            raise _OneLineError(str(e)) from e
+
+
+def _echo_json(data) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _human_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return "-"
+
+
+def _human_count(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.1f}{suffix}"
+    return str(n)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> None:
+    """Print left-aligned columns sized to their widest cell."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+@click.group(cls=GenzooGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(__version__, "--version", prog_name="genzoo")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """genzoo: a zoo of generative models (diffusion, VAE, GAN, text LMs) behind one API.
+
+    Models are listed by `genzoo list`; families come from plugins (`genzoo plugins`).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+
+
+@cli.command("list")
+@click.argument("pattern", required=False)
+@click.option("--family", "-f", help="Only models of this family (diffusion, vae, gan, textlm...).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+def list_cmd(pattern: str | None, family: str | None, as_json: bool) -> None:
+    """List the models in the catalog.
+
+    PATTERN filters names with shell wildcards (`*mnist*`); a plain word matches names that
+    contain it. Models whose plugin is not installed are listed with the pip line to install it.
+    """
+    from .api import list_models, model_status
+    cards = list_models(pattern, family)
+    infos = [{**c.to_dict(), **model_status(c)} for c in cards]
+    if as_json:
+        _echo_json(infos)
+        return
+    if not infos:
+        click.echo("no models match" + (f" {pattern!r}" if pattern else ""), err=True)
+        return
+    rows = [[i["name"], i["family"], _human_count(i["params"]), _human_size(i["size"]),
+             i["source"], i["status"]] for i in infos]
+    _table(rows, ["NAME", "FAMILY", "PARAMS", "SIZE", "SOURCE", "STATUS"])
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info(name: str, as_json: bool) -> None:
+    """Show a model's card: source, files and digests, metrics, plugin and download status."""
+    from .api import model_info
+    data = model_info(name)
+    if as_json:
+        _echo_json(data)
+        return
+    for key in ("name", "family", "arch", "summary", "source", "license", "package", "origin",
+                "status", "path"):
+        if data.get(key):
+            click.echo(f"{key + ':':10} {data[key]}")
+    click.echo(f"{'params:':10} {_human_count(data['params'])}")
+    click.echo(f"{'size:':10} {_human_size(data['size'])}")
+    if data["tags"]:
+        click.echo(f"{'tags:':10} {', '.join(data['tags'])}")
+    for section in ("files", "sampling", "metrics"):
+        if data[section]:
+            click.echo(f"{section}:")
+            for k, v in data[section].items():
+                click.echo(f"  {k}: {'(no digest)' if v is None else v}")
+
+
+@cli.command()
+@click.argument("names", nargs=-1, required=True)
+@click.option("--revision", help="A branch, tag or commit instead of the card's pinned one.")
+def download(names: tuple[str, ...], revision: str | None) -> None:
+    """Download models into the Hugging Face cache (bundled ones are verified).
+
+    Every file with a sha256 in the card is checked; run this while online so that
+    `genzoo sample NAME` later works offline.
+    """
+    from .api import download as fetch
+    failed = 0
+    for name in names:
+        try:
+            folder = fetch(name, revision=revision)
+        except GenzooError as e:
+            if len(names) == 1:
+                raise
+            click.echo(f"Error: {e}", err=True)
+            failed += 1
+            continue
+        click.echo(f"{name}: {folder}")
+    if failed:
+        raise _OneLineError(f"{failed} of {len(names)} downloads failed")
+
+
+@cli.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def plugins_cmd(as_json: bool) -> None:
+    """List installed plugins (entry points of group "genzoo"), their status and architectures.
+
+    A plugin that fails to import or whose hook raises is shown with its error and does not
+    stop other commands; GENZOO_STRICT_PLUGINS=1 makes such failures fatal.
+    """
+    from .plugins import plugins
+    infos = [p.to_dict() for p in plugins()]
+    if as_json:
+        _echo_json(infos)
+        return
+    if not infos:
+        click.echo("no plugins installed; try: pip install genzoo-diffusion", err=True)
+        return
+    rows = [[i["name"], i["distribution"] or "-", i["version"] or "-", i["status"],
+             ", ".join(i["architectures"]) or "-", i["error"] or ""] for i in infos]
+    _table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "ARCHITECTURES", "ERROR"])
+
+
+@cli.group()
+def cache() -> None:
+    """Inspect and clean downloaded weights (the Hugging Face cache)."""
+
+
+@cache.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def cache_ls(as_json: bool) -> None:
+    """List the model repositories in the Hugging Face cache and the genzoo models using them."""
+    from .hub import cache_entries, hub_cache_dir
+    entries = cache_entries()
+    if as_json:
+        _echo_json(entries)
+        return
+    if not entries:
+        click.echo(f"the cache is empty ({hub_cache_dir()})", err=True)
+        return
+    rows = [[e["repo_id"], ", ".join(e["models"]) or "-", _human_size(e["size"]),
+             ", ".join(r["commit"][:10] + (f" ({', '.join(r['refs'])})" if r["refs"] else "")
+                       for r in e["revisions"])] for e in entries]
+    _table(rows, ["REPO", "MODELS", "SIZE", "REVISIONS"])
+
+
+@cache.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+def cache_rm(names: tuple[str, ...], yes: bool) -> None:
+    """Delete cached weights of models (card names or org/repo ids)."""
+    from .hub import remove_from_cache
+    if not yes:
+        click.confirm(f"Delete the cached weights of {', '.join(names)}?", abort=True)
+    for name in names:
+        freed = remove_from_cache(name)
+        click.echo(f"{name}: removed ({_human_size(freed)} freed)")
+
+
+@cache.command("verify")
+@click.argument("names", nargs=-1)
+def cache_verify(names: tuple[str, ...]) -> None:
+    """Re-hash downloaded models' files against their cards (all downloaded models by default)."""
+    from .api import list_models
+    from .hub import is_available, verify_cached
+    if not names:
+        names = tuple(c.name for c in list_models() if c.files and is_available(c.source, c.files))
+        if not names:
+            click.echo("nothing downloaded to verify", err=True)
+            return
+    failed = 0
+    for name in names:
+        try:
+            result = verify_cached(name)
+        except GenzooError as e:
+            click.echo(f"{name}: FAILED: {e}", err=True)
+            failed += 1
+            continue
+        click.echo(f"{name}: ok ({len(result)} files)")
+    if failed:
+        raise _OneLineError(f"{failed} of {len(names)} models failed verification")
+
+
+def main() -> None:
+    """Console entry point (``genzoo`` and ``python -m genzoo``)."""
+    try:
+        cli.main(prog_name="genzoo")
+    except GenzooError as e:  # raised outside a command (e.g. while parsing); still one line
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+
+
+# The model commands (sample, finetune, eval, push) live beside this file; they import torch
+# only inside their bodies.
+from .cli_model import register_model_commands  # noqa: E402
+
+register_model_commands(cli)
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,2 @@
+"""A plugin that cannot be imported (as if a dependency were missing)."""
+raise ImportError("No module named 'torchy'")

@@ -1,0 +1,123 @@
+"""genzoo.load / list_models / model_info through a fake plugin's tiny torch architecture."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import sha256, write_catalog, write_tiny_model
+from genzoo import api
+from genzoo.errors import PluginMissingError, UnknownModelError, WeightsError
+
+
+@pytest.fixture
+def catalog(tmp_path, monkeypatch, fake_plugins):
+    """The fakegood plugin plus a user catalog; ``add(**card)`` appends a card."""
+    fake_plugins("fakegood")
+    path = tmp_path / "cards.yaml"
+    cards = []
+
+    def add(**card):
+        cards.append({"family": "tiny", "arch": "tiny-arch", **card})
+        write_catalog(path, cards)
+        monkeypatch.setenv("GENZOO_REGISTRY", str(path))
+    return add
+
+
+def _weight(model) -> float:
+    return float(model.lin.weight.detach()[0, 0])
+
+
+def test_load_card_with_local_folder(catalog, tmp_path):
+    digests = write_tiny_model(tmp_path / "w", value=0.5)
+    catalog(name="tiny-local", source=str(tmp_path / "w"), files=digests)
+    model = api.load("tiny-local", device="cpu")
+    assert type(model).__name__ == "Tiny" and _weight(model) == 0.5
+    assert model.name_or_path == "tiny-local" and model.revision is None
+    assert str(model.device) == "cpu"
+
+
+def test_load_bundled_plugin_card(catalog):
+    model = api.load("tiny-bundled", device="cpu")
+    assert _weight(model) == 0.125 and model.name_or_path == "tiny-bundled"
+
+
+def test_load_hub_card_and_hub_id(catalog, local_hub):
+    catalog(name="tiny-hub", source=f"hf://{local_hub.repo_id}@{local_hub.v1}",
+            files=local_hub.digests[local_hub.v1])
+    model = api.load("tiny-hub", device="cpu")
+    assert _weight(model) == 0.5 and model.revision == local_hub.v1
+    latest = api.load(f"hf://{local_hub.repo_id}", device="cpu")  # no card: main
+    assert _weight(latest) == 0.25 and latest.revision == local_hub.v2
+    assert latest.name_or_path == f"hf://{local_hub.repo_id}"
+    pinned = api.load(f"hf://{local_hub.repo_id}", device="cpu", revision="v1")
+    assert _weight(pinned) == 0.5 and pinned.revision == local_hub.v1
+
+
+def test_load_folders(catalog, tmp_path):
+    write_tiny_model(tmp_path / "native", value=0.5)
+    assert _weight(api.load(tmp_path / "native", device="cpu")) == 0.5
+    write_tiny_model(tmp_path / "foreign", value=0.25, genzoo_section=False,
+                     extra_config={"model_type": "tiny"})  # recognised by the plugin's hook
+    assert _weight(api.load(str(tmp_path / "foreign"), device="cpu")) == 0.25
+    write_tiny_model(tmp_path / "unknown", genzoo_section=False)
+    with pytest.raises(WeightsError) as e:
+        api.load(str(tmp_path / "unknown"))
+    assert "expected config.json with a 'genzoo' section and model.safetensors" in str(e.value)
+    assert "config.json, model.safetensors" in str(e.value)  # what was found
+
+
+def test_weights_not_built_yet(catalog):
+    catalog(name="tiny-future", source="pkg://fakegood/weights/not-yet", files={})
+    with pytest.raises(WeightsError, match="tiny-future: weights not built yet"):
+        api.load("tiny-future")
+    assert api.model_info("tiny-future")["status"] == "weights not built yet"
+
+
+def test_missing_plugin_fails_before_download(catalog, monkeypatch):
+    import genzoo.hub
+    monkeypatch.setattr(genzoo.hub, "fetch", lambda *a, **k: pytest.fail("fetched"))
+    with pytest.raises(PluginMissingError, match="pip install genzoo-textlm"):
+        api.load("gpt2")
+
+
+def test_arch_mismatch_is_refused(catalog, tmp_path):
+    digests = write_tiny_model(tmp_path / "w")
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    config["genzoo"]["arch"] = "other-arch"
+    (tmp_path / "w" / "config.json").write_text(json.dumps(config))
+    digests["config.json"] = sha256(tmp_path / "w" / "config.json")
+    catalog(name="tiny-swapped", source=str(tmp_path / "w"), files=digests)
+    with pytest.raises(WeightsError, match="arch 'other-arch', the card expects 'tiny-arch'"):
+        api.load("tiny-swapped")
+
+
+def test_unknown_names(catalog):
+    with pytest.raises(UnknownModelError, match="did you mean: tiny-bundled"):
+        api.load("tiny-bundle")
+    with pytest.raises(UnknownModelError) as e:
+        api.load("./no/such/folder")
+    assert "not a model name, a folder or an hf://org/repo id" in str(e.value)
+    assert "did you mean" not in str(e.value)
+
+
+def test_model_info_and_list(catalog, local_hub):
+    catalog(name="tiny-hub", source=f"hf://{local_hub.repo_id}@{local_hub.v1}",
+            files=local_hub.digests[local_hub.v1])
+    info = api.model_info("vae-mnist")
+    assert info["status"] == "plugin missing: pip install genzoo-vae; weights not built yet"
+    assert info["plugin_installed"] is False and info["install"] == "pip install genzoo-vae"
+    bundled = api.model_info("tiny-bundled")
+    assert (bundled["status"], bundled["downloaded"], bundled["bundled"]) == ("ready", True, True)
+    assert bundled["plugin"] == "fakegood"
+    assert api.model_info("tiny-hub")["status"] == "not downloaded"
+    folder = api.download("tiny-hub")
+    after = api.model_info("tiny-hub")
+    assert after["status"] == "ready" and after["path"] == str(folder)
+    assert [c.name for c in api.list_models("tiny-*")] == ["tiny-bundled", "tiny-hub"]
+    assert [c.name for c in api.list_models(family="tiny")] == ["tiny-bundled", "tiny-hub"]
+
+
+def test_public_face_is_lazy():
+    import genzoo
+    assert genzoo.load is api.load and genzoo.list_models is api.list_models
