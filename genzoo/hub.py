@@ -178,7 +178,7 @@ def _fetch_hf(src: Source, files: dict, revision: str | None, allow_patterns, na
     try:
         folder = snapshot_download(
             src.repo_id, revision=rev, cache_dir=hub_cache_dir(), endpoint=endpoint,
-            allow_patterns=patterns, ignore_patterns=NEVER_PATTERNS,
+            allow_patterns=patterns, ignore_patterns=list(NEVER_PATTERNS),
             local_files_only=local_only, library_name="genzoo", library_version=__version__)
     except hf_errors.LocalEntryNotFoundError:
         raise HubError(f"{where}: not in the local cache and the Hub is unreachable; run "
@@ -277,7 +277,7 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, token: str | None = N
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision,
-                                 ignore_patterns=NEVER_PATTERNS,
+                                 ignore_patterns=list(NEVER_PATTERNS),
                                  commit_message="Upload model with genzoo")
     except hf_errors.HfHubHTTPError as e:
         status = getattr(getattr(e, "response", None), "status_code", None)

@@ -210,3 +210,13 @@ def local_hub(olah_hub, monkeypatch) -> LocalHub:
     """The local Hub, with HF_ENDPOINT pointing at it for this test."""
     monkeypatch.setenv("HF_ENDPOINT", olah_hub.endpoint)
     return olah_hub
+
+
+@pytest.fixture(scope="session")
+def upload_hub(olah_hub):
+    """A writable Hub (tests/hub_upload_server.py) committing into the git repositories olah
+    serves: push to ``upload_hub.endpoint`` with ``upload_hub.token``, then download the same
+    commits from ``olah_hub.endpoint`` (olah reads each repository afresh: no restart)."""
+    from hub_upload_server import UploadHub
+    with UploadHub(olah_hub.git_dir.parents[2]) as server:  # .../mirrors/models/testorg/tiny
+        yield server
