@@ -244,8 +244,10 @@ def main() -> None:
 # The model commands (sample, finetune, eval, push) live beside this file; they import torch
 # only inside their bodies.
 from .cli_model import register_model_commands  # noqa: E402
+from .cli_plugin import new_plugin_command  # noqa: E402
 
 register_model_commands(cli)
+cli.add_command(new_plugin_command)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

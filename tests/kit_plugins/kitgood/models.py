@@ -1,0 +1,83 @@
+"""Two tiny conforming models: an MLP VAE over images and a byte-level bigram LM."""
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genzoo.errors import DataError, OptionError
+from genzoo.model import GenerativeModel
+from genzoo.seeding import per_sample_randn
+
+
+class KitImage(GenerativeModel):
+    arch = "kit-image"
+    family = "kitimg"
+    train_defaults = {"batch_size": 16, "lr": 1e-2, "warmup": 2}
+    sample_defaults = {"temperature": 1.0}
+
+    def __init__(self, config=None):
+        config = {"image_shape": [1, 6, 6], "hidden": 16, "latent": 3, **(config or {})}
+        super().__init__(config)
+        d = math.prod(config["image_shape"])
+        self.enc = nn.Sequential(nn.Linear(d, config["hidden"]), nn.SiLU(),
+                                 nn.Linear(config["hidden"], 2 * config["latent"]))
+        self.dec = nn.Sequential(nn.Linear(config["latent"], config["hidden"]), nn.SiLU(),
+                                 nn.Linear(config["hidden"], d))
+
+    def generate(self, generators, temperature=1.0):
+        if temperature < 0:
+            raise OptionError(f"temperature must be >= 0, got {temperature}")
+        z = per_sample_randn(generators, (self.config["latent"],), device=self.device)
+        return torch.sigmoid(self.dec(z * temperature).float()).reshape(-1, *self.config["image_shape"])
+
+    def training_loss(self, images):
+        x = images.flatten(1)
+        mu, logvar = self.enc(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        rec = F.binary_cross_entropy_with_logits(self.dec(z), x, reduction="sum")
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
+        return (rec + kl) / x.numel()
+
+
+class _Windows:
+    def __init__(self, ids):
+        self.ids = ids
+
+    def __len__(self):
+        return len(self.ids) - 1
+
+    def __getitem__(self, idx):
+        return torch.stack([self.ids[idx], self.ids[idx + 1]], dim=1)
+
+
+class KitText(GenerativeModel):
+    arch = "kit-text"
+    family = "kittext"
+    modality = "text"
+    train_defaults = {"batch_size": 64, "lr": 5e-2, "warmup": 2}
+    sample_defaults = {"max_new_tokens": 12, "prompt": "t"}
+
+    def __init__(self, config=None):
+        super().__init__({**(config or {})})
+        self.logits = nn.Parameter(torch.zeros(256, 256))
+
+    def generate(self, generators, max_new_tokens=12, prompt="t"):
+        out = []
+        for g in generators:
+            ids = list(prompt.encode())
+            for _ in range(int(max_new_tokens)):
+                p = torch.softmax(self.logits[ids[-1]].float().cpu(), -1)
+                ids.append(int(torch.multinomial(p, 1, generator=g)))
+            out.append(bytes(ids).decode("utf-8", errors="replace"))
+        return out
+
+    def prepare_data(self, data):
+        try:
+            text = open(data, encoding="utf-8").read()
+        except OSError as e:
+            raise DataError(f"{data}: cannot read ({e})") from e
+        return _Windows(torch.tensor(list(text.encode()), dtype=torch.long))
+
+    def training_loss(self, pairs):
+        return F.cross_entropy(self.logits[pairs[:, 0]], pairs[:, 1])

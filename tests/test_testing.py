@@ -1,0 +1,209 @@
+"""The conformance kit (genzoo.testing): it passes conforming plugins, catches each kind of
+contract violation with a message that says what to fix, and offers three ways to opt in
+(a Conformance subclass, module variables, ``pytest --genzoo-arch``).
+
+The plugins under test live in tests/kit_plugins and are installed for real: a site folder
+with a ``.dist-info`` per plugin, found through ``importlib.metadata``.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genzoo import plugins, registry
+from genzoo.testing import Conformance, conformance_tests
+
+pytest_plugins = ["pytester"]
+
+KIT_SRC = Path(__file__).resolve().parent / "kit_plugins"
+KIT_MODULES = ("kitgood", "kitbad")
+
+
+def _kit_plugin_args() -> list[str]:
+    """``-p genzoo.testing`` unless pytest already loads it through its entry point."""
+    wired = any(ep.value == "genzoo.testing"
+                for ep in importlib.metadata.entry_points(group="pytest11"))
+    quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]  # it is imported already
+    return quiet if wired else [*quiet, "-p", "genzoo.testing"]
+
+
+@pytest.fixture(scope="session")
+def kit_site(tmp_path_factory) -> Path:
+    site = tmp_path_factory.mktemp("kitsite")
+    for module in KIT_MODULES:
+        shutil.copytree(KIT_SRC / module, site / module)
+        info = site / f"genzoo_{module}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: genzoo-{module}\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text(f"[genzoo]\n{module} = {module}\n")
+    return site
+
+
+@pytest.fixture
+def kit(kit_site, monkeypatch):
+    """The kit plugins installed (beside whatever else is installed) for this test."""
+    monkeypatch.syspath_prepend(str(kit_site))
+    plugins.reset()
+    registry.reset()
+    yield kit_site
+    for name in [m for m in sys.modules if m.split(".")[0] in KIT_MODULES]:
+        del sys.modules[name]
+    plugins.reset()
+    registry.reset()
+
+
+# ---- the module itself --------------------------------------------------------------------
+def test_importing_the_kit_leaves_torch_out():
+    code = "import sys, genzoo.testing; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_conformance_tests_builds_a_suite_in_the_callers_module(tmp_path):
+    def data(path):
+        return path / "data.npz"
+    suite = conformance_tests("some-arch", config={"hidden": 4}, data=data, finetune_steps=3)
+    cls = suite["TestGenzooConformance"]
+    assert issubclass(cls, Conformance) and cls.__module__ == __name__
+    assert (cls.arch, cls.config, cls.finetune_steps) == ("some-arch", {"hidden": 4}, 3)
+    assert cls().make_data(None, tmp_path) == tmp_path / "data.npz"
+    with pytest.raises(TypeError, match="finetune_step"):
+        conformance_tests("some-arch", finetune_step=3)
+
+
+def test_cli_config_accepts_json_or_a_file(tmp_path):
+    from genzoo.testing import _cli_config
+    (tmp_path / "c.json").write_text('{"hidden": 8}')
+    assert _cli_config('{"hidden": 4}') == {"hidden": 4}
+    assert _cli_config(f"@{tmp_path / 'c.json'}") == {"hidden": 8}
+    assert _cli_config(None) == {}
+    for bad in ("[1, 2]", "{nope", "@/no/such/file.json"):
+        with pytest.raises(pytest.UsageError):
+            _cli_config(bad)
+
+
+# ---- the checks on conforming models --------------------------------------------------------
+@pytest.mark.parametrize("arch", ["kit-image", "kit-text"])
+def test_conforming_models_pass_every_check(kit, arch, tmp_path):
+    from genzoo import _conformance as c
+    c.check_registration(arch)
+    c.check_plugin_health(arch)
+    c.check_class_contract(arch)
+    with pytest.MonkeyPatch.context() as mp:  # it forbids torch.load until the end of the block
+        c.check_save_load(c.make_model(arch, {}), tmp_path / "saved", mp)
+    c.check_sample_output(c.make_model(arch, {}))
+    c.check_seeds(c.make_model(arch, {}))
+    model = c.make_model(arch, {})
+    c.check_finetune(model, c.default_data(model, tmp_path), tmp_path / "ft", steps=20)
+    c.check_cpu_fp32(c.make_model(arch, {}))
+    c.check_bad_options(c.make_model(arch, {}))
+    with pytest.raises(pytest.skip.Exception, match="no bundled or local cards"):
+        c.check_cards(arch)
+
+
+def test_default_image_data_matches_the_model(kit, tmp_path):
+    from genzoo import _conformance as c
+    data = c.default_data(c.make_model("kit-image", {"image_shape": [3, 5, 7]}), tmp_path)
+    assert tuple(data.shape) == (16, 3, 5, 7)
+    assert 0 <= float(data.min()) and float(data.max()) <= 1 and float(data.std()) > 0.05
+
+
+# ---- the checks catch violations ---------------------------------------------------------
+BAD = [
+    ("registration", "imported torch"),
+    ("class_contract", "learning_rate"),
+    ("save_load", r"pickle files \['model.pt'\]"),
+    ("sample_output", r"must lie in \[0, 1\]"),
+    ("seeds", "identical calls; draw all randomness from the generators"),
+    ("finetune", "did not lower the loss"),
+    ("bad_options", "raised ValueError.*raise genzoo.errors.OptionError"),
+]
+
+
+@pytest.mark.parametrize("check,message", BAD, ids=[b[0] for b in BAD])
+def test_violations_are_caught_with_a_useful_message(kit, check, message, tmp_path, monkeypatch):
+    from genzoo import _conformance as c
+    calls = {
+        "registration": lambda: c.check_registration("kit-bad"),
+        "class_contract": lambda: c.check_class_contract("kit-bad"),
+        "save_load": lambda: c.check_save_load(c.make_model("kit-bad", {}), tmp_path / "m",
+                                               monkeypatch),
+        "sample_output": lambda: c.check_sample_output(c.make_model("kit-bad", {})),
+        "seeds": lambda: c.check_seeds(c.make_model("kit-bad", {})),
+        "finetune": lambda: c.check_finetune(c.make_model("kit-bad", {}),
+                                             c.default_data(c.make_model("kit-bad", {}), tmp_path),
+                                             tmp_path / "ft", steps=5),
+        "bad_options": lambda: c.check_bad_options(c.make_model("kit-bad", {})),
+    }
+    with pytest.raises(AssertionError, match=message):
+        calls[check]()
+
+
+def test_an_uninstalled_arch_fails_with_the_install_hint(kit):
+    from genzoo import _conformance as c
+    with pytest.raises(pytest.fail.Exception, match=r"pip install -e \."):
+        c.make_model("no-such-arch", {})
+    with pytest.raises(pytest.fail.Exception, match="not registered by any installed plugin"):
+        c.check_registration("no-such-arch")
+
+
+def test_unknown_finetune_stage_is_reported(kit, tmp_path):
+    from genzoo import _conformance as c
+    model = c.make_model("kit-image", {})
+    with pytest.raises(AssertionError, match="unknown stages"):
+        c.check_finetune(model, c.default_data(model, tmp_path), tmp_path / "ft", steps=2,
+                         stages=["discriminator"])
+
+
+# ---- the three ways in, through pytest itself ----------------------------------------------
+def _outcomes(result) -> dict[str, int]:
+    return {k: v for k, v in result.parseoutcomes().items() if k in ("passed", "failed", "skipped")}
+
+
+def test_module_variables_opt_in(kit, pytester):
+    pytester.makepyfile(test_mod='genzoo_arch = "kit-image"\ngenzoo_config = {"hidden": 8}\n')
+    result = pytester.runpytest_inprocess(*_kit_plugin_args(), "-q", "--co")
+    result.stdout.fnmatch_lines(["*test_mod.py::TestGenzooConformance::test_registers_without_torch",
+                                 "*::TestGenzooConformance::test_bundled_cards_load"])
+    result = pytester.runpytest_inprocess(*_kit_plugin_args(), "-q",
+                                          "-k", "class_contract or cpu_fp32 or seeds")
+    assert _outcomes(result) == {"passed": 3}
+
+
+def test_subclass_and_helper_opt_in_need_no_plugin(kit, pytester):
+    pytester.makepyfile(test_mod="""
+from genzoo.testing import Conformance, conformance_tests
+
+class TestText(Conformance):
+    arch = "kit-text"
+
+globals().update(conformance_tests("kit-image", config={"hidden": 8}))
+""")
+    result = pytester.runpytest_inprocess("-p", "no:genzoo", "-q", "-k", "class_contract")
+    assert _outcomes(result) == {"passed": 2}
+
+
+def test_command_line_opt_in(kit, pytester):
+    args = [*_kit_plugin_args(), "-q", "--genzoo-arch", "kit-image",
+            "--genzoo-config", '{"hidden": 8}']
+    result = pytester.runpytest_inprocess(*args, "--co")
+    assert "11 tests collected" in result.stdout.str()
+    result = pytester.runpytest_inprocess(*args, "-k", "class_contract or bad_options")
+    assert _outcomes(result) == {"passed": 2}
+    result = pytester.runpytest_inprocess(*_kit_plugin_args(), "--genzoo-arch", "kit-image",
+                                          "--genzoo-config", "[1]")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_violating_plugin_fails_its_suite(kit, pytester):
+    pytester.makepyfile(test_mod='genzoo_arch = "kit-bad"\n')
+    result = pytester.runpytest_inprocess(*_kit_plugin_args(), "-q", "-k",
+                                          "class_contract or sample_shape or plugin_is_healthy")
+    assert _outcomes(result) == {"passed": 1, "failed": 2}
+    result.stdout.fnmatch_lines(["*learning_rate*", "*must lie in [[]0, 1[]]*"])
