@@ -33,6 +33,9 @@ ROWS = [
     ("diffusion-mnist/ddim-50", "diffusion-mnist", {"sampler": "ddim", "steps": 50}),
     ("diffusion-mnist/dpm++-10", "diffusion-mnist", {"sampler": "dpmsolver++", "steps": 10}),
     ("diffusion-mnist/dpm++-20 (default)", "diffusion-mnist", {}),
+    # the default again on DDPM-1000's sample count and seeds: the like-for-like comparison
+    ("diffusion-mnist/dpm++-20 (default, ddpm-n)", "diffusion-mnist", {"_n": "ddpm"}),
+    ("diffusion-mnist/ddim-50 (ddpm-n)", "diffusion-mnist", {"sampler": "ddim", "steps": 50, "_n": "ddpm"}),
     ("vae-mnist", "vae-mnist", {}),
     ("gan-mnist", "gan-mnist", {}),
 ]
@@ -108,9 +111,10 @@ def main(rows, n, ddpm_n, seed, out, resume, paths):
             else:
                 if name not in loaded:
                     loaded[name] = genzoo.load(folders.get(name, name), device="cpu")
-                count = ddpm_n if options.get("sampler") == "ddpm" else n
-                result = evaluate(loaded[name], n=count, seed=seed, progress=sys.stderr.isatty(),
-                                  **options)
+                options = dict(options)
+                small = options.pop("_n", None) == "ddpm" or options.get("sampler") == "ddpm"
+                result = evaluate(loaded[name], n=ddpm_n if small else n, seed=seed,
+                                  progress=sys.stderr.isatty(), **options)
         except GenzooError as e:
             if name is not None and name not in loaded:
                 failed[name] = "cannot load" if len(str(e)) > 120 else str(e)

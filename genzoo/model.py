@@ -13,8 +13,8 @@ finetune engine.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,7 +231,8 @@ class GenerativeModel(nn.Module):
         """Load a genzoo folder: config.json + model.safetensors, verified complete."""
         folder = Path(folder)
         config = read_config(folder)
-        model = cls.from_config({k: v for k, v in config.items() if k != "genzoo"})
+        with skip_init():  # every parameter is about to be read from disk
+            model = cls.from_config({k: v for k, v in config.items() if k != "genzoo"})
         model.load_weights(folder / WEIGHTS_NAME)
         model.load_extra_files(folder)
         model.name_or_path = str(folder)
@@ -255,11 +256,37 @@ class GenerativeModel(nn.Module):
             if own[k].shape != v.shape:
                 raise WeightsError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the config "
                                    f"expects {tuple(own[k].shape)}")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        with torch.no_grad():  # state_dict() tensors alias the parameters: copy in place
+            for k, v in state.items():
+                own[k].copy_(v)
 
     def num_parameters(self) -> int:
         """The number of parameters (tied ones counted once)."""
         return sum(p.numel() for p in self.parameters())
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+                   "orthogonal_")
+
+
+@contextlib.contextmanager
+def skip_init():
+    """Make ``torch.nn.init`` functions no-ops while a model is built only to be overwritten by
+    its saved weights: random initialisation is most of the construction time of a small model.
+    ``load_weights`` refuses a file that lacks any parameter, so nothing stays uninitialised."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in _INIT_FUNCTIONS:
+        setattr(nn.init, name, _keep)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def _keep(tensor, *args, **kwargs):
+    return tensor
 
 
 def read_config(folder: Path) -> dict[str, Any]:
