@@ -39,7 +39,7 @@ def _engine(model, images, steps, batch_size):
     return result.seconds / steps
 
 
-def main(quick: bool = False) -> list[dict]:
+def rows(quick: bool = False) -> list[dict]:
     """Median s/step of each, alternating runs; returns one result row."""
     from genzoo.data import mnist_split
     from genzoo_diffusion.model import DiffusionModel
@@ -62,5 +62,5 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    for row in main(args.quick):
+    for row in rows(args.quick):
         print(json.dumps(row))

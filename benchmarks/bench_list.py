@@ -30,29 +30,44 @@ def run_once(cmd: list[str]) -> tuple[float, int]:
     return wall, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-n", type=int, default=11, help="runs of each command (default 11)")
-    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
-    args = parser.parse_args()
-
+def measure(n: int) -> dict:
+    """Medians of ``n`` alternating fresh-process runs of each command, and the peak RSS."""
     exe = shutil.which("genzoo")
     genzoo = [exe, "list"] if exe else [sys.executable, "-m", "genzoo", "list"]
     torch = [sys.executable, "-c", "import torch"]
     run_once(genzoo), run_once(torch)  # warm the page cache; not counted
     times: dict[str, list[float]] = {"genzoo list": [], "import torch": []}
     rss = []
-    for _ in range(args.n):
+    for _ in range(n):
         wall, peak = run_once(genzoo)
         times["genzoo list"].append(wall)
         rss.append(peak)
         times["import torch"].append(run_once(torch)[0])
-
     med = {k: statistics.median(v) for k, v in times.items()}
-    result = {"runs": args.n, "genzoo_list_s": round(med["genzoo list"], 3),
-              "import_torch_s": round(med["import torch"], 3),
-              "ratio": round(med["genzoo list"] / med["import torch"], 3),
-              "genzoo_list_peak_rss_mb": round(max(rss) / 2**20, 1)}
+    return {"runs": n, "genzoo_list_s": round(med["genzoo list"], 3),
+            "import_torch_s": round(med["import torch"], 3),
+            "ratio": round(med["genzoo list"] / med["import torch"], 3),
+            "genzoo_list_peak_rss_mb": round(max(rss) / 2**20, 1)}
+
+
+def rows(quick: bool = False) -> list[dict]:
+    """benchmarks/run.py's rows: wall time against import torch, and peak RSS."""
+    r = measure(5 if quick else 11)
+    return [{"benchmark": "genzoo list (fresh process)", "genzoo": r["genzoo_list_s"],
+             "peer": r["import_torch_s"], "peer_name": "python -c 'import torch'", "unit": "s",
+             "ratio": r["ratio"], "goal": "<= 0.25", "ok": r["ratio"] <= 0.25},
+            {"benchmark": "genzoo list peak RSS", "genzoo": r["genzoo_list_peak_rss_mb"],
+             "peer": None, "peer_name": "", "unit": "MiB", "ratio": None, "goal": "report",
+             "ok": True}]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=11, help="runs of each command (default 11)")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args()
+
+    result = measure(args.n)
     if args.json:
         print(json.dumps(result))
         return

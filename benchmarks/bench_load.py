@@ -22,7 +22,7 @@ def _touch(tensors) -> float:
     return float(sum(float(t.float().sum()) for t in tensors))
 
 
-def main(quick: bool = False) -> list[dict]:
+def rows(quick: bool = False) -> list[dict]:
     """Median seconds of each way of loading; ratios against both peers."""
     import torch
     from safetensors.torch import load_file
@@ -61,5 +61,5 @@ def main(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    for row in main(ap.parse_args().quick):
+    for row in rows(ap.parse_args().quick):
         print(json.dumps(row))

@@ -136,7 +136,7 @@ def main_job(tmp: Path, rounds: int) -> list[dict]:
     return rows
 
 
-def main(quick: bool = False) -> list[dict]:
+def rows(quick: bool = False) -> list[dict]:
     """All sampling rows."""
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -148,5 +148,5 @@ def main(quick: bool = False) -> list[dict]:
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
-    for row in main(ap.parse_args().quick):
+    for row in rows(ap.parse_args().quick):
         print(json.dumps(row))

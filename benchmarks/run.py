@@ -1,0 +1,80 @@
+"""Run every benchmark beside its peer and print one table of medians and ratios.
+
+Each ``bench_*.py`` module here exposes ``rows(quick) -> list[dict]`` (benchmark, genzoo,
+peer, peer_name, unit, ratio, goal, ok). This script runs them one after another (never two
+at once: the machine has 2 cores), prints a markdown table and writes benchmarks/results.json.
+
+    python benchmarks/run.py            # full (about 15 minutes on the 2-core CPU)
+    python benchmarks/run.py --quick    # under 5 minutes
+    python benchmarks/run.py --only list,engine
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ORDER = ["list", "load", "engine", "sampling", "textgen"]
+
+
+def _fmt(v, unit: str) -> str:
+    if v is None:
+        return "-"
+    if unit in ("samples/s", "tokens/s"):
+        return f"{v:.1f} {unit}"
+    if unit == "s" or unit == "s/step":
+        return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+    return f"{v:.1f} {unit}"
+
+
+def markdown(rows: list[dict]) -> str:
+    """The rows as a markdown table."""
+    out = ["| benchmark | genzoo | peer | ratio | goal | met |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio = f"{r['ratio']:.2f}x" if isinstance(r.get("ratio"), (int, float)) else "-"
+        peer = f"{_fmt(r.get('peer'), r['unit'])} ({r['peer_name']})" if r.get("peer_name") else "-"
+        out.append(f"| {r['benchmark']} | {_fmt(r['genzoo'], r['unit'])} | {peer} | {ratio} | "
+                   f"{r['goal']} | {'yes' if r['ok'] else 'NO'} |")
+    return "\n".join(out)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (under 5 minutes)")
+    ap.add_argument("--only", help=f"comma-separated subset of {','.join(ORDER)}")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    args = ap.parse_args()
+    sys.path.insert(0, str(HERE))
+    wanted = args.only.split(",") if args.only else ORDER
+    rows, errors = [], {}
+    for name in wanted:
+        t0 = time.perf_counter()
+        try:
+            module = importlib.import_module(f"bench_{name}")
+            got = module.rows(args.quick)
+        except Exception as e:  # one failing benchmark must not hide the others' figures
+            errors[name] = f"{type(e).__name__}: {e}"
+            traceback.print_exc()
+            continue
+        rows += got
+        print(f"[{name}] {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+    import torch
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
+            "cpus": __import__("os").cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "quick": args.quick}
+    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows, "errors": errors},
+                                         indent=2) + "\n")
+    print(markdown(rows))
+    for name, err in errors.items():
+        print(f"\n{name} failed: {err}")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
