@@ -42,9 +42,11 @@ def test_lr_schedule_warms_up_then_decays_to_the_floor():
 def test_training_lowers_the_loss_and_saves_a_loadable_folder(tmp_path):
     model = _fresh()
     data = tiny_data()
-    before = float(model.training_loss(data.images))
+    with torch.no_grad():
+        before = float(model.training_loss(data.images))
     result = finetune(model, data, steps=60, out=tmp_path / "run", progress=False, log_every=10)
-    after = float(model.training_loss(data.images))
+    with torch.no_grad():
+        after = float(model.training_loss(data.images))
     assert after < 0.7 * before
     assert result.folder == tmp_path / "run" and result.steps == 60
     rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
