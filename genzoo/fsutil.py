@@ -9,6 +9,17 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _readable(path: str | os.PathLike) -> None:
+    """Give a finished file the mode a plain ``open`` would (temp files are created 0600)."""
+    os.chmod(path, 0o666 & ~_umask())
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to a temp file beside ``path``, fsync it, then rename it into place."""
     path = Path(path)
@@ -19,6 +30,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        _readable(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -43,6 +55,8 @@ def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         folder.mkdir(parents=True, exist_ok=True)
         for item in sorted(tmp.iterdir()):
+            if item.is_file():
+                _readable(item)
             os.replace(item, folder / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
