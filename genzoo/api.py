@@ -37,6 +37,7 @@ def load(name_or_path: str | os.PathLike, device: str = "auto", dtype: str = "au
         _check_arch(folder, card.arch)
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = card.name
+        model.apply_card_sampling(card.sampling)
     elif target.startswith(hub.HF_PREFIX) or Path(target).is_dir():
         folder = hub.fetch(target, None, revision) if target.startswith(hub.HF_PREFIX) \
             else Path(target)

@@ -129,6 +129,13 @@ class GenerativeModel(nn.Module):
         from .data import load_image_dataset
         return load_image_dataset(data, shape=tuple(self.config["image_shape"]))
 
+    def apply_card_sampling(self, sampling: dict[str, Any]) -> None:
+        """Make a card's ``sampling`` entries this model's defaults (callers still override
+        them); a key the family does not know is a card error, reported like a bad option."""
+        if sampling:
+            self.check_options(dict(sampling))
+            self.sample_defaults = {**type(self).sample_defaults, **sampling}
+
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
         """Merge ``sample_defaults`` with the caller's options; unknown names are an error."""
         unknown = set(options) - set(self.sample_defaults)
@@ -180,7 +187,8 @@ class GenerativeModel(nn.Module):
             bar(len(chunk))
         bar(0, close=True)
         meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
-                "revision": self.revision, "seed": seed, **opts}
+                "revision": self.revision, "seed": seed,
+                **{k: v for k, v in opts.items() if _json_value(v)}}
         if self.modality == "text":
             return Samples(texts=[t for p in parts for t in p], meta=meta)
         images = torch.cat([p.float().clamp(0, 1).cpu() for p in parts])
@@ -236,7 +244,7 @@ class GenerativeModel(nn.Module):
         model.load_weights(folder / WEIGHTS_NAME)
         model.load_extra_files(folder)
         model.name_or_path = str(folder)
-        return model.to_device(device, dtype)
+        return model.to_device(device, dtype).eval()  # inference until someone finetunes it
 
     def load_extra_files(self, folder: Path) -> None:
         """Hook for families that read more files (a tokenizer)."""
@@ -332,11 +340,19 @@ def model_card_markdown(model: GenerativeModel, card: dict[str, Any]) -> str:
         front["genzoo_metrics"] = card["metrics"]
     title = card.get("name") or model.arch
     body = card.get("summary") or f"A {model.family} model ({model.arch}) saved by genzoo."
-    usage = (f"```python\nimport genzoo\nmodel = genzoo.load(\"PATH_OR_REPO\")\n"
-             f"samples = model.sample(16, seed=0)\nsamples.save(\"samples.png\")\n```\n")
+    call = ('samples = model.sample(3, prompt="Hello", seed=0)\nprint(samples.texts)'
+            if model.modality == "text" else
+            'samples = model.sample(16, seed=0)\nsamples.save("samples.png")')
+    usage = f"```python\nimport genzoo\nmodel = genzoo.load(\"PATH_OR_REPO\")\n{call}\n```\n"
     return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# {title}\n\n{body}\n\n"
             f"- family: {model.family}\n- arch: {model.arch}\n"
             f"- parameters: {model.num_parameters():,}\n\n## Usage\n\n{usage}")
+
+
+def _json_value(v: Any) -> bool:
+    """True for option values worth recording as provenance (not callbacks or tensors)."""
+    return v is None or isinstance(v, (str, int, float, bool)) or (
+        isinstance(v, (list, tuple)) and all(_json_value(x) for x in v))
 
 
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

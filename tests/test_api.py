@@ -104,7 +104,9 @@ def test_unknown_names(catalog):
 def test_model_info_and_list(catalog, local_hub):
     catalog(name="tiny-hub", source=f"hf://{local_hub.repo_id}@{local_hub.v1}",
             files=local_hub.digests[local_hub.v1])
-    info = api.model_info("vae-mnist")
+    catalog(name="tiny-unbuilt", family="vae", arch="vae-conv", source="pkg://genzoo_vae/nowhere",
+            files={})
+    info = api.model_info("tiny-unbuilt")
     assert info["status"] == "plugin missing: pip install genzoo-vae; weights not built yet"
     assert info["plugin_installed"] is False and info["install"] == "pip install genzoo-vae"
     bundled = api.model_info("tiny-bundled")
@@ -114,7 +116,7 @@ def test_model_info_and_list(catalog, local_hub):
     folder = api.download("tiny-hub")
     after = api.model_info("tiny-hub")
     assert after["status"] == "ready" and after["path"] == str(folder)
-    assert [c.name for c in api.list_models("tiny-*")] == ["tiny-bundled", "tiny-hub"]
+    assert [c.name for c in api.list_models("tiny-*")] == ["tiny-bundled", "tiny-hub", "tiny-unbuilt"]
     assert [c.name for c in api.list_models(family="tiny")] == ["tiny-bundled", "tiny-hub"]
 
 

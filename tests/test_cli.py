@@ -39,7 +39,7 @@ def test_list_table_and_json(with_broken):
     assert any(l.startswith("tiny-bundled") and l.endswith("ready") for l in lines)
     data = json.loads(run("list", "--json").stdout)
     by_name = {d["name"]: d for d in data}
-    assert by_name["diffusion-mnist"]["status"].endswith("weights not built yet")
+    assert by_name["diffusion-mnist"]["status"].startswith("plugin missing: pip install genzoo-diffusion")
     assert by_name["tiny-bundled"]["plugin_installed"] is True
     assert by_name["gpt2"]["install"] == "pip install genzoo-textlm"
 
@@ -107,16 +107,18 @@ def test_download(with_broken, tmp_path, monkeypatch):
     digests = write_tiny_model(tmp_path / "w")
     cat = write_catalog(tmp_path / "c.yaml", [
         {"name": "tiny-local", "family": "tiny", "arch": "tiny-arch",
-         "source": str(tmp_path / "w"), "files": digests}])
+         "source": str(tmp_path / "w"), "files": digests},
+        {"name": "tiny-unbuilt", "family": "tiny", "arch": "tiny-arch",
+         "source": str(tmp_path / "nothing-here"), "files": {}}])
     monkeypatch.setenv("GENZOO_REGISTRY", str(cat))
     result = run("download", "tiny-local", "tiny-bundled")
     assert result.exit_code == 0
     assert result.stdout.splitlines()[0] == f"tiny-local: {tmp_path / 'w'}"
-    result = run("download", "tiny-local", "vae-mnist")
+    result = run("download", "tiny-local", "tiny-unbuilt")
     assert result.exit_code == 1
-    assert "Error: vae-mnist: weights not built yet" in result.stderr
+    assert "Error: tiny-unbuilt: weights not built yet" in result.stderr
     assert "1 of 2 downloads failed" in result.stderr
-    assert run("download", "vae-mnist").stderr.count("\n") == 1
+    assert run("download", "tiny-unbuilt").stderr.count("\n") == 1
 
 
 def test_cache_commands(local_hub, tmp_path, monkeypatch, fake_plugins):

@@ -31,7 +31,9 @@ def test_packaged_catalog(fake_plugins):
     assert gpt2.files == {"config.json": None, "model.safetensors": None, "tokenizer.json": None}
     assert reg.get("vae-mnist").package == "genzoo-vae"  # default from the family
     assert reg.get("mnist-features").package == "genzoo"
-    assert reg.get("diffusion-mnist").files == {}  # weights not built yet
+    diffusion = reg.get("diffusion-mnist")
+    assert set(diffusion.files) == {"config.json", "model.safetensors", "README.md"}
+    assert all(len(d) == 64 for d in diffusion.files.values())
 
 
 def test_card_fields_and_defaults():

@@ -1,0 +1,115 @@
+"""`TextLM`: what every text-LM architecture shares on top of ``genzoo.GenerativeModel`` —
+sampling options, text data for finetuning, the next-token loss and ``score_text``.
+
+A subclass provides ``logits(ids)``, ``backend()`` (a ``sampling.Backend``), ``max_context``
+and a ``tokenizer`` with the ``TextTokenizer`` methods.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from genzoo.errors import OptionError, WeightsError
+from genzoo.model import GenerativeModel
+
+from .sampling import generate_texts
+from .scoring import score_ids, score_report
+from .textdata import text_dataset
+
+#: Longest training window by default (CPU-friendly; a model's context may be longer).
+DEFAULT_TRAIN_CTX = 256
+
+
+class TextLM(GenerativeModel):
+    """Shared behaviour of the text LMs (family ``textlm``, modality ``text``)."""
+
+    family: ClassVar[str] = "textlm"
+    modality: ClassVar[str] = "text"
+    sample_defaults: ClassVar[dict[str, Any]] = dict(
+        prompt="", max_new_tokens=256, temperature=1.0, top_k=None, top_p=None, stop=None,
+        stream=None, batch_size=16)
+    train_defaults: ClassVar[dict[str, Any]] = dict(
+        batch_size=16, lr=3e-4, warmup=50, weight_decay=0.1, grad_clip=1.0, betas=(0.9, 0.95))
+
+    tokenizer: Any = None
+    #: Training window length for ``prepare_data``; None means min(context, 256).
+    train_ctx: int | None = None
+
+    # ---- provided by the architecture -----------------------------------------------------
+    @property
+    def max_context(self) -> int:
+        """The most tokens the model attends to at once."""
+        raise NotImplementedError
+
+    def logits(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T, V) next-token logits for (B, T) token ids."""
+        raise NotImplementedError
+
+    def backend(self):
+        """A fresh ``sampling.Backend`` (prefill/step with a key/value cache)."""
+        raise NotImplementedError
+
+    # ---- sampling ------------------------------------------------------------------------
+    def sample(self, n: int = 16, seed: int = 0, **options):
+        """Draw ``n`` texts (see ``generate`` for the options); sample i depends only on
+        (seed, i). With n=1, ``stream=callable`` receives the text piece by piece."""
+        samples = super().sample(n, seed=seed, **options)
+        samples.meta.pop("stream", None)  # a callable: not provenance, not JSON
+        return samples
+
+    def generate(self, generators: list[torch.Generator], prompt: str = "",
+                 max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, stop=None, stream=None) -> list[str]:
+        """One text per generator: ``prompt`` plus up to ``max_new_tokens`` tokens drawn at
+        ``temperature`` (0: greedy) from the ``top_k`` / ``top_p`` filtered distribution, cut
+        before the first ``stop`` string (a string or a list) or at the end-of-text token.
+        ``stream`` (one generator only) receives the prompt, then each new piece of text."""
+        self._need_tokenizer()
+        return generate_texts(self.backend(), self.tokenizer, generators, prompt=prompt,
+                              max_new_tokens=max_new_tokens, temperature=temperature,
+                              top_k=top_k, top_p=top_p, stop=stop, stream=stream,
+                              device=self.device)
+
+    # ---- training ------------------------------------------------------------------------
+    def prepare_data(self, data: Any):
+        """A text file or folder (or token ids) as (ctx + 1)-token training windows."""
+        self._need_tokenizer()
+        ctx = self.train_ctx or min(self.max_context, DEFAULT_TRAIN_CTX)
+        return text_dataset(data, self.tokenizer, ctx)
+
+    def training_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean next-token cross-entropy (nats/token) of a (B, ctx + 1) batch of windows."""
+        batch = batch.to(self.device)
+        logits = self.logits(batch[:, :-1])
+        return F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
+
+    # ---- evaluation ----------------------------------------------------------------------
+    def score_text(self, text: str, batch_size: int = 16, ctx: int | None = None,
+                   stride: int | None = None) -> dict[str, float]:
+        """Negative log-likelihood of ``text``: a dict of nats_per_token, nats_per_char,
+        tokens, chars (those scored: all but the first token), perplexity (per token) and
+        bits_per_char. Non-overlapping windows of ``ctx`` tokens (default: the model's
+        context) unless ``stride`` is given; see ``genzoo_textlm.scoring``."""
+        self._need_tokenizer()
+        ctx = ctx or self.max_context
+        if not 1 <= ctx <= self.max_context:
+            raise OptionError(f"ctx must be between 1 and the model's context "
+                              f"({self.max_context}), got {ctx}")
+        ids, offsets = self.tokenizer.encode_with_offsets(text)
+        if len(ids) < 2:
+            raise OptionError("the text is too short to score: give at least two tokens")
+        was_training = self.training
+        self.eval()
+        try:
+            with self.autocast():
+                total = score_ids(self.logits, ids, ctx, batch_size, stride, self.device)
+        finally:
+            self.train(was_training)
+        return score_report(total, len(ids) - 1, len(text) - offsets[0][1])
+
+    def _need_tokenizer(self) -> None:
+        if self.tokenizer is None:
+            raise WeightsError(f"{self.name_or_path or self.arch}: this model has no tokenizer; "
+                               "load a folder with tokenizer.json or set model.tokenizer")

@@ -1,0 +1,156 @@
+"""Autoregressive sampling shared by the native GPT and the transformers adapter.
+
+A backend supplies ``prefill(ids) -> logits`` (the prompt, (B, T) -> (B, V)) and
+``step(ids) -> logits`` (one new token per row, (B, 1) -> (B, V)); this module picks tokens.
+Each row draws from its own CPU generator on CPU probabilities, so sample i depends only on
+its generator (and so on (seed, i)), never on the batch it was drawn in.
+"""
+from __future__ import annotations
+
+from typing import Callable, Protocol, Sequence
+
+import torch
+
+from genzoo.errors import OptionError
+
+
+class Backend(Protocol):
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor: ...
+    def step(self, ids: torch.Tensor) -> torch.Tensor: ...
+
+
+def check_sampling(max_new_tokens, temperature, top_k, top_p) -> None:
+    """One-line errors for out-of-range sampling options."""
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise OptionError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    if temperature < 0:
+        raise OptionError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        raise OptionError(f"top_k must be a positive integer, got {top_k!r}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise OptionError(f"top_p must be in (0, 1], got {top_p}")
+
+
+def filter_logits(logits: torch.Tensor, temperature: float, top_k: int | None,
+                  top_p: float | None) -> torch.Tensor:
+    """Float logits (B, V) scaled by 1/temperature, outside top-k / the top-p nucleus -inf."""
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        # drop a token when the tokens ranked above it already hold top_p of the mass
+        drop = (probs.cumsum(-1) - probs) >= top_p
+        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def pick_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator], active: list[bool],
+                temperature: float, top_k: int | None, top_p: float | None) -> list[int]:
+    """The next token of each row: argmax when ``temperature`` is 0, else a draw from row i's
+    filtered distribution with ``generators[i]`` (inactive rows get argmax, no draw)."""
+    logits = logits.detach().float().cpu()
+    greedy = logits.argmax(-1).tolist()
+    if temperature == 0:
+        return greedy
+    probs = filter_logits(logits, temperature, top_k, top_p).softmax(-1)
+    return [int(torch.multinomial(probs[i], 1, generator=g)) if on else greedy[i]
+            for i, (g, on) in enumerate(zip(generators, active))]
+
+
+class _Streamer:
+    """Sends the text of one sample in pieces as it grows, holding back an incomplete UTF-8
+    character and anything that could still turn out to be the start of a stop string."""
+
+    def __init__(self, callback: Callable[[str], None], hold: int, prompt: str):
+        self.callback, self.hold, self.sent, self.floor = callback, hold, 0, len(prompt)
+        self.update(prompt)
+
+    def update(self, text: str, final: bool = False) -> None:
+        end = len(text) if final else max(self.sent, self.floor,
+                                          len(text.rstrip("\ufffd")) - self.hold)
+        if end > self.sent:
+            self.callback(text[self.sent:end])
+            self.sent = end
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return min(hits) if hits else None
+
+
+def generate_ids(backend: Backend, prompt_ids: list[int], generators: Sequence[torch.Generator],
+                 max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, eos_id: int | None = None,
+                 on_token: Callable[[int, list[int]], bool] | None = None,
+                 device=None) -> list[list[int]]:
+    """New token ids for each of ``len(generators)`` rows continuing ``prompt_ids``. A row ends
+    at ``eos_id`` (not included) or when ``on_token(row, ids)`` returns True."""
+    n = len(generators)
+    out: list[list[int]] = [[] for _ in range(n)]
+    active = [True] * n
+    logits = backend.prefill(torch.tensor([prompt_ids] * n, dtype=torch.long, device=device))
+    for t in range(max_new_tokens):
+        nxt = pick_tokens(logits, generators, active, temperature, top_k, top_p)
+        for i, tok in enumerate(nxt):
+            if not active[i]:
+                continue
+            if eos_id is not None and tok == eos_id:
+                active[i] = False
+                continue
+            out[i].append(tok)
+            if on_token is not None and on_token(i, out[i]):
+                active[i] = False
+        if not any(active) or t == max_new_tokens - 1:
+            break
+        logits = backend.step(torch.tensor(nxt, dtype=torch.long, device=device)[:, None])
+    return out
+
+
+def generate_texts(backend: Backend, tokenizer, generators: Sequence[torch.Generator], *,
+                   prompt: str = "", max_new_tokens: int = 256, temperature: float = 1.0,
+                   top_k: int | None = None, top_p: float | None = None,
+                   stop: str | Sequence[str] | None = None,
+                   stream: Callable[[str], None] | None = None, device=None) -> list[str]:
+    """Texts (prompt + continuation, cut before the first ``stop`` string) for each generator.
+
+    With one generator and a ``stream`` callable, the prompt and then each new piece of text
+    are passed to ``stream`` as they are generated (the pieces add up to the returned text).
+    """
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if not isinstance(prompt, str):
+        raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
+    stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+    prompt_ids = tokenizer.encode(prompt) if prompt else []
+    if not prompt_ids:
+        prompt_ids, prompt = tokenizer.start_ids(), ""
+    streamer = None
+    if stream is not None and len(generators) == 1:
+        streamer = _Streamer(stream, max((len(s) for s in stops), default=1) - 1, prompt)
+    texts = [""] * len(generators)
+    prefix = tokenizer.decode(prompt_ids)
+
+    def continuation(ids: list[int]) -> str:
+        # decode with the prompt so that tokenizers that drop a leading space (SentencePiece)
+        # join the two correctly; fall back to the new ids alone if that is not a prefix
+        full = tokenizer.decode(prompt_ids + ids)
+        return full[len(prefix):] if full.startswith(prefix) else tokenizer.decode(ids)
+
+    def on_token(i: int, ids: list[int]) -> bool:
+        text = continuation(ids)
+        cut = _cut_at_stop(text, stops) if stops else None
+        texts[i] = text if cut is None else text[:cut]
+        if streamer is not None:
+            streamer.update(prompt + texts[i], final=cut is not None)
+        return cut is not None
+
+    ids = generate_ids(backend, prompt_ids, generators, max_new_tokens, temperature, top_k,
+                       top_p, tokenizer.eos_id, on_token if (stops or streamer) else None,
+                       device)
+    if not (stops or streamer):
+        texts = [continuation(row) for row in ids]
+    if streamer is not None:
+        streamer.update(prompt + texts[0], final=True)
+    return [prompt + t for t in texts]
