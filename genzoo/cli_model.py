@@ -36,7 +36,8 @@ def _echo_json(data) -> None:
 
 @click.command("sample")
 @click.argument("model_name", metavar="NAME_OR_PATH")
-@click.option("-n", "--num", "n", default=16, show_default=True, help="How many samples.")
+@click.option("-n", "--num", "n", type=int, default=None,
+              help="How many samples (default: 16 images, or 1 text that streams as it grows).")
 @click.option("--seed", default=0, show_default=True,
               help="Base seed; sample i depends only on (seed, i).")
 @click.option("-o", "--out", "out", default=None,
@@ -68,6 +69,8 @@ def sample_command(model_name, n, seed, out, steps, sampler, temperature, trunca
             "top_k": top_k, "top_p": top_p, **_parse_options(options)}
     opts = {k: v for k, v in opts.items() if v is not None}
     model = load(model_name, device=device, dtype=dtype, revision=revision)
+    if n is None:
+        n = 1 if model.modality == "text" else 16
     streaming = model.modality == "text" and n == 1 and out is None and not as_json
     if streaming and "stream" in model.sample_defaults:
         opts["stream"] = lambda piece: click.echo(piece, nl=False)
