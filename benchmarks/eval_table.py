@@ -34,7 +34,7 @@ ROWS = [
     ("diffusion-mnist/dpm++-10", "diffusion-mnist", {"sampler": "dpmsolver++", "steps": 10}),
     ("diffusion-mnist/dpm++-20 (default)", "diffusion-mnist", {}),
     # the default again on DDPM-1000's sample count and seeds: the like-for-like comparison
-    ("diffusion-mnist/dpm++-20 (default, ddpm-n)", "diffusion-mnist", {"_n": "ddpm"}),
+    ("diffusion-mnist/dpm++-20 default (ddpm-n)", "diffusion-mnist", {"_n": "ddpm"}),
     ("diffusion-mnist/ddim-50 (ddpm-n)", "diffusion-mnist", {"sampler": "ddim", "steps": 50, "_n": "ddpm"}),
     ("vae-mnist", "vae-mnist", {}),
     ("gan-mnist", "gan-mnist", {}),
