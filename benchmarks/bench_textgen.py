@@ -39,6 +39,15 @@ def model_folder(arg: str | None, tmp: Path) -> tuple[Path, str]:
     return tmp / "random", f"random GPT-2 {json.dumps(RANDOM)}"
 
 
+def rows(quick: bool = False) -> list[dict]:
+    """benchmarks/run.py's row: tokens/s against transformers' generate, same weights."""
+    r = measure(model=None, tokens=256, batch=1, runs=3 if quick else 5)
+    return [{"benchmark": "text generation, 256 tokens (random GPT-2, 6x384)", "genzoo": r["genzoo"],
+             "peer": r["transformers"], "peer_name": "transformers generate", "unit": "tokens/s",
+             "ratio": r["genzoo"] / r["transformers"], "goal": ">= 1.0",
+             "ok": r["genzoo"] >= r["transformers"]}]
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", help="a GPT-2-layout folder (default: see the docstring)")
@@ -46,6 +55,18 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--runs", type=int, default=5)
     args = p.parse_args(argv)
+    r = measure(args.model, args.tokens, args.batch, args.runs)
+    print(f"model: {r['what']}; {args.tokens} new tokens, batch {args.batch}, "
+          f"{r['threads']} thread(s), {args.runs} runs")
+    print(f"genzoo       {r['genzoo']:8.1f} tokens/s  (runs: {', '.join(f'{x:.0f}' for x in r['g'])})")
+    print(f"transformers {r['transformers']:8.1f} tokens/s  (runs: {', '.join(f'{x:.0f}' for x in r['h'])})")
+    print(f"ratio genzoo/transformers: {r['genzoo'] / r['transformers']:.2f}x")
+
+
+def measure(model, tokens, batch, runs) -> dict:
+    """Median tokens/s of genzoo and transformers on the same folder, alternating runs."""
+    from types import SimpleNamespace
+    args = SimpleNamespace(model=model, tokens=tokens, batch=batch, runs=runs)
 
     import torch
     import genzoo
@@ -83,12 +104,8 @@ def main(argv=None) -> None:
     for _ in range(args.runs):
         g.append(run_genzoo())
         h.append(run_transformers())
-    mg, mh = statistics.median(g), statistics.median(h)
-    print(f"model: {what}; {args.tokens} new tokens, batch {args.batch}, "
-          f"{torch.get_num_threads()} thread(s), {args.runs} runs")
-    print(f"genzoo       {mg:8.1f} tokens/s  (runs: {', '.join(f'{x:.0f}' for x in g)})")
-    print(f"transformers {mh:8.1f} tokens/s  (runs: {', '.join(f'{x:.0f}' for x in h)})")
-    print(f"ratio genzoo/transformers: {mg / mh:.2f}x")
+    return {"what": what, "genzoo": statistics.median(g), "transformers": statistics.median(h),
+            "g": g, "h": h, "threads": torch.get_num_threads()}
 
 
 if __name__ == "__main__":
