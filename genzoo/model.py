@@ -252,7 +252,11 @@ class GenerativeModel(nn.Module):
     def load_weights(self, path: Path) -> None:
         """Read safetensors weights into the model; a missing, corrupt or mismatched file is a
         one-line ``WeightsError`` naming it."""
-        state = read_safetensors(path)
+        self.load_checked_state(read_safetensors(path), path)
+
+    def load_checked_state(self, state: dict[str, torch.Tensor], path: Path) -> None:
+        """Copy ``state`` into the parameters after checking that its names and shapes are
+        exactly the model's (tied weights may be stored once)."""
         own = self.state_dict()
         missing = [k for k in own if k not in state and not _is_tied(self, k, state)]
         unexpected = [k for k in state if k not in own]

@@ -6,26 +6,17 @@ metrics into the model's card in registry.yaml.
 """
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = ROOT / "registry.yaml"
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def bundle_model(model, name: str, weights_dir: Path, metrics: dict | None = None,
                  fp16: bool = True, card: dict | None = None) -> dict:
     """Save ``model`` into ``weights_dir`` and record its files in the ``name`` card."""
     import torch
+    from genzoo.integrity import sha256_file
     from genzoo.registry import get_registry, update_card
     entry = get_registry().get(name)
     info = {"name": name, "summary": entry.summary, "license": entry.license,

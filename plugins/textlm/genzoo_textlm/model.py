@@ -83,20 +83,7 @@ class GPTModel(GPT, TextLM):
     def load_weights(self, path: Path) -> None:
         """Read GPT-2 safetensors (HF names, either prefix style) into the model."""
         state = hf_to_native(read_safetensors(path), self.gpt_config.tie_word_embeddings)
-        own = self.state_dict()
-        if self.gpt_config.tie_word_embeddings:
-            own.pop("lm_head.weight")
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-        if missing or unexpected:
-            raise WeightsError(f"{path}: weights do not fit this GPT-2 config (missing "
-                               f"{missing[:3]}, unexpected {unexpected[:3]}); is config.json "
-                               "from the same model?")
-        for k, v in state.items():
-            if own[k].shape != v.shape:
-                raise WeightsError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the config "
-                                   f"expects {tuple(own[k].shape)}")
-        self.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=False)
+        self.load_checked_state(state, path)
 
     def save_extra_files(self, folder: Path) -> None:
         """Write the tokenizer beside the weights."""
