@@ -41,6 +41,8 @@ class DiffusersUNetModel(DiffusionModel):
     arch = "diffusers-unet"
     # Ecosystem UNets are far bigger than the house one: smaller batches bound CPU memory.
     sample_defaults = {**DiffusionModel.sample_defaults, "batch_size": 32}
+    # No measured gain for diffusers' UNet2DModel in channels-last; keep its default layout.
+    channels_last = False
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
         """A freshly initialised ``UNet2DModel`` from the stored diffusers UNet config."""

@@ -39,6 +39,8 @@ class DiffusionModel(GenerativeModel):
     train_defaults = {"batch_size": 64, "lr": 2e-3, "warmup": 200, "weight_decay": 0.0,
                       "grad_clip": 1.0, "ema_decay": 0.999, "betas": (0.9, 0.99)}
     sample_defaults = {"sampler": "dpmsolver++", "steps": 20, "eta": 0.0, "batch_size": 256}
+    #: Sample in channels-last layout (measured ~25% faster for the house UNet on CPU).
+    channels_last = True
 
     def __init__(self, config: dict[str, Any] | None = None):
         config = {**DEFAULT_CONFIG, **(config or {})}
@@ -65,7 +67,8 @@ class DiffusionModel(GenerativeModel):
         dtype = self.autocast_dtype or torch.float32
         self._use_channels_last()
         x = per_sample_randn(generators, self.image_shape, device=self.device, dtype=torch.float32)
-        x = x.contiguous(memory_format=torch.channels_last)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
 
         def fn(xt, t):
             return self.model_output(xt.to(dtype), t).float()
@@ -76,7 +79,7 @@ class DiffusionModel(GenerativeModel):
     def _use_channels_last(self) -> None:
         """Convolutions run ~25% faster in channels-last layout on this CPU (oneDNN) and on
         GPUs; convert the network once, the first time it samples."""
-        if not getattr(self, "_channels_last", False):
+        if self.channels_last and not getattr(self, "_channels_last", False):
             self.unet.to(memory_format=torch.channels_last)
             self._channels_last = True
 
