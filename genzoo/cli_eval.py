@@ -17,7 +17,7 @@ from .errors import OptionError
 
 #: Result keys worth recording in a model card (numbers that describe the model).
 CARD_KEYS = ("fd", "kid", "kid_std", "precision", "recall", "class_entropy", "class_max_share",
-             "classes_covered", "elbo", "iw_nll", "nats_per_token", "nats_per_char",
+             "classes_covered", "neg_elbo", "iw_nll", "nats_per_token", "nats_per_char",
              "perplexity", "bits_per_char", "distinct_1", "distinct_2", "distinct_3")
 #: Settings recorded beside them, so a number says how it was measured.
 SETTING_KEYS = ("n", "seed", "feature", "reference", "data")

@@ -192,7 +192,7 @@ def evaluate(model, n: int = 1000, data=None, feature: str = "mnist", seed: int 
 
     Image models: FD, KID, precision, recall in the ``feature`` space against ``data`` (a
     folder, .npz, or ``mnist:SPLIT``; default ``mnist:ref`` for 1x28x28 models), class
-    coverage with the MNIST classifier, and ``samples_per_s``; VAEs add ``elbo`` and
+    coverage with the MNIST classifier, and ``samples_per_s``; VAEs add ``neg_elbo`` and
     ``iw_nll`` (nats per image) on the reference images. Text models: ``data`` is a text file
     scored with ``model.score_text`` plus distinct-1/2/3 over the samples. Extra keywords are
     sampling options (``sampler="ddim", steps=50``). Returns a flat dict."""
@@ -312,7 +312,7 @@ def _check_native_size(source: str, shape: tuple) -> None:
 
 
 def vae_likelihoods(model, images: torch.Tensor, seed: int = 0, k: int = 64) -> dict[str, float]:
-    """Mean ``elbo`` and importance-weighted ``iw_nll`` (k samples), nats per image, from the
+    """Mean ``neg_elbo`` and importance-weighted ``iw_nll`` (k samples), nats per image, from the
     model's own ``elbo(images)`` and ``iw_nll(images, k=k)``, reported as the model defines
     them (the house VAE returns both as costs: the negative ELBO and the NLL bound)."""
     import inspect
@@ -328,7 +328,7 @@ def vae_likelihoods(model, images: torch.Tensor, seed: int = 0, k: int = 64) -> 
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.manual_seed(seed)  # for models that draw from torch's global generator
         model.eval()
-        return {"elbo": call(model.elbo), "iw_nll": call(model.iw_nll, k=k), "iw_k": k}
+        return {"neg_elbo": call(model.elbo), "iw_nll": call(model.iw_nll, k=k), "iw_k": k}
 
 
 def _evaluate_text(model, n, data, seed, batch_size, progress, options) -> dict:
