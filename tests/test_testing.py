@@ -8,7 +8,6 @@ with a ``.dist-info`` per plugin, found through ``importlib.metadata``.
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import shutil
 import subprocess
 import sys
