@@ -268,9 +268,16 @@ class GenerativeModel(nn.Module):
             if own[k].shape != v.shape:
                 raise WeightsError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the config "
                                    f"expects {tuple(own[k].shape)}")
-        with torch.no_grad():  # state_dict() tensors alias the parameters: copy in place
+        tensors = {**dict(self.named_buffers()), **dict(self.named_parameters())}
+        with torch.no_grad():
             for k, v in state.items():
-                own[k].copy_(v)
+                target = tensors.get(k)
+                if target is not None and v.dtype == target.dtype and v.device == target.device:
+                    # adopt the loaded (copy-on-write) storage: no copy, so a large model
+                    # loads at the speed of safetensors; tied parameters stay one object
+                    target.data = v
+                else:  # a dtype change (fp16 on disk) or a tied alias: copy in place
+                    own[k].copy_(v)
 
     def num_parameters(self) -> int:
         """The number of parameters (tied ones counted once)."""

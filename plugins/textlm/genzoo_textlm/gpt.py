@@ -175,17 +175,18 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer)."""
+        """GPT-2's initialisation: N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layer).
+        Through ``nn.init`` so that ``genzoo.model.skip_init`` can skip it before a load."""
         std = self.gpt_config.initializer_range
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                p.normal_(0.0, std / math.sqrt(2 * self.gpt_config.n_layer))
+                nn.init.normal_(p, 0.0, std / math.sqrt(2 * self.gpt_config.n_layer))
             elif name.endswith(".weight") and ".ln_" not in name:
-                p.normal_(0.0, std)
+                nn.init.normal_(p, 0.0, std)
             elif name.endswith(".bias"):
-                p.zero_()
+                nn.init.zeros_(p)
             else:  # LayerNorm gains
-                p.fill_(1.0)
+                nn.init.ones_(p)
 
     def forward(self, idx: torch.Tensor, cache: KVCache | None = None,
                 last_only: bool = False) -> torch.Tensor:
