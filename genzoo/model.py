@@ -96,6 +96,9 @@ class GenerativeModel(nn.Module):
     train_defaults: ClassVar[dict[str, Any]] = {}
     #: Default sampling options (``sample`` keywords override them).
     sample_defaults: ClassVar[dict[str, Any]] = {}
+    #: True once weights were loaded: ``finetune`` then defaults to a gentler learning rate
+    #: and starts its EMA at the loaded weights (see ``genzoo.train``).
+    pretrained: bool = False
 
     def __init__(self, config: dict[str, Any]):
         super().__init__()
@@ -244,6 +247,7 @@ class GenerativeModel(nn.Module):
         model.load_weights(folder / WEIGHTS_NAME)
         model.load_extra_files(folder)
         model.name_or_path = str(folder)
+        model.pretrained = True
         return model.to_device(device, dtype).eval()  # inference until someone finetunes it
 
     def load_extra_files(self, folder: Path) -> None:

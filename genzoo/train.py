@@ -25,6 +25,11 @@ from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .errors import OptionError, TrainingDivergedError
 from .model import GenerativeModel, resolve_device
 
+#: A loaded (pretrained) model finetunes at this fraction of its family's from-scratch learning
+#: rate unless ``lr`` is given: measured on diffusion-mnist, 10 steps at the from-scratch rate
+#: took FD (n=50) from 19 to 118 before any adaptation could help.
+FINETUNE_LR_SCALE = 0.1
+
 #: Engine-wide defaults; a family's ``train_defaults`` and the caller's keywords override them.
 DEFAULTS: dict[str, Any] = dict(batch_size=64, lr=1e-3, warmup=100, weight_decay=0.0,
                                 grad_clip=1.0, ema_decay=0.999, betas=(0.9, 0.99),
@@ -58,16 +63,17 @@ class _StageRunner(nn.Module):
 
 class EMA:
     """Exponential moving average of a module's floating-point tensors, with the usual
-    warm-up (decay grows as (1+t)/(10+t)) so early averages are not dominated by init."""
+    warm-up (decay grows as (1+t)/(10+t)) so early averages are not dominated by a random init;
+    no warm-up when the starting weights are pretrained (they are worth averaging from)."""
 
-    def __init__(self, module: nn.Module, decay: float):
-        self.module, self.decay = module, decay
+    def __init__(self, module: nn.Module, decay: float, warmup: bool = True):
+        self.module, self.decay, self.warmup = module, decay, warmup
         self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()
                        if v.is_floating_point()}
 
     @torch.no_grad()
     def update(self, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
+        d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
         state = self.module.state_dict()
         keys = list(self.shadow)
         torch._foreach_lerp_([self.shadow[k] for k in keys], [state[k].detach() for k in keys],
@@ -170,6 +176,8 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int, out: str | os.Pat
     cfg = {**DEFAULTS, **model.train_defaults}
     given = dict(batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
                  grad_clip=grad_clip, ema_decay=ema_decay)
+    if model.pretrained:
+        cfg["lr"] = cfg["lr"] * FINETUNE_LR_SCALE
     cfg.update({k: v for k, v in given.items() if v is not None})
     warmup_steps = min(int(cfg["warmup"]), max(1, steps // 10)) if steps < 10 * cfg["warmup"] else int(cfg["warmup"])
 
@@ -200,7 +208,8 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int, out: str | os.Pat
             find_unused_parameters=len(runner.stages) > 1)
     optimizers = {name: _make_optimizer(st.params, cfg["lr"] * st.lr_scale, cfg["weight_decay"],
                                         cfg["betas"], dev) for name, st in runner.stages.items()}
-    ema = EMA(model.ema_module(), float(cfg["ema_decay"])) if model.uses_ema else None
+    ema = (EMA(model.ema_module(), float(cfg["ema_decay"]), warmup=not model.pretrained)
+           if model.uses_ema else None)
 
     start_step = 0
     if resume:

@@ -173,3 +173,17 @@ def test_two_process_gloo_run_trains_and_only_rank_zero_writes(tmp_path):
     assert summary["steps"] == 6
     before, after = _weights(tmp_path / "base"), _weights(tmp_path / "ddp")
     assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_a_loaded_model_finetunes_gently_from_its_weights(tmp_path):
+    fresh = _fresh()
+    finetune(fresh, tiny_data(), steps=30, out=tmp_path / "base", progress=False)
+    loaded = TinyModel.from_pretrained(tmp_path / "base", device="cpu")
+    assert loaded.pretrained and not _fresh().pretrained
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    a = finetune(_fresh(), tiny_data(), steps=3, progress=False, log_every=1)
+    b = finetune(loaded, tiny_data(), steps=3, progress=False, log_every=1)
+    assert [r["lr"] for r in b.history] == pytest.approx([0.1 * r["lr"] for r in a.history])
+    # no EMA warm-up from pretrained weights: 3 steps at decay 0.9 keep most of the start
+    moved = max(float((loaded.state_dict()[k] - before[k]).abs().max()) for k in before)
+    assert 0 < moved < 0.05
