@@ -179,7 +179,8 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int, out: str | os.Pat
     if model.pretrained:
         cfg["lr"] = cfg["lr"] * FINETUNE_LR_SCALE
     cfg.update({k: v for k, v in given.items() if v is not None})
-    warmup_steps = min(int(cfg["warmup"]), max(1, steps // 10)) if steps < 10 * cfg["warmup"] else int(cfg["warmup"])
+    # short runs warm up for at most a tenth of their steps
+    warmup_steps = min(int(cfg["warmup"]), max(1, steps // 10))
 
     rank, world, local_rank = _dist_env()
     distributed = world > 1

@@ -68,17 +68,22 @@ def test_gpt2_folder_loads_natively_with_equal_logits(gpt2, hf_tokenizer):
         assert torch.allclose(model(ids), hf(ids).logits, atol=1e-4)
 
 
+def _greedy_both(model, hf, hf_tokenizer, ids, n):
+    """Greedy continuations of ``ids`` (up to EOS) from genzoo's decoder and from transformers."""
+    eos = hf_tokenizer.eos_token_id
+    with torch.no_grad():
+        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                          do_sample=False, pad_token_id=eos)[0, ids.shape[1]:].tolist()
+    ref = ref[:ref.index(eos)] if eos in ref else ref
+    ours = generate_ids(model.backend(), ids[0].tolist(), [torch.Generator()], n,
+                        temperature=0, eos_id=eos)[0]
+    return ours, ref
+
+
 def test_greedy_generation_equals_transformers(gpt2, hf_tokenizer):
     folder, hf = gpt2
     model = genzoo.load(str(folder), device="cpu")
-    ids = _ids(hf_tokenizer)
-    eos = hf_tokenizer.eos_token_id
-    with torch.no_grad():
-        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=30,
-                          do_sample=False, pad_token_id=eos)[0, ids.shape[1]:].tolist()
-    ref = ref[:ref.index(eos)] if eos in ref else ref
-    ours = generate_ids(model.backend(), ids[0].tolist(), [torch.Generator()], 30,
-                        temperature=0, eos_id=eos)[0]
+    ours, ref = _greedy_both(model, hf, hf_tokenizer, _ids(hf_tokenizer), 30)
     assert ours == ref and len(ours) > 3
     text = model.sample(1, prompt=PROMPT, max_new_tokens=30, temperature=0).texts[0]
     assert text == PROMPT + hf_tokenizer.decode(ref)
@@ -150,14 +155,7 @@ def test_llama_through_the_adapter(llama, hf_tokenizer, tmp_path):
     three = model.sample(3, seed=0, batch_size=2, **opts).texts
     assert model.sample(2, seed=0, **opts).texts == three[:2]
     assert len(set(three)) > 1 and all(t.startswith("the quick") for t in three)
-    ids = _ids(hf_tokenizer, "the quick")
-    eos = hf_tokenizer.eos_token_id
-    with torch.no_grad():
-        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10,
-                          do_sample=False, pad_token_id=eos)[0, ids.shape[1]:].tolist()
-    ref = ref[:ref.index(eos)] if eos in ref else ref
-    ours = generate_ids(model.backend(), ids[0].tolist(), [torch.Generator()], 10,
-                        temperature=0, eos_id=eos)[0]
+    ours, ref = _greedy_both(model, hf, hf_tokenizer, _ids(hf_tokenizer, "the quick"), 10)
     assert ours == ref
     score = model.score_text(" ".join(SENTENCES[:4]), ctx=16)
     assert score["tokens"] > 10 and math.isfinite(score["nats_per_char"])
