@@ -14,6 +14,7 @@ finetune engine.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -158,7 +159,8 @@ class GenerativeModel(nn.Module):
     def to_device(self, device="auto", dtype="auto") -> "GenerativeModel":
         """Move to ``device`` and choose the autocast dtype (``auto``: bf16 on CUDA, else fp32)."""
         dev = resolve_device(device)
-        self.to(dev)
+        if any(t.device != dev for t in itertools.chain(self.parameters(), self.buffers())):
+            self.to(dev)  # .to() walks every module even when nothing moves: a load-time cost
         self.autocast_dtype = resolve_dtype(dtype, dev)
         return self
 
@@ -261,7 +263,7 @@ class GenerativeModel(nn.Module):
     def load_checked_state(self, state: dict[str, torch.Tensor], path: Path) -> None:
         """Copy ``state`` into the parameters after checking that its names and shapes are
         exactly the model's (tied weights may be stored once)."""
-        own = self.state_dict()
+        own = self.state_dict(keep_vars=True)  # the parameters and buffers themselves
         missing = [k for k in own if k not in state and not _is_tied(self, k, state)]
         unexpected = [k for k in state if k not in own]
         if missing or unexpected:
@@ -272,11 +274,10 @@ class GenerativeModel(nn.Module):
             if own[k].shape != v.shape:
                 raise WeightsError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the config "
                                    f"expects {tuple(own[k].shape)}")
-        tensors = {**dict(self.named_buffers()), **dict(self.named_parameters())}
         with torch.no_grad():
             for k, v in state.items():
-                target = tensors.get(k)
-                if target is not None and v.dtype == target.dtype and v.device == target.device:
+                target = own[k]
+                if v.dtype == target.dtype and v.device == target.device:
                     # adopt the loaded (copy-on-write) storage: no copy, so a large model
                     # loads at the speed of safetensors; tied parameters stay one object
                     target.data = v

@@ -11,6 +11,7 @@ Besides the tables it holds the training helpers (``add_noise``, ``velocity``, `
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -47,11 +48,17 @@ DEFAULTS: dict[str, Any] = {
 def cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tensor:
     """The "squaredcos_cap_v2" betas (Nichol & Dhariwal), computed like diffusers'
     ``betas_for_alpha_bar``: Python float64 per step, capped at ``max_beta``, stored float32."""
+    return torch.tensor(_cosine_betas(num_steps, max_beta), dtype=torch.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _cosine_betas(num_steps: int, max_beta: float) -> tuple[float, ...]:
+    # cached: the Python loop is a millisecond of every model load, and must stay a loop of
+    # math.cos (not a vectorised cos) to match diffusers bit for bit
     def alpha_bar(t: float) -> float:
         return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
-    betas = [min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta)
-             for i in range(num_steps)]
-    return torch.tensor(betas, dtype=torch.float32)
+    return tuple(min(1 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta)
+                 for i in range(num_steps))
 
 
 class NoiseSchedule:

@@ -6,6 +6,7 @@ transformers adapter wraps its own tokenizer with the same methods.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from genzoo.fsutil import atomic_write_text
 TOKENIZER_FILE = "tokenizer.json"
 
 
+@functools.lru_cache(maxsize=1)
 def _bytes_to_unicode() -> dict[int, str]:
     """GPT-2's reversible map from the 256 byte values to printable unicode characters."""
     bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1),
