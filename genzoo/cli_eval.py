@@ -114,12 +114,14 @@ def write_readme_metrics(readme: Path, metrics: dict[str, Any]) -> None:
 @click.option("--seed", default=0, show_default=True, help="Seed of the samples.")
 @click.option("--batch-size", type=int, help="Sampling batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto, fp32, bf16, fp16: measure the quality a precision gives.")
 @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
               help="A sampling option, repeatable (e.g. -o sampler=ddim -o steps=50).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--write-card", is_flag=True, help="Record the results in the model's card.")
-def eval_command(name_or_path, n, data, feature, seed, batch_size, device, options, as_json,
-                 write_card):
+def eval_command(name_or_path, n, data, feature, seed, batch_size, device, dtype, options,
+                 as_json, write_card):
     """Measure sample quality and diversity of a model (card name or folder).
 
     Images: FD, KID and precision/recall in a feature space against real images, class
@@ -136,7 +138,7 @@ def eval_command(name_or_path, n, data, feature, seed, batch_size, device, optio
         result = real_floor(feature=feature, data=name_or_path, reference=data or "mnist:ref")
     else:
         from .api import load
-        model = load(name_or_path, device=device)
+        model = load(name_or_path, device=device, dtype=dtype)
         result = evaluate(model, n=n, data=data, feature=feature, seed=seed,
                           batch_size=batch_size, progress=sys.stderr.isatty(),
                           **_parse_options(options))

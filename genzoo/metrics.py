@@ -204,8 +204,10 @@ def evaluate(model, n: int = 1000, data=None, feature: str = "mnist", seed: int 
     if model.family == "features" or model.modality not in ("image", "text"):
         raise OptionError(f"{model.name_or_path or model.arch} is a {model.family} model, not a "
                           "generative one; evaluate a model that samples images or text")
+    dtype = str(model.autocast_dtype or torch.float32).removeprefix("torch.")
     head = {"model": model.name_or_path or model.arch, "family": model.family, "n": n,
-            "seed": seed, **{k: v for k, v in sample_options.items() if v is not None}}
+            "seed": seed, "dtype": dtype,
+            **{k: v for k, v in sample_options.items() if v is not None}}
     if model.modality == "text":
         return {**head, **_evaluate_text(model, n, data, seed, batch_size, progress, sample_options)}
     shape = tuple(model.config.get("image_shape") or ())

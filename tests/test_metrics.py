@@ -218,6 +218,9 @@ def test_evaluate_text_reports_scores_and_distinct_n(tmp_path):
     assert out["perplexity"] == pytest.approx(math.e) and out["n"] == 20
     assert 0 < out["distinct_1"] < 1 and out["distinct_1"] == pytest.approx(5 / 60)
     assert out["samples_per_s"] > 0
+    assert out["dtype"] == "float32"
+    bf16 = TextModel().to_device("cpu", "bf16")  # the precision measured is the one reported
+    assert evaluate(bf16, n=2, data=tmp_path / "val.txt")["dtype"] == "bfloat16"
 
 
 def test_timm_feature_without_cached_weights_is_one_line(tmp_path, monkeypatch):
