@@ -36,6 +36,8 @@ ROWS = [
     # the default again on DDPM-1000's sample count and seeds: the like-for-like comparison
     ("diffusion-mnist/dpm++-20 default (ddpm-n)", "diffusion-mnist", {"_n": "ddpm"}),
     ("diffusion-mnist/ddim-50 (ddpm-n)", "diffusion-mnist", {"sampler": "ddim", "steps": 50, "_n": "ddpm"}),
+    # the default in bf16 autocast: the CPU lever (native on AVX512-BF16 / AMX CPUs)
+    ("diffusion-mnist/dpm++-20 bf16", "diffusion-mnist", {"_dtype": "bf16"}),
     ("vae-mnist", "vae-mnist", {}),
     ("gan-mnist", "gan-mnist", {}),
 ]
@@ -93,7 +95,7 @@ def main(rows, n, ddpm_n, seed, out, resume, paths):
             "torch": torch.__version__, "genzoo": genzoo.__version__, "seed": seed,
             "reference": "mnist:ref", "feature": "mnist",
             "date": time.strftime("%Y-%m-%d")}
-    loaded: dict[str, object] = {}
+    loaded: dict[tuple[str, str], object] = {}  # (model, dtype)
     failed: dict[str, str] = {}
     for row_id, name, options in ROWS:
         if wanted and row_id not in wanted and (name or "floor") not in wanted:
@@ -109,14 +111,16 @@ def main(rows, n, ddpm_n, seed, out, resume, paths):
             if name is None:
                 result = real_floor()
             else:
-                if name not in loaded:
-                    loaded[name] = genzoo.load(folders.get(name, name), device="cpu")
                 options = dict(options)
+                dtype = options.pop("_dtype", "fp32")
+                if (name, dtype) not in loaded:
+                    loaded[name, dtype] = genzoo.load(folders.get(name, name), device="cpu",
+                                                      dtype=dtype)
                 small = options.pop("_n", None) == "ddpm" or options.get("sampler") == "ddpm"
-                result = evaluate(loaded[name], n=ddpm_n if small else n, seed=seed,
+                result = evaluate(loaded[name, dtype], n=ddpm_n if small else n, seed=seed,
                                   progress=sys.stderr.isatty(), **options)
         except GenzooError as e:
-            if name is not None and name not in loaded:
+            if name is not None and not any(k[0] == name for k in loaded):
                 failed[name] = "cannot load" if len(str(e)) > 120 else str(e)
             click.echo(f"{row_id}: skipped ({e})", err=True)
             continue

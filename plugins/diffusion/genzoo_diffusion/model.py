@@ -39,7 +39,8 @@ class DiffusionModel(GenerativeModel):
     train_defaults = {"batch_size": 64, "lr": 2e-3, "warmup": 200, "weight_decay": 0.0,
                       "grad_clip": 1.0, "ema_decay": 0.999, "betas": (0.9, 0.99)}
     sample_defaults = {"sampler": "dpmsolver++", "steps": 20, "eta": 0.0, "batch_size": 256}
-    #: Sample in channels-last layout (measured ~25% faster for the house UNet on CPU).
+    #: Sample in channels-last layout in fp32 (measured ~45% faster for the house UNet on CPU)
+    #: and on GPUs; see ``_sampling_layout`` for the exception.
     channels_last = True
 
     def __init__(self, config: dict[str, Any] | None = None):
@@ -65,10 +66,9 @@ class DiffusionModel(GenerativeModel):
         if sampler not in SAMPLERS:
             raise OptionError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
         dtype = self.autocast_dtype or torch.float32
-        self._use_channels_last()
+        layout = self._sampling_layout()
         x = per_sample_randn(generators, self.image_shape, device=self.device, dtype=torch.float32)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=layout)
 
         def fn(xt, t):
             return self.model_output(xt.to(dtype), t).float()
@@ -76,12 +76,20 @@ class DiffusionModel(GenerativeModel):
                          generators=generators, eta=eta, progress=progress)
         return ((x0 + 1) / 2).clamp(0, 1)
 
-    def _use_channels_last(self) -> None:
-        """Convolutions run ~25% faster in channels-last layout on this CPU (oneDNN) and on
-        GPUs; convert the network once, the first time it samples."""
-        if self.channels_last and not getattr(self, "_channels_last", False):
-            self.unet.to(memory_format=torch.channels_last)
-            self._channels_last = True
+    def _sampling_layout(self) -> torch.memory_format:
+        """The memory format to sample in, with the network converted to it (once).
+
+        Channels-last makes oneDNN's and cuDNN's convolutions faster, except under bf16/fp16
+        autocast on a CPU, where autocast runs GroupNorm in fp32 on the channels-last
+        activations, a slow path: there the default layout is faster (house UNet 41 against
+        33 samples/s, diffusers' UNet2DModel 69 against 98 ms a batch of 64)."""
+        cpu_autocast = self.device.type == "cpu" and self.autocast_dtype is not None
+        layout = (torch.channels_last if self.channels_last and not cpu_autocast
+                  else torch.contiguous_format)
+        if getattr(self, "_layout", torch.contiguous_format) != layout:
+            self.unet.to(memory_format=layout)
+            self._layout = layout
+        return layout
 
     # ---- training ------------------------------------------------------------------------
     def training_loss(self, images: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,25 @@ def test_sample_i_depends_only_on_seed_and_i(tiny, sampler, steps):
     assert not torch.allclose(a, c)
 
 
+def test_sampling_layout_follows_precision():
+    """Channels-last in fp32; the default layout under CPU autocast (the faster one there),
+    and samples agree across the switch."""
+    torch.manual_seed(0)
+    model = DiffusionModel(TINY).eval()
+    conv = next(m for m in model.unet.modules()  # one whose two layouts differ in memory
+                if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1 and m.kernel_size[0] > 1)
+    fp32 = model.sample(2, steps=3).images
+    assert model._sampling_layout() == torch.channels_last
+    assert not conv.weight.is_contiguous()
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    model.to_device("cpu", "bf16")
+    bf16 = model.sample(2, steps=3).images
+    assert model._sampling_layout() == torch.contiguous_format and conv.weight.is_contiguous()
+    assert (fp32 - bf16).abs().mean() < 0.05
+    model.to_device("cpu", "fp32")
+    torch.testing.assert_close(model.sample(2, steps=3).images, fp32)
+
+
 def test_bad_sampling_options_are_one_line_errors(tiny):
     with pytest.raises(OptionError, match="unknown sampler 'euler'"):
         tiny.sample(1, sampler="euler")
