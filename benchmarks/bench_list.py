@@ -2,7 +2,8 @@
 
 `genzoo list` must never import torch, so it should cost a fraction of a torch import (goal:
 ratio <= 0.25). Each command runs N times as a fresh process, alternating so that machine noise
-hits both alike; medians are reported, with the peak RSS of `genzoo list` (from wait4).
+hits both alike; medians are reported, with the peak RSS of `genzoo list` (its own
+VmHWM, see peak_rss.py).
 
     python benchmarks/bench_list.py [-n 11] [--json]
 """
@@ -19,7 +20,8 @@ import time
 
 
 def run_once(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one run of ``cmd``; a failure aborts the benchmark."""
+    """Wall seconds and wait4's max RSS (bytes; the parent's size when that is larger, see
+    peak_rss.py) of one run of ``cmd``; a failure aborts the benchmark."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -37,17 +39,16 @@ def measure(n: int) -> dict:
     torch = [sys.executable, "-c", "import torch"]
     run_once(genzoo), run_once(torch)  # warm the page cache; not counted
     times: dict[str, list[float]] = {"genzoo list": [], "import torch": []}
-    rss = []
     for _ in range(n):
-        wall, peak = run_once(genzoo)
-        times["genzoo list"].append(wall)
-        rss.append(peak)
+        times["genzoo list"].append(run_once(genzoo)[0])
         times["import torch"].append(run_once(torch)[0])
+    from peak_rss import peak_rss_mib  # wait4's figure would be this process's size
+    rss = max(peak_rss_mib(["-m", "genzoo", "list"]) for _ in range(3))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"runs": n, "genzoo_list_s": round(med["genzoo list"], 3),
             "import_torch_s": round(med["import torch"], 3),
             "ratio": round(med["genzoo list"] / med["import torch"], 3),
-            "genzoo_list_peak_rss_mb": round(max(rss) / 2**20, 1)}
+            "genzoo_list_peak_rss_mb": round(rss, 1)}
 
 
 def rows(quick: bool = False) -> list[dict]:
