@@ -2,11 +2,17 @@
 
 ``bundle_model`` saves the weights (fp16 by default: these small models lose nothing we can
 measure), then writes the sha256 of every file, the parameter count, the size and any measured
-metrics into the model's card in registry.yaml.
+metrics into the model's card in registry.yaml. ``mnist_recipe`` is the whole command line of
+a recipe that trains on ``mnist:train`` with the engine and bundles without further checks.
 """
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
+from typing import Any, Callable
+
+import click
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = ROOT / "registry.yaml"
@@ -33,3 +39,40 @@ def bundle_model(model, name: str, weights_dir: Path, metrics: dict | None = Non
     print(f"bundled {name}: {len(files)} files, {size / 1e6:.2f} MB, "
           f"{model.num_parameters():,} parameters -> {weights_dir}")
     return files
+
+
+def mnist_recipe(name: str, weights_dir: Path, steps: int, make_model: Callable[[], Any],
+                 **finetune_options) -> click.Group:
+    """The ``train`` / ``bundle`` CLI of model ``name``: ``train`` runs ``make_model()``'s
+    finetune on ``mnist:train`` for ``steps`` with ``finetune_options`` (resumable with
+    ``--resume``, time-sliced with ``--stop-after``; GENZOO_THREADS sets the threads) into
+    runs/NAME; ``bundle`` puts the trained folder into ``weights_dir`` in fp16."""
+    run_dir = str(ROOT / "runs" / name)
+
+    @click.group(help=f"Train and bundle {name}.")
+    def main():
+        pass
+
+    @main.command()
+    @click.option("--out", default=run_dir, show_default=True)
+    @click.option("--steps", default=steps, show_default=True)
+    @click.option("--resume", is_flag=True)
+    @click.option("--stop-after", type=int, default=None)
+    def train(out, steps, resume, stop_after):
+        """Train (or resume) the model into OUT."""
+        import torch
+        torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
+        result = make_model().finetune("mnist:train", steps=steps, out=out, resume=resume,
+                                       stop_after=stop_after, progress=sys.stderr.isatty(),
+                                       **finetune_options)
+        click.echo(f"done: {result.steps} steps in {result.seconds:.0f} s, "
+                   f"metrics {result.metrics}")
+
+    @main.command()
+    @click.option("--out", default=run_dir, show_default=True)
+    def bundle(out):
+        """Copy the trained model into the plugin package (fp16) and update its card."""
+        import genzoo
+        bundle_model(genzoo.load(out, device="cpu"), name, weights_dir)
+
+    return main

@@ -18,49 +18,19 @@ weights into the plugin package and the card's sha256s into registry.yaml.
 """
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+from bundle import ROOT, mnist_recipe  # recipes/ is on sys.path when this file runs
 
-import click
-
-ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "plugins/gan/genzoo_gan/weights/gan-mnist"
-STEPS = 4000
 
 
-@click.group()
-def main():
-    """Train and bundle gan-mnist."""
-
-
-@main.command()
-@click.option("--out", default=str(ROOT / "runs/gan-mnist"), show_default=True)
-@click.option("--steps", default=STEPS, show_default=True)
-@click.option("--resume", is_flag=True)
-@click.option("--stop-after", type=int, default=None)
-def train(out, steps, resume, stop_after):
-    """Train (or resume) the model into OUT."""
-    import torch
-    torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
+def _model():
     from genzoo_gan.model import DCGAN
-    model = DCGAN()
-    result = model.finetune("mnist:train", steps=steps, out=out, lr=5e-4, batch_size=64,
-                            ema_decay=0.999, save_every=250, sample_every=500, resume=resume,
-                            stop_after=stop_after, progress=sys.stderr.isatty(), log_every=100)
-    click.echo(f"done: {result.steps} steps in {result.seconds:.0f} s, metrics {result.metrics}")
+    return DCGAN()
 
 
-@main.command()
-@click.option("--out", default=str(ROOT / "runs/gan-mnist"), show_default=True)
-def bundle(out):
-    """Copy the trained model into the plugin package (fp16) and update its card."""
-    sys.path.insert(0, str(ROOT / "recipes"))
-    from bundle import bundle_model
-    import genzoo
-    model = genzoo.load(out, device="cpu")
-    bundle_model(model, "gan-mnist", WEIGHTS)
-
+main = mnist_recipe("gan-mnist", WEIGHTS, steps=4000, make_model=_model,
+                    lr=5e-4, batch_size=64, ema_decay=0.999,
+                    save_every=250, sample_every=500, log_every=100)
 
 if __name__ == "__main__":
     main()

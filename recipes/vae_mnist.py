@@ -16,49 +16,19 @@ weights into the plugin package and the card's sha256s into registry.yaml.
 """
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+from bundle import ROOT, mnist_recipe  # recipes/ is on sys.path when this file runs
 
-import click
-
-ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "plugins/vae/genzoo_vae/weights/vae-mnist"
-STEPS = 2500
 
 
-@click.group()
-def main():
-    """Train and bundle vae-mnist."""
-
-
-@main.command()
-@click.option("--out", default=str(ROOT / "runs/vae-mnist"), show_default=True)
-@click.option("--steps", default=STEPS, show_default=True)
-@click.option("--resume", is_flag=True)
-@click.option("--stop-after", type=int, default=None)
-def train(out, steps, resume, stop_after):
-    """Train (or resume) the model into OUT."""
-    import torch
-    torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
+def _model():
     from genzoo_vae.model import ConvVAE
-    model = ConvVAE()
-    result = model.finetune("mnist:train", steps=steps, out=out, lr=2e-3, batch_size=128,
-                            weight_decay=0.1, save_every=500, sample_every=1000, resume=resume,
-                            stop_after=stop_after, progress=sys.stderr.isatty(), log_every=100)
-    click.echo(f"done: {result.steps} steps in {result.seconds:.0f} s, metrics {result.metrics}")
+    return ConvVAE()
 
 
-@main.command()
-@click.option("--out", default=str(ROOT / "runs/vae-mnist"), show_default=True)
-def bundle(out):
-    """Copy the trained model into the plugin package (fp16) and update its card."""
-    sys.path.insert(0, str(ROOT / "recipes"))
-    from bundle import bundle_model
-    import genzoo
-    model = genzoo.load(out, device="cpu")
-    bundle_model(model, "vae-mnist", WEIGHTS)
-
+main = mnist_recipe("vae-mnist", WEIGHTS, steps=2500, make_model=_model,
+                    lr=2e-3, batch_size=128, weight_decay=0.1,
+                    save_every=500, sample_every=1000, log_every=100)
 
 if __name__ == "__main__":
     main()
