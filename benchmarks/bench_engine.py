@@ -9,8 +9,6 @@ engine, ...) so machine noise hits both alike; we report the median seconds per 
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 
@@ -59,8 +57,5 @@ def rows(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    args = ap.parse_args()
-    for row in rows(args.quick):
-        print(json.dumps(row))
+    from run import standalone
+    standalone(rows, __doc__)

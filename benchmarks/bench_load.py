@@ -10,8 +10,6 @@ safetensors.torch.load_file. Every tensor is touched (summed) so lazy mapping ca
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -71,7 +69,5 @@ def rows(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    for row in rows(ap.parse_args().quick):
-        print(json.dumps(row))
+    from run import standalone
+    standalone(rows, __doc__)

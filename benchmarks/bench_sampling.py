@@ -18,8 +18,6 @@ Runs alternate so that machine noise hits both alike; medians are reported.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -193,7 +191,5 @@ def rows(quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    for row in rows(ap.parse_args().quick):
-        print(json.dumps(row))
+    from run import standalone
+    standalone(rows, __doc__)

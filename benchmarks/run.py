@@ -44,6 +44,14 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+def standalone(rows_of, doc: str) -> None:
+    """The ``__main__`` of a ``bench_*.py`` module: its rows as JSON lines (``--quick`` too)."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    for row in rows_of(ap.parse_args().quick):
+        print(json.dumps(row))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (under 5 minutes)")
