@@ -281,8 +281,8 @@ class GenerativeModel(nn.Module):
                     # adopt the loaded (copy-on-write) storage: no copy, so a large model
                     # loads at the speed of safetensors; tied parameters stay one object
                     target.data = v
-                else:  # a dtype change (fp16 on disk) or a tied alias: copy in place
-                    own[k].copy_(v)
+                else:  # a dtype or device change (fp16 on disk): copy in place
+                    target.copy_(v)
 
     def num_parameters(self) -> int:
         """The number of parameters (tied ones counted once)."""

@@ -41,9 +41,6 @@ class DiffusersUNetModel(DiffusionModel):
     arch = "diffusers-unet"
     # Ecosystem UNets are far bigger than the house one: smaller batches bound CPU memory.
     sample_defaults = {**DiffusionModel.sample_defaults, "batch_size": 32}
-    # Channels-last pays for UNet2DModel too: 6% (1 thread) to 16% (2 threads) faster DDIM-20
-    # on this CPU at batch 32-64, samples within 2e-5 of diffusers' contiguous-layout pipeline.
-    channels_last = True
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
         """A freshly initialised ``UNet2DModel`` from the stored diffusers UNet config."""

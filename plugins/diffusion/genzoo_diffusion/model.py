@@ -39,8 +39,9 @@ class DiffusionModel(GenerativeModel):
     train_defaults = {"batch_size": 64, "lr": 2e-3, "warmup": 200, "weight_decay": 0.0,
                       "grad_clip": 1.0, "ema_decay": 0.999, "betas": (0.9, 0.99)}
     sample_defaults = {"sampler": "dpmsolver++", "steps": 20, "eta": 0.0, "batch_size": 256}
-    #: Sample in channels-last layout in fp32 (measured ~45% faster for the house UNet on CPU)
-    #: and on GPUs; see ``_sampling_layout`` for the exception.
+    #: Sample in channels-last layout in fp32 and on GPUs; see ``_sampling_layout`` for the
+    #: exception. Measured on CPU: house UNet ~45% faster, diffusers' UNet2DModel (the
+    #: adapter) 6-16%, its samples within 2e-5 of diffusers' contiguous-layout pipeline.
     channels_last = True
 
     def __init__(self, config: dict[str, Any] | None = None):
