@@ -11,25 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
-import subprocess
 import sys
-import time
-
-
-def run_once(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and wait4's max RSS (bytes; the parent's size when that is larger, see
-    peak_rss.py) of one run of ``cmd``; a failure aborts the benchmark."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed (exit {proc.returncode}): {proc.stderr.read().decode()}")
-    return wall, usage.ru_maxrss * 1024  # Linux reports KiB
 
 
 def measure(n: int) -> dict:
@@ -37,12 +21,13 @@ def measure(n: int) -> dict:
     exe = shutil.which("genzoo")
     genzoo = [exe, "list"] if exe else [sys.executable, "-m", "genzoo", "list"]
     torch = [sys.executable, "-c", "import torch"]
-    run_once(genzoo), run_once(torch)  # warm the page cache; not counted
+    from peak_rss import peak_rss_mib
+    from run import wall_seconds
+    wall_seconds(genzoo), wall_seconds(torch)  # warm the page cache; not counted
     times: dict[str, list[float]] = {"genzoo list": [], "import torch": []}
     for _ in range(n):
-        times["genzoo list"].append(run_once(genzoo)[0])
-        times["import torch"].append(run_once(torch)[0])
-    from peak_rss import peak_rss_mib  # wait4's figure would be this process's size
+        times["genzoo list"].append(wall_seconds(genzoo))
+        times["import torch"].append(wall_seconds(torch))
     rss = max(peak_rss_mib(["-m", "genzoo", "list"]) for _ in range(3))
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"runs": n, "genzoo_list_s": round(med["genzoo list"], 3),

@@ -18,9 +18,7 @@ Runs alternate so that machine noise hits both alike; medians are reported.
 """
 from __future__ import annotations
 
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -66,16 +64,6 @@ def _flops(module, *inputs) -> int:
     with torch.inference_mode(), FlopCounterMode(display=False) as fc:
         module(*inputs)
     return fc.get_total_flops()
-
-
-def _wall(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds (and wait4's max RSS in MiB, unused: see peak_rss.py) of a fresh process."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd} failed: {proc.stderr.read().decode()[-2000:]}")
-    return time.perf_counter() - t0, usage.ru_maxrss // 1024
 
 
 def same_weights(tmp: Path, rounds: int, n: int, steps: int, quick: bool) -> list[dict]:
@@ -144,12 +132,14 @@ def main_job(tmp: Path, rounds: int) -> list[dict]:
                   "-o", str(tmp / "g.png")]
     peer_cmd = [sys.executable, str(script), str(tmp / "unet"), "64", str(tmp / "d.png")]
     bf16_cmd = genzoo_cmd + ["--dtype", "bf16"]
-    _wall(genzoo_cmd), _wall(peer_cmd)  # warm the page cache
+    from peak_rss import peak_rss_mib
+    from run import wall_seconds
+    wall_seconds(genzoo_cmd), wall_seconds(peer_cmd)  # warm the page cache
     ours, ours_bf16, theirs = [], [], []
     for _ in range(rounds):
-        ours.append(_wall(genzoo_cmd)[0])
-        ours_bf16.append(_wall(bf16_cmd)[0])
-        theirs.append(_wall(peer_cmd)[0])
+        ours.append(wall_seconds(genzoo_cmd))
+        ours_bf16.append(wall_seconds(bf16_cmd))
+        theirs.append(wall_seconds(peer_cmd))
     p = statistics.median(theirs)
     rows = []
     for label, times in (("", ours), (", genzoo --dtype bf16", ours_bf16)):
@@ -164,14 +154,13 @@ def main_job(tmp: Path, rounds: int) -> list[dict]:
     torch_cmd = [sys.executable, "-c", "import torch"]
     job, imp = [], []
     for _ in range(5):
-        job.append(_wall(job16)[0])
-        imp.append(_wall(torch_cmd)[0])
+        job.append(wall_seconds(job16))
+        imp.append(wall_seconds(torch_cmd))
     j, i = statistics.median(job), statistics.median(imp)
     rows.append({"benchmark": "genzoo sample diffusion-mnist -n 16 (whole process)", "genzoo": j,
                  "peer": i, "peer_name": "python -c 'import torch'", "unit": "s",
                  "ratio": j / i, "goal": "<= 2.0", "ok": j / i <= 2.0})
     # each process's own VmHWM: wait4 would report this (larger) benchmark process for both
-    from peak_rss import peak_rss_mib
     g_rss = peak_rss_mib(["-m", "genzoo", "sample", "diffusion-mnist", "-n", "1000",
                           "-o", str(tmp / "g.npz")])
     p_rss = peak_rss_mib([str(script), str(tmp / "unet"), "1000", str(tmp / "d.png")])

@@ -14,6 +14,7 @@ import argparse
 import importlib
 import json
 import platform
+import subprocess
 import sys
 import time
 import traceback
@@ -42,6 +43,18 @@ def markdown(rows: list[dict]) -> str:
         out.append(f"| {r['benchmark']} | {_fmt(r['genzoo'], r['unit'])} | {peer} | {ratio} | "
                    f"{r['goal']} | {'yes' if r['ok'] else 'NO'} |")
     return "\n".join(out)
+
+
+def wall_seconds(cmd: list[str]) -> float:
+    """Wall seconds of ``cmd`` run as a fresh process; a failure aborts the benchmark with the
+    end of its stderr. (Peak memory comes from peak_rss.py: wait4's would include ours.)"""
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed (exit {proc.returncode}): "
+                         f"{proc.stderr.decode()[-2000:]}")
+    return seconds
 
 
 def standalone(rows_of, doc: str) -> None:
