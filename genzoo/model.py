@@ -24,6 +24,7 @@ from typing import Any, Callable, ClassVar
 import torch
 from torch import nn
 
+from .devices import resolve_device, resolve_dtype  # re-exported: genzoo.model API
 from .errors import OptionError, WeightsError
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
@@ -46,38 +47,6 @@ class TrainStage:
     params: list[nn.Parameter]
     loss: Callable[[Any], torch.Tensor]
     lr_scale: float = 1.0
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto`` -> CUDA, then MPS, then CPU; anything else is passed to ``torch.device``."""
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise OptionError(f"unknown device {device!r}: use auto, cpu, cuda or mps") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise OptionError("device 'cuda' asked for but no CUDA GPU is available: use --device cpu")
-    return dev
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype: ``auto`` -> bf16 on CUDA that supports it, else None (plain fp32)."""
-    if dtype in (None, "auto"):
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    names = {"fp32": None, "float32": None, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-             "fp16": torch.float16, "float16": torch.float16}
-    if isinstance(dtype, torch.dtype):
-        return None if dtype == torch.float32 else dtype
-    if dtype not in names:
-        raise OptionError(f"unknown dtype {dtype!r}: use auto, fp32, bf16 or fp16")
-    return names[dtype]
 
 
 class GenerativeModel(nn.Module):
