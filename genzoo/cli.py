@@ -181,7 +181,8 @@ def cache() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def cache_ls(as_json: bool) -> None:
     """List the model repositories in the Hugging Face cache and the genzoo models using them."""
-    from .hub import cache_entries, hub_cache_dir
+    from .cache import cache_entries
+    from .hub import hub_cache_dir
     entries = cache_entries()
     if as_json:
         _echo_json(entries)
@@ -200,7 +201,7 @@ def cache_ls(as_json: bool) -> None:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 def cache_rm(names: tuple[str, ...], yes: bool) -> None:
     """Delete cached weights of models (card names or org/repo ids)."""
-    from .hub import remove_from_cache
+    from .cache import remove_from_cache
     if not yes:
         click.confirm(f"Delete the cached weights of {', '.join(names)}?", abort=True)
     for name in names:
@@ -213,7 +214,8 @@ def cache_rm(names: tuple[str, ...], yes: bool) -> None:
 def cache_verify(names: tuple[str, ...]) -> None:
     """Re-hash downloaded models' files against their cards (all downloaded models by default)."""
     from .api import list_models
-    from .hub import is_available, verify_cached
+    from .cache import verify_cached
+    from .hub import is_available
     if not names:
         names = tuple(c.name for c in list_models() if c.files and is_available(c.source, c.files))
         if not names:

@@ -11,6 +11,8 @@
 
 Every file the card lists with a sha256 is verified (``genzoo.integrity``). File names are
 checked before any I/O. ``huggingface_hub`` is imported only when the Hub is actually used.
+This module sits below the registry (which parses sources with it) and never imports it: the
+card-aware cache operations (``genzoo cache``) live in ``genzoo.cache``.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .errors import HubError, PluginMissingError, UnsafePathError, WeightsError
 from .integrity import check_relative_names, genzoo_home, verify_folder
 
 __all__ = ["Source", "parse_source", "fetch", "local_folder", "is_available", "hub_cache_dir",
-           "genzoo_home", "upload_folder", "cache_entries", "remove_from_cache", "verify_cached",
+           "genzoo_home", "upload_folder", "cached_repos", "hub_repo_id", "remove_cached_repo",
            "resolved_revision", "DEFAULT_PATTERNS", "NEVER_PATTERNS"]
 
 HF_PREFIX = "hf://"
@@ -292,18 +294,7 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, token: str | None = N
     return url
 
 
-# ---- the cache commands -------------------------------------------------------------------
-def _hf_cards() -> dict[str, list[str]]:
-    """Hub repo id -> names of the cards that use it."""
-    from .registry import get_registry
-    out: dict[str, list[str]] = {}
-    for card in get_registry().list():
-        src = parse_source(card.source)
-        if src.kind == "hf":
-            out.setdefault(src.repo_id, []).append(card.name)
-    return out
-
-
+# ---- the Hugging Face cache, card-free (genzoo.cache adds which cards use each repo) --------
 def _scan():
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
@@ -313,57 +304,34 @@ def _scan():
         return None
 
 
-def cache_entries() -> list[dict]:
-    """Model repos in the Hugging Face cache, with the genzoo cards that use each."""
+def cached_repos() -> list[dict]:
+    """Model repos in the Hugging Face cache: repo_id, size, files, path and revisions."""
     info = _scan()
     if info is None:
         return []
-    cards = _hf_cards()
-    entries = []
-    for repo in sorted(info.repos, key=lambda r: r.repo_id):
-        if repo.repo_type != "model":
-            continue
-        entries.append({
-            "repo_id": repo.repo_id, "models": cards.get(repo.repo_id, []),
-            "size": repo.size_on_disk, "files": repo.nb_files, "path": str(repo.repo_path),
-            "revisions": [{"commit": r.commit_hash, "refs": sorted(r.refs), "size": r.size_on_disk}
-                          for r in sorted(repo.revisions, key=lambda r: r.commit_hash)]})
-    return entries
+    return [{"repo_id": repo.repo_id, "size": repo.size_on_disk, "files": repo.nb_files,
+             "path": str(repo.repo_path),
+             "revisions": [{"commit": r.commit_hash, "refs": sorted(r.refs), "size": r.size_on_disk}
+                           for r in sorted(repo.revisions, key=lambda r: r.commit_hash)]}
+            for repo in sorted(info.repos, key=lambda r: r.repo_id) if repo.repo_type == "model"]
 
 
-def _repo_for(name: str) -> str:
-    """A card name, ``hf://org/repo`` or ``org/repo`` -> the Hub repo id."""
-    if name.startswith(HF_PREFIX) or _REPO_RE.match(name):
-        return _as_source(name if name.startswith(HF_PREFIX) else HF_PREFIX + name).repo_id
-    from .registry import get_registry
-    card = get_registry().get(name)
-    src = parse_source(card.source)
-    if src.kind != "hf":
-        raise HubError(f"{name}: its weights are {src.text}, not in the Hugging Face cache")
-    return src.repo_id
+def hub_repo_id(text: str) -> str | None:
+    """``hf://org/repo[@rev]`` or ``org/repo`` -> ``org/repo``; None for anything else (a card
+    name, which only the registry can resolve)."""
+    if text.startswith(HF_PREFIX) or _REPO_RE.match(text):
+        return _as_source(text if text.startswith(HF_PREFIX) else HF_PREFIX + text).repo_id
+    return None
 
 
-def remove_from_cache(name: str) -> int:
-    """Delete every cached revision of the model's Hub repo; returns the bytes freed."""
-    repo_id = _repo_for(name)
+def remove_cached_repo(repo_id: str, label: str | None = None) -> int:
+    """Delete every cached revision of Hub repo ``repo_id``; returns the bytes freed.
+    ``label`` (what the user named) only improves the error message."""
     info = _scan()
     repos = [r for r in (info.repos if info else []) if r.repo_id == repo_id and
              r.repo_type == "model"]
     if not repos:
-        raise HubError(f"{name}: nothing cached for hf://{repo_id}")
+        raise HubError(f"{label or repo_id}: nothing cached for hf://{repo_id}")
     strategy = info.delete_revisions(*[r.commit_hash for r in repos[0].revisions])
     strategy.execute()
     return int(strategy.expected_freed_size)
-
-
-def verify_cached(name: str) -> dict[str, str]:
-    """Re-hash a downloaded (or bundled) model's files: ``{file: "ok" | "ok (no digest)"}``.
-
-    Raises ``IntegrityError`` on a mismatch and ``HubError`` when it is not downloaded."""
-    from .registry import get_registry
-    card = get_registry().get(name)
-    folder = local_folder(card.source, card.files)
-    if folder is None:
-        raise HubError(f"{name}: not downloaded; run `genzoo download {name}`")
-    found = verify_folder(folder, card.files, source=name, force=True)
-    return {f: "ok" if d else "ok (no digest in the card)" for f, d in found.items()}

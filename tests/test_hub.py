@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DEAD_ENDPOINT, write_catalog, write_tiny_model
-from genzoo import hub, integrity
+from genzoo import cache, hub, integrity
 from genzoo.errors import (HubError, IntegrityError, PluginMissingError, UnsafePathError,
                            WeightsError)
 
@@ -163,20 +163,27 @@ def test_cache_ls_verify_rm(local_hub, tmp_path, monkeypatch, fake_plugins):
     digests = local_hub.digests[local_hub.v1]
     cat = write_catalog(tmp_path / "c.yaml", [{
         "name": "tiny-hub", "family": "tiny", "arch": "tiny-arch",
-        "source": f"hf://{local_hub.repo_id}@{local_hub.v1}", "files": digests}])
+        "source": f"hf://{local_hub.repo_id}@{local_hub.v1}", "files": digests}, {
+        "name": "tiny-local", "family": "tiny", "arch": "tiny-arch",
+        "source": str(tmp_path / "nowhere"), "files": {}}])
     monkeypatch.setenv("GENZOO_REGISTRY", str(cat))
-    assert hub.cache_entries() == []
+    assert cache.cache_entries() == []
     with pytest.raises(HubError, match="not downloaded"):
-        hub.verify_cached("tiny-hub")
+        cache.verify_cached("tiny-hub")
     _fetch(local_hub, local_hub.v1, digests)
-    [entry] = hub.cache_entries()
+    [entry] = cache.cache_entries()
     assert entry["repo_id"] == local_hub.repo_id and entry["models"] == ["tiny-hub"]
     assert [r["commit"] for r in entry["revisions"]] == [local_hub.v1]
-    assert hub.verify_cached("tiny-hub") == {"config.json": "ok", "model.safetensors": "ok"}
-    assert hub.remove_from_cache("tiny-hub") > 0
-    assert hub.cache_entries() == []
+    assert [{**e, "models": ["tiny-hub"]} for e in hub.cached_repos()] == [entry]  # card-free
+    assert cache.verify_cached("tiny-hub") == {"config.json": "ok", "model.safetensors": "ok"}
+    with pytest.raises(HubError, match="tiny-local: its weights are .*not in the Hugging Face"):
+        cache.remove_from_cache("tiny-local")
+    assert cache.remove_from_cache("tiny-hub") > 0
+    assert cache.cache_entries() == []
     with pytest.raises(HubError, match="nothing cached"):
-        hub.remove_from_cache("tiny-hub")
+        cache.remove_from_cache("tiny-hub")
+    _fetch(local_hub, local_hub.v1, digests)  # a repo id (no card) is removed the same way
+    assert cache.remove_from_cache(local_hub.repo_id) > 0 and hub.cached_repos() == []
 
 
 def test_upload_folder(tmp_path, monkeypatch):
