@@ -1,4 +1,9 @@
-"""`MnistClassifier`: the zoo's own MNIST feature network ("mnist-convnet").
+"""Feature networks for evaluation, and `MnistClassifier`, the zoo's own MNIST one.
+
+A feature network is not a generative architecture: plugins register them through the
+``genzoo_feature_nets`` hook (core registers ``mnist`` in ``genzoo/core_plugin.py``) and
+``feature_net(spec)`` builds one by name; ``timm:NAME`` is built in. ``check_feature`` checks
+a spec against a model's image shape without loading any weights.
 
 The evaluator measures generated digits in the feature space of this small CNN (FD, KID,
 precision/recall) and counts which digit each sample looks like (class coverage). It is
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -177,16 +183,22 @@ class MnistClassifier(GenerativeModel):
         return float((self.predict(images).argmax(1) == labels.cpu()).float().mean())
 
 
-def load_mnist_features(device: str | torch.device = "cpu") -> MnistClassifier:
-    """The bundled ``mnist-features`` classifier, its files verified against the card.
+#: The digests of the bundled feature-network weights: a catalog file beside them that is not
+#: part of the model registry (``genzoo list`` does not show it).
+FEATURES_CATALOG = Path(__file__).resolve().parent / "weights" / "features.yaml"
 
-    Loaded with ``MnistClassifier.from_pretrained`` directly, so evaluation works whether or
-    not the ``mnist-convnet`` architecture is registered with the plugin manager."""
+
+def load_mnist_features(device: str | torch.device = "cpu") -> MnistClassifier:
+    """The bundled ``mnist-features`` classifier, its files verified against the sha256
+    digests in ``FEATURES_CATALOG``.
+
+    Loaded with ``MnistClassifier.from_pretrained`` directly: the classifier is trained with
+    the engine like a model, but it is not registered as an architecture."""
     from .api import NOT_BUILT
     from .errors import WeightsError
     from .hub import fetch, local_folder
-    from .registry import get_registry
-    card = get_registry().get("mnist-features")
+    from .registry import load_catalog
+    [card] = [c for c in load_catalog(FEATURES_CATALOG) if c.name == "mnist-features"]
     if not card.files and local_folder(card.source) is None:
         raise WeightsError(f"mnist-features: {NOT_BUILT}; build it with "
                            "`python recipes/mnist_features.py train` then `... bundle`")
@@ -312,15 +324,43 @@ def _cached_timm_weights(name: str, spec: str) -> str:
     return path
 
 
+def _registered(spec: Any) -> dict[str, Any]:
+    """The registered feature nets, or an OptionError for a spec that is none of them."""
+    from .plugins import feature_nets
+    nets = feature_nets()
+    if isinstance(spec, str) and (spec in nets or spec.startswith("timm:")):
+        return nets
+    names = ", ".join(f"'{n}'" for n in sorted(nets)) or "none installed"
+    raise OptionError(f"unknown feature network {spec!r}: use a registered one ({names}; "
+                      "see `genzoo plugins`) or 'timm:NAME' (e.g. timm:inception_v3)")
+
+
+def check_feature(spec: str, shape: tuple) -> None:
+    """Refuse, before anything is loaded, a feature spec that is unknown or whose net takes
+    another image shape than ``shape`` (a model's (C, H, W)). No weights are read."""
+    nets = _registered(spec)
+    info = nets.get(spec)
+    if info is not None and info.input_shape is not None and \
+            tuple(info.input_shape) != tuple(shape):
+        raise OptionError(f"feature network {spec!r} takes images of shape "
+                          f"{list(info.input_shape)}, but the model makes {list(shape)}; use "
+                          "a feature net for this data (e.g. timm:inception_v3)")
+
+
 def feature_net(spec: str = "mnist", device="cpu") -> FeatureNet:
-    """The feature network named by ``spec``: ``"mnist"`` or ``"timm:NAME[?options]"``."""
-    if spec == "mnist":
-        return MnistFeatureNet(device)
-    if isinstance(spec, str) and spec.startswith("timm:"):
-        try:
-            import timm  # noqa: F401 - only evaluation with timm features needs it
-        except ImportError as e:
-            raise OptionError("timm feature networks need timm: pip install 'genzoo[eval]'") from e
-        return TimmFeatureNet(spec, device)
-    raise OptionError(f"unknown feature network {spec!r}: use 'mnist' or 'timm:NAME' "
-                      "(e.g. timm:inception_v3)")
+    """The feature network named by ``spec``: a registered name (``"mnist"``, or one a
+    plugin adds with ``genzoo_feature_nets``) or ``"timm:NAME[?options]"``."""
+    nets = _registered(spec)
+    if spec in nets:
+        from .plugins import get_manager
+        net = get_manager().load_feature_net(spec)(device=device)
+        if not callable(net) or not isinstance(getattr(net, "key", None), str) or not net.key:
+            raise OptionError(f"feature network {spec!r} ({nets[spec].target}) must build a "
+                              "callable with a non-empty str `key` (see genzoo.features.FeatureNet)")
+        net.name = getattr(net, "name", "") or spec
+        return net
+    try:
+        import timm  # noqa: F401 - only evaluation with timm features needs it
+    except ImportError as e:
+        raise OptionError("timm feature networks need timm: pip install 'genzoo[eval]'") from e
+    return TimmFeatureNet(spec, device)

@@ -2,12 +2,19 @@
 
 A plugin distribution declares ``[project.entry-points.genzoo] NAME = "pkg.module"``; that
 module implements some of these hooks with ``@genzoo.hookimpl``. Importing the module must be
-cheap (no torch): heavy code is named by an import string and imported on first ``load``.
-Each plugin's hooks are called one plugin at a time, so one that raises is recorded (see
-``genzoo plugins``) and the others still work.
+cheap (no torch): heavy code is named by an import string and imported on first use.
+
+Each plugin's hooks are called one plugin at a time and each result is checked there: a
+plugin that raises (``SystemExit`` included) or returns the wrong type is recorded (see
+``genzoo plugins``) and the others still work. Names are unique across plugins; when two
+plugins provide one name, **precedence** decides: first-party plugins (genzoo,
+genzoo-diffusion, genzoo-vae, genzoo-gan, genzoo-textlm) and the entry points named in
+``GENZOO_TRUSTED_PLUGINS`` first, then the others in discovery order (``sys.path`` order) —
+never by alphabet. The loser is marked ``conflict``, with one warning line on stderr.
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pluggy
@@ -22,7 +29,7 @@ def genzoo_architectures() -> list[dict[str, Any]]:
     Each dict has:
 
     - ``name`` (str): the architecture name that cards and config.json refer to,
-      e.g. ``"diffusion-unet"``; unique across all plugins.
+      e.g. ``"diffusion-unet"``; unique across all plugins (precedence decides duplicates).
     - ``family`` (str): ``"diffusion"``, ``"vae"``, ``"gan"``, ``"textlm"`` or a new family.
     - ``target`` (str): import string ``"package.module:ClassName"`` of a
       ``genzoo.GenerativeModel`` subclass; imported only when a model of this arch loads.
@@ -31,14 +38,39 @@ def genzoo_architectures() -> list[dict[str, Any]]:
 
 
 @hookspec
-def genzoo_model_cards() -> list[dict[str, Any]]:
-    """Return model cards (catalog entries) this plugin ships, as a list of dicts.
+def genzoo_model_cards() -> list[dict[str, Any] | str | os.PathLike]:
+    """Return the model cards (catalog entries) this plugin ships.
 
-    Fields are those of ``registry.yaml`` entries (see ``genzoo.registry.ModelCard``):
-    ``name``, ``family``, ``arch``, ``summary``, ``source`` (``hf://org/repo@commit``, a
-    folder, or ``pkg://package/path`` for weights bundled inside the plugin package),
-    ``files`` (file name -> sha256), ``license``, ``tags``, ``sampling``, ``metrics``.
+    Each item is either a card dict or the path (str or ``os.PathLike``; a relative path is
+    taken from the plugin module's folder) of a catalog file in ``registry.yaml``'s format
+    (``version: 1`` and a ``models:`` list), typically ``weights/cards.yaml`` beside the
+    weights — the way first-party plugins ship theirs, so their digests are released with
+    them and ``genzoo eval --write-card`` can update the file. Card fields are those of
+    ``genzoo.registry.ModelCard``: ``name``, ``family``, ``arch``, ``summary``, ``source``
+    (``hf://org/repo@commit``, a folder relative to the catalog file, or
+    ``pkg://package/path`` for weights bundled inside the plugin package), ``files``
+    (file name -> sha256), ``license``, ``tags``, ``sampling``, ``metrics``, ``package``.
     Cards are data: nothing in them is executed.
+    """
+
+
+@hookspec
+def genzoo_feature_nets() -> list[dict[str, Any]]:
+    """Return the feature networks this plugin provides for evaluation, as a list of dicts.
+
+    A feature network embeds images for FD/KID/precision/recall (``genzoo eval --feature
+    NAME``); it is not a generative architecture and ``genzoo list`` does not show it. Each
+    dict has:
+
+    - ``name`` (str): what ``--feature`` names, e.g. ``"mnist"``; letters, digits, ``.``,
+      ``_``, ``-`` (``timm:NAME`` is built in).
+    - ``target`` (str): ``"package.module:factory"``, imported only on use;
+      ``factory(device=...)`` returns a ``genzoo.features.FeatureNet``: ``net(images)``
+      gives ``(features (N, D), class probabilities (N, K) or None)`` for images in [0, 1],
+      and ``net.key`` names the exact weights (reference statistics are cached per key).
+    - ``summary`` (str, optional): one line for ``genzoo plugins``.
+    - ``input_shape`` (list of int or None): the image shape it takes, e.g. ``[1, 28, 28]``;
+      None when it resizes any image itself.
     """
 
 
@@ -49,5 +81,5 @@ def genzoo_detect_arch(config: dict[str, Any], filenames: list[str]) -> str | No
     Called for folders or Hub repos in another ecosystem's layout (a diffusers UNet, a
     transformers causal LM). ``config`` is the parsed config.json (empty when absent) and
     ``filenames`` the files present. Return an architecture name this plugin registered, or
-    None when the layout is not yours. The first non-None answer wins.
+    None when the layout is not yours. The first non-None answer, in precedence order, wins.
     """

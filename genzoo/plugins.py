@@ -2,27 +2,48 @@
 
 A plugin is a module named by an entry point in group ``genzoo``; it implements some of the
 hooks in ``genzoo.hookspecs``. Each plugin is imported on its own and each hook is called one
-plugin at a time, so a plugin that fails to import or whose hook raises is recorded (see
-``genzoo plugins``) and never stops the others. ``GENZOO_STRICT_PLUGINS=1`` turns such a failure
-into a ``PluginError``; ``GENZOO_PLUGINS=a,b`` loads only the entry points named.
+plugin at a time; its result is checked there (``genzoo.plugin_entries``). Anything a plugin
+raises — at import or in a hook, ``SystemExit`` included, only ``KeyboardInterrupt`` excepted —
+and any result of the wrong type is recorded against that plugin (``genzoo plugins`` shows it,
+``genzoo --debug plugins`` with its traceback) and never stops the others.
+
+**Precedence** (one rule, never alphabetical): first-party plugins (distributions genzoo,
+genzoo-diffusion, genzoo-vae, genzoo-gan, genzoo-textlm) and the entry points named in
+``GENZOO_TRUSTED_PLUGINS=a,b`` come first, then every other plugin in discovery order (the
+order of ``importlib.metadata.entry_points``, i.e. of ``sys.path``). When two plugins provide
+one architecture, card or feature-net name, the earlier one keeps it; the later one is marked
+``conflict`` and a one-line warning goes to stderr (logger ``genzoo.plugins``).
+
+``GENZOO_STRICT_PLUGINS=1`` turns every failure and every conflict into a ``PluginError``;
+``GENZOO_PLUGINS=a,b`` loads only the entry points named.
 
 Nothing here imports torch: an architecture is an import string, imported by
 ``load_arch_class`` only when a model of that architecture is loaded.
 """
 from __future__ import annotations
 
-import importlib
+import copy
 import importlib.metadata
+import logging
 import os
+import traceback
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError, PluginMissingError
+from .plugin_entries import (ArchInfo, BadResult, FeatureNetInfo, arch_info, as_list,
+                             card_entry, feature_net_info, import_target, optional_str)
 
 GROUP = "genzoo"
+#: Distributions whose plugins rank first (see the precedence rule above).
+FIRST_PARTY = frozenset({"genzoo", "genzoo-diffusion", "genzoo-vae", "genzoo-gan",
+                         "genzoo-textlm"})
+log = logging.getLogger("genzoo.plugins")
+__all__ = ["ArchInfo", "FeatureNetInfo", "PluginInfo", "PluginManager", "FIRST_PARTY"]
 
 
 @dataclass
@@ -33,26 +54,22 @@ class PluginInfo:
     distribution: str | None
     version: str | None
     value: str
-    status: str = "ok"  # "ok", "error" or "disabled" (left out by GENZOO_PLUGINS)
+    #: "ok", "error" (failed), "conflict" (lost a name to a plugin of higher precedence)
+    #: or "disabled" (left out by GENZOO_PLUGINS)
+    status: str = "ok"
     error: str | None = None
+    first_party: bool = False  # a first-party or GENZOO_TRUSTED_PLUGINS plugin
     architectures: list[str] = field(default_factory=list)
+    cards: list[str] = field(default_factory=list)
+    feature_nets: list[str] = field(default_factory=list)
+    traceback: str | None = field(default=None, repr=False)  # shown by `genzoo --debug plugins`
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict."""
+        """A JSON-friendly dict (the traceback is left out: see ``--debug``)."""
         return {"name": self.name, "distribution": self.distribution, "version": self.version,
                 "value": self.value, "status": self.status, "error": self.error,
-                "architectures": list(self.architectures)}
-
-
-@dataclass(frozen=True)
-class ArchInfo:
-    """An architecture a plugin registered: cards and config.json name it by ``name``."""
-
-    name: str
-    family: str
-    target: str  # "package.module:ClassName", imported on first load
-    summary: str
-    plugin: str
+                "first_party": self.first_party, "architectures": list(self.architectures),
+                "cards": list(self.cards), "feature_nets": list(self.feature_nets)}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -65,43 +82,64 @@ def _env_true(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-class PluginManager:
-    """Loads the entry points of group ``genzoo`` and calls their hooks one plugin at a time.
+def _env_list(name: str) -> list[str] | None:
+    env = os.environ.get(name, "").strip()
+    return [a.strip() for a in env.split(",") if a.strip()] if env else None
 
-    ``entry_points`` replaces discovery (tests pass ``importlib.metadata.EntryPoint`` objects);
-    ``strict`` and ``allow`` default to ``GENZOO_STRICT_PLUGINS`` and ``GENZOO_PLUGINS``.
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _normalise(dist: str | None) -> str:
+    return (dist or "").lower().replace("_", "-").replace(".", "-")
+
+
+class PluginManager:
+    """Loads the entry points of group ``genzoo`` and calls their hooks one plugin at a time,
+    in precedence order (see the module docstring).
+
+    ``entry_points`` replaces discovery (tests pass ``importlib.metadata.EntryPoint`` objects,
+    in the order discovery would give); ``strict``, ``allow`` and ``trusted`` default to
+    ``GENZOO_STRICT_PLUGINS``, ``GENZOO_PLUGINS`` and ``GENZOO_TRUSTED_PLUGINS``.
     """
 
     def __init__(self, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
-                 strict: bool | None = None, allow: Iterable[str] | None = None):
+                 strict: bool | None = None, allow: Iterable[str] | None = None,
+                 trusted: Iterable[str] | None = None):
         self.strict = _env_true("GENZOO_STRICT_PLUGINS") if strict is None else strict
-        if allow is None:
-            env = os.environ.get("GENZOO_PLUGINS", "").strip()
-            allow = [a.strip() for a in env.split(",") if a.strip()] if env else None
+        allow = _env_list("GENZOO_PLUGINS") if allow is None else allow
         self.allow = set(allow) if allow is not None else None
+        trusted = _env_list("GENZOO_TRUSTED_PLUGINS") if trusted is None else trusted
+        self.trusted = set(trusted or ())
         self.pm = pluggy.PluginManager(GROUP)
         self.pm.add_hookspecs(hookspecs)
         self.infos: dict[str, PluginInfo] = {}
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=GROUP)
-        # Sorted so that "first plugin wins" (duplicate architectures) is deterministic.
-        for ep in sorted(entry_points, key=lambda e: (e.name, e.value)):
+        # A stable sort: first-party and trusted plugins first, the rest in discovery order.
+        for ep in sorted(entry_points, key=lambda e: not self._ranks_first(e)):
             self._load(ep)
         self._archs: dict[str, ArchInfo] | None = None
-        self._cards: list[tuple[str, dict[str, Any]]] | None = None
+        self._feature_nets: dict[str, FeatureNetInfo] | None = None
+        self._cards: list[tuple[str, dict[str, Any] | Path]] | None = None
+
+    def _ranks_first(self, ep: importlib.metadata.EntryPoint) -> bool:
+        return _normalise(_dist_name(ep)) in FIRST_PARTY or ep.name in self.trusted
 
     # ---- loading ------------------------------------------------------------------------
     def _load(self, ep: importlib.metadata.EntryPoint) -> None:
         dist = getattr(ep, "dist", None)
-        info = PluginInfo(name=ep.name, value=ep.value,
-                          distribution=dist.metadata["Name"] if dist is not None else None,
-                          version=dist.version if dist is not None else None)
+        info = PluginInfo(name=ep.name, value=ep.value, distribution=_dist_name(ep),
+                          version=dist.version if dist is not None else None,
+                          first_party=self._ranks_first(ep))
         if ep.name in self.infos:
             other = self.infos[ep.name]
             info.name = f"{ep.name} ({info.distribution or ep.value})"
             self.infos[info.name] = info
-            self.record_error(info.name, f"entry point name {ep.name!r} is also used by "
-                                         f"{other.distribution or other.value}; ignored")
+            self.record_conflict(info.name, f"entry point name {ep.name!r} is also used by "
+                                            f"{other.distribution or other.value}; ignored")
             return
         self.infos[ep.name] = info
         if self.allow is not None and ep.name not in self.allow:
@@ -110,70 +148,129 @@ class PluginManager:
         try:
             module = ep.load()
             self.pm.register(module, name=ep.name)
-        except Exception as e:  # noqa: BLE001 - any failure of third-party code is isolated
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - SystemExit included: third-party code
             self.record_error(ep.name, f"failed to import {ep.value}: {_one_line(e)}", e)
+
+    def _note(self, plugin: str, message: str, status: str, exc: BaseException | None) -> bool:
+        """Add ``message`` to the plugin's record; False when it was already there (a rebuilt
+        registry reports the same problem again)."""
+        info = self.infos.get(plugin)
+        if info is None or (info.error and message in info.error.split("; ")):
+            return False
+        if status == "error" or info.status != "error":
+            info.status = status
+        info.error = message if info.error is None else f"{info.error}; {message}"
+        if exc is not None:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            info.traceback = text if info.traceback is None else info.traceback + "\n" + text
+        return True
 
     def record_error(self, plugin: str, message: str, exc: BaseException | None = None) -> None:
         """Mark ``plugin`` as broken with a one-line ``message``; raise in strict mode."""
-        info = self.infos.get(plugin)
-        if info is not None:
-            info.status = "error"
-            info.error = message if info.error is None else f"{info.error}; {message}"
+        self._note(plugin, message, "error", exc)
         if self.strict:
             raise PluginError(f"plugin {plugin!r}: {message} (GENZOO_STRICT_PLUGINS is set)") from exc
 
-    def _call(self, hook_name: str, **kwargs) -> list[tuple[str, Any]]:
-        """Call one hook on each plugin in turn: ``[(plugin, result)]``; failures are recorded."""
+    def record_conflict(self, plugin: str, message: str) -> None:
+        """Mark ``plugin`` as having lost a name (one warning line on stderr); raise in strict
+        mode."""
+        if self._note(plugin, message, "conflict", None):
+            log.warning("genzoo: plugin %r: %s", plugin, message)
+        if self.strict:
+            raise PluginError(f"plugin {plugin!r}: {message} (GENZOO_STRICT_PLUGINS is set)")
+
+    def module_folder(self, plugin: str) -> Path | None:
+        """The folder of the plugin's module (relative card-file paths are resolved there)."""
+        module_file = getattr(self.pm.get_plugin(plugin), "__file__", None)
+        return Path(module_file).resolve().parent if module_file else None
+
+    def _call(self, hook_name: str, check: Callable[[Any], Any],
+              **kwargs) -> list[tuple[str, Any]]:
+        """Call one hook on each plugin in precedence order: ``[(plugin, check(result))]``.
+
+        The check runs inside the same guard, so a generator that raises while it is consumed
+        or a result of the wrong type is that plugin's error, like an exception."""
         hook = getattr(self.pm.hook, hook_name)
         order = {name: i for i, name in enumerate(self.infos)}
         impls = sorted(hook.get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, 1 << 30))
         results = []
         for impl in impls:
             try:
-                args = {a: kwargs[a] for a in impl.argnames}
-                results.append((impl.plugin_name, impl.function(**args)))
-            except Exception as e:  # noqa: BLE001
+                # A private copy of each argument: one plugin cannot change what the next sees.
+                args = {a: copy.deepcopy(kwargs[a]) for a in impl.argnames}
+                results.append((impl.plugin_name, check(impl.function(**args))))
+            except KeyboardInterrupt:
+                raise
+            except BadResult as e:
+                self.record_error(impl.plugin_name, f"hook {hook_name} {e}")
+            except BaseException as e:  # noqa: BLE001 - SystemExit included
                 self.record_error(impl.plugin_name, f"hook {hook_name} raised {_one_line(e)}", e)
         return results
 
     # ---- what the hooks provide ---------------------------------------------------------
-    def architectures(self) -> dict[str, ArchInfo]:
-        """Every architecture registered by a working plugin, by name (first plugin wins)."""
-        if self._archs is not None:
-            return self._archs
-        archs: dict[str, ArchInfo] = {}
-        for plugin, result in self._call("genzoo_architectures"):
-            for entry in result or []:
+    def _named_entries(self, hook_name: str, parse, what: str) -> dict[str, Any]:
+        """Entries of a list hook by name; a later plugin's duplicate is a conflict."""
+        found: dict[str, Any] = {}
+        for plugin, result in self._call(hook_name, as_list):
+            for entry in result:
                 try:
-                    arch = _arch_info(entry, plugin)
+                    item = parse(entry, plugin)
                 except (TypeError, ValueError) as e:
-                    self.record_error(plugin, f"bad architecture entry: {e}")
+                    self.record_error(plugin, f"bad {what} entry: {e}")
                     continue
-                if arch.name in archs:
-                    self.record_error(plugin, f"architecture {arch.name!r} is already provided by "
-                                              f"plugin {archs[arch.name].plugin!r}; ignored")
+                if item.name in found:
+                    self.record_conflict(plugin, f"{what} {item.name!r} is also provided by plugin "
+                                                 f"{found[item.name].plugin!r}, which takes "
+                                                 "precedence; ignored")
                     continue
-                archs[arch.name] = arch
-                self.infos[plugin].architectures.append(arch.name)
-        self._archs = archs
-        return archs
+                found[item.name] = item
+        return found
 
-    def model_cards(self) -> list[tuple[str, dict[str, Any]]]:
-        """The raw card dicts plugins ship, as ``[(plugin, card)]`` (validated by the registry)."""
+    def architectures(self) -> dict[str, ArchInfo]:
+        """Every architecture registered by a working plugin, by name (precedence decides
+        duplicates)."""
+        if self._archs is None:
+            self._archs = self._named_entries("genzoo_architectures", arch_info, "architecture")
+            for arch in self._archs.values():
+                self.infos[arch.plugin].architectures.append(arch.name)
+        return self._archs
+
+    def feature_nets(self) -> dict[str, FeatureNetInfo]:
+        """Every feature network registered by a working plugin, by name."""
+        if self._feature_nets is None:
+            self._feature_nets = self._named_entries("genzoo_feature_nets", feature_net_info,
+                                                     "feature net")
+            for net in self._feature_nets.values():
+                self.infos[net.plugin].feature_nets.append(net.name)
+        return self._feature_nets
+
+    def model_cards(self) -> list[tuple[str, dict[str, Any] | Path]]:
+        """What plugins' ``genzoo_model_cards`` return, as ``[(plugin, card dict or catalog
+        path)]`` in precedence order (read and validated by the registry)."""
         if self._cards is None:
             cards = []
-            for plugin, result in self._call("genzoo_model_cards"):
-                if not isinstance(result, (list, tuple)):
-                    self.record_error(plugin, "genzoo_model_cards must return a list of dicts")
-                    continue
-                cards.extend((plugin, c) for c in result)
+            for plugin, result in self._call("genzoo_model_cards", as_list):
+                for entry in result:
+                    try:
+                        cards.append((plugin, card_entry(entry, self.module_folder(plugin))))
+                    except TypeError as e:
+                        self.record_error(plugin, f"bad model card entry: {e}")
             self._cards = cards
         return self._cards
 
+    def note_card(self, plugin: str, name: str) -> None:
+        """Record that ``plugin`` provides card ``name`` (the registry calls this)."""
+        info = self.infos.get(plugin)
+        if info is not None and name not in info.cards:
+            info.cards.append(name)
+
     def detect_arch(self, config: dict[str, Any], filenames: list[str]) -> str | None:
-        """The architecture of a folder without a ``genzoo`` section (first plugin that knows)."""
+        """The architecture of a folder without a ``genzoo`` section (first plugin that knows,
+        in precedence order)."""
         archs = self.architectures()
-        for plugin, answer in self._call("genzoo_detect_arch", config=config,
+        for plugin, answer in self._call("genzoo_detect_arch", optional_str, config=config,
                                          filenames=list(filenames)):
             if answer is None:
                 continue
@@ -183,8 +280,16 @@ class PluginManager:
         return None
 
     def plugins(self) -> list[PluginInfo]:
-        """Every entry point seen, with its status (architectures are collected first)."""
+        """Every entry point seen, with its status. Architectures, feature nets and cards are
+        collected first, so a hook that fails or loses a name shows here."""
         self.architectures()
+        self.feature_nets()
+        from . import registry
+        from .errors import RegistryError
+        try:
+            registry.get_registry() if _MANAGER is self else registry.build_registry(manager=self)
+        except RegistryError:
+            pass  # a malformed user catalog is no plugin's fault; `genzoo list` names it
         return list(self.infos.values())
 
     def load_arch_class(self, arch: str, package_hint: str | None = None):
@@ -198,34 +303,27 @@ class PluginManager:
             raise PluginMissingError(f"architecture {arch!r} is not installed: "
                                      f"pip install {package}{hint}")
         info = archs[arch]
-        try:
-            module_name, _, attr = info.target.partition(":")
-            obj = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except Exception as e:  # noqa: BLE001 - report which plugin is broken, in one line
-            raise PluginError(f"plugin {info.plugin!r} cannot import architecture {arch!r} "
-                              f"({info.target}): {_one_line(e)}") from e
+        obj = self._import(info.plugin, f"architecture {arch!r}", info.target)
         from .model import GenerativeModel  # torch: only now that a model is being loaded
         if not (isinstance(obj, type) and issubclass(obj, GenerativeModel)):
             raise PluginError(f"plugin {info.plugin!r}: {info.target} is not a "
                               "genzoo.GenerativeModel subclass")
         return obj
 
+    def load_feature_net(self, name: str):
+        """Import the factory of feature net ``name`` (a registered name; see ``feature_nets``)."""
+        info = self.feature_nets()[name]
+        return self._import(info.plugin, f"feature net {name!r}", info.target)
 
-def _arch_info(entry: Any, plugin: str) -> ArchInfo:
-    """Check one dict returned by ``genzoo_architectures``."""
-    if not isinstance(entry, dict):
-        raise TypeError(f"expected a dict, got {type(entry).__name__}")
-    for key in ("name", "family", "target"):
-        if not isinstance(entry.get(key), str) or not entry[key]:
-            raise ValueError(f"{entry.get('name', '?')!r}: {key!r} must be a non-empty string")
-    module, sep, attr = entry["target"].partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"{entry['name']!r}: target {entry['target']!r} must look like "
-                         "'package.module:ClassName'")
-    return ArchInfo(entry["name"], entry["family"], entry["target"],
-                    str(entry.get("summary") or ""), plugin)
+    @staticmethod
+    def _import(plugin: str, what: str, target: str):
+        try:
+            return import_target(target)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - report which plugin is broken, in one line
+            raise PluginError(f"plugin {plugin!r} cannot import {what} ({target}): "
+                              f"{_one_line(e)}") from e
 
 
 def _guess_package(arch: str) -> str:
@@ -261,6 +359,11 @@ def reset(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None, *
 def architectures() -> dict[str, ArchInfo]:
     """Every installed architecture, by name."""
     return get_manager().architectures()
+
+
+def feature_nets() -> dict[str, FeatureNetInfo]:
+    """Every registered feature network, by name."""
+    return get_manager().feature_nets()
 
 
 def plugins() -> list[PluginInfo]:

@@ -1,14 +1,19 @@
 """The catalog: model cards merged from registry.yaml, plugins and the user's own catalogs.
 
 A card is data — a name, the architecture that loads it, where its weights are and their
-sha256 — and nothing in it is executed. Sources, in order:
+sha256 — and nothing in it is executed. Sources, in precedence order:
 
 1. ``registry.yaml`` shipped with genzoo (inside the wheel, or at the repo root when editable);
-2. cards returned by plugins' ``genzoo_model_cards`` hooks;
+   it holds only cards no plugin owns (Hub-hosted ones);
+2. what plugins' ``genzoo_model_cards`` hooks return — card dicts or the paths of catalog
+   files shipped beside their weights — in plugin precedence order (first-party and
+   ``GENZOO_TRUSTED_PLUGINS`` first, then discovery order; see ``genzoo.plugins``);
 3. user catalogs: the files in ``GENZOO_REGISTRY`` (os.pathsep-separated), then
    ``$XDG_CONFIG_HOME/genzoo/registry.yaml`` (default ``~/.config/genzoo/registry.yaml``).
 
-Two sources defining one name is an error naming both. A catalog file looks like::
+The first source to define a name keeps it. A plugin's later duplicate is a conflict recorded
+against that plugin; a user catalog's is skipped; both print one warning line naming both
+origins. A name twice in one file is an error for that file. A catalog file looks like::
 
     version: 1
     models:
@@ -17,11 +22,17 @@ Two sources defining one name is an error naming both. A catalog file looks like
         arch: vae-conv
         source: pkg://genzoo_vae/weights/vae-mnist
         files: {model.safetensors: <sha256>, config.json: <sha256>}
+
+Each card records where it came from: ``origin`` (a label), ``plugin`` (the entry point that
+provided it, None for genzoo's and user catalogs) and ``catalog`` (the file it was read from,
+None for a card a plugin returned as a dict) — ``genzoo eval --write-card`` writes there.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import fnmatch
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,11 +44,14 @@ from .errors import RegistryError, UnknownModelError
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+log = logging.getLogger("genzoo.registry")
 
 
 @dataclass(frozen=True)
 class ModelCard:
-    """One catalog entry. ``origin`` says which file or plugin defined it."""
+    """One catalog entry. ``origin`` says which file or plugin defined it, ``plugin`` names
+    the entry point that provided it (None for genzoo's and user catalogs) and ``catalog`` is
+    the file it was read from (None for a card a plugin returned as a dict)."""
 
     name: str
     family: str
@@ -53,6 +67,8 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict, hash=False)
     package: str = ""
     origin: str = ""
+    plugin: str | None = None
+    catalog: str | None = None
 
     def __post_init__(self):
         if not self.package:  # the pip distribution of the family's plugin
@@ -64,7 +80,8 @@ class ModelCard:
                 "summary": self.summary, "source": self.source, "files": dict(self.files),
                 "params": self.params, "size": self.size, "license": self.license,
                 "tags": list(self.tags), "sampling": dict(self.sampling),
-                "metrics": dict(self.metrics), "package": self.package, "origin": self.origin}
+                "metrics": dict(self.metrics), "package": self.package, "origin": self.origin,
+                "plugin": self.plugin, "catalog": self.catalog}
 
 
 _FIELDS = {"name", "family", "arch", "summary", "source", "files", "params", "size", "license",
@@ -151,8 +168,11 @@ def _yaml_load(path: Path) -> Any:
         raise RegistryError(f"{path}:{where}: invalid YAML ({problem})") from None
 
 
-def load_catalog(path: str | os.PathLike) -> list[ModelCard]:
-    """Read and validate one catalog file (``models:`` list); duplicates inside it are errors."""
+def load_catalog(path: str | os.PathLike, plugin: str | None = None) -> list[ModelCard]:
+    """Read and validate one catalog file (``models:`` list); duplicates inside it are errors.
+
+    Each card's ``catalog`` is ``path``; with ``plugin`` (a plugin's own card file) its
+    ``plugin`` is set and its ``origin`` names the plugin and the file."""
     path = Path(path)
     data = _yaml_load(path)
     if data is None:
@@ -166,7 +186,8 @@ def load_catalog(path: str | os.PathLike) -> list[ModelCard]:
         if card.name in seen:
             raise RegistryError(f"{path}: model {card.name!r} is defined twice in this file")
         seen.add(card.name)
-        cards.append(card)
+        origin = f"plugin {plugin!r} ({path})" if plugin else card.origin
+        cards.append(dataclasses.replace(card, origin=origin, plugin=plugin, catalog=str(path)))
     return cards
 
 
@@ -264,25 +285,45 @@ class Registry:
         return iter(self.list())
 
 
-def build_registry(include_packaged: bool = True) -> Registry:
-    """Merge every source into a new Registry (uncached). Invalid plugin cards are recorded
-    against their plugin (see ``genzoo plugins``) rather than stopping the catalog."""
+def build_registry(include_packaged: bool = True, manager=None) -> Registry:
+    """Merge every source into a new Registry (uncached), first source first.
+
+    A plugin's invalid card or unreadable card file is recorded against the plugin, and its
+    duplicate of an existing name is a conflict recorded against it (``genzoo plugins``);
+    a user catalog's duplicate is skipped with a warning. ``manager`` defaults to the
+    process-wide plugin manager."""
     from .plugins import get_manager
     reg = Registry()
     packaged = packaged_catalog_path() if include_packaged else None
     if packaged is not None:
         for card in load_catalog(packaged):
             reg.add(card)
-    manager = get_manager()
+    manager = manager or get_manager()
     for plugin, entry in manager.model_cards():
         try:
-            card = card_from_dict(entry, f"plugin {plugin!r}")
+            if isinstance(entry, dict):
+                cards = [dataclasses.replace(card_from_dict(entry, f"plugin {plugin!r}"),
+                                             plugin=plugin)]
+            else:
+                cards = load_catalog(entry, plugin=plugin)
         except RegistryError as e:
-            manager.record_error(plugin, str(e).split(": ", 1)[-1], e)
+            message = str(e).removeprefix(f"plugin {plugin!r}: ")
+            manager.record_error(plugin, f"bad model card: {message}", e)
             continue
-        reg.add(card)
+        for card in cards:
+            if card.name in reg:
+                manager.record_conflict(plugin, f"model card {card.name!r} is also defined by "
+                                                f"{reg.get(card.name).origin}, which takes "
+                                                "precedence; ignored")
+                continue
+            reg.add(card)
+            manager.note_card(plugin, card.name)
     for path in user_catalog_paths():
         for card in load_catalog(path):
+            if card.name in reg:
+                log.warning("genzoo: %s: model %r is already defined by %s; skipped", path,
+                            card.name, reg.get(card.name).origin)
+                continue
             reg.add(card)
     return reg
 

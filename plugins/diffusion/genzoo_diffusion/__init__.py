@@ -5,6 +5,8 @@ are named by import string and imported on first ``genzoo.load``.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import genzoo
 
 
@@ -26,3 +28,10 @@ def genzoo_detect_arch(config, filenames):
     """Claim diffusers-format folders (UNet2DModel configs or DDPM-style pipelines)."""
     from .detect import detect_arch
     return detect_arch(config, filenames)
+
+
+@genzoo.hookimpl
+def genzoo_model_cards():
+    """The diffusion-mnist card and its sha256 digests, in the catalog file beside its weights
+    (exactly as a third-party plugin ships its cards)."""
+    return [Path(__file__).parent / "weights" / "cards.yaml"]

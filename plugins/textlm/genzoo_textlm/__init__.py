@@ -5,6 +5,8 @@ are named by import string and imported on first ``genzoo.load``.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import genzoo
 
 
@@ -34,3 +36,10 @@ def genzoo_detect_arch(config, filenames):
                                        for a in archs):
         return "transformers-causal-lm"
     return None
+
+
+@genzoo.hookimpl
+def genzoo_model_cards():
+    """The textlm-shakespeare card and its sha256 digests, in the catalog file beside its weights
+    (exactly as a third-party plugin ships its cards)."""
+    return [Path(__file__).parent / "weights" / "cards.yaml"]

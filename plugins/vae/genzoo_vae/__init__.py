@@ -5,6 +5,8 @@ is named by import string and imported on first ``genzoo.load``.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import genzoo
 
 
@@ -15,3 +17,10 @@ def genzoo_architectures():
         {"name": "vae-conv", "family": "vae", "target": "genzoo_vae.model:ConvVAE",
          "summary": "convolutional VAE, Gaussian latent, Bernoulli decoder; ELBO and IW-NLL"},
     ]
+
+
+@genzoo.hookimpl
+def genzoo_model_cards():
+    """The vae-mnist card and its sha256 digests, in the catalog file beside its weights
+    (exactly as a third-party plugin ships its cards)."""
+    return [Path(__file__).parent / "weights" / "cards.yaml"]
