@@ -153,23 +153,34 @@ def download(names: tuple[str, ...], revision: str | None) -> None:
 
 @cli.command("plugins")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def plugins_cmd(as_json: bool) -> None:
-    """List installed plugins (entry points of group "genzoo"), their status and architectures.
+@click.pass_context
+def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins (entry points of group "genzoo"): status, architectures, model
+    cards and feature networks each provides.
 
-    A plugin that fails to import or whose hook raises is shown with its error and does not
-    stop other commands; GENZOO_STRICT_PLUGINS=1 makes such failures fatal.
+    A plugin that fails (at import, in a hook, or with a result of the wrong type) is shown
+    with its error, one that lost a name to a plugin of higher precedence as "conflict"; neither
+    stops other commands (GENZOO_STRICT_PLUGINS=1 makes them fatal). `genzoo --debug plugins`
+    also prints the tracebacks of the failures.
     """
     from .plugins import plugins
-    infos = [p.to_dict() for p in plugins()]
+    found = plugins()
+    infos = [p.to_dict() for p in found]
     if as_json:
         _echo_json(infos)
-        return
-    if not infos:
+    elif not infos:
         click.echo("no plugins installed; try: pip install genzoo-diffusion", err=True)
-        return
-    rows = [[i["name"], i["distribution"] or "-", i["version"] or "-", i["status"],
-             ", ".join(i["architectures"]) or "-", i["error"] or ""] for i in infos]
-    _table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "ARCHITECTURES", "ERROR"])
+    else:
+        rows = [[i["name"], i["distribution"] or "-", i["version"] or "-", i["status"],
+                 ", ".join(i["architectures"]) or "-", ", ".join(i["cards"]) or "-",
+                 ", ".join(i["feature_nets"]) or "-", i["error"] or ""] for i in infos]
+        _table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "ARCHITECTURES", "CARDS",
+                      "FEATURES", "ERROR"])
+    if (ctx.obj or {}).get("debug"):
+        for p in found:
+            if p.traceback:
+                click.echo(f"--- plugin {p.name!r} ({p.status}) ---\n{p.traceback.rstrip()}",
+                           err=True)
 
 
 @cli.group()

@@ -176,10 +176,10 @@ class PluginManager:
     def record_conflict(self, plugin: str, message: str) -> None:
         """Mark ``plugin`` as having lost a name (one warning line on stderr); raise in strict
         mode."""
+        if self.strict:  # the error says it all: no warning line before it
+            raise PluginError(f"plugin {plugin!r}: {message} (GENZOO_STRICT_PLUGINS is set)")
         if self._note(plugin, message, "conflict", None):
             log.warning("genzoo: plugin %r: %s", plugin, message)
-        if self.strict:
-            raise PluginError(f"plugin {plugin!r}: {message} (GENZOO_STRICT_PLUGINS is set)")
 
     def module_folder(self, plugin: str) -> Path | None:
         """The folder of the plugin's module (relative card-file paths are resolved there)."""

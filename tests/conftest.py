@@ -32,6 +32,15 @@ FAKE_DISTS = {
     "fakedup": ("genzoo-fakedup", "0.3", "fakedup"),
     "fakebadtarget": ("genzoo-fakebadtarget", "0.4", "fakebadtarget"),
 }
+#: hostile plugins (tests/fake_plugins), each installed on its own by ``plugin_site``
+HOSTILE_DISTS = {
+    "fakeshadow": ("genzoo-fakeshadow", "0.5", "fakeshadow"),  # a card named gan-mnist
+    "fakegarbage": ("genzoo-fakegarbage", "0.6", "fakegarbage"),  # wrong types from each hook
+    "fakeexit": ("genzoo-fakeexit", "0.7", "fakeexit"),  # sys.exit(3) at import
+    "fakeargv": ("genzoo-fakeargv", "0.8", "fakeargv"),  # argparse exits 2 at import
+    "fakedcgan": ("genzoo-fakedcgan", "0.9", "fakedcgan"),  # claims architecture gan-dcgan
+    "fakefeature": ("genzoo-fakefeature", "1.1", "fakefeature"),  # a feature net of its own
+}
 DEAD_ENDPOINT = "http://127.0.0.1:9"  # the discard port: refused at once, never the real Hub
 
 
@@ -93,12 +102,43 @@ def fake_site(tmp_path_factory) -> Path:
     weights = site / "fakegood" / "weights"
     digests = write_tiny_model(weights / "tiny", value=0.125)
     (weights / "digests.json").write_text(json.dumps(digests))
-    for ep_name, (dist, version, module) in FAKE_DISTS.items():
+    write_dist_infos(site, FAKE_DISTS)
+    return site
+
+
+def write_dist_infos(site: Path, dists: dict[str, tuple[str, str, str]]) -> None:
+    """One ``.dist-info`` (METADATA + entry_points.txt, group genzoo) per entry point."""
+    for ep_name, (dist, version, module) in dists.items():
         info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
         info.mkdir()
         (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
         (info / "entry_points.txt").write_text(f"[genzoo]\n{ep_name} = {module}\n")
-    return site
+
+
+@pytest.fixture
+def plugin_site(tmp_path, monkeypatch):
+    """``use(*names) -> site``: a site folder where only the named hostile plugins
+    (``HOSTILE_DISTS``) are installed, put first on sys.path, so that discovery finds them
+    before the installed first-party plugins (as a user's site-packages order may)."""
+    def use(*names: str) -> Path:
+        site = tmp_path / ("site-" + "-".join(names))
+        site.mkdir()
+        for name in names:
+            module = HOSTILE_DISTS[name][2]
+            src = FAKE_SRC / module
+            if src.is_dir():
+                shutil.copytree(src, site / module)
+            else:
+                shutil.copy(FAKE_SRC / f"{module}.py", site)
+        write_dist_infos(site, {n: HOSTILE_DISTS[n] for n in names})
+        monkeypatch.syspath_prepend(str(site))
+        plugins.reset()
+        registry.reset()
+        return site
+
+    yield use
+    for mod in [m for m in sys.modules if m.split(".")[0] in {v[2] for v in HOSTILE_DISTS.values()}]:
+        del sys.modules[mod]
 
 
 def fake_entry_points(site: Path, *names: str) -> list[importlib.metadata.EntryPoint]:
