@@ -119,10 +119,43 @@ def model_status(card: ModelCard) -> dict[str, Any]:
             "path": str(folder) if folder is not None else None, "status": status}
 
 
-def model_info(name: str) -> dict[str, Any]:
-    """The card of ``name`` as a dict, plus plugin/download status (see ``model_status``)."""
-    card = get_registry().get(name)
-    return {**card.to_dict(), **model_status(card)}
+def model_info(name: str | os.PathLike, options: bool = True) -> dict[str, Any]:
+    """The card of ``name`` as a dict, plus plugin/download status (see ``model_status``) and,
+    with ``options``, the sampling options schema (this imports the architecture's class).
+
+    ``name`` may also be a local model folder: its config.json's arch, family and options."""
+    target = os.fspath(name)
+    registry = get_registry()
+    if target not in registry and Path(target).is_dir():
+        return _folder_info(Path(target), options)
+    card = registry.get(target)
+    info = {**card.to_dict(), **model_status(card)}
+    if options and info["plugin_installed"]:
+        cls = plugins.load_arch_class(card.arch, card.package)
+        info["options"] = option_schema(cls, card.sampling)
+    return info
+
+
+def option_schema(cls, sampling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The sampling options of an architecture's class as dicts (a card's ``sampling``
+    entries become the defaults); API-only (callable) options are left out."""
+    from .options import build_schema
+    schema = build_schema(cls.sample_options, {**cls.sample_defaults, **(sampling or {})})
+    return [o.to_dict() for o in schema.values() if o.type != "callable"]
+
+
+def _folder_info(folder: Path, options: bool) -> dict[str, Any]:
+    """``model_info`` of a local folder: what its config.json says and the arch's options."""
+    arch = detect_folder_arch(folder)
+    archs = plugins.architectures()
+    info: dict[str, Any] = {"name": str(folder), "path": str(folder.resolve()), "arch": arch,
+                            "family": archs[arch].family if arch in archs else None,
+                            "plugin": archs[arch].plugin if arch in archs else None,
+                            "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
+                            "status": "local folder"}
+    if options:
+        info["options"] = option_schema(plugins.load_arch_class(arch))
+    return info
 
 
 def download(name: str, revision: str | None = None) -> Path:

@@ -15,27 +15,9 @@ import click
 
 from .errors import OptionError
 
-#: Result keys worth recording in a model card (numbers that describe the model).
-CARD_KEYS = ("fd", "kid", "kid_std", "precision", "recall", "class_entropy", "class_max_share",
-             "classes_covered", "neg_elbo", "iw_nll", "nats_per_token", "nats_per_char",
-             "perplexity", "bits_per_char", "distinct_1", "distinct_2", "distinct_3")
-#: Settings recorded beside them, so a number says how it was measured.
-SETTING_KEYS = ("n", "seed", "feature", "reference", "data")
-#: Other result keys that are neither; whatever else a result holds is a sampling option.
-RESULT_KEYS = {"model", "family", "reference_n", "samples_per_s", "sample_seconds",
-               "class_confidence", "class_histogram", "iw_k", "tokens", "chars", "mean_chars"}
-
-
-def _parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:
-    """``("sampler=ddim", "steps=50")`` -> {"sampler": "ddim", "steps": 50} (YAML scalars)."""
-    import yaml
-    out = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key.strip():
-            raise OptionError(f"--option expects KEY=VALUE (e.g. -o sampler=ddim), got {pair!r}")
-        out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value.strip() else None
-    return out
+#: Bookkeeping in an evaluation result, never written to a card: who was measured, how long
+#: it took, and per-class detail too long for a card.
+NOT_FOR_CARDS = frozenset({"model", "family", "sample_seconds", "class_histogram"})
 
 
 def _fmt(value: Any) -> str:
@@ -47,41 +29,58 @@ def _fmt(value: Any) -> str:
 
 
 def card_metrics(result: dict[str, Any]) -> dict[str, Any]:
-    """The subset of an evaluation result stored in a card: rounded numbers, the settings they
-    were measured with (``eval_n``, ``eval_feature`` ...) and any sampling options."""
+    """What a card records of an evaluation: every number and setting the model reported
+    (the common metrics, the family's own ``evaluate_metrics`` figures, the sampling options
+    and how they were measured), floats rounded to 5 significant digits."""
     out: dict[str, Any] = {}
-    for key in CARD_KEYS:
-        v = result.get(key)
-        if isinstance(v, float):
-            out[key] = float(f"{v:.5g}")
-        elif isinstance(v, int) and not isinstance(v, bool):
-            out[key] = v
     for key, v in result.items():
-        if key in SETTING_KEYS or (key not in RESULT_KEYS and key not in CARD_KEYS
-                                   and isinstance(v, (str, int, float))):
-            out[f"eval_{key}"] = v
+        if key in NOT_FOR_CARDS or isinstance(v, bool) or v is None:
+            continue
+        if isinstance(v, float):
+            out[key] = float(f"{v:.5g}") if math.isfinite(v) else str(v)
+        elif isinstance(v, (int, str)):
+            out[key] = v
     return out
 
 
-def write_card_metrics(target: str, metrics: dict[str, Any]) -> str:
-    """Merge ``metrics`` into the card of ``target``: a registry card (in the catalog file that
-    holds it) or a model folder's README.md front matter (``genzoo_metrics``). Returns where."""
-    from .registry import get_registry, reset, update_card
+def card_target(target: str) -> Path:
+    """The file ``--write-card`` will write for ``target`` (checked writable now, before any
+    measuring): the catalog file its card came from, a plugin's own card file included, or a
+    model folder's README.md."""
+    import os
+
+    from .registry import get_registry
     registry = get_registry()
     if target in registry:
         card = registry.get(target)
-        path = Path(card.origin.rsplit(" (entry ", 1)[0])
-        if not path.is_file():
-            raise OptionError(f"{target}: its card comes from {card.origin}, not a catalog file; "
-                              "metrics can be written only into registry.yaml-style files")
-        update_card(path, target, metrics={**card.metrics, **metrics})
-        reset()
+        catalog = getattr(card, "catalog", None)
+        if not catalog:
+            raise OptionError(f"{target}: its card comes from {card.origin}, which is not a "
+                              "catalog file; metrics can be written only into a card file")
+        path = Path(catalog)
+    else:
+        folder = Path(target).expanduser()
+        if not folder.is_dir():
+            raise OptionError(f"--write-card needs a card name or a local model folder, got "
+                              f"{target!r}")
+        path = folder / "README.md"
+    writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+    if not writable:
+        raise OptionError(f"--write-card cannot write {path} (read-only); copy the model to a "
+                          "folder you own, or drop --write-card")
+    return path
+
+
+def write_card_metrics(target: str, metrics: dict[str, Any]) -> str:
+    """Merge ``metrics`` into the card of ``target`` (see ``card_target``); returns the path."""
+    from .registry import get_registry, reset, update_card
+    path = card_target(target)
+    if path.name == "README.md" and target not in get_registry():
+        write_readme_metrics(path, metrics)
         return str(path)
-    folder = Path(target).expanduser()
-    if not folder.is_dir():
-        raise OptionError(f"--write-card needs a card name or a local model folder, got {target!r}")
-    write_readme_metrics(folder / "README.md", metrics)
-    return str(folder / "README.md")
+    update_card(path, target, metrics={**get_registry().get(target).metrics, **metrics})
+    reset()
+    return str(path)
 
 
 def write_readme_metrics(readme: Path, metrics: dict[str, Any]) -> None:
@@ -104,30 +103,39 @@ def write_readme_metrics(readme: Path, metrics: dict[str, Any]) -> None:
     atomic_write_text(readme, f"---\n{dumped}---\n\n{body}" if body else f"---\n{dumped}---\n")
 
 
-@click.command("eval")
+@click.command("eval", context_settings={"ignore_unknown_options": True,
+                                         "allow_extra_args": True})
 @click.argument("name_or_path")
-@click.option("--n", "n", default=1000, show_default=True, help="Samples to draw and measure.")
+@click.option("-n", "--num", "--n", "n", type=click.IntRange(min=2), default=None,
+              help="Samples to draw and measure (default: the family's, else 1000; text "
+                   "families keep it to a few dozen short samples).")
 @click.option("--data", help="Reference data: a folder, .npz or mnist:SPLIT (images; default "
               "mnist:ref for 28x28 digits), or a text file (text models).")
 @click.option("--feature", default="mnist", show_default=True,
-              help="Feature network: mnist, or timm:NAME[?pretrained=false&size=S].")
-@click.option("--seed", default=0, show_default=True, help="Seed of the samples.")
-@click.option("--batch-size", type=int, help="Sampling batch size.")
+              help="Feature network: a registered one (mnist) or "
+                   "timm:NAME[?pretrained=false&size=S].")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the samples.")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Sampling batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--dtype", default="auto", show_default=True,
               help="auto, fp32, bf16, fp16: measure the quality a precision gives.")
-@click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
-              help="A sampling option, repeatable (e.g. -o sampler=ddim -o steps=50).")
+@click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A sampling option as KEY=VALUE (repeatable); the same as its --KEY flag.")
+@click.option("-o", "--out", "out", type=click.Path(dir_okay=False),
+              help="Also write the results as JSON to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option("--write-card", is_flag=True, help="Record the results in the model's card.")
-def eval_command(name_or_path, n, data, feature, seed, batch_size, device, dtype, options,
-                 as_json, write_card):
+@click.option("--write-card", is_flag=True,
+              help="Record the results in the model's card (the file it came from).")
+@click.pass_context
+def eval_command(ctx, name_or_path, n, data, feature, seed, batch_size, device, dtype, options,
+                 out, as_json, write_card):
     """Measure sample quality and diversity of a model (card name or folder).
 
     Images: FD, KID and precision/recall in a feature space against real images, class
-    coverage, speed; VAEs add ELBO and importance-weighted NLL. Text models: nats/perplexity on
-    --data and distinct-n of the samples. NAME `mnist:floor` measures real held-out digits
-    (the floor any model is compared with).
+    coverage, speed. Text models: distinct-n of the samples. Every family adds its own figures
+    (a VAE's ELBO, a text model's nats per character on --data). Sampling options are the
+    model's own flags (`--steps 50`) or -O KEY=VALUE. NAME `mnist:floor` measures real
+    held-out digits (the floor any model is compared with).
     """
     import sys
 
@@ -138,13 +146,19 @@ def eval_command(name_or_path, n, data, feature, seed, batch_size, device, dtype
         result = real_floor(feature=feature, data=name_or_path, reference=data or "mnist:ref")
     else:
         from .api import load
+        from .cli_model import model_options
+        if write_card:
+            card_target(name_or_path)  # refuse an unwritable card before measuring
         model = load(name_or_path, device=device, dtype=dtype)
         result = evaluate(model, n=n, data=data, feature=feature, seed=seed,
                           batch_size=batch_size, progress=sys.stderr.isatty(),
-                          **_parse_options(options))
+                          **model_options(model, ctx.args, options))
     if write_card:
         where = write_card_metrics(name_or_path, card_metrics(result))
         click.echo(f"metrics written to {where}", err=True)
+    if out:
+        from .fsutil import atomic_write_text
+        atomic_write_text(Path(out), json.dumps(result, indent=2, default=str) + "\n")
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
         return
@@ -153,4 +167,5 @@ def eval_command(name_or_path, n, data, feature, seed, batch_size, device, dtype
         click.echo(f"{key.ljust(width)}  {_fmt(value)}")
 
 
-__all__ = ["eval_command", "card_metrics", "write_card_metrics", "write_readme_metrics"]
+__all__ = ["eval_command", "card_metrics", "card_target", "write_card_metrics",
+           "write_readme_metrics"]

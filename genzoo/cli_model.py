@@ -16,63 +16,55 @@ import click
 from .errors import OptionError
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict:
-    """``-O key=value`` pairs; values are read as JSON when they parse (numbers, true, null)."""
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise OptionError(f"bad option {pair!r}: write it as -O key=value")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
-
-
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-@click.command("sample")
+def model_options(model, flags: list[str], pairs: tuple[str, ...]) -> dict:
+    """The sampling options of one command line, typed by the model's own schema: its flags
+    (``--steps 20``, read from what click left over) and ``-O KEY=VALUE`` pairs."""
+    from .options import parse_flags, parse_key_values, validate
+    schema = model.options()
+    owner = model.name_or_path or model.arch
+    return {**parse_flags(flags, schema, owner),
+            **validate(schema, parse_key_values(pairs), owner, as_text=True)}
+
+
+@click.command("sample", context_settings={"ignore_unknown_options": True,
+                                           "allow_extra_args": True})
 @click.argument("model_name", metavar="NAME_OR_PATH")
-@click.option("-n", "--num", "n", type=int, default=None,
+@click.option("-n", "--num", "n", type=click.IntRange(min=1), default=None,
               help="How many samples (default: 16 images, or 1 text that streams as it grows).")
-@click.option("--seed", default=0, show_default=True,
+@click.option("--seed", type=int, default=0, show_default=True,
               help="Base seed; sample i depends only on (seed, i).")
 @click.option("-o", "--out", "out", default=None,
               help="Where to write: x.png (a grid), dir/ (one file per sample), x.npz, x.txt. "
                    "Default: NAME.png for images; texts are printed.")
-@click.option("--steps", type=int, default=None, help="Sampler steps (diffusion).")
-@click.option("--sampler", default=None, help="Sampler (diffusion): ddpm, ddim, dpmsolver++.")
-@click.option("--temperature", type=float, default=None, help="Sampling temperature (VAE, text).")
-@click.option("--truncation", type=float, default=None, help="Latent truncation (GAN).")
-@click.option("--prompt", default=None, help="Text prompt (text LMs).")
-@click.option("--max-new-tokens", type=int, default=None, help="Tokens to generate (text LMs).")
-@click.option("--top-k", type=int, default=None, help="Top-k filtering (text LMs).")
-@click.option("--top-p", type=float, default=None, help="Nucleus filtering (text LMs).")
 @click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
-              help="Any other family option, e.g. -O eta=0.5 (repeatable).")
-@click.option("--batch-size", type=int, default=None, help="Samples per forward batch.")
+              help="A model option as KEY=VALUE (repeatable); the same as its --KEY flag.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Samples per forward batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, fp32, bf16, fp16.")
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def sample_command(model_name, n, seed, out, steps, sampler, temperature, truncation, prompt,
-                   max_new_tokens, top_k, top_p, options, batch_size, device, dtype, revision,
+@click.pass_context
+def sample_command(ctx, model_name, n, seed, out, options, batch_size, device, dtype, revision,
                    as_json):
-    """Draw samples from a model (a catalog name, a folder or hf://org/repo[@rev])."""
+    """Draw samples from a model (a catalog name, a folder or hf://org/repo[@rev]).
+
+    Each model declares its own sampling options, taken as flags after NAME_OR_PATH
+    (`--steps 50 --sampler ddim`, `--temperature 0.8`, `--prompt "ROMEO:"`) or as
+    `-O KEY=VALUE`; `genzoo info NAME` lists them with their types, ranges and defaults.
+    """
     from .api import load
     t0 = time.perf_counter()
-    opts = {"steps": steps, "sampler": sampler, "temperature": temperature,
-            "truncation": truncation, "prompt": prompt, "max_new_tokens": max_new_tokens,
-            "top_k": top_k, "top_p": top_p, **_parse_options(options)}
-    opts = {k: v for k, v in opts.items() if v is not None}
     model = load(model_name, device=device, dtype=dtype, revision=revision)
+    opts = model_options(model, ctx.args, options)
     if n is None:
         n = 1 if model.modality == "text" else 16
     streaming = model.modality == "text" and n == 1 and out is None and not as_json
-    if streaming and "stream" in model.sample_defaults:
+    if streaming and "stream" in model.options():
         opts["stream"] = lambda piece: click.echo(piece, nl=False)
     samples = model.sample(n, seed=seed, batch_size=batch_size,
                            progress=sys.stderr.isatty() and not as_json, **opts)
@@ -90,7 +82,7 @@ def sample_command(model_name, n, seed, out, steps, sampler, temperature, trunca
         _echo_json(payload)
         return
     if samples.kind == "text" and out is None:
-        if streaming and "stream" in opts:
+        if "stream" in opts:
             click.echo()
         else:
             for i, text in enumerate(samples.texts):
@@ -107,7 +99,7 @@ def sample_command(model_name, n, seed, out, steps, sampler, temperature, trunca
 @click.option("--data", required=True,
               help="Training data: an image folder, .npz/.npy, 'mnist', or a text file/folder.")
 @click.option("--steps", type=int, default=1000, show_default=True, help="Optimizer steps.")
-@click.option("--out", required=True, type=click.Path(file_okay=False),
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
               help="Output folder: checkpoints, metrics.jsonl, samples and the final model.")
 @click.option("--batch-size", type=int, default=None, help="Per-process batch (family default).")
 @click.option("--lr", type=float, default=None, help="Peak learning rate (family default).")
@@ -118,19 +110,26 @@ def sample_command(model_name, n, seed, out, steps, sampler, temperature, trunca
 @click.option("--sample-every", type=int, default=None, help="Write a sample grid every N steps.")
 @click.option("--stop-after", type=int, default=None,
               help="Checkpoint and stop at step K (resume later with --resume).")
-@click.option("--precision", default="auto", show_default=True, help="auto, fp32 or bf16.")
-@click.option("--seed", default=0, show_default=True, help="Seed for init, data order, noise.")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto, fp32, bf16, fp16: the autocast precision of training.")
+@click.option("--precision", default=None, hidden=True, help="Deprecated: use --dtype.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for init, data order, noise.")
 @click.option("--device", default=None, help="auto, cpu, cuda (default: auto).")
 @click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def finetune_command(model_name, data, steps, out, batch_size, lr, grad_accum, resume, save_every,
-                     sample_every, stop_after, precision, seed, device, tensorboard, as_json):
+                     sample_every, stop_after, dtype, precision, seed, device, tensorboard,
+                     as_json):
     """Finetune a model on your data with genzoo's engine (works under torchrun for DDP)."""
     from .api import load
+    if precision is not None:
+        click.echo("--precision is deprecated; use --dtype", err=True)
+        dtype = precision
     model = load(model_name, device="cpu")
     result = model.finetune(data, steps=steps, out=out, batch_size=batch_size, lr=lr,
                             grad_accum=grad_accum, resume=resume, save_every=save_every,
-                            sample_every=sample_every, stop_after=stop_after, precision=precision,
+                            sample_every=sample_every, stop_after=stop_after, dtype=dtype,
                             seed=seed, device=device, tensorboard=tensorboard,
                             progress=sys.stderr.isatty() and not as_json)
     if int(os.environ.get("RANK", "0")) != 0:

@@ -8,8 +8,9 @@ for 1x28x28 models) or any timm model (``"timm:NAME"``) — against a reference 
 - precision and recall of k-NN manifolds (Kynkäänniemi et al., 2019);
 - class coverage (with the MNIST classifier): how evenly the samples spread over the digits.
 
-VAEs also report ELBO and importance-weighted NLL on the reference images; text models report
-nats/perplexity on a text file and distinct-n over their samples. ``real_floor`` gives the
+Text models report distinct-n over their samples. Each family adds its own figures through the
+``GenerativeModel.evaluate_metrics`` extension point (a VAE's ELBO and importance-weighted NLL
+on the reference images, a text model's nats per character on the text file). ``real_floor`` gives the
 same numbers for real held-out digits: the best a model can hope for at this sample size.
 """
 from __future__ import annotations
@@ -186,33 +187,50 @@ def image_metrics(feats: torch.Tensor, probs: torch.Tensor | None, ref) -> dict[
     return out
 
 
-def evaluate(model, n: int = 1000, data=None, feature: str = "mnist", seed: int = 0,
-             batch_size: int | None = None, progress: bool = False, **sample_options) -> dict:
+def evaluate(model, n: int | None = None, data=None, feature: str = "mnist", seed: int = 0,
+             batch_size: int | None = None, progress: bool = False,
+             **sample_options) -> dict[str, Any]:
     """Measure ``model`` (a GenerativeModel, card name or folder) on ``n`` samples.
 
     Image models: FD, KID, precision, recall in the ``feature`` space against ``data`` (a
     folder, .npz, or ``mnist:SPLIT``; default ``mnist:ref`` for 1x28x28 models), class
-    coverage with the MNIST classifier, and ``samples_per_s``; VAEs add ``neg_elbo`` and
-    ``iw_nll`` (nats per image) on the reference images. Text models: ``data`` is a text file
-    scored with ``model.score_text`` plus distinct-1/2/3 over the samples. Extra keywords are
-    sampling options (``sampler="ddim", steps=50``). Returns a flat dict."""
+    coverage when the feature net classifies, and ``samples_per_s``. Text models: ``data`` is
+    a text file, and distinct-1/2/3 measure the samples' diversity. Every model adds what its
+    family measures through ``GenerativeModel.evaluate_metrics`` (a VAE's ELBO, a text model's
+    nats per character). ``n`` and unset sampling options default to the family's
+    ``eval_defaults`` (else n=1000). Extra keywords are sampling options. Returns a flat dict."""
     if isinstance(model, (str, os.PathLike)):
         from .api import load
         model = load(model)
+    defaults = dict(getattr(model, "eval_defaults", None) or {})
+    n = defaults.pop("n", 1000) if n is None else n
+    sample_options = {**defaults, **{k: v for k, v in sample_options.items() if v is not None}}
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise OptionError(f"evaluation needs n >= 2 samples, got {n!r}")
-    if model.family == "features" or model.modality not in ("image", "text"):
-        raise OptionError(f"{model.name_or_path or model.arch} is a {model.family} model, not a "
-                          "generative one; evaluate a model that samples images or text")
+    if model.modality not in ("image", "text"):
+        raise OptionError(f"{model.name_or_path or model.arch} makes {model.modality!r} output, "
+                          "not images or text; evaluate a model that samples")
+    model.check_options(sample_options)  # a bad option fails before the slow parts
     dtype = str(model.autocast_dtype or torch.float32).removeprefix("torch.")
     head = {"model": model.name_or_path or model.arch, "family": model.family, "n": n,
-            "seed": seed, "dtype": dtype,
-            **{k: v for k, v in sample_options.items() if v is not None}}
+            "seed": seed, "dtype": dtype, **sample_options}
     if model.modality == "text":
-        return {**head, **_evaluate_text(model, n, data, seed, batch_size, progress, sample_options)}
+        reference = _read_text(data) if data is not None else None
+        if reference is None:
+            raise OptionError("text models are scored on held-out text: pass data= a text file")
+        out = {**head, "data": os.fspath(data),
+               **_text_diversity(model, n, seed, batch_size, progress, sample_options)}
+    else:
+        reference, out = _evaluate_images(model, n, data, feature, seed, batch_size, progress,
+                                          sample_options, head)
+    return {**out, **_family_metrics(model, reference, seed)}
+
+
+def _evaluate_images(model, n, data, feature, seed, batch_size, progress, options, head):
+    """The reference images and the image metrics of ``n`` samples against them."""
     shape = tuple(model.config.get("image_shape") or ())
     if len(shape) != 3:  # an adapter without image_shape in its config: ask one sample
-        shape = tuple(model.sample(1, seed=seed, **sample_options).images.shape[1:])
+        shape = tuple(model.sample(1, seed=seed, **options).images.shape[1:])
     _check_feature_shape(feature, shape)  # cheap checks first, then the slow loads
     ref_images, ref_source = reference_images(data, shape)
     from .features import feature_net
@@ -220,15 +238,24 @@ def evaluate(model, n: int = 1000, data=None, feature: str = "mnist", seed: int 
     net = feature_net(feature, model.device)
     ref = reference_stats(ref_images, ref_source, net)
     t0 = time.perf_counter()
-    samples = model.sample(n, seed=seed, batch_size=batch_size, progress=progress, **sample_options)
+    samples = model.sample(n, seed=seed, batch_size=batch_size, progress=progress, **options)
     seconds = time.perf_counter() - t0
     feats, probs = net(samples.images)
-    out = {**head, "feature": net.name, "reference": ref_source, "reference_n": ref.n,
-           **image_metrics(feats, probs, ref), "samples_per_s": n / max(seconds, 1e-9),
-           "sample_seconds": seconds}
-    if model.family == "vae":
-        out.update(vae_likelihoods(model, ref_images, seed))
-    return out
+    return ref_images, {**head, "feature": net.name, "reference": ref_source,
+                        "reference_n": ref.n, **image_metrics(feats, probs, ref),
+                        "samples_per_s": n / max(seconds, 1e-9), "sample_seconds": seconds}
+
+
+def _family_metrics(model, reference, seed: int) -> dict[str, Any]:
+    """The family's own figures (``evaluate_metrics``), checked to be named numbers."""
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(seed)  # for a family that draws from torch's global generator
+        extra = model.evaluate_metrics(reference, seed=seed)
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        raise OptionError(f"{model.arch}.evaluate_metrics must return a dict of named numbers, "
+                          f"got {type(extra).__name__}")
+    return {k: float(v) if hasattr(v, "item") and not isinstance(v, (int, float)) else v
+            for k, v in extra.items()}
 
 
 def real_floor(feature: str = "mnist", data: str = "mnist:floor",
@@ -313,40 +340,13 @@ def _check_native_size(source: str, shape: tuple) -> None:
                         f"{shape[1]}x{shape[2]}; give real images of the model's size")
 
 
-def vae_likelihoods(model, images: torch.Tensor, seed: int = 0, k: int = 64) -> dict[str, float]:
-    """Mean ``neg_elbo`` and importance-weighted ``iw_nll`` (k samples), nats per image, from the
-    model's own ``elbo(images)`` and ``iw_nll(images, k=k)``, reported as the model defines
-    them (the house VAE returns both as costs: the negative ELBO and the NLL bound)."""
-    import inspect
-    for name in ("elbo", "iw_nll"):
-        if not callable(getattr(model, name, None)):
-            raise OptionError(f"{model.arch}: a VAE model must provide {name}(images) to be evaluated")
-
-    def call(fn, **kw):
-        if "seed" in inspect.signature(fn).parameters:
-            kw["seed"] = seed
-        v = torch.as_tensor(fn(images, **kw), dtype=torch.float64)
-        return float(v.mean())  # per-image values or already a mean: the mean either way
-    with torch.random.fork_rng(devices=[]), torch.inference_mode():
-        torch.manual_seed(seed)  # for models that draw from torch's global generator
-        model.eval()
-        return {"neg_elbo": call(model.elbo), "iw_nll": call(model.iw_nll, k=k), "iw_k": k}
-
-
-def _evaluate_text(model, n, data, seed, batch_size, progress, options) -> dict:
-    """Text models: score a text file (nats, perplexity) and distinct-n of ``n`` samples."""
-    if data is None:
-        raise OptionError("text models are scored on held-out text: pass data= a text file")
-    if not callable(getattr(model, "score_text", None)):
-        raise OptionError(f"{model.arch}: a text model must provide score_text(text) to be evaluated")
-    text = _read_text(data)
-    score = dict(model.score_text(text))
+def _text_diversity(model, n, seed, batch_size, progress, options) -> dict[str, Any]:
+    """distinct-1/2/3 and mean length of ``n`` samples of a text model, and their speed."""
     t0 = time.perf_counter()
     samples = model.sample(n, seed=seed, batch_size=batch_size, progress=progress, **options)
     seconds = time.perf_counter() - t0
     texts = list(samples.texts or [])
-    out = {"data": os.fspath(data), **score}
-    out.update({f"distinct_{k}": distinct_n(texts, k) for k in (1, 2, 3)})
+    out: dict[str, Any] = {f"distinct_{k}": distinct_n(texts, k) for k in (1, 2, 3)}
     out.update({"mean_chars": sum(map(len, texts)) / max(1, len(texts)),
                 "samples_per_s": n / max(seconds, 1e-9), "sample_seconds": seconds})
     return out
@@ -368,4 +368,4 @@ def _read_text(data) -> str:
 
 
 __all__ = ["frechet_distance", "kid", "precision_recall", "class_coverage", "distinct_n",
-           "evaluate", "real_floor", "image_metrics", "reference_images", "vae_likelihoods"]
+           "evaluate", "real_floor", "image_metrics", "reference_images"]

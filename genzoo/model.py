@@ -26,6 +26,7 @@ from torch import nn
 
 from .devices import resolve_device, resolve_dtype  # re-exported: genzoo.model API
 from .errors import OptionError, WeightsError
+from .options import Option, build_schema, validate
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
 from .seeding import sample_generators
@@ -66,6 +67,13 @@ class GenerativeModel(nn.Module):
     train_defaults: ClassVar[dict[str, Any]] = {}
     #: Default sampling options (``sample`` keywords override them).
     sample_defaults: ClassVar[dict[str, Any]] = {}
+    #: The sampling options as data (``genzoo.options.Option`` or dicts of its fields): type,
+    #: range or choices, help, whether it is a condition. Core builds CLI flags, validation,
+    #: ``genzoo info`` and forms from it; a name only in ``sample_defaults`` is inferred.
+    sample_options: ClassVar[tuple[Any, ...]] = ()
+    #: What ``genzoo eval`` uses unless asked otherwise: ``n`` and any sampling options
+    #: (a text family keeps evaluation short: a few dozen samples of a few hundred tokens).
+    eval_defaults: ClassVar[dict[str, Any]] = {}
     #: True once weights were loaded: ``finetune`` then defaults to a gentler learning rate
     #: and starts its EMA at the loaded weights (see ``genzoo.train``).
     pretrained: bool = False
@@ -102,21 +110,36 @@ class GenerativeModel(nn.Module):
         from .data import load_image_dataset
         return load_image_dataset(data, shape=tuple(self.config["image_shape"]))
 
+    def evaluate_metrics(self, reference: Any, *, seed: int = 0) -> dict[str, Any]:
+        """Figures only this family can measure, merged into ``genzoo.evaluate``'s result and
+        written by ``genzoo eval --write-card`` (the metrics extension point).
+
+        ``reference`` is the evaluation data: an (N, C, H, W) float tensor in [0, 1] for image
+        models, the text as a ``str`` for text models. Return named numbers (a VAE's ELBO, a
+        flow's exact NLL, a text model's nats per character). Draw randomness from a
+        generator seeded with ``seed``. Default: nothing beyond the common metrics."""
+        return {}
+
     def apply_card_sampling(self, sampling: dict[str, Any]) -> None:
         """Make a card's ``sampling`` entries this model's defaults (callers still override
         them); a key the family does not know is a card error, reported like a bad option."""
         if sampling:
-            self.check_options(dict(sampling))
-            self.sample_defaults = {**type(self).sample_defaults, **sampling}
+            checked = self.check_options(dict(sampling))
+            self.sample_defaults = {**type(self).sample_defaults,
+                                    **{k: checked[k] for k in sampling}}
+
+    def options(self) -> dict[str, Option]:
+        """This model's sampling options by name: the family's declared ``sample_options``
+        plus names only in ``sample_defaults``, each with this model's default."""
+        return build_schema(type(self).sample_options, self.sample_defaults)
 
     def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Merge ``sample_defaults`` with the caller's options; unknown names are an error."""
-        unknown = set(options) - set(self.sample_defaults)
-        if unknown:
-            allowed = ", ".join(sorted(self.sample_defaults)) or "none"
-            raise OptionError(f"unknown sampling option(s) {', '.join(sorted(unknown))} for "
-                              f"{self.family} models; allowed: {allowed}")
-        return {**self.sample_defaults, **{k: v for k, v in options.items() if v is not None}}
+        """Merge the defaults with the caller's options, each value checked by its option's
+        schema; an unknown name or a bad value is a one-line ``OptionError``."""
+        schema = self.options()
+        given = validate(schema, {k: v for k, v in options.items() if v is not None},
+                         f"{self.name_or_path or self.arch} ({self.family})")
+        return {**{n: o.default for n, o in schema.items()}, **given}
 
     # ---- the uniform API ----------------------------------------------------------------
     @property

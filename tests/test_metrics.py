@@ -210,9 +210,9 @@ def test_evaluate_text_reports_scores_and_distinct_n(tmp_path):
         def generate(self, generators):
             return [f"the cat {int(torch.randint(3, (1,), generator=g))}" for g in generators]
 
-        def score_text(self, text):
-            return {"nats_per_token": 1.0, "nats_per_char": 1.0, "perplexity": math.e,
-                    "bits_per_char": 1 / math.log(2)}
+        def evaluate_metrics(self, reference, *, seed=0):
+            assert reference == "some held-out text\n"  # the text itself, read by core
+            return {"nats_per_char": 1.0, "perplexity": math.e}
     (tmp_path / "val.txt").write_text("some held-out text\n")
     out = evaluate(TextModel(), n=20, data=tmp_path / "val.txt")
     assert out["perplexity"] == pytest.approx(math.e) and out["n"] == 20
@@ -263,9 +263,9 @@ def test_write_card_metrics_to_catalog_and_folder(tmp_path, monkeypatch):
               "feature": "mnist", "reference": "mnist:ref", "fd": 1.234567, "kid": 0.01,
               "classes_covered": 10, "samples_per_s": 99.0, "class_histogram": [1, 2]}
     metrics = card_metrics(result)
-    assert metrics == {"fd": 1.2346, "kid": 0.01, "classes_covered": 10, "eval_n": 100,
-                       "eval_seed": 0, "eval_sampler": "ddim", "eval_feature": "mnist",
-                       "eval_reference": "mnist:ref"}
+    assert metrics == {"n": 100, "seed": 0, "sampler": "ddim", "feature": "mnist",
+                       "reference": "mnist:ref", "fd": 1.2346, "kid": 0.01,
+                       "classes_covered": 10, "samples_per_s": 99.0}
     assert write_card_metrics("tiny-test", metrics) == str(catalog)
     text = catalog.read_text()
     assert text.startswith("# my models")
@@ -284,11 +284,12 @@ def test_write_card_metrics_to_catalog_and_folder(tmp_path, monkeypatch):
 def test_cli_parses_options_and_reports_errors():
     from click.testing import CliRunner
     from genzoo.cli import GenzooGroup
-    from genzoo.cli_eval import _parse_options, eval_command
-    assert _parse_options(("sampler=ddim", "steps=50", "eta=0.5")) == \
-        {"sampler": "ddim", "steps": 50, "eta": 0.5}
+    from genzoo.cli_eval import eval_command
+    from genzoo.options import parse_key_values
+    assert parse_key_values(("sampler=ddim", "steps=50", "max-new-tokens=5")) == \
+        {"sampler": "ddim", "steps": "50", "max_new_tokens": "5"}
     with pytest.raises(OptionError):
-        _parse_options(("oops",))
+        parse_key_values(("oops",))
     group = GenzooGroup("genzoo")
     group.add_command(eval_command)
     result = CliRunner().invoke(group, ["eval", "no-such-model-xyz"])

@@ -13,6 +13,7 @@ import torch
 
 from genzoo.errors import OptionError
 from genzoo.model import GenerativeModel
+from genzoo.options import Option
 from genzoo.seeding import per_sample_randn
 
 from .samplers import SAMPLERS, sample as run_sampler
@@ -39,6 +40,13 @@ class DiffusionModel(GenerativeModel):
     train_defaults = {"batch_size": 64, "lr": 2e-3, "warmup": 200, "weight_decay": 0.0,
                       "grad_clip": 1.0, "ema_decay": 0.999, "betas": (0.9, 0.99)}
     sample_defaults = {"sampler": "dpmsolver++", "steps": 20, "eta": 0.0, "batch_size": 256}
+    sample_options = (
+        Option("sampler", "str", "dpmsolver++", "the reverse-process solver", choices=SAMPLERS),
+        Option("steps", "int", 20, "denoising steps (more: slower, closer to the model)",
+               min=1, max=10000),
+        Option("eta", "float", 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", min=0.0, max=1.0),
+        Option("batch_size", "int", 256, "samples per network batch", min=1),
+    )
     #: Sample in channels-last layout in fp32 and on GPUs; see ``_sampling_layout`` for the
     #: exception. Measured on CPU: house UNet ~45% faster, diffusers' UNet2DModel (the
     #: adapter) 6-16%, its samples within 2e-5 of diffusers' contiguous-layout pipeline.

@@ -32,6 +32,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genzoo.errors import OptionError
 from genzoo.model import GenerativeModel, TrainStage
+from genzoo.options import Option
 from genzoo.seeding import per_sample_randn
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -101,6 +102,11 @@ class DCGAN(GenerativeModel):
     train_defaults = {"batch_size": 64, "lr": 5e-4, "warmup": 100, "weight_decay": 0.0,
                       "grad_clip": 0.0, "ema_decay": 0.999, "betas": (0.5, 0.99)}
     sample_defaults = {"truncation": 1.0, "batch_size": 256}
+    sample_options = (
+        Option("truncation", "float", 1.0, "latent truncation psi: below 1 trades variety for "
+               "fidelity", min=0.0, max=1.0),
+        Option("batch_size", "int", 256, "samples per generator batch", min=1),
+    )
 
     def __init__(self, config: dict[str, Any] | None = None):
         config = {**DEFAULT_CONFIG, **(config or {})}

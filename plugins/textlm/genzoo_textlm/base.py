@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from genzoo.errors import OptionError, WeightsError
 from genzoo.model import GenerativeModel
+from genzoo.options import Option
 
 from .sampling import generate_texts
 from .scoring import score_ids, score_report
@@ -30,6 +31,18 @@ class TextLM(GenerativeModel):
     sample_defaults: ClassVar[dict[str, Any]] = dict(
         prompt="", max_new_tokens=256, temperature=1.0, top_k=None, top_p=None, stop=None,
         stream=None, batch_size=16)
+    sample_options: ClassVar[tuple[Option, ...]] = (
+        Option("prompt", "str", "", "text the samples continue"),
+        Option("max_new_tokens", "int", 256, "tokens to generate per sample", min=1),
+        Option("temperature", "float", 1.0, "softmax temperature (0: greedy)", min=0.0),
+        Option("top_k", "int", None, "keep the k most likely tokens", min=1),
+        Option("top_p", "float", None, "keep the smallest set of tokens holding this mass",
+               min=1e-6, max=1.0),
+        Option("stop", "any", None, "a string (or list) that ends a sample"),
+        Option("stream", "callable", None, "API only: receives the text piece by piece (n=1)"),
+        Option("batch_size", "int", 16, "samples generated together", min=1),
+    )
+    eval_defaults: ClassVar[dict[str, Any]] = {"n": 32, "max_new_tokens": 200}
     train_defaults: ClassVar[dict[str, Any]] = dict(
         batch_size=16, lr=3e-4, warmup=50, weight_decay=0.1, grad_clip=1.0, betas=(0.9, 0.95))
 
@@ -86,6 +99,11 @@ class TextLM(GenerativeModel):
         return F.cross_entropy(logits.float().flatten(0, 1), batch[:, 1:].flatten())
 
     # ---- evaluation ----------------------------------------------------------------------
+    def evaluate_metrics(self, reference: str, *, seed: int = 0) -> dict[str, float]:
+        """What ``genzoo eval`` reports beyond diversity: the held-out text's likelihood
+        (nats per token and per character, perplexity, bits per character; see ``score_text``)."""
+        return dict(self.score_text(reference))
+
     def score_text(self, text: str, batch_size: int = 16, ctx: int | None = None,
                    stride: int | None = None) -> dict[str, float]:
         """Negative log-likelihood of ``text``: a dict of nats_per_token, nats_per_char,

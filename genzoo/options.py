@@ -1,0 +1,261 @@
+"""Sampling options as data: what a family declares, core validates, prints and turns into flags.
+
+A family lists its options once (``GenerativeModel.sample_options``); from that single
+declaration genzoo builds the CLI flags of ``genzoo sample`` (``--steps 20``), checks every
+value with a one-line ``OptionError``, shows the schema in ``genzoo info NAME`` and hands it
+to anything else that needs a form (the serve page). Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+from .errors import OptionError
+
+#: The value types an option may declare. ``any`` accepts what JSON or YAML can say;
+#: ``callable`` is an API-only hook (a streaming callback) that the CLI never offers.
+TYPES = ("int", "float", "str", "bool", "any", "callable")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One sampling option: its name, value type, default, bounds or choices and help line.
+
+    ``condition`` marks a conditioning input (a class label, an init image) rather than a
+    knob of the sampler; ``None`` is accepted wherever the default is ``None`` (unset)."""
+
+    name: str
+    type: str = "any"
+    default: Any = None
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[Any, ...] | None = None
+    condition: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise OptionError(f"option name {self.name!r} must be a Python identifier")
+        if self.type not in TYPES:
+            raise OptionError(f"option {self.name!r}: type {self.type!r} is not one of "
+                              f"{', '.join(TYPES)}")
+        if self.choices is not None:
+            object.__setattr__(self, "choices", tuple(self.choices))
+
+    @property
+    def flag(self) -> str:
+        """The CLI flag: ``max_new_tokens`` -> ``--max-new-tokens``."""
+        return "--" + self.name.replace("_", "-")
+
+    def with_default(self, default: Any) -> "Option":
+        """The same option with another default (a model card's sampling settings)."""
+        return Option(self.name, self.type, default, self.help, self.min, self.max,
+                      self.choices, self.condition)
+
+    def parse(self, value: Any) -> Any:
+        """``value`` converted to the declared type and checked against bounds and choices.
+
+        Strings (from the command line or a form) are converted; anything out of place raises
+        a one-line ``OptionError`` that names the option and what it accepts."""
+        if value is None:
+            if self.default is None or self.type == "callable":
+                return None
+            raise self._bad(value)
+        if self.type == "callable":
+            if not callable(value):
+                raise OptionError(f"option {self.name!r} takes a function (API only)")
+            return value
+        converted = _convert(self.type, value)
+        if converted is _INVALID:
+            raise self._bad(value)
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise OptionError(f"option {self.name!r} must be a finite number, got {value!r}")
+        if self.choices is not None and converted not in self.choices:
+            raise OptionError(f"option {self.name!r} must be one of "
+                              f"{', '.join(map(str, self.choices))}; got {value!r}")
+        if isinstance(converted, (int, float)) and not isinstance(converted, bool):
+            if (self.min is not None and converted < self.min) or \
+                    (self.max is not None and converted > self.max):
+                raise OptionError(f"option {self.name!r} must be {self.describe_range()}; "
+                                  f"got {value!r}")
+        return converted
+
+    def parse_text(self, text: str) -> Any:
+        """``parse`` for a value typed as text (a CLI flag, ``-O KEY=VALUE``, a form field):
+        an ``any`` option reads JSON (numbers, true, null, lists) and keeps other text as is."""
+        if self.type == "any":
+            try:
+                return self.parse(json.loads(text))
+            except ValueError:
+                return self.parse(text)
+        return self.parse(text)
+
+    def describe_range(self) -> str:
+        """``"between 0 and 2"``, ``">= 1"`` or ``"any number"``, for messages and help."""
+        if self.min is not None and self.max is not None:
+            return f"between {_num(self.min)} and {_num(self.max)}"
+        if self.min is not None:
+            return f">= {_num(self.min)}"
+        if self.max is not None:
+            return f"<= {_num(self.max)}"
+        return "any number"
+
+    def _bad(self, value: Any) -> OptionError:
+        want = {"int": "a whole number", "float": "a number", "bool": "true or false",
+                "str": "a string", "any": "a value"}[self.type]
+        if self.type in ("int", "float") and (self.min is not None or self.max is not None):
+            want += f" {self.describe_range()}"
+        return OptionError(f"option {self.name!r} must be {want}; got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly description (``genzoo info --json``, forms)."""
+        return {"name": self.name, "type": self.type, "default": _jsonable(self.default),
+                "help": self.help, "min": self.min, "max": self.max,
+                "choices": list(self.choices) if self.choices is not None else None,
+                "condition": self.condition, "flag": self.flag}
+
+
+_INVALID = object()
+
+
+def _convert(kind: str, value: Any) -> Any:
+    """``value`` as ``kind``, or ``_INVALID``; strings are parsed, bools are never numbers."""
+    if kind == "any":
+        return value
+    if kind == "str":
+        return value if isinstance(value, str) else _INVALID
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        return _INVALID
+    if isinstance(value, bool):
+        return _INVALID
+    if isinstance(value, str):
+        try:
+            value = float(value.strip()) if kind == "float" else int(value.strip(), 10)
+        except ValueError:
+            return _INVALID
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value if isinstance(value, int) else _INVALID
+    return float(value) if isinstance(value, (int, float)) else _INVALID
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def infer_option(name: str, default: Any) -> Option:
+    """An option a family only listed in ``sample_defaults``: its type read off the default."""
+    kind = {bool: "bool", int: "int", float: "float", str: "str"}.get(type(default), "any")
+    return Option(name, kind, default)
+
+
+def build_schema(declared: Iterable[Option | Mapping[str, Any]],
+                 defaults: Mapping[str, Any]) -> dict[str, Option]:
+    """The options of a model: the ``declared`` ones (Option objects or dicts of its fields),
+    then any name found only in ``defaults``; ``defaults`` also set each option's default."""
+    schema: dict[str, Option] = {}
+    for item in declared:
+        opt = item if isinstance(item, Option) else _option_from_mapping(item)
+        if opt.name in schema:
+            raise OptionError(f"option {opt.name!r} is declared twice")
+        schema[opt.name] = opt
+    for name, default in defaults.items():
+        if name in schema:
+            schema[name] = schema[name].with_default(default)
+        else:
+            schema[name] = infer_option(name, default)
+    return schema
+
+
+def _option_from_mapping(item: Mapping[str, Any]) -> Option:
+    if not isinstance(item, Mapping):
+        raise OptionError(f"an option must be a genzoo.options.Option or a dict, got "
+                          f"{type(item).__name__}")
+    fields = set(Option.__dataclass_fields__)
+    unknown = set(item) - fields
+    if unknown:
+        raise OptionError(f"option {item.get('name')!r}: unknown field(s) "
+                          f"{', '.join(sorted(unknown))}; allowed: {', '.join(sorted(fields))}")
+    return Option(**item)
+
+
+def validate(schema: Mapping[str, Option], values: Mapping[str, Any], owner: str,
+             as_text: bool = False) -> dict[str, Any]:
+    """Every value parsed by its option (``as_text``: values typed as text, see
+    ``Option.parse_text``); an unknown name lists the options ``owner`` takes."""
+    unknown = sorted(set(values) - set(schema))
+    if unknown:
+        allowed = ", ".join(sorted(n for n, o in schema.items() if o.type != "callable")) or "none"
+        raise OptionError(f"unknown option(s) {', '.join(unknown)} for {owner}; allowed: {allowed}")
+    if as_text:
+        return {name: schema[name].parse_text(str(value)) for name, value in values.items()}
+    return {name: schema[name].parse(value) for name, value in values.items()}
+
+
+def parse_key_values(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["steps=50", "sampler=ddim"]`` -> ``{"steps": "50", "sampler": "ddim"}``.
+
+    The one KEY=VALUE parser of every command (``-O/--option``). Values stay text: the
+    model's option schema types them (``validate(..., as_text=True)``). Dashes in keys become
+    underscores, so ``-O max-new-tokens=5`` names ``max_new_tokens``."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = str(pair).partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise OptionError(f"bad option {pair!r}: write it as -O KEY=VALUE (e.g. -O steps=50)")
+        out[key] = value
+    return out
+
+
+def parse_flags(args: Iterable[str], schema: Mapping[str, Option], owner: str) -> dict[str, Any]:
+    """Model option flags left over by click (``--steps 20 --no-ema --top-p=0.9``) read against
+    ``schema``: ``--name VALUE`` or ``--name=VALUE``, ``--flag`` / ``--no-flag`` for bools."""
+    by_flag = {o.flag: o for o in schema.values() if o.type != "callable"}
+    args = list(args)
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        flag, eq, inline = arg.partition("=")
+        negated = flag.startswith("--no-") and ("--" + flag[5:]) in by_flag
+        opt = by_flag.get("--" + flag[5:] if negated else flag)
+        if opt is None:
+            shown = ", ".join(sorted(by_flag)) or "none"
+            what = "unexpected argument" if not arg.startswith("-") else "no such option"
+            raise OptionError(f"{what} {arg!r} for {owner}; its options: {shown} "
+                              "(`genzoo info NAME` describes them)")
+        if opt.type == "bool" and not eq:
+            out[opt.name] = not negated
+            i += 1
+            continue
+        if eq:
+            value = inline
+        elif i + 1 < len(args):
+            value, i = args[i + 1], i + 1
+        else:
+            raise OptionError(f"option {opt.flag} needs a value")
+        out[opt.name] = opt.parse_text(value)
+        i += 1
+    return out
+
+
+__all__ = ["Option", "TYPES", "build_schema", "infer_option", "validate", "parse_key_values",
+           "parse_flags"]
