@@ -102,28 +102,48 @@ def list_cmd(pattern: str | None, family: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", metavar="NAME_OR_PATH")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(name: str, as_json: bool) -> None:
-    """Show a model's card: source, files and digests, metrics, plugin and download status."""
+    """Show a model's card and its sampling options: source, files and digests, metrics,
+    plugin and download status, and each option's type, range and default (a folder too)."""
     from .api import model_info
     data = model_info(name)
     if as_json:
         _echo_json(data)
         return
-    for key in ("name", "family", "arch", "summary", "source", "license", "package", "origin",
-                "status", "path"):
+    for key in ("name", "family", "arch", "summary", "source", "license", "package", "plugin",
+                "origin", "status", "path"):
         if data.get(key):
             click.echo(f"{key + ':':10} {data[key]}")
-    click.echo(f"{'params:':10} {_human_count(data['params'])}")
-    click.echo(f"{'size:':10} {_human_size(data['size'])}")
-    if data["tags"]:
+    if "params" in data:
+        click.echo(f"{'params:':10} {_human_count(data['params'])}")
+        click.echo(f"{'size:':10} {_human_size(data['size'])}")
+    if data.get("tags"):
         click.echo(f"{'tags:':10} {', '.join(data['tags'])}")
     for section in ("files", "sampling", "metrics"):
-        if data[section]:
+        if isinstance(data.get(section), dict) and data[section]:
             click.echo(f"{section}:")
             for k, v in data[section].items():
                 click.echo(f"  {k}: {'(no digest)' if v is None else v}")
+    if data.get("options"):
+        click.echo("options (genzoo sample NAME --FLAG VALUE, or -O KEY=VALUE):")
+        for o in data["options"]:
+            click.echo(f"  {o['flag']} {_option_kind(o)}  {o['help']}".rstrip()
+                       + f" [default: {o['default']}]")
+
+
+def _option_kind(option: dict) -> str:
+    """``INT >= 1``, ``[ddpm|ddim]``, ``FLOAT between 0 and 1`` for ``genzoo info``."""
+    if option["choices"]:
+        return "[" + "|".join(map(str, option["choices"])) + "]"
+    kind = option["type"].upper()
+    lo, hi = option["min"], option["max"]
+    if lo is not None and hi is not None:
+        return f"{kind} in [{lo}, {hi}]"
+    if lo is not None:
+        return f"{kind} >= {lo}"
+    return f"{kind} <= {hi}" if hi is not None else kind
 
 
 @cli.command()
