@@ -1,0 +1,117 @@
+"""genzoo.options: the sampling-options schema a family declares and core enforces — typing of
+text values, bounds, choices, NaN, unknown names, flags left over by click, and the model's
+``check_options`` built on it."""
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from genzoo.errors import OptionError
+from genzoo.options import Option, build_schema, parse_flags, parse_key_values, validate
+
+STEPS = Option("steps", "int", 20, "denoising steps", min=1, max=1000)
+ETA = Option("eta", "float", 0.0, "noise", min=0.0, max=1.0)
+SAMPLER = Option("sampler", "str", "ddim", choices=("ddim", "ddpm"))
+EMA = Option("ema", "bool", True)
+STOP = Option("stop", "any", None)
+SCHEMA = {o.name: o for o in (STEPS, ETA, SAMPLER, EMA, STOP)}
+
+
+@pytest.mark.parametrize("option,text,value", [
+    (STEPS, "50", 50), (STEPS, "1000", 1000), (ETA, "0.5", 0.5), (ETA, "1", 1.0),
+    (SAMPLER, "ddpm", "ddpm"), (EMA, "false", False), (EMA, "YES", True),
+    (STOP, "[\"a\", \"b\"]", ["a", "b"]), (STOP, "plain words", "plain words"),
+])
+def test_text_values_are_typed_by_the_schema(option, text, value):
+    assert option.parse_text(text) == value
+    assert type(option.parse_text(text)) is type(value)
+
+
+@pytest.mark.parametrize("option,value,needle", [
+    (STEPS, "abc", "whole number between 1 and 1000"), (STEPS, 0, "between 1 and 1000"),
+    (STEPS, 2.5, "whole number"), (STEPS, True, "whole number"), (ETA, "nan", "finite"),
+    (ETA, math.inf, "finite"), (ETA, -0.1, "between 0 and 1"), (SAMPLER, "euler", "one of ddim"),
+    (SAMPLER, 3, "a string"), (EMA, "maybe", "true or false"), (STEPS, None, "whole number"),
+])
+def test_bad_values_are_one_line_option_errors(option, value, needle):
+    with pytest.raises(OptionError) as e:
+        option.parse(value)
+    assert needle in str(e.value) and option.name in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_none_is_unset_only_where_the_default_is_none():
+    assert STOP.parse(None) is None
+    with pytest.raises(OptionError):
+        ETA.parse(None)
+
+
+def test_declaration_errors():
+    with pytest.raises(OptionError, match="identifier"):
+        Option("max-steps", "int")
+    with pytest.raises(OptionError, match="type"):
+        Option("x", "complex")
+    with pytest.raises(OptionError, match="unknown field"):
+        build_schema([{"name": "x", "kind": "int"}], {})
+    with pytest.raises(OptionError, match="twice"):
+        build_schema([STEPS, STEPS], {})
+
+
+def test_schema_merges_declared_options_with_defaults():
+    schema = build_schema([STEPS, {"name": "eta", "type": "float", "min": 0}],
+                          {"steps": 50, "temperature": 0.7, "batch_size": 16})
+    assert schema["steps"].default == 50 and schema["steps"].max == 1000
+    assert schema["temperature"].type == "float" and schema["batch_size"].type == "int"
+    assert schema["eta"].default is None
+
+
+def test_validate_names_unknown_options_and_allowed_ones():
+    with pytest.raises(OptionError) as e:
+        validate(SCHEMA, {"stepz": 3}, "diffusion-mnist")
+    assert "stepz" in str(e.value) and "steps" in str(e.value) and "diffusion-mnist" in str(e.value)
+    assert validate(SCHEMA, {"steps": "7"}, "m", as_text=True) == {"steps": 7}
+
+
+def test_key_values_stay_text_and_flags_follow_the_schema():
+    assert parse_key_values(["a=1", "max-new-tokens=5", "b=x=y"]) == \
+        {"a": "1", "max_new_tokens": "5", "b": "x=y"}
+    with pytest.raises(OptionError, match="KEY=VALUE"):
+        parse_key_values(["novalue"])
+    assert parse_flags(["--steps", "5", "--eta=0.25", "--no-ema", "--sampler", "ddpm"],
+                       SCHEMA, "m") == {"steps": 5, "eta": 0.25, "ema": False, "sampler": "ddpm"}
+    assert parse_flags(["--ema"], SCHEMA, "m") == {"ema": True}
+    for args, needle in ((["--temperature", "1"], "no such option '--temperature'"),
+                         (["stray"], "unexpected argument 'stray'"),
+                         (["--steps"], "needs a value")):
+        with pytest.raises(OptionError, match=needle):
+            parse_flags(args, SCHEMA, "m")
+
+
+def test_model_check_options_uses_the_schema():
+    torch = pytest.importorskip("torch")  # noqa: F841 - the model base class needs it
+    from genzoo.model import GenerativeModel
+
+    class Declared(GenerativeModel):
+        arch, family = "declared", "test"
+        sample_defaults = {"steps": 20}
+        sample_options = (STEPS, ETA)
+
+    model = Declared({})
+    assert model.check_options({"steps": 5}) == {"steps": 5, "eta": 0.0}
+    with pytest.raises(OptionError, match="between 1 and 1000"):
+        model.check_options({"steps": 0})
+    with pytest.raises(OptionError, match="unknown option"):
+        model.check_options({"nope": 1})
+    model.apply_card_sampling({"steps": "30"})  # a card's defaults are checked and typed
+    assert model.options()["steps"].default == 30
+    with pytest.raises(OptionError):
+        model.apply_card_sampling({"eta": 2})
+
+
+def test_options_module_does_not_import_torch():
+    code = "import sys, genzoo.options; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
