@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,11 @@ from .seeding import sample_generators
 from .train import DEFAULTS as ENGINE_DEFAULTS
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: Modules a plugin must not import at registration (its entry-point module and hooks run for
+#: every `genzoo list`); each costs from tens of milliseconds to seconds.
+HEAVY_MODULES = ("torch", "numpy", "safetensors", "transformers", "diffusers", "timm", "PIL",
+                 "scipy", "pandas", "sklearn", "cv2", "matplotlib", "tensorflow", "jax",
+                 "accelerate", "tokenizers", "torchvision")
 #: The keys the finetune engine understands in ``train_defaults``.
 TRAIN_KEYS = frozenset(ENGINE_DEFAULTS)
 
@@ -71,22 +78,24 @@ def _image_shape(model: GenerativeModel) -> tuple[int, int, int]:
 _PROBE = r"""
 import json, sys
 from genzoo.plugins import PluginManager
+heavy = json.loads(sys.argv[3])
+before = {k for k in heavy if k in sys.modules}  # what genzoo itself imported is not blamed
 m = PluginManager(allow=[sys.argv[1]], strict=False)
 archs = m.architectures()
 m.model_cards()
 info = archs.get(sys.argv[2])
 target = info.target.split(":")[0] if info else None
-print(json.dumps({"found": info is not None, "torch": "torch" in sys.modules,
+print(json.dumps({"found": info is not None,
                   "target_imported": target in sys.modules if target else False,
-                  "heavy": sorted(k for k in ("torch", "numpy", "diffusers", "transformers", "timm")
-                                  if k in sys.modules),
+                  "heavy": sorted(k for k in heavy if k in sys.modules and k not in before),
                   "errors": [p.error for p in m.infos.values() if p.error]}))
 """
 
 
 def check_registration(arch: str) -> None:
     """The arch comes from an installed entry point; loading that plugin and calling its
-    hooks (in a fresh interpreter) imports neither torch nor the architecture's module."""
+    hooks (in a fresh interpreter) imports no heavy module (``HEAVY_MODULES``: torch, numpy,
+    safetensors, transformers, ...) and not the architecture's module."""
     archs = plugins.architectures()
     if arch not in archs:
         known = ", ".join(sorted(archs)) or "none"
@@ -96,16 +105,17 @@ def check_registration(arch: str) -> None:
     info = archs[arch]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     env.pop("GENZOO_STRICT_PLUGINS", None)
-    proc = subprocess.run([sys.executable, "-c", _PROBE, info.plugin, arch], env=env,
+    proc = subprocess.run([sys.executable, "-c", _PROBE, info.plugin, arch,
+                           json.dumps(HEAVY_MODULES)], env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"probing plugin {info.plugin!r} failed:\n{proc.stderr[-2000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["found"], f"plugin {info.plugin!r} alone does not register {arch!r}: {report}"
     assert not report["errors"], f"plugin {info.plugin!r} recorded errors: {report['errors']}"
-    assert not report["torch"], (
-        f"importing plugin {info.plugin!r} and calling its hooks imported torch; keep the "
-        f"entry-point module light and name classes by import string ({info.target}); "
-        f"heavy modules imported: {report['heavy']}")
+    assert not report["heavy"], (
+        f"importing plugin {info.plugin!r} and calling its hooks imported "
+        f"{', '.join(report['heavy'])}; keep the entry-point module and hooks light: import "
+        f"heavy modules only in the architecture's module, named by import string ({info.target})")
     assert not report["target_imported"], (
         f"the architecture module {info.target.split(':')[0]} was imported at registration; "
         "it must be imported only when a model loads")
@@ -146,16 +156,18 @@ def check_class_contract(arch: str) -> None:
 
 
 # ---- the on-disk format -----------------------------------------------------------------
-def check_save_load(model: GenerativeModel, folder: Path, monkeypatch) -> None:
-    """The folder holds exactly the format's files, no pickle, and loads back identically
-    through ``genzoo.load`` with ``torch.load`` forbidden."""
+def check_save_load(model: GenerativeModel, folder: Path, monkeypatch,
+                    when: str = "on a fresh model") -> None:
+    """The folder holds exactly the format's files, no pickle (by suffix or by content), and
+    loads back identically through ``genzoo.load`` with pickle and ``torch.load`` forbidden."""
     import yaml
     from .api import load
     model.save_pretrained(folder)
     for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
         assert (folder / name).is_file(), f"save_pretrained did not write {name}"
-    pickles = [p.name for p in folder.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
-    assert not pickles, f"save_pretrained wrote pickle files {pickles}; use safetensors only"
+    pickles = pickle_files(folder)
+    assert not pickles, f"save_pretrained wrote pickle files {pickles}; use safetensors only " \
+                        "(tensors) and JSON (everything else)"
     config = json.loads((folder / CONFIG_NAME).read_text())
     section = config.get("genzoo") or {}
     assert section.get("arch") == model.arch and section.get("family") == model.family, \
@@ -164,18 +176,56 @@ def check_save_load(model: GenerativeModel, folder: Path, monkeypatch) -> None:
     assert text.startswith("---\n"), "README.md must start with YAML front matter (---)"
     front = yaml.safe_load(text.split("---\n", 2)[1])
     assert front.get("library_name") == "genzoo", f"README.md front matter: {front}"
-
-    def no_pickle(*args, **kwargs):
-        raise AssertionError("torch.load was called while loading: only safetensors may be read")
-    monkeypatch.setattr(torch, "load", no_pickle)
-    loaded = load(str(folder), device="cpu", dtype="fp32")
+    with monkeypatch.context() as mp:
+        forbid_pickle(mp)
+        loaded = load(str(folder), device="cpu", dtype="fp32")
     assert type(loaded) is type(model), f"genzoo.load gave {type(loaded).__name__}"
-    assert _normalise(loaded.config) == _normalise(model.config), "the config changed on reload"
+    assert _normalise(loaded.config) == _normalise(model.config), f"the config changed on reload {when}"
     mine, theirs = model.state_dict(), loaded.state_dict()
-    assert mine.keys() == theirs.keys(), "the reloaded model has different tensors"
+    assert mine.keys() == theirs.keys(), f"the reloaded model has different tensors {when}"
     for k in mine:
-        assert torch.equal(mine[k], theirs[k]), f"tensor {k} differs after the round trip"
-    _assert_same(model.sample(2, seed=0), loaded.sample(2, seed=0), 0.0, "after reload")
+        assert torch.equal(mine[k], theirs[k]), (
+            f"tensor {k} differs after the round trip {when}: save_pretrained/load must keep "
+            "every parameter and buffer (does load_extra_files or from_config reset it?)")
+    _assert_same(model.sample(2, seed=0), loaded.sample(2, seed=0), 0.0, f"after reload {when}")
+
+
+def forbid_pickle(monkeypatch) -> None:
+    """Make ``torch.load`` and every pickle entry point raise while ``monkeypatch`` holds."""
+    def refuse(what: str):
+        def no_pickle(*args, **kwargs):
+            raise AssertionError(f"{what} was called while loading: only safetensors and "
+                                 "JSON may be read (a pickle can run any code)")
+        return no_pickle
+    monkeypatch.setattr(torch, "load", refuse("torch.load"))
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse(f"pickle.{name}"))
+
+
+def pickle_files(folder: Path) -> list[str]:
+    """Files under ``folder`` that are pickles: by suffix, by a protocol 2-5 pickle header
+    (whatever the suffix), or a zip holding a ``.pkl`` (torch.save's format)."""
+    found = []
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        if path.suffix.lower() in PICKLE_SUFFIXES or _is_pickle_stream(path):
+            found.append(str(path.relative_to(folder)))
+    return found
+
+
+def _is_pickle_stream(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        # a safetensors file starts with its header's length (8 bytes, little-endian), which
+        # can begin 0x80 0x02..0x05; its header itself then starts with "{"
+        return not (len(head) == 9 and head[8:9] == b"{")
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as z:
+                return any(n.endswith(".pkl") for n in z.namelist())
+        except (zipfile.BadZipFile, OSError):
+            return False
+    return False
 
 
 def _normalise(config: dict) -> str:
@@ -204,15 +254,24 @@ def check_sample_output(model: GenerativeModel) -> None:
     assert isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[0] == 3, \
         f"generate must return an (n, C, H, W) tensor, got {getattr(out, 'shape', type(out))}"
     assert out.dtype == torch.float32, f"in fp32 mode generate returned {out.dtype}"
-    assert torch.isfinite(out).all(), "generate returned NaN or Inf"
-    lo, hi = float(out.min()), float(out.max())
-    assert lo >= -1e-6 and hi <= 1 + 1e-6, f"images must lie in [0, 1]; got [{lo:.4g}, {hi:.4g}]"
+    check_raw_range(out, "on a fresh model")
     shape = model.config.get("image_shape")
     if shape:
         assert list(out.shape[1:]) == [int(s) for s in shape], \
             f"images are {tuple(out.shape[1:])}, config image_shape is {shape}"
     assert samples.images.dtype == torch.float32 and samples.images.device.type == "cpu"
     assert tuple(samples.images.shape) == tuple(out.shape)
+
+
+def check_raw_range(out, when: str) -> None:
+    """``generate``'s own output (before ``sample`` clamps it) is finite and in [0, 1]."""
+    if not isinstance(out, torch.Tensor):
+        return  # text
+    assert torch.isfinite(out).all(), f"generate returned NaN or Inf {when}"
+    lo, hi = float(out.min()), float(out.max())
+    assert lo >= -1e-6 and hi <= 1 + 1e-6, (
+        f"images must lie in [0, 1]; generate returned [{lo:.4g}, {hi:.4g}] {when} "
+        "(sample() clamps, so squash the output in generate, e.g. sigmoid or clamp)")
 
 
 def _assert_same(a, b, atol: float, what: str) -> None:
@@ -242,51 +301,6 @@ def check_seeds(model: GenerativeModel, atol: float = 1e-5) -> None:
     assert not torch.equal(full.images, other.images), "seeds 7 and 8 gave identical samples"
     assert not torch.equal(full.images[0], full.images[1]), \
         "samples 0 and 1 are identical: use generators[i] for sample i's randomness"
-
-
-# ---- training ---------------------------------------------------------------------------
-def _stage_losses(model: GenerativeModel, batch, names, seeds=(0, 1, 2)) -> dict[str, float]:
-    """Each stage's loss on ``batch``, averaged over fixed RNG seeds (so that the losses
-    before and after training see the same noise)."""
-    stages = model.train_stages()
-    out = {}
-    model.train()
-    with torch.no_grad():
-        for name in names:
-            vals = []
-            for s in seeds:
-                torch.manual_seed(s)
-                vals.append(float(stages[name].loss(batch)))
-            out[name] = sum(vals) / len(vals)
-    model.eval()
-    return out
-
-
-def check_finetune(model: GenerativeModel, data, out: Path, steps: int = 30,
-                   options: dict | None = None, stages: list[str] | None = None) -> None:
-    """``genzoo.train.finetune`` (the one engine) lowers the loss on a tiny batch."""
-    from .api import load
-    from .train import finetune
-    options = dict(options or {})
-    dataset = model.prepare_data(data)
-    assert len(dataset) > 0, "prepare_data returned an empty dataset"
-    bs = int(options.pop("batch_size", 0) or min(16, len(dataset)))
-    batch = dataset[torch.arange(min(bs, len(dataset)))]
-    names = list(stages or model.train_stages())
-    missing = set(names) - set(model.train_stages())
-    assert not missing, f"finetune_stages names unknown stages {sorted(missing)}"
-    before = _stage_losses(model, batch, names)
-    for name, value in before.items():
-        assert math.isfinite(value), f"the {name} loss is {value} before training"
-    result = finetune(model, data, steps=steps, out=out, batch_size=bs, progress=False,
-                      log_every=steps, device="cpu", **options)
-    after = _stage_losses(model, batch, names)
-    worse = {n: (before[n], after[n]) for n in names if not after[n] < before[n]}
-    assert not worse, "finetune did not lower the loss (before, after): " + ", ".join(
-        f"{n} {b:.4g} -> {a:.4g}" for n, (b, a) in worse.items())
-    assert result.folder is not None and Path(result.folder).is_dir(), "finetune saved no folder"
-    reloaded = load(str(result.folder), device="cpu")
-    assert type(reloaded) is type(model), "the finetuned folder loads as another class"
 
 
 # ---- devices and dtypes -----------------------------------------------------------------

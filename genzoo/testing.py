@@ -1,8 +1,9 @@
 """The plugin author's conformance kit: checks an architecture against the genzoo contract.
 
-Three ways to run it, all giving the same tests (``test_registers_without_torch``, the save/load
-round trip, sample shape/range/dtype, per-sample seeds, finetuning, devices, option errors,
-bundled cards)::
+Three ways to run it, all giving the same tests (registration without heavy imports, the
+save/load round trip with pickle forbidden, sample shape/range/dtype, per-sample seeds, option
+errors and values, config that drives the model, finetuning and what the trained model must
+show, devices, bundled cards)::
 
     # 1. a test class (works everywhere; what `genzoo new-plugin` writes)
     from genzoo.testing import Conformance
@@ -51,7 +52,21 @@ class Conformance:
     - ``finetune_stages``: the optimizer stages whose loss must fall (default: all of them;
       a GAN may name only its discriminator);
     - ``seed_atol``: tolerance when comparing samples drawn in different batch sizes;
+    - ``config_inert``: config keys (dotted for nested ones) exempt from
+      ``test_config_drives_the_model``, e.g. ``("note",)`` for a free-text field; say why in a
+      comment;
     - ``check_cards``: also load the bundled/local model cards of this arch.
+
+    The checks (one test each): ``test_registers_without_torch`` (no heavy module such as
+    torch or numpy imported at registration), ``test_plugin_is_healthy``,
+    ``test_class_contract``, ``test_save_load_round_trip`` (no pickle by name or content; load
+    calls no pickle), ``test_sample_shape_range_dtype``, ``test_per_sample_seeds``,
+    ``test_bad_options_raise_option_error``, ``test_option_values_raise_option_error``,
+    ``test_config_drives_the_model``, ``test_cpu_fp32``, ``test_cuda_bf16``,
+    ``test_bundled_cards_load``; and on one short finetune shared by the class:
+    ``test_finetune_lowers_loss``, ``test_trained_output_in_range``,
+    ``test_trained_round_trip``, ``test_finetune_updates_staged_parameters`` and
+    ``test_loss_responds_to_data``.
     """
 
     arch: str = ""
@@ -61,6 +76,7 @@ class Conformance:
     finetune_options: dict[str, Any] = {}
     finetune_stages: list[str] | None = None
     seed_atol: float = 1e-5
+    config_inert: tuple[str, ...] = ()
     check_cards: bool = True
 
     # ---- helpers -------------------------------------------------------------------------
@@ -117,14 +133,42 @@ class Conformance:
         from genzoo import _conformance as c
         c.check_seeds(self.make_model(), atol=self.seed_atol)
 
-    def test_finetune_lowers_loss(self, tmp_path):
+    @pytest.fixture(scope="class")
+    def genzoo_finetune_run(self, tmp_path_factory):
+        """One short finetune of a fresh model per class, shared by the training checks."""
+        from genzoo import _conformance_train as t
+        model = self.make_model()
+        tmp = tmp_path_factory.mktemp("genzoo-finetune")
+        return t.run_finetune(model, self.make_data(model, tmp), tmp / "finetuned",
+                              steps=self.finetune_steps, options=dict(self.finetune_options),
+                              stages=self.finetune_stages)
+
+    def test_finetune_lowers_loss(self, genzoo_finetune_run):
         """A few steps of genzoo.train.finetune on a tiny batch lower the training loss, and
         the saved folder loads."""
-        from genzoo import _conformance as c
-        model = self.make_model()
-        c.check_finetune(model, self.make_data(model, tmp_path), tmp_path / "finetuned",
-                         steps=self.finetune_steps, options=dict(self.finetune_options),
-                         stages=self.finetune_stages)
+        from genzoo import _conformance_train as t
+        t.check_loss_lowered(genzoo_finetune_run)
+
+    def test_trained_output_in_range(self, genzoo_finetune_run, monkeypatch):
+        """After finetuning, and after reloading the result, generate()'s raw output is in
+        [0, 1] (sample() clamps, so only generate shows it)."""
+        from genzoo import _conformance_train as t
+        t.check_trained_output(genzoo_finetune_run, monkeypatch)
+
+    def test_trained_round_trip(self, genzoo_finetune_run, tmp_path, monkeypatch):
+        """The finetuned model saves and loads back exactly (every trained parameter kept)."""
+        from genzoo import _conformance_train as t
+        t.check_trained_round_trip(genzoo_finetune_run, tmp_path / "trained", monkeypatch)
+
+    def test_finetune_updates_staged_parameters(self, genzoo_finetune_run):
+        """Every parameter that train_stages() names changed during the finetune."""
+        from genzoo import _conformance_train as t
+        t.check_staged_parameters_trained(genzoo_finetune_run)
+
+    def test_loss_responds_to_data(self, genzoo_finetune_run):
+        """The loss on the real batch differs from the loss on noise at the same seeds."""
+        from genzoo import _conformance_train as t
+        t.check_loss_uses_data(genzoo_finetune_run)
 
     def test_cpu_fp32(self):
         """device="cpu", dtype="fp32": parameters, autocast and samples are plain float32."""
@@ -142,6 +186,19 @@ class Conformance:
         """An unknown sampling option or a bad n raises OptionError with a one-line message."""
         from genzoo import _conformance as c
         c.check_bad_options(self.make_model())
+
+    def test_option_values_raise_option_error(self):
+        """Values the options schema rules out (wrong type, NaN, out of range, not a choice)
+        raise OptionError; hostile values (-1e9, NaN) raise OptionError or nothing."""
+        from genzoo import _conformance_config as cc
+        cc.check_option_values(self.make_model())
+
+    def test_config_drives_the_model(self):
+        """Changing any int, float, bool or int-list config value changes the built model
+        (tensors, repr or samples), or is refused; ``config_inert`` lists exemptions."""
+        from genzoo import _conformance_config as cc
+        cc.check_config_drives_model(self._arch(), dict(type(self).config or {}),
+                                     inert=tuple(self.config_inert))
 
     def test_bundled_cards_load(self):
         """Every card of this arch whose weights are bundled or local loads and samples."""
@@ -195,14 +252,16 @@ def pytest_addoption(parser) -> None:
 
 
 def pytest_configure(config) -> None:
-    """With ``--genzoo-arch``, collect this file too (it then yields the suite); when no test
-    paths were given, only this file."""
+    """With ``--genzoo-arch``, collect this file too (it then yields the suite) beside the
+    test paths given on the command line or by the project's ``testpaths``; with neither,
+    only this file (not every test under the current directory)."""
     if not config.getoption("genzoo_arch", None):
         return
     config.stash[_CONFIG_KEY] = _cli_config(config.getoption("genzoo_config"))  # fail early
     here = str(Path(__file__).resolve())
-    explicit = config.args_source == pytest.Config.ArgsSource.ARGS
-    config.args[:] = [*config.args, here] if explicit else [here]
+    chosen = config.args_source in (pytest.Config.ArgsSource.ARGS,
+                                    pytest.Config.ArgsSource.TESTPATHS)
+    config.args[:] = [*config.args, here] if chosen else [here]
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -1,0 +1,23 @@
+"""A test plugin of planted contract violations, one architecture per violation (see models.py).
+
+Its hook also breaks the registration contract on purpose: it imports numpy (a heavy module)
+when genzoo asks for its architectures."""
+import genzoo
+
+MUTANTS = {
+    "kit-unsquashed": "KitUnsquashed",      # raw output leaves [0, 1] once trained
+    "kit-hidden-pickle": "KitHiddenPickle",  # a pickle under a .dat suffix
+    "kit-old-pickle": "KitOldPickle",        # a protocol-0 pickle read with pickle.loads
+    "kit-forgetful": "KitForgetful",        # load resets a trained parameter
+    "kit-value-error": "KitValueError",     # a bad option value raises ValueError
+    "kit-inert-config": "KitInertConfig",   # a config value that builds nothing
+    "kit-half-trained": "KitHalfTrained",   # the encoder is detached: never trained
+    "kit-deaf": "KitDeaf",                  # the loss ignores the batch
+}
+
+
+@genzoo.hookimpl
+def genzoo_architectures():
+    import numpy  # noqa: F401 - the violation under test: a heavy import at registration
+    return [{"name": name, "family": "kitmut", "target": f"kitmutants.models:{cls}"}
+            for name, cls in MUTANTS.items()]
