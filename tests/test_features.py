@@ -162,3 +162,58 @@ def test_eval_cli_floor_json_and_refusals():
     for args in (["eval", "mnist-features"], ["eval", "mnist:floor", "--write-card"]):
         bad = runner.invoke(group, args)
         assert bad.exit_code == 1 and len(bad.output.strip().splitlines()) == 1, bad.output
+
+
+# ---- feature networks are registered as such, not as architectures -------------------------
+def test_mnist_is_a_feature_net_not_an_architecture():
+    from genzoo import plugins
+    from genzoo.registry import get_registry
+    nets = plugins.feature_nets()
+    assert nets["mnist"].target == "genzoo.features:MnistFeatureNet"
+    assert nets["mnist"].input_shape == (1, 28, 28) and nets["mnist"].plugin == "core"
+    assert "mnist-convnet" not in plugins.architectures()
+    assert "mnist-features" not in get_registry()
+    core = {p.name: p for p in plugins.plugins()}["core"]
+    assert core.feature_nets == ["mnist"] and core.architectures == [] and core.status == "ok"
+
+
+def test_check_feature_is_cheap_and_names_what_to_use():
+    from genzoo.features import check_feature
+    check_feature("mnist", (1, 28, 28))
+    check_feature("timm:inception_v3", (3, 64, 64))  # timm resizes anything
+    with pytest.raises(OptionError, match=r"'mnist' takes images of shape \[1, 28, 28\], but "
+                                          r"the model makes \[3, 32, 32\]"):
+        check_feature("mnist", (3, 32, 32))
+    with pytest.raises(OptionError, match=r"unknown feature network 'nope': use a registered "
+                                          r"one \('mnist'; see `genzoo plugins`\) or 'timm:NAME'"):
+        check_feature("nope", (1, 28, 28))
+
+
+def test_a_plugin_adds_a_feature_net_for_its_own_data(plugin_site):
+    from genzoo.features import check_feature, feature_net
+    plugin_site("fakefeature")
+    check_feature("colour", (3, 32, 32))
+    with pytest.raises(OptionError, match=r"'colour' takes images of shape \[3, 32, 32\]"):
+        check_feature("colour", (1, 28, 28))
+    with pytest.raises(OptionError, match=r"\('colour', 'mnist'"):
+        check_feature("nope", (1, 28, 28))
+    net = feature_net("colour")
+    feats, probs = net(torch.ones(2, 3, 32, 32) * 0.25)
+    assert net.key == "fakefeature:mean-colour-v1" and net.name == "colour" and probs is None
+    assert torch.allclose(feats, torch.full((2, 3), 0.25))
+
+
+def test_mnist_feature_weights_are_verified(tmp_path, monkeypatch):
+    """The classifier's digests live in genzoo/weights/features.yaml (not the model catalog)
+    and are checked before use: a changed digest refuses the weights."""
+    from genzoo import features
+    from genzoo.errors import GenzooError
+    text = features.FEATURES_CATALOG.read_text()
+    assert "name: mnist-features" in text and "source: pkg://genzoo/weights/mnist-features" in text
+    [digest] = [line.split()[-1] for line in text.splitlines()
+                if line.strip().startswith("model.safetensors:")]
+    bad = tmp_path / "features.yaml"
+    bad.write_text(text.replace(digest, "0" * 64))
+    monkeypatch.setattr(features, "FEATURES_CATALOG", bad)
+    with pytest.raises(GenzooError, match="sha256|digest|mismatch"):
+        features.load_mnist_features("cpu")

@@ -11,8 +11,9 @@ from genzoo.errors import RegistryError, UnknownModelError
 from genzoo.registry import card_from_dict, get_registry, load_catalog
 
 SHA = "ab" * 32
-FIRST_PARTY = ["diffusion-mnist", "gan-mnist", "gpt2", "mnist-features", "textlm-shakespeare",
-               "vae-mnist"]
+FIRST_PARTY = ["diffusion-mnist", "gan-mnist", "gpt2", "textlm-shakespeare", "vae-mnist"]
+PLUGIN_CARDS = {"diffusion-mnist": "diffusion", "gan-mnist": "gan", "vae-mnist": "vae",
+                "textlm-shakespeare": "textlm"}
 
 
 def card(**kw):
@@ -21,19 +22,36 @@ def card(**kw):
     return {**base, **kw}
 
 
-def test_packaged_catalog(fake_plugins):
-    fake_plugins()
+def test_packaged_catalog_keeps_only_cards_no_plugin_owns(fake_plugins):
+    fake_plugins()  # no plugins at all: genzoo's own registry.yaml alone
     assert registry.packaged_catalog_path() == ROOT / "registry.yaml"
     reg = get_registry()
-    assert reg.names() == FIRST_PARTY
+    assert reg.names() == ["gpt2"]
     gpt2 = reg.get("gpt2")
     assert gpt2.source.endswith("@607a30d783dfa663caf39e06633721c8d4cfcd7e")
     assert gpt2.files == {"config.json": None, "model.safetensors": None, "tokenizer.json": None}
-    assert reg.get("vae-mnist").package == "genzoo-vae"  # default from the family
-    assert reg.get("mnist-features").package == "genzoo"
+    assert gpt2.package == "genzoo-textlm" and gpt2.plugin is None
+    assert gpt2.catalog == str(ROOT / "registry.yaml")
+
+
+def test_first_party_plugins_ship_their_own_cards():
+    """The installed first-party plugins return the card files beside their weights, as a
+    third party would; each card names its plugin and file (``genzoo info --json`` shows it)."""
+    from genzoo.api import model_info
+    reg = get_registry()
+    assert reg.names() == FIRST_PARTY  # mnist-features is a feature net's weights, not a model
+    for name, plugin in PLUGIN_CARDS.items():
+        card = reg.get(name)
+        catalog = ROOT / "plugins" / plugin / f"genzoo_{plugin}" / "weights" / "cards.yaml"
+        assert (card.plugin, card.catalog) == (plugin, str(catalog))
+        assert card.origin == f"plugin {plugin!r} ({catalog})"
+        assert card.package == f"genzoo-{plugin}"
+        info = model_info(name)
+        assert info["plugin"] == plugin and f"plugin {plugin!r}" in info["origin"]
     diffusion = reg.get("diffusion-mnist")
     assert set(diffusion.files) == {"config.json", "model.safetensors", "README.md"}
     assert all(len(d) == 64 for d in diffusion.files.values())
+    assert reg.get("vae-mnist").package == "genzoo-vae"  # default from the family
 
 
 def test_card_fields_and_defaults():
@@ -90,13 +108,31 @@ def test_duplicate_in_one_file(tmp_path):
         load_catalog(path)
 
 
-def test_duplicate_across_sources_names_both(tmp_path, monkeypatch, fake_plugins):
-    fake_plugins()
-    user = write_catalog(tmp_path / "mine.yaml", [card(name="vae-mnist")])
+def test_user_catalog_duplicate_is_skipped_with_a_warning(tmp_path, monkeypatch, caplog):
+    user = write_catalog(tmp_path / "mine.yaml", [card(name="vae-mnist"), card(name="mine")])
     monkeypatch.setenv("GENZOO_REGISTRY", str(user))
-    with pytest.raises(RegistryError) as e:
-        get_registry()
-    assert str(ROOT / "registry.yaml") in str(e.value) and str(user) in str(e.value)
+    reg = get_registry()
+    assert reg.get("vae-mnist").plugin == "vae" and reg.get("mine").catalog == str(user)
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "genzoo.registry"]
+    assert str(user) in warning and "plugin 'vae'" in warning and "\n" not in warning
+
+
+def test_plugin_card_conflicts_follow_precedence(fake_plugins, tmp_path, monkeypatch):
+    """Two plugins' cards with one name: the first registered keeps it, the other is marked
+    `conflict`; a card file broken inside is that plugin's error and hides nothing else."""
+    manager = fake_plugins("fakegood", "fakedup", "fakebadtarget")
+    same = write_catalog(tmp_path / "same.yaml", [card(name="tiny-bundled"), card(name="own")])
+    twice = write_catalog(tmp_path / "twice.yaml", [card(name="t"), card(name="t")])
+    good = manager.model_cards()  # fakegood's dict card, as its hook returns it
+    monkeypatch.setattr(manager, "_cards", good + [("fakedup", same), ("fakebadtarget", twice)])
+    reg = get_registry()
+    assert reg.get("tiny-bundled").plugin == "fakegood" and reg.get("own").plugin == "fakedup"
+    assert "t" not in reg and "gpt2" in reg
+    infos = {p.name: p for p in manager.plugins()}
+    assert infos["fakedup"].status == "conflict" and infos["fakedup"].cards == ["own"]
+    assert "model card 'tiny-bundled' is also defined by plugin 'fakegood'" in infos["fakedup"].error
+    assert infos["fakebadtarget"].status == "error"
+    assert "'t' is defined twice in this file" in infos["fakebadtarget"].error
 
 
 def test_user_catalogs_are_merged(tmp_path, monkeypatch, fake_plugins):
@@ -106,9 +142,11 @@ def test_user_catalogs_are_merged(tmp_path, monkeypatch, fake_plugins):
     write_catalog(tmp_path / "config" / "genzoo" / "registry.yaml", [card(name="from-config")])
     monkeypatch.setenv("GENZOO_REGISTRY", os.pathsep.join([str(a), "", str(b)]))
     reg = get_registry()
-    assert {"from-a", "from-b", "from-config", "tiny-bundled", "vae-mnist"} <= set(reg.names())
+    assert {"from-a", "from-b", "from-config", "tiny-bundled", "gpt2"} <= set(reg.names())
     assert reg.get("from-a").source == str(tmp_path / "weights" / "a")  # relative to the file
     assert reg.get("tiny-bundled").origin == "plugin 'fakegood'"
+    assert (reg.get("tiny-bundled").plugin, reg.get("tiny-bundled").catalog) == ("fakegood", None)
+    assert (reg.get("from-a").plugin, reg.get("from-a").catalog) == (None, str(a))
     monkeypatch.setenv("GENZOO_REGISTRY", str(tmp_path / "missing.yaml"))
     with pytest.raises(RegistryError, match="missing.yaml, which is not a file"):
         get_registry()
@@ -118,17 +156,16 @@ def test_invalid_plugin_card_is_recorded_not_fatal(fake_plugins, monkeypatch):
     manager = fake_plugins("fakegood")
     monkeypatch.setattr(manager, "model_cards", lambda: [("fakegood", {"name": "bad"})])
     reg = get_registry()
-    assert "bad" not in reg and "vae-mnist" in reg
+    assert "bad" not in reg and "gpt2" in reg
     info = {p.name: p for p in manager.plugins()}["fakegood"]
     assert info.status == "error" and "'family' is required" in info.error
 
 
-def test_list_wildcards_and_family(fake_plugins):
-    fake_plugins()
+def test_list_wildcards_and_family():
     reg = get_registry()
     names = lambda cards: [c.name for c in cards]  # noqa: E731
     assert names(reg.list("*-mnist")) == ["diffusion-mnist", "gan-mnist", "vae-mnist"]
-    assert names(reg.list("mnist")) == ["diffusion-mnist", "gan-mnist", "mnist-features",
+    assert names(reg.list("mnist")) == ["diffusion-mnist", "gan-mnist",
                                         "vae-mnist"]  # a plain word: substring
     assert names(reg.list("GPT?")) == ["gpt2"]
     assert names(reg.list(family="textlm")) == ["gpt2", "textlm-shakespeare"]
@@ -136,8 +173,7 @@ def test_list_wildcards_and_family(fake_plugins):
     assert reg.list("nothing-like-this") == []
 
 
-def test_unknown_name_suggests_close_ones(fake_plugins):
-    fake_plugins()
+def test_unknown_name_suggests_close_ones():
     with pytest.raises(UnknownModelError) as e:
         get_registry().get("difusion-mnist")
     assert "did you mean: diffusion-mnist" in str(e.value)
@@ -155,7 +191,7 @@ def test_registry_is_cached_per_process(tmp_path, monkeypatch, fake_plugins):
 
 def test_update_card_rewrites_and_keeps_header(tmp_path):
     path = tmp_path / "registry.yaml"
-    text = (ROOT / "registry.yaml").read_text()
+    text = (ROOT / "plugins" / "vae" / "genzoo_vae" / "weights" / "cards.yaml").read_text()
     path.write_text("# header line\n# second\n" + text[text.index("version: 1"):])
     registry.update_card(path, "vae-mnist", files={"model.safetensors": SHA}, params=1234,
                          size=5678, metrics={"fid": 3.2})
