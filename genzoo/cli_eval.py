@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from .cli_model import ModelCommand
 from .errors import OptionError
 
 #: Bookkeeping in an evaluation result, never written to a card: who was measured, how long
@@ -103,8 +104,8 @@ def write_readme_metrics(readme: Path, metrics: dict[str, Any]) -> None:
     atomic_write_text(readme, f"---\n{dumped}---\n\n{body}" if body else f"---\n{dumped}---\n")
 
 
-@click.command("eval", context_settings={"ignore_unknown_options": True,
-                                         "allow_extra_args": True})
+@click.command("eval", cls=ModelCommand,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("name_or_path")
 @click.option("-n", "--num", "--n", "n", type=click.IntRange(min=2), default=None,
               help="Samples to draw and measure (default: the family's, else 1000; text "

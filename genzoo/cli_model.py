@@ -30,8 +30,35 @@ def model_options(model, flags: list[str], pairs: tuple[str, ...]) -> dict:
             **validate(schema, parse_key_values(pairs), owner, as_text=True)}
 
 
-@click.command("sample", context_settings={"ignore_unknown_options": True,
-                                           "allow_extra_args": True})
+class ModelCommand(click.Command):
+    """A command whose first argument names a model: its help also lists that model's own
+    sampling options (``genzoo sample diffusion-mnist --help``), which click cannot know."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["genzoo_args"] = list(args)  # before --help exits, so help can name the model
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help(ctx, formatter)
+        name = next((a for a in ctx.meta.get("genzoo_args", []) if not a.startswith("-")), None)
+        if name is None:
+            return
+        from .api import model_info
+        from .errors import GenzooError
+        try:
+            options = model_info(name).get("options") or []
+        except GenzooError:
+            return  # an unknown name: the plain help is still right
+        own = {flag for param in self.params for flag in getattr(param, "opts", [])}
+        rows = [(f"{o['flag']} {o['type'].upper()}", f"{o['help']} [default: {o['default']}]")
+                for o in options if o["flag"] not in own]
+        if rows:
+            with formatter.section(f"Options of {name} (or -O KEY=VALUE)"):
+                formatter.write_dl(rows)
+
+
+@click.command("sample", cls=ModelCommand,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("model_name", metavar="NAME_OR_PATH")
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=None,
               help="How many samples (default: 16 images, or 1 text that streams as it grows).")
