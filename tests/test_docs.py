@@ -122,5 +122,21 @@ def test_commands_and_settings_named_in_the_guide_exist():
         assert option in {o for p in new_plugin_command.params for o in p.opts} and option in GUIDE
     assert push_command.name == "push" and "genzoo push DIR ORG/REPO" in GUIDE
     plugins_source = (ROOT / "genzoo" / "plugins.py").read_text()
-    for var in ("GENZOO_STRICT_PLUGINS", "GENZOO_PLUGINS"):
+    for var in ("GENZOO_STRICT_PLUGINS", "GENZOO_PLUGINS", "GENZOO_TRUSTED_PLUGINS"):
         assert f'"{var}"' in plugins_source and f"`{var}=" in GUIDE
+
+
+def test_precedence_rule_and_feature_net_fields_are_documented():
+    """The guide names every first-party distribution of the precedence rule, and every key
+    ``genzoo_feature_nets`` reads."""
+    import genzoo.plugin_entries as entries
+    from genzoo.plugins import FIRST_PARTY
+    section = GUIDE.split("### Precedence", 1)[1].split("\n## ", 1)[0]
+    for dist in sorted(FIRST_PARTY):
+        assert f"`{dist}`" in section, f"name {dist} in the precedence rule"
+    source = inspect.getsource(entries.feature_net_info)
+    keys = set(re.findall(r'entry(?:\.get\(|\[)"(\w+)"', source)) | {"name", "target"}
+    assert keys == {"name", "target", "summary", "input_shape"}
+    hook = GUIDE.split("### `genzoo_feature_nets()", 1)[1].split("\n### ", 1)[0]
+    for key in keys:
+        assert f"`{key}`" in hook, f"document the feature-net key `{key}`"
