@@ -1,9 +1,12 @@
 """sha256 verification of model files, with a small cache so unchanged files are hashed once.
 
 The cache is a JSON file in the genzoo home (``$GENZOO_HOME`` or ``~/.cache/genzoo``) that maps
-a file's real path to ``[size, mtime_ns, sha256]``. A file whose size and mtime are unchanged
-is not read again; any change (a re-download, an edit) makes it hashed again. The file is
-rewritten atomically, so concurrent processes at worst hash a file twice.
+a file's real path to its ``[size, mtime_ns, ctime_ns, inode, device, sha256]``. A file whose
+stat is unchanged is not read again; any change (a re-download, an edit) makes it hashed
+again. The ctime is what makes the key unforgeable: putting a file's mtime back with
+``os.utime`` (or ``touch -d``) sets its ctime to now, and no user-space call sets ctime, so an
+edited file is always hashed again. The file is rewritten atomically, so concurrent processes
+at worst hash a file twice.
 """
 from __future__ import annotations
 
@@ -18,6 +21,8 @@ from .fsutil import atomic_write_text
 
 CACHE_NAME = "verified.json"
 _MAX_ENTRIES = 5000
+#: 2: entries keyed on ctime, inode and device too (1 trusted size and mtime alone).
+_CACHE_VERSION = 2
 
 
 def genzoo_home() -> Path:
@@ -54,14 +59,20 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _stat_key(st: os.stat_result) -> list[int]:
+    """What must be unchanged for a cached digest to stand (see the module docstring)."""
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
 class _VerifyCache:
-    """``real path -> [size, mtime_ns, sha256]``, loaded lazily and saved only when changed."""
+    """``real path -> [*stat key, sha256]``, loaded lazily and saved only when changed."""
 
     def __init__(self) -> None:
         self.path = genzoo_home() / CACHE_NAME
         try:
             data = json.loads(self.path.read_text())
-            self.entries = dict(data.get("entries", {})) if isinstance(data, dict) else {}
+            fresh = isinstance(data, dict) and data.get("version") == _CACHE_VERSION
+            self.entries = dict(data.get("entries", {})) if fresh else {}
         except (OSError, ValueError):
             self.entries = {}  # a missing or damaged cache only costs a re-hash
         self.dirty = False
@@ -69,11 +80,12 @@ class _VerifyCache:
     def digest(self, path: Path, force: bool = False) -> str:
         real = os.path.realpath(path)
         st = os.stat(real)
+        key = _stat_key(st)
         hit = self.entries.get(real)
-        if not force and isinstance(hit, list) and hit[:2] == [st.st_size, st.st_mtime_ns]:
-            return hit[2]
+        if not force and isinstance(hit, list) and len(hit) == len(key) + 1 and hit[:-1] == key:
+            return hit[-1]
         digest = sha256_file(Path(real))
-        self.entries[real] = [st.st_size, st.st_mtime_ns, digest]
+        self.entries[real] = [*key, digest]
         self.dirty = True
         return digest
 
@@ -83,7 +95,8 @@ class _VerifyCache:
         if len(self.entries) > _MAX_ENTRIES:  # keep the newest; the file stays small
             self.entries = dict(list(self.entries.items())[-_MAX_ENTRIES:])
         try:
-            atomic_write_text(self.path, json.dumps({"version": 1, "entries": self.entries}))
+            atomic_write_text(self.path, json.dumps({"version": _CACHE_VERSION,
+                                                     "entries": self.entries}))
         except OSError:
             pass  # a read-only home only loses the speed-up, never correctness
 
