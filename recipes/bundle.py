@@ -2,7 +2,9 @@
 
 ``bundle_model`` saves the weights (fp16 by default: these small models lose nothing we can
 measure), then writes the sha256 of every file, the parameter count, the size and any measured
-metrics into the model's card in registry.yaml. ``mnist_recipe`` is the whole command line of
+metrics into the model's card in the catalog file it came from — the plugin's own
+``weights/cards.yaml``, as a third party's release script would. ``mnist_recipe`` is the whole
+command line of
 a recipe that trains on ``mnist:train`` with the engine and bundles without further checks.
 """
 from __future__ import annotations
@@ -15,16 +17,24 @@ from typing import Any, Callable
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
-REGISTRY = ROOT / "registry.yaml"
 
 
 def bundle_model(model, name: str, weights_dir: Path, metrics: dict | None = None,
-                 fp16: bool = True, card: dict | None = None) -> dict:
-    """Save ``model`` into ``weights_dir`` and record its files in the ``name`` card."""
+                 fp16: bool = True, card: dict | None = None,
+                 catalog: Path | None = None) -> dict:
+    """Save ``model`` into ``weights_dir`` and record its files in the ``name`` card of
+    ``catalog`` (default: the catalog file the registry read that card from)."""
     import torch
+    from genzoo.errors import RegistryError
     from genzoo.integrity import sha256_file
-    from genzoo.registry import get_registry, update_card
-    entry = get_registry().get(name)
+    from genzoo.registry import get_registry, load_catalog, update_card
+    if catalog is None:
+        entry = get_registry().get(name)
+        if entry.catalog is None:
+            raise RegistryError(f"{name}: its card was not read from a catalog file")
+        catalog = Path(entry.catalog)
+    else:
+        [entry] = [c for c in load_catalog(catalog) if c.name == name]
     info = {"name": name, "summary": entry.summary, "license": entry.license,
             "tags": list(entry.tags), "metrics": {**entry.metrics, **(metrics or {})}, **(card or {})}
     weights_dir = Path(weights_dir)
@@ -34,7 +44,7 @@ def bundle_model(model, name: str, weights_dir: Path, metrics: dict | None = Non
     model.save_pretrained(weights_dir, card=info, dtype=torch.float16 if fp16 else None)
     files = {p.name: sha256_file(p) for p in sorted(weights_dir.iterdir()) if p.is_file()}
     size = sum((weights_dir / f).stat().st_size for f in files)
-    update_card(REGISTRY, name, files=files, params=model.num_parameters(), size=size,
+    update_card(catalog, name, files=files, params=model.num_parameters(), size=size,
                 metrics=info["metrics"])
     print(f"bundled {name}: {len(files)} files, {size / 1e6:.2f} MB, "
           f"{model.num_parameters():,} parameters -> {weights_dir}")

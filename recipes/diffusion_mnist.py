@@ -10,7 +10,7 @@ min-SNR-5 weighting, AdamW 1.5e-3 with warm-up and cosine decay, EMA 0.999, batc
     python recipes/diffusion_mnist.py bundle --out runs/diffusion-mnist
 
 Training is resumable at any point (checkpoints every 250 steps). ``bundle`` writes the fp16
-weights into the plugin package and the card's sha256s into registry.yaml.
+weights into the plugin package and the card's sha256s into its weights/cards.yaml.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ digits or mode collapse at equal steps.
     python recipes/gan_mnist.py bundle --out runs/gan-mnist
 
 Training is resumable at any point (checkpoints every 250 steps). ``bundle`` writes the fp16
-weights into the plugin package and the card's sha256s into registry.yaml.
+weights into the plugin package and the card's sha256s into its weights/cards.yaml.
 """
 from __future__ import annotations
 

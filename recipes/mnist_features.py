@@ -10,7 +10,8 @@ digits, AdamW 3e-3 with warm-up and cosine decay, batch 128, 1,500 steps (48 epo
     python recipes/mnist_features.py bundle [--out runs/mnist-features]
 
 ``bundle`` stores fp16 weights in genzoo/weights/mnist-features (only if the fp16 copy keeps
-the accuracy) and writes sha256s, size and held-out accuracy into the registry card.
+the accuracy) and writes sha256s, size and held-out accuracy into genzoo/weights/features.yaml
+(the feature net's digests; not part of the model catalog).
 """
 from __future__ import annotations
 
@@ -85,7 +86,9 @@ def bundle(out, min_accuracy):
                "heldout_set": "mnist:ref+mnist:floor (1000 digits)", "train_set": "mnist:train"}
     if not fp16:
         model = MnistClassifier.from_pretrained(out, device="cpu", dtype="fp32")
-    bundle_model(model, "mnist-features", WEIGHTS, metrics=metrics, fp16=fp16)
+    from genzoo.features import FEATURES_CATALOG
+    bundle_model(model, "mnist-features", WEIGHTS, metrics=metrics, fp16=fp16,
+                 catalog=FEATURES_CATALOG)
     loaded = MnistClassifier.from_pretrained(WEIGHTS, device="cpu", dtype="fp32")
     click.echo(f"bundled copy reloads with accuracy {heldout_accuracy(loaded):.4f}")
 

@@ -19,7 +19,7 @@ steps (rerun with ``--resume`` after an interruption).
 
 Stages (``--stage``): ``train`` (resumable), ``eval`` (validation nats/char of the trained
 folder, fp32 and fp16 weights), ``bundle`` (fp16 weights into
-plugins/textlm/genzoo_textlm/weights/textlm-shakespeare and the card in registry.yaml);
+plugins/textlm/genzoo_textlm/weights/textlm-shakespeare and the card in its weights/cards.yaml);
 ``all`` runs the three.
 """
 from __future__ import annotations
@@ -116,8 +116,8 @@ def evaluate(text: str, out: Path) -> dict:
 
 
 def bundle_weights(out: Path, metrics: dict) -> None:
-    """fp16 weights + tokenizer + card into the plugin package, and the registry card
-    (files with sha256, params, size, metrics) through recipes/bundle.py."""
+    """fp16 weights + tokenizer + card into the plugin package, and the card in the plugin's
+    weights/cards.yaml (files with sha256, params, size, metrics) through recipes/bundle.py."""
     from genzoo_textlm.model import GPTModel
 
     sys.path.insert(0, str(ROOT / "recipes"))

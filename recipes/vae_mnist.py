@@ -12,7 +12,7 @@ longer training (106.6 nats at 2,000 steps, 109.9 at 4,000 without weight decay)
     python recipes/vae_mnist.py bundle --out runs/vae-mnist
 
 Training is resumable at any point (checkpoints every 500 steps). ``bundle`` writes the fp16
-weights into the plugin package and the card's sha256s into registry.yaml.
+weights into the plugin package and the card's sha256s into its weights/cards.yaml.
 """
 from __future__ import annotations
 

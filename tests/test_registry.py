@@ -205,3 +205,28 @@ def test_update_card_rewrites_and_keeps_header(tmp_path):
     assert path.read_text() == before  # validated before writing
     with pytest.raises(UnknownModelError):
         registry.update_card(path, "nope", params=1)
+
+
+def test_recipes_bundle_into_the_cards_own_catalog(fake_plugins, tmp_path, monkeypatch):
+    """recipes/bundle.py writes digests into the file the card came from (a plugin's
+    weights/cards.yaml), not into genzoo's registry.yaml."""
+    import sys
+
+    import genzoo
+    from conftest import write_tiny_model
+    fake_plugins("fakegood")
+    write_tiny_model(tmp_path / "trained")
+    cards = write_catalog(tmp_path / "plugin" / "cards.yaml",
+                          [card(name="mine", family="tiny", arch="tiny-arch", source="weights",
+                                files={})])
+    monkeypatch.setenv("GENZOO_REGISTRY", str(cards))
+    monkeypatch.syspath_prepend(str(ROOT / "recipes"))
+    packaged_before = (ROOT / "registry.yaml").read_text()
+    from bundle import bundle_model
+    files = bundle_model(genzoo.load(tmp_path / "trained", device="cpu"), "mine",
+                         tmp_path / "plugin" / "weights", fp16=False)
+    [written] = load_catalog(cards)
+    assert written.files == files and set(files) >= {"config.json", "model.safetensors"}
+    assert written.params == 5 and written.size > 0
+    assert (ROOT / "registry.yaml").read_text() == packaged_before
+    sys.modules.pop("bundle", None)
