@@ -22,8 +22,12 @@ from .fsutil import atomic_write_text
 KEEP = 2
 
 
-def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: dict) -> Path:
-    """Write the full training state at ``step``; keep the newest ``KEEP`` checkpoints."""
+def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: dict,
+                    scalers: dict | None = None) -> Path:
+    """Write the full training state at ``step``; keep the newest ``KEEP`` checkpoints.
+
+    ``scalers`` (stage -> ``torch.amp.GradScaler``, fp16 runs only) are plain numbers: they go
+    to state.json."""
     from safetensors.torch import save_file
     folder.mkdir(parents=True, exist_ok=True)
     tensors: dict[str, torch.Tensor] = {}
@@ -48,7 +52,8 @@ def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: 
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
     tensors = _dedupe(tensors)
-    meta = {"step": step, "config": cfg, "optimizers": optim_meta, "format_version": 1}
+    meta = {"step": step, "config": cfg, "optimizers": optim_meta, "format_version": 1,
+            "scalers": {name: s.state_dict() for name, s in (scalers or {}).items()}}
     final = folder / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".step-{step:07d}.", suffix=".tmp"))
     try:
@@ -78,8 +83,10 @@ def latest_checkpoint(folder: Path) -> Path | None:
     return path if (path / "state.json").is_file() and (path / "state.safetensors").is_file() else None
 
 
-def load_checkpoint(path: Path, model, optimizers: dict, ema, device) -> int:
-    """Restore model, optimizers, EMA and RNG states from ``path``; returns its step."""
+def load_checkpoint(path: Path, model, optimizers: dict, ema, device,
+                    scalers: dict | None = None) -> int:
+    """Restore model, optimizers, EMA, fp16 grad scalers and RNG states from ``path``;
+    returns its step."""
     from safetensors.torch import load_file
     try:
         meta = json.loads((path / "state.json").read_text())
@@ -105,6 +112,9 @@ def load_checkpoint(path: Path, model, optimizers: dict, ema, device) -> int:
             state.setdefault(int(idx), {}).update(sc)
         groups = [{**g, "betas": tuple(g["betas"])} if "betas" in g else g for g in m["param_groups"]]
         opt.load_state_dict({"state": state, "param_groups": groups})
+    for name, scaler in (scalers or {}).items():
+        if meta.get("scalers", {}).get(name):  # absent: saved by a run in another dtype
+            scaler.load_state_dict(meta["scalers"][name])
     torch.set_rng_state(tensors["rng.torch"])
     if torch.cuda.is_available():
         n = torch.cuda.device_count()

@@ -2,28 +2,37 @@
 
 A family supplies its loss (``training_loss`` or several ``train_stages``, e.g. a GAN's
 discriminator then generator) and ``prepare_data``. The engine supplies the rest: devices,
-AdamW with warm-up and cosine decay, gradient clipping and accumulation, bf16 autocast, EMA
-weights, seeding, atomic checkpoints with exact resume, a NaN guard, progress, JSON-lines
+AdamW with warm-up and cosine decay, gradient clipping and accumulation, bf16/fp16 autocast,
+EMA weights, seeding, atomic checkpoints with exact resume, a NaN guard, progress, JSON-lines
 metrics, periodic sample grids, DistributedDataParallel under ``torchrun``, and at the end a
 ``save_pretrained`` folder that ``genzoo.load`` and ``genzoo sample`` accept.
+
+``finetune`` is the public function; ``Trainer`` runs it in named phases (prepare, resume,
+run_steps with checkpoint, finish). This module imports nothing from ``genzoo.model``
+(``GenerativeModel.finetune`` imports it): a model is used only through its methods.
 """
 from __future__ import annotations
 
-import json
-import math
+import dataclasses
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .devices import check_dtype, resolve_device, resolve_dtype
 from .errors import OptionError, TrainingDivergedError
-from .model import GenerativeModel, resolve_device
+from .train_parts import (EMA, Batches, MetricsWriter, StageRunner, autocast, dist_env, lr_at,
+                          make_optimizer, progress_bar, to_device)
+
+if TYPE_CHECKING:
+    from .model import GenerativeModel
 
 #: A loaded (pretrained) model finetunes at this fraction of its family's from-scratch learning
 #: rate unless ``lr`` is given: measured on diffusion-mnist, 10 steps at the from-scratch rate
@@ -34,6 +43,62 @@ FINETUNE_LR_SCALE = 0.1
 DEFAULTS: dict[str, Any] = dict(batch_size=64, lr=1e-3, warmup=100, weight_decay=0.0,
                                 grad_clip=1.0, ema_decay=0.999, betas=(0.9, 0.99),
                                 min_lr_ratio=0.1)
+
+# The hyper-parameters a keyword left at None takes from train_defaults, then DEFAULTS.
+_HYPER = ("batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay")
+
+# Kept importable for code written against 0.1 (plugins' tests use it).
+_make_optimizer = make_optimizer
+
+
+@dataclass
+class FinetuneOptions:
+    """Every keyword of ``finetune`` after ``steps`` and ``out``, with its default.
+
+    None for a hyper-parameter means: the family's ``train_defaults``, else ``DEFAULTS``
+    (for a loaded model, ``lr`` is then scaled by ``FINETUNE_LR_SCALE``)."""
+
+    batch_size: int | None = None
+    lr: float | None = None
+    warmup: int | None = None
+    weight_decay: float | None = None
+    grad_clip: float | None = None
+    ema_decay: float | None = None
+    grad_accum: int = 1
+    dtype: str = "auto"
+    seed: int = 0
+    save_every: int | None = None
+    sample_every: int | None = None
+    resume: bool = False
+    stop_after: int | None = None
+    progress: bool = True
+    log_every: int = 50
+    tensorboard: bool = False
+    device: str | None = None
+    save_dtype: torch.dtype | None = None
+
+    @classmethod
+    def from_keywords(cls, options: dict[str, Any]) -> FinetuneOptions:
+        """Build from ``finetune``'s keywords: ``precision`` is the deprecated name of
+        ``dtype``; an unknown keyword or dtype is a one-line OptionError."""
+        options = dict(options)
+        if "precision" in options:
+            warnings.warn("finetune(precision=...) is deprecated: use dtype= (auto, fp32, bf16 "
+                          "or fp16)", DeprecationWarning, stacklevel=3)
+            precision = options.pop("precision")
+            if options.setdefault("dtype", precision) != precision:
+                raise OptionError(f"precision={precision!r} and dtype={options['dtype']!r} "
+                                  "disagree: pass only dtype")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise OptionError(f"unknown finetune option(s) {', '.join(unknown)}: use "
+                              f"{', '.join(sorted(known))}")
+        opts = cls(**options)
+        opts.dtype = check_dtype(opts.dtype)
+        if opts.grad_accum < 1:
+            raise OptionError(f"grad_accum must be at least 1, got {opts.grad_accum}")
+        return opts
 
 
 @dataclass
@@ -48,325 +113,225 @@ class FinetuneResult:
     history: list[dict[str, float]] = field(default_factory=list, repr=False)
 
 
-class _StageRunner(nn.Module):
-    """Routes ``forward(batch, stage)`` to a stage's loss so that DDP sees every loss pass
-    through ``forward`` (that is where it hooks its gradient all-reduce)."""
+def hyper_parameters(model: GenerativeModel, opts: FinetuneOptions) -> dict[str, Any]:
+    """``DEFAULTS``, then the family's ``train_defaults``, then the caller's keywords.
 
-    def __init__(self, model: GenerativeModel):
-        super().__init__()
-        self.model = model
-        self.stages = model.train_stages()
-
-    def forward(self, batch, stage: str):
-        return self.stages[stage].loss(batch)
-
-
-class EMA:
-    """Exponential moving average of a module's floating-point tensors, with the usual
-    warm-up (decay grows as (1+t)/(10+t)) so early averages are not dominated by a random init;
-    no warm-up when the starting weights are pretrained (they are worth averaging from)."""
-
-    def __init__(self, module: nn.Module, decay: float, warmup: bool = True):
-        self.module, self.decay, self.warmup = module, decay, warmup
-        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()
-                       if v.is_floating_point()}
-
-    @torch.no_grad()
-    def update(self, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
-        state = self.module.state_dict()
-        keys = list(self.shadow)
-        torch._foreach_lerp_([self.shadow[k] for k in keys], [state[k].detach() for k in keys],
-                             1 - d)
-
-    @torch.no_grad()
-    def copy_to(self, module: nn.Module) -> dict[str, torch.Tensor]:
-        """Load the averages into ``module``; returns the weights they replaced."""
-        state = module.state_dict()
-        backup = {k: state[k].detach().clone() for k in self.shadow}
-        for k, v in self.shadow.items():
-            state[k].copy_(v)
-        return backup
+    A loaded (pretrained) model's default lr is ``FINETUNE_LR_SCALE`` times the family's: a
+    from-scratch rate wrecks good weights before it can adapt them. An explicit ``lr`` is
+    used as given."""
+    cfg = {**DEFAULTS, **model.train_defaults}
+    if model.pretrained:
+        cfg["lr"] = cfg["lr"] * FINETUNE_LR_SCALE
+    cfg.update({k: getattr(opts, k) for k in _HYPER if getattr(opts, k) is not None})
+    return cfg
 
 
-class _Batches:
-    """Deterministic batches: step k takes the k-th global batch of a stream of epoch
-    permutations seeded by (seed, epoch), so the data position is just the step number and
-    a resumed run sees exactly the batches the uninterrupted run would have seen."""
-
-    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.ds, self.n = dataset, len(dataset)
-        if self.n == 0:
-            raise OptionError("the training data is empty")
-        self.bs, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self._epoch, self._perm = -1, None
-
-    def _permutation(self, epoch: int) -> torch.Tensor:
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
-        return self._perm
-
-    def __call__(self, step: int, micro: int = 0, accum: int = 1):
-        """The batch this rank trains on at ``step`` (micro-batch ``micro`` of ``accum``)."""
-        pos = step * self.bs * self.world * accum + (micro * self.world + self.rank) * self.bs
-        parts, need = [], self.bs
-        while need:  # a batch may straddle two epochs
-            epoch, off = divmod(pos, self.n)
-            take = min(need, self.n - off)
-            parts.append(self._permutation(epoch)[off:off + take])
-            pos, need = pos + take, need - take
-        return self.ds[parts[0] if len(parts) == 1 else torch.cat(parts)]
-
-
-def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float) -> float:
-    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_ratio`` at ``steps``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    t = min(1.0, (step - warmup) / max(1, steps - warmup))
-    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
-
-
-def _to_device(batch, device):
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    return batch
-
-
-def _make_optimizer(params, lr, weight_decay, betas, device) -> torch.optim.AdamW:
-    """AdamW; weight decay only on matrices/kernels (not biases or norms), as is standard."""
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    fused = device.type == "cuda"
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas),
-                             fused=fused or None)
-
-
-def _dist_env():
-    """(rank, world, local_rank) from torchrun's environment; (0, 1, 0) when not distributed."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def finetune(model: GenerativeModel, data: Any, *, steps: int, out: str | os.PathLike | None = None,
-             batch_size: int | None = None, lr: float | None = None, warmup: int | None = None,
-             weight_decay: float | None = None, grad_clip: float | None = None,
-             ema_decay: float | None = None, grad_accum: int = 1, precision: str = "auto",
-             seed: int = 0, save_every: int | None = None, sample_every: int | None = None,
-             resume: bool = False, stop_after: int | None = None, progress: bool = True,
-             log_every: int = 50, tensorboard: bool = False, device: str | None = None,
-             save_dtype: torch.dtype | None = None) -> FinetuneResult:
+def finetune(model: GenerativeModel, data: Any, *, steps: int,
+             out: str | os.PathLike | None = None, **options: Any) -> FinetuneResult:
     """Train ``model`` on ``data`` for ``steps`` optimizer steps; see the module docstring.
 
-    ``out`` receives checkpoints/, metrics.jsonl, samples/ and, at the end, the model folder
-    itself. ``resume=True`` continues from ``out``'s last complete checkpoint with identical
-    results to an uninterrupted run. ``stop_after=K`` checkpoints and stops at step K (a
-    time-sliced run; resume it later). Returns a :class:`FinetuneResult`.
+    ``options`` are the fields of :class:`FinetuneOptions` (``batch_size``, ``lr``, ``dtype``,
+    ``resume``, ...; ``precision`` is a deprecated alias of ``dtype``). ``out`` receives
+    checkpoints/, metrics.jsonl, samples/ and, at the end, the model folder itself.
+    ``resume=True`` continues from ``out``'s last complete checkpoint with identical results to
+    an uninterrupted run. ``stop_after=K`` checkpoints and stops at step K (a time-sliced run;
+    resume it later). Returns a :class:`FinetuneResult`.
     """
     if steps < 1:
         raise OptionError(f"steps must be at least 1, got {steps}")
-    if grad_accum < 1:
-        raise OptionError(f"grad_accum must be at least 1, got {grad_accum}")
-    cfg = {**DEFAULTS, **model.train_defaults}
-    given = dict(batch_size=batch_size, lr=lr, warmup=warmup, weight_decay=weight_decay,
-                 grad_clip=grad_clip, ema_decay=ema_decay)
-    if model.pretrained:
-        cfg["lr"] = cfg["lr"] * FINETUNE_LR_SCALE
-    cfg.update({k: v for k, v in given.items() if v is not None})
-    # short runs warm up for at most a tenth of their steps
-    warmup_steps = min(int(cfg["warmup"]), max(1, steps // 10))
-
-    rank, world, local_rank = _dist_env()
-    distributed = world > 1
-    if distributed and not torch.distributed.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        torch.distributed.init_process_group(backend)
-    if distributed and torch.cuda.is_available():
-        dev = torch.device("cuda", local_rank)
-        torch.cuda.set_device(dev)
-    else:
-        dev = resolve_device(device or ("cpu" if distributed else "auto"))
-    model.to(dev)
-    amp_dtype = _precision(precision, dev)
-    is_main = rank == 0
-    out = Path(out) if out is not None else None
-    if resume and out is None:
+    opts = FinetuneOptions.from_keywords(options)
+    if opts.resume and out is None:
         raise OptionError("--resume needs --out (the folder holding the checkpoints)")
+    return Trainer(model, data, steps, Path(out) if out is not None else None, opts).run()
 
-    dataset = model.prepare_data(data)
-    batches = _Batches(dataset, int(cfg["batch_size"]), seed, rank, world)
-    runner = _StageRunner(model)
-    trainer: nn.Module = runner
-    if distributed:
-        trainer = nn.parallel.DistributedDataParallel(
-            runner, device_ids=[dev.index] if dev.type == "cuda" else None,
-            find_unused_parameters=len(runner.stages) > 1)
-    optimizers = {name: _make_optimizer(st.params, cfg["lr"] * st.lr_scale, cfg["weight_decay"],
-                                        cfg["betas"], dev) for name, st in runner.stages.items()}
-    ema = (EMA(model.ema_module(), float(cfg["ema_decay"]), warmup=not model.pretrained)
-           if model.uses_ema else None)
 
-    start_step = 0
-    if resume:
-        ckpt = latest_checkpoint(out / "checkpoints")
+class Trainer:
+    """One finetune run, in phases: ``prepare`` (devices, data, optimizers, EMA), ``resume``
+    (a checkpoint, or a fresh seed), ``run_steps`` (``train_step`` per step, logging,
+    ``checkpoint``, sample grids), ``finish`` (save the folder, or a checkpoint when stopped
+    early). ``run`` calls them in that order."""
+
+    def __init__(self, model: GenerativeModel, data: Any, steps: int, out: Path | None,
+                 opts: FinetuneOptions):
+        self.model, self.data, self.steps, self.out, self.opts = model, data, steps, out, opts
+        self.cfg = hyper_parameters(model, opts)
+        # short runs warm up for at most a tenth of their steps
+        self.warmup_steps = min(int(self.cfg["warmup"]), max(1, steps // 10))
+        self.end = min(steps, opts.stop_after) if opts.stop_after else steps
+        self.rank, self.world, self.local_rank = dist_env()
+        self.is_main = self.rank == 0
+        self.start_step = 0
+        self.last: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
+
+    def run(self) -> FinetuneResult:
+        """All phases in order; the result ``finetune`` returns."""
+        self.prepare()
+        self.resume()
+        self.run_steps()
+        return self.finish()
+
+    # ---- phases -------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """Device (one per rank under torchrun), autocast dtype, data, DDP, optimizers, EMA."""
+        self.distributed = self.world > 1
+        if self.distributed and not torch.distributed.is_initialized():
+            torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        if self.distributed and torch.cuda.is_available():
+            self.dev = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.dev)
+        else:
+            self.dev = resolve_device(self.opts.device or ("cpu" if self.distributed else "auto"))
+        self.model.to(self.dev)
+        self.amp_dtype = resolve_dtype(self.opts.dtype, self.dev)
+        self.batches = Batches(self.model.prepare_data(self.data), int(self.cfg["batch_size"]),
+                               self.opts.seed, self.rank, self.world)
+        self.runner = StageRunner(self.model)
+        self.stages = self.runner.stages
+        self.net: nn.Module = self.runner
+        if self.distributed:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.runner, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
+                find_unused_parameters=len(self.stages) > 1)
+        self.optimizers = {name: make_optimizer(st.params, self.cfg["lr"] * st.lr_scale,
+                                                self.cfg["weight_decay"], self.cfg["betas"],
+                                                self.dev) for name, st in self.stages.items()}
+        # fp16 overflows where bf16 does not: scale the loss so small gradients survive
+        self.scalers = ({name: torch.amp.GradScaler(self.dev.type) for name in self.stages}
+                        if self.amp_dtype == torch.float16 else {})
+        # from pretrained weights the EMA needs no warm-up: they are worth averaging from
+        self.ema = (EMA(self.model.ema_module(), float(self.cfg["ema_decay"]),
+                        warmup=not self.model.pretrained) if self.model.uses_ema else None)
+
+    def resume(self) -> None:
+        """With ``resume``: restore ``out``'s last complete checkpoint (weights, optimizers,
+        EMA, scalers, RNG), so the run continues as if never stopped. Otherwise, or when there
+        is none yet, seed the global RNG (per rank) that families draw training noise from."""
+        ckpt = latest_checkpoint(self.out / "checkpoints") if self.opts.resume else None
         if ckpt is not None:
-            start_step = load_checkpoint(ckpt, model, optimizers, ema, dev)
-    else:
-        torch.manual_seed(seed * 1000 + rank)
+            self.start_step = load_checkpoint(ckpt, self.model, self.optimizers, self.ema,
+                                              self.dev, self.scalers)
+        else:
+            torch.manual_seed(self.opts.seed * 1000 + self.rank)
+        self.writer = MetricsWriter(self.out, self.is_main and self.out is not None,
+                                    self.opts.tensorboard, self.start_step > 0)
 
-    writer = _MetricsWriter(out, is_main and out is not None, tensorboard, resume and start_step > 0)
-    bar = _bar(progress and is_main, steps, start_step)
-    history: list[dict[str, float]] = []
-    last = {}
-    t0 = time.perf_counter()
-    t_log, seen_since_log = t0, 0
-    end = min(steps, stop_after) if stop_after else steps
-    model.train()
-    step = start_step
-    for step in range(start_step, end):
-        for name, opt in optimizers.items():
-            lr_now = lr_at(step, steps, cfg["lr"] * runner.stages[name].lr_scale, warmup_steps,
-                           cfg["min_lr_ratio"])
+    def run_steps(self) -> None:
+        """Steps ``start_step`` to ``end``: train, update the EMA, log every ``log_every``,
+        checkpoint every ``save_every`` and write a sample grid every ``sample_every``."""
+        opts, bar = self.opts, progress_bar(self.opts.progress and self.is_main, self.steps,
+                                            self.start_step)
+        self.t0 = t_log = time.perf_counter()
+        seen = 0
+        self.model.train()
+        for step in range(self.start_step, self.end):
+            lr_now = self.train_step(step)
+            if self.ema is not None:
+                self.ema.update(step)
+            seen += self.batches.bs * self.world * opts.grad_accum
+            done = step + 1
+            if done % opts.log_every == 0 or done == self.end:
+                now = time.perf_counter()
+                row = {"step": done, **self.last, "lr": lr_now,
+                       "samples_per_s": seen / max(now - t_log, 1e-9)}
+                t_log, seen = now, 0
+                self.history.append(row)
+                self.writer.write(row)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
+            bar.update(1)
+            if opts.save_every and done % opts.save_every == 0 and done < self.end:
+                self.checkpoint(done)
+            if self.out is not None and self.is_main and opts.sample_every \
+                    and done % opts.sample_every == 0:
+                self._sample_grid(self.out / "samples" / f"step-{done:07d}")
+        bar.close()
+
+    def train_step(self, step: int) -> float:
+        """One optimizer step of every stage, in order, each over ``grad_accum`` micro-batches
+        (DDP all-reduces only on the last); stops on a non-finite loss. Returns the last
+        stage's learning rate (the one logged)."""
+        accum = self.opts.grad_accum
+        for name, opt in self.optimizers.items():
+            lr_now = lr_at(step, self.steps, self.cfg["lr"] * self.stages[name].lr_scale,
+                           self.warmup_steps, self.cfg["min_lr_ratio"])
             for g in opt.param_groups:
                 g["lr"] = lr_now
-        for name, opt in optimizers.items():
+        for name, opt in self.optimizers.items():
+            scaler = self.scalers.get(name)
             opt.zero_grad(set_to_none=True)
             total = 0.0
-            for micro in range(grad_accum):
-                batch = _to_device(batches(step, micro, grad_accum), dev)
-                sync = nullcontext() if (not distributed or micro == grad_accum - 1) else trainer.no_sync()
-                with sync, _autocast(dev, amp_dtype):
-                    loss = trainer(batch, name)
+            for micro in range(accum):
+                batch = to_device(self.batches(step, micro, accum), self.dev)
+                sync = (self.net.no_sync() if self.distributed and micro < accum - 1
+                        else nullcontext())
+                with sync, autocast(self.dev, self.amp_dtype):
+                    loss = self.net(batch, name)
                 if not torch.isfinite(loss.detach()):
-                    _diverged(step, name, loss, out)
-                (loss / grad_accum).backward()
-                total += float(loss.detach()) / grad_accum
-            if cfg["grad_clip"]:
-                torch.nn.utils.clip_grad_norm_(runner.stages[name].params, cfg["grad_clip"])
-            opt.step()
-            last[f"loss/{name}" if len(optimizers) > 1 else "loss"] = total
-        if ema is not None:
-            ema.update(step)
-        seen_since_log += batches.bs * world * grad_accum
-        done = step + 1
-        if done % log_every == 0 or done == end:
-            now = time.perf_counter()
-            row = {"step": done, **last, "lr": lr_now,
-                   "samples_per_s": seen_since_log / max(now - t_log, 1e-9)}
-            t_log, seen_since_log = now, 0
-            history.append(row)
-            writer.write(row)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
-        bar.update(1)
-        if out is not None and is_main and save_every and done % save_every == 0 and done < end:
-            save_checkpoint(out / "checkpoints", done, model, optimizers, ema, cfg)
-        if out is not None and is_main and sample_every and done % sample_every == 0:
-            _sample_grid(model, ema, out / "samples" / f"step-{done:07d}")
-    bar.close()
-    seconds = time.perf_counter() - t0
-    stopped = end < steps
-    folder = None
-    if out is not None and is_main:
+                    self._diverged(step, name, loss)
+                scaled = loss / accum
+                (scaler.scale(scaled) if scaler else scaled).backward()
+                total += float(loss.detach()) / accum
+            if scaler:
+                scaler.unscale_(opt)  # clip the true gradients
+            if self.cfg["grad_clip"]:
+                torch.nn.utils.clip_grad_norm_(self.stages[name].params, self.cfg["grad_clip"])
+            if scaler:
+                scaler.step(opt)  # skipped when the scaled gradients overflowed
+                scaler.update()
+            else:
+                opt.step()
+            self.last[f"loss/{name}" if len(self.optimizers) > 1 else "loss"] = total
+        return lr_now
+
+    def checkpoint(self, step: int) -> None:
+        """Write the full training state at ``step`` into ``out``/checkpoints (rank 0)."""
+        if self.out is not None and self.is_main:
+            save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizers,
+                            self.ema, self.cfg, self.scalers)
+
+    def finish(self) -> FinetuneResult:
+        """Stopped early: a checkpoint to resume from. Done: the EMA weights into the model
+        and, with ``out``, a ``save_pretrained`` folder there. Then close and sync ranks."""
+        seconds = time.perf_counter() - self.t0
+        stopped = self.end < self.steps
+        folder = None
         if stopped:
-            save_checkpoint(out / "checkpoints", end, model, optimizers, ema, cfg)
+            self.checkpoint(self.end)
         else:
-            if ema is not None:
-                ema.copy_to(model.ema_module())
-            folder = model.save_pretrained(out, card={"summary": f"Finetuned for {steps} steps "
-                                                      f"with genzoo.", "metrics": last},
-                                           dtype=save_dtype)
-            writer.write({"step": steps, "event": "saved", "folder": str(out)})
-    elif not stopped and ema is not None:
-        ema.copy_to(model.ema_module())
-    writer.close()
-    if distributed:
-        torch.distributed.barrier()
-    model.eval()
-    return FinetuneResult(folder, dict(last), end, seconds, stopped, history)
+            if self.ema is not None:
+                self.ema.copy_to(self.model.ema_module())
+            if self.out is not None and self.is_main:
+                card = {"summary": f"Finetuned for {self.steps} steps with genzoo.",
+                        "metrics": self.last}
+                folder = self.model.save_pretrained(self.out, card=card,
+                                                    dtype=self.opts.save_dtype)
+                self.writer.write({"step": self.steps, "event": "saved", "folder": str(self.out)})
+        self.writer.close()
+        if self.distributed:
+            torch.distributed.barrier()
+        self.model.eval()
+        return FinetuneResult(folder, dict(self.last), self.end, seconds, stopped, self.history)
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _diverged(self, step: int, stage: str, loss: torch.Tensor) -> None:
+        ckpt = latest_checkpoint(self.out / "checkpoints") if self.out is not None else None
+        kept = f"; the last good checkpoint is {ckpt}" if ckpt else ""
+        raise TrainingDivergedError(f"the {stage} loss became {float(loss.detach())} at step "
+                                    f"{step + 1}{kept}; lower --lr or check the data for NaN/Inf "
+                                    "values")
+
+    def _sample_grid(self, path: Path) -> None:
+        """Write a 16-sample grid (or texts) with the EMA weights, then restore the live ones."""
+        module = self.model.ema_module()
+        backup = self.ema.copy_to(module) if self.ema is not None else None
+        try:
+            samples = self.model.sample(16, seed=0)
+            samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
+        finally:
+            if backup is not None:
+                EMA.restore(module, backup)
+            self.model.train()
 
 
-def _precision(precision: str, dev: torch.device):
-    if precision == "auto":
-        return torch.bfloat16 if dev.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    if precision in ("fp32", "32", "float32"):
-        return None
-    if precision in ("bf16", "bfloat16"):
-        return torch.bfloat16
-    raise OptionError(f"unknown precision {precision!r}: use auto, fp32 or bf16")
-
-
-def _autocast(dev, dtype):
-    return torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def _diverged(step, stage, loss, out):
-    ckpt = latest_checkpoint(out / "checkpoints") if out is not None else None
-    kept = f"; the last good checkpoint is {ckpt}" if ckpt else ""
-    raise TrainingDivergedError(f"the {stage} loss became {float(loss)} at step {step + 1}{kept}; "
-                                "lower --lr or check the data for NaN/Inf values")
-
-
-def _sample_grid(model, ema, path: Path) -> None:
-    """Write a 16-sample grid (or texts) with the EMA weights, then restore the live weights."""
-    backup = ema.copy_to(model.ema_module()) if ema is not None else None
-    try:
-        samples = model.sample(16, seed=0)
-        samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
-    finally:
-        if backup is not None:
-            state = model.ema_module().state_dict()
-            with torch.no_grad():
-                for k, v in backup.items():
-                    state[k].copy_(v)
-        model.train()
-
-
-class _MetricsWriter:
-    """metrics.jsonl (appended, rank 0 only) and, when asked and installed, TensorBoard."""
-
-    def __init__(self, out: Path | None, enabled: bool, tensorboard: bool, append: bool):
-        self.f = self.tb = None
-        if not enabled:
-            return
-        out.mkdir(parents=True, exist_ok=True)
-        self.f = open(out / "metrics.jsonl", "a" if append else "w")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as e:
-                raise OptionError("--tensorboard needs the tensorboard package: "
-                                  "pip install tensorboard") from e
-            self.tb = SummaryWriter(str(out / "tensorboard"))
-
-    def write(self, row: dict) -> None:
-        if self.f is None:
-            return
-        self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
-        if self.tb is not None and "step" in row:
-            for k, v in row.items():
-                if k != "step" and isinstance(v, (int, float)):
-                    self.tb.add_scalar(k, v, row["step"])
-
-    def close(self) -> None:
-        if self.f is not None:
-            self.f.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def _bar(enabled: bool, total: int, initial: int):
-    if not enabled:
-        class _Null:
-            def update(self, k): pass
-            def set_postfix(self, d): pass
-            def close(self): pass
-        return _Null()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc="finetune", unit="step", dynamic_ncols=True)
+__all__ = ["finetune", "Trainer", "FinetuneOptions", "FinetuneResult", "DEFAULTS",
+           "FINETUNE_LR_SCALE", "EMA", "lr_at", "hyper_parameters"]

@@ -60,27 +60,43 @@ def import_graph() -> dict[str, dict[str, bool]]:
     return {p.stem: imports_of(p) for p in sorted(PACKAGE.glob("*.py"))}
 
 
-def find_cycle(graph: dict[str, dict[str, bool]]) -> list[str] | None:
-    """One import cycle as ``[a, b, ..., a]``, or None (depth-first search, three colours)."""
-    state: dict[str, int] = {}  # 1: on the current path, 2: done
-    path: list[str] = []
+def find_cycles(graph: dict[str, dict[str, bool]]) -> set[frozenset[str]]:
+    """The modules of each import cycle: the strongly connected components of more than one
+    module (Tarjan's algorithm; genzoo is small enough for recursion)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: set[frozenset[str]] = set()
 
-    def dfs(node: str) -> list[str] | None:
-        state[node] = 1
-        path.append(node)
-        for nxt in sorted(graph.get(node, {})):
-            if state.get(nxt) == 1:
-                return path[path.index(nxt):] + [nxt]
-            if nxt not in state and (cycle := dfs(nxt)):
-                return cycle
-        path.pop()
-        state[node] = 2
-        return None
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for nxt in graph.get(node, {}):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = set()
+            while True:
+                member = stack.pop()
+                component.add(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.add(frozenset(component))
 
     for start in sorted(graph):
-        if start not in state and (cycle := dfs(start)):
-            return cycle
-    return None
+        if start not in index:
+            visit(start)
+    return found
+
+
+#: Cycles known and not yet removed (both imports are inside functions): registry builds the
+#: catalog from the plugin manager; the manager's ``check`` builds a registry to report card
+#: conflicts. Each entry must still exist: delete it when its cycle is gone.
+KNOWN_CYCLES = {frozenset({"plugins", "registry"})}
 
 
 def test_the_parser_sees_every_kind_of_import(tmp_path):
@@ -92,8 +108,9 @@ def test_the_parser_sees_every_kind_of_import(tmp_path):
                      "class A:\n    from .samples import Samples\n"
                      "def f():\n    from genzoo.registry import get_registry\n")
     assert imports_of(probe) == {"errors": True, "hub": True, "samples": True, "registry": False}
-    assert find_cycle({"a": {"b": False}, "b": {"c": True}, "c": {"a": True}}) == ["a", "b", "c", "a"]
-    assert find_cycle({"a": {"b": True}, "b": {}}) is None
+    assert find_cycles({"a": {"b": False}, "b": {"c": True}, "c": {"a": True}, "d": {"a": True}}
+                       ) == {frozenset("abc")}
+    assert find_cycles({"a": {"b": True}, "b": {}}) == set()
 
 
 @pytest.mark.parametrize("module, forbidden", [
@@ -109,5 +126,8 @@ def test_a_lower_module_never_imports_a_higher_one(module, forbidden):
 
 
 def test_the_package_has_no_import_cycle():
-    cycle = find_cycle(import_graph())
-    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+    cycles = find_cycles(import_graph())
+    new = [" <-> ".join(sorted(c)) for c in cycles - KNOWN_CYCLES]
+    assert not new, f"import cycle(s): {'; '.join(new)}"
+    gone = [" <-> ".join(sorted(c)) for c in KNOWN_CYCLES - cycles]
+    assert not gone, f"cycle(s) removed: delete them from KNOWN_CYCLES: {'; '.join(gone)}"

@@ -149,8 +149,79 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         finetune(_fresh(), tiny_data(), steps=0, progress=False)
     with pytest.raises(OptionError, match="--resume needs --out"):
         finetune(_fresh(), tiny_data(), steps=2, resume=True, progress=False)
-    with pytest.raises(OptionError, match="unknown precision"):
+    with pytest.raises(OptionError, match="grad_accum must be at least 1"):
+        finetune(_fresh(), tiny_data(), steps=2, grad_accum=0, progress=False)
+    with pytest.raises(OptionError, match=r"unknown finetune option\(s\) learning_rate: use "):
+        finetune(_fresh(), tiny_data(), steps=2, learning_rate=0.1, progress=False)
+    for bad in ("fp8", "half", 16):
+        with pytest.raises(OptionError, match=f"unknown dtype {bad!r}: use auto, fp32, bf16 or "
+                                              "fp16$"):
+            finetune(_fresh(), tiny_data(), steps=2, dtype=bad, progress=False)
+    with pytest.warns(DeprecationWarning, match="use dtype="), \
+            pytest.raises(OptionError, match="unknown dtype 'fp8'"):
         finetune(_fresh(), tiny_data(), steps=2, precision="fp8", progress=False)
+    with pytest.warns(DeprecationWarning), pytest.raises(OptionError, match="disagree"):
+        finetune(_fresh(), tiny_data(), steps=2, precision="bf16", dtype="fp32", progress=False)
+
+
+def test_the_dtype_vocabulary():
+    from genzoo.devices import DTYPES, check_dtype, resolve_dtype
+    assert DTYPES == ("auto", "fp32", "bf16", "fp16")
+    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "BF16": "bf16",
+               None: "auto", **{d: d for d in DTYPES}}
+    assert {k: check_dtype(k) for k in aliases} == aliases
+    for bad in ("fp8", "", "32", "int8"):
+        with pytest.raises(OptionError) as err:
+            check_dtype(bad)
+        assert str(err.value) == f"unknown dtype {bad!r}: use auto, fp32, bf16 or fp16"
+    cpu = torch.device("cpu")
+    assert [resolve_dtype(d, cpu) for d in ("auto", "fp32", "bf16", "fp16", "float16")] == \
+        [None, None, torch.bfloat16, torch.float16, torch.float16]
+    assert resolve_dtype(torch.float32, cpu) is None and resolve_dtype(torch.bfloat16, cpu) == \
+        torch.bfloat16
+    # the CLI validates --dtype before the heavy imports: genzoo.devices is torch-free
+    code = "import sys, genzoo.devices; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def _trained(steps=4, **options):
+    model = _fresh()
+    torch.manual_seed(0)
+    finetune(model, tiny_data(), steps=steps, progress=False, **options)
+    return model.state_dict()
+
+
+def test_dtype_drives_autocast_and_precision_is_its_deprecated_alias():
+    fp32, bf16 = _trained(dtype="fp32"), _trained(dtype="bfloat16")
+    assert any(not torch.equal(fp32[k], bf16[k]) for k in fp32)  # bf16 matmuls round
+    assert all(torch.equal(a, b) for a, b in zip(fp32.values(), _trained(dtype="auto").values()))
+    with pytest.warns(DeprecationWarning, match=r"precision=\.\.\.\) is deprecated"):
+        old = _trained(precision="bf16")
+    assert all(torch.equal(old[k], bf16[k]) for k in bf16)
+
+
+def test_fp16_scales_the_loss_and_resumes_exactly(tmp_path):
+    whole = _trained(steps=6, dtype="fp16")
+    assert all(torch.isfinite(v).all() for v in whole.values())
+    model = _fresh()
+    result = finetune(model, tiny_data(), steps=6, out=tmp_path, dtype="fp16", stop_after=3,
+                      progress=False)
+    assert result.stopped_early and result.steps == 3
+    meta = json.loads((latest_checkpoint(tmp_path / "checkpoints") / "state.json").read_text())
+    assert meta["scalers"]["model"]["scale"] == 2.0 ** 16  # the GradScaler's state is kept
+    torch.manual_seed(123)  # resume restores the RNG: this draw must not matter
+    finetune(model, tiny_data(), steps=6, out=tmp_path, dtype="fp16", resume=True,
+             progress=False)
+    for k, v in _weights(tmp_path).items():
+        assert torch.allclose(v, whole[k], atol=1e-6), k
+
+
+def test_resume_without_a_checkpoint_starts_like_a_fresh_run(tmp_path):
+    fresh = _trained(steps=3, seed=5)
+    torch.manual_seed(99)  # an unseeded start would differ
+    model = _fresh()
+    finetune(model, tiny_data(), steps=3, out=tmp_path, resume=True, seed=5, progress=False)
+    assert all(torch.equal(v, fresh[k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.slow
@@ -187,3 +258,21 @@ def test_a_loaded_model_finetunes_gently_from_its_weights(tmp_path):
     # no EMA warm-up from pretrained weights: 3 steps at decay 0.9 keep most of the start
     moved = max(float((loaded.state_dict()[k] - before[k]).abs().max()) for k in before)
     assert 0 < moved < 0.05
+
+
+def test_every_finetune_keyword_is_documented_with_its_default():
+    import dataclasses
+    import inspect
+    import re
+    from genzoo.train import FinetuneOptions
+    guide = (TESTS.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = guide.split("## Training: the one engine", 1)[1].split("\n## ", 1)[0]
+    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.M))
+    keywords = [p for p in inspect.signature(finetune).parameters if p not in ("model", "data",
+                                                                              "options")]
+    for f in [*keywords, *(f.name for f in dataclasses.fields(FinetuneOptions)), "precision"]:
+        assert f in rows, f"document finetune's `{f}` in the Training section's table"
+    for f in dataclasses.fields(FinetuneOptions):  # a plain default is written as the code has it
+        if f.default is not None and not isinstance(f.default, str):
+            assert rows[f.name].strip() == str(f.default), f"`{f.name}`: default {f.default}"
+    assert set(rows) - {*keywords, "precision"} == {f.name for f in dataclasses.fields(FinetuneOptions)}
