@@ -15,8 +15,7 @@ from conftest import write_catalog, write_tiny_model
 from genzoo import __version__
 from genzoo.cli import cli
 
-FIRST_PARTY = {"diffusion-mnist", "gan-mnist", "gpt2", "mnist-features", "textlm-shakespeare",
-               "vae-mnist"}
+FIRST_PARTY = {"diffusion-mnist", "gan-mnist", "gpt2", "textlm-shakespeare", "vae-mnist"}
 
 
 def run(*args: str, input: str | None = None):
@@ -33,21 +32,22 @@ def test_list_table_and_json(with_broken):
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "FAMILY", "PARAMS", "SIZE", "SOURCE", "STATUS"]
-    assert {line.split()[0] for line in lines[1:]} == FIRST_PARTY | {"tiny-bundled"}
-    assert any("vae-mnist" in l and "pip install genzoo-vae" in l for l in lines)
+    # Only fake plugins: the first-party cards came with their plugins; gpt2 is genzoo's own.
+    assert {line.split()[0] for line in lines[1:]} == {"gpt2", "tiny-bundled"}
+    assert any(l.startswith("gpt2 ") and "pip install genzoo-textlm" in l for l in lines)
     assert any(l.startswith("gpt2 ") and "124.4M" in l for l in lines)
     assert any(l.startswith("tiny-bundled") and l.endswith("ready") for l in lines)
     data = json.loads(run("list", "--json").stdout)
     by_name = {d["name"]: d for d in data}
-    assert by_name["diffusion-mnist"]["status"].startswith("plugin missing: pip install genzoo-diffusion")
+    assert by_name["gpt2"]["status"].startswith("plugin missing: pip install genzoo-textlm")
     assert by_name["tiny-bundled"]["plugin_installed"] is True
     assert by_name["gpt2"]["install"] == "pip install genzoo-textlm"
 
 
 def test_list_filters(with_broken):
     names = lambda *a: [d["name"] for d in json.loads(run("list", "--json", *a).stdout)]  # noqa
-    assert names("*-mnist") == ["diffusion-mnist", "gan-mnist", "vae-mnist"]
-    assert names("--family", "textlm") == ["gpt2", "textlm-shakespeare"]
+    assert names("*-bundled") == ["tiny-bundled"]
+    assert names("--family", "textlm") == ["gpt2"]
     result = run("list", "nomatch")
     assert result.exit_code == 0 and "no models match 'nomatch'" in result.stderr
 
@@ -73,12 +73,12 @@ def test_info(with_broken):
 
 
 def test_unknown_name_is_one_line_exit_1(with_broken):
-    result = run("info", "difusion-mnist")
+    result = run("info", "tiny-bundeld")
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        "Error: unknown model 'difusion-mnist'; did you mean: diffusion-mnist? "
+        "Error: unknown model 'tiny-bundeld'; did you mean: tiny-bundled? "
         "(`genzoo list` shows all models)"]
-    debug = run("--debug", "info", "difusion-mnist")
+    debug = run("--debug", "info", "tiny-bundeld")
     assert debug.exit_code == 1 and "Traceback" in debug.stderr
     assert "UnknownModelError" in debug.stderr
 
