@@ -112,8 +112,10 @@ def model_status(card: ModelCard) -> dict[str, Any]:
         status = "ready" if src.kind == "hf" or card.files else "ready (no digests)"
     else:
         status = "not downloaded"
-    return {"plugin_installed": installed,
-            "plugin": archs[card.arch].plugin if installed else None,
+    arch_plugin = archs[card.arch].plugin if installed else None
+    # "plugin": the plugin that shipped the card, else the one whose architecture loads it.
+    return {"plugin_installed": installed, "plugin": card.plugin or arch_plugin,
+            "arch_plugin": arch_plugin,
             "install": None if installed else f"pip install {card.package}",
             "downloaded": folder is not None, "bundled": src.kind == "pkg",
             "path": str(folder) if folder is not None else None, "status": status}

@@ -230,3 +230,14 @@ def test_recipes_bundle_into_the_cards_own_catalog(fake_plugins, tmp_path, monke
     assert written.params == 5 and written.size > 0
     assert (ROOT / "registry.yaml").read_text() == packaged_before
     sys.modules.pop("bundle", None)
+
+
+def test_info_names_the_plugin_that_shipped_the_card(plugin_site):
+    """A card from one plugin whose architecture another plugin provides: `info` names the
+    card's plugin as its origin and the architecture's separately."""
+    from genzoo.api import model_info
+    plugin_site("fakeshadow")
+    info = model_info("shadow-own")
+    assert (info["plugin"], info["arch_plugin"]) == ("fakeshadow", "gan")
+    assert info["origin"].startswith("plugin 'fakeshadow' (") and info["catalog"].endswith(
+        "fakeshadow/cards.yaml")
