@@ -48,6 +48,7 @@ class EMA:
 
     @torch.no_grad()
     def update(self, step: int) -> None:
+        """Move the averages toward the module's weights after step ``step``."""
         d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
         state = self.module.state_dict()
         keys = list(self.shadow)
@@ -162,6 +163,7 @@ class MetricsWriter:
             self.tb = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, row: dict) -> None:
+        """Append ``row`` as one JSON line (and its numbers to TensorBoard)."""
         if self.f is None:
             return
         self.f.write(json.dumps(row) + "\n")
@@ -172,6 +174,7 @@ class MetricsWriter:
                     self.tb.add_scalar(k, v, row["step"])
 
     def close(self) -> None:
+        """Close the file and the TensorBoard writer."""
         if self.f is not None:
             self.f.close()
         if self.tb is not None:
