@@ -206,7 +206,8 @@ class Trainer:
     def resume(self) -> None:
         """With ``resume``: restore ``out``'s last complete checkpoint (weights, optimizers,
         EMA, scalers, RNG), so the run continues as if never stopped. Otherwise, or when there
-        is none yet, seed the global RNG (per rank) that families draw training noise from."""
+        is none yet, seed the global RNG (per rank) that families draw training noise from.
+        Then open metrics.jsonl: appended to when resumed, else started afresh."""
         ckpt = latest_checkpoint(self.out / "checkpoints") if self.opts.resume else None
         if ckpt is not None:
             self.start_step = load_checkpoint(ckpt, self.model, self.optimizers, self.ema,
