@@ -119,28 +119,69 @@ def _changed(value: Any) -> Any:
     return None
 
 
-def _same_model(a: GenerativeModel, b: GenerativeModel) -> bool:
+def _same_model(a: GenerativeModel, b: GenerativeModel, batch: Any = None) -> bool:
     """Whether two models built at the same seed are indistinguishable: tensor names,
-    shapes and values, module repr, and samples at the same seed."""
+    shapes and values, module repr, training stages (learning-rate scales, and each stage's
+    loss on ``batch`` in training mode at the same seed, where dropout acts) and samples
+    at the same seed."""
     sa, sb = a.state_dict(), b.state_dict()
     if sa.keys() != sb.keys() or repr(a) != repr(b):
         return False
     if any(sa[k].shape != sb[k].shape or not torch.equal(sa[k], sb[k]) for k in sa):
         return False
     try:
-        xa, xb = a.sample(2, seed=0), b.sample(2, seed=0)
-    except Exception:  # noqa: BLE001 - a variant that cannot sample was changed by the value
+        if _training_signature(a, batch) != _training_signature(b, batch):
+            return False
+        # a value may act only under a non-default choice (a scheduler setting that one
+        # sampler reads): sample under each declared choice too, stopping at the first change
+        for options in [{}, *_choice_options(a)]:
+            if not _same_samples(a.sample(2, seed=0, **options), b.sample(2, seed=0, **options)):
+                return False
+    except Exception:  # noqa: BLE001 - a variant that cannot train or sample was changed
         return False
+    return True
+
+
+def _same_samples(xa, xb) -> bool:
     if xa.kind == "text":
         return list(xa.texts) == list(xb.texts)
     return xa.images.shape == xb.images.shape and torch.equal(xa.images, xb.images)
 
 
-def check_config_drives_model(arch: str, config: dict[str, Any], inert=()) -> None:
+def _choice_options(model: GenerativeModel) -> list[dict[str, Any]]:
+    """One ``{name: choice}`` per non-default choice of each declared, non-condition option."""
+    schema, declared = option_schema(model)
+    if not declared:
+        return []
+    return [{name: choice} for name, opt in schema.items()
+            if opt.choices and not getattr(opt, "condition", False)
+            for choice in opt.choices if choice != opt.default]
+
+
+def _training_signature(model: GenerativeModel, batch: Any) -> list:
+    stages = model.train_stages()
+    sig: list = [(name, st.lr_scale, len(st.params)) for name, st in stages.items()]
+    if batch is None:
+        return sig
+    model.train()
+    with torch.no_grad():
+        for name, st in stages.items():
+            torch.manual_seed(0)
+            sig.append((name, float(st.loss(batch))))  # exact: any change in the maths shows
+    model.eval()
+    return sig
+
+
+def check_config_drives_model(arch: str, config: dict[str, Any], inert=(), data: Any = None) -> None:
     """Changing any one int, float, bool or int-list value of the (full) config changes the
     built model, or makes construction raise (the value is validated, so it is read). Keys
-    in ``inert`` (dotted for nested ones) are exempt."""
+    in ``inert`` (dotted for nested ones) are exempt. With ``data`` (what finetune takes),
+    a value that changes only training (dropout, a stage's learning-rate scale) counts too."""
     base = make_model(arch, config)
+    batch = None
+    if data is not None:
+        dataset = base.prepare_data(data)
+        batch = dataset[torch.arange(min(8, len(dataset)))]
     full = {k: v for k, v in base.config.items() if k != "genzoo"}
     ignored = []
     for path, changed in config_variants(full):
@@ -150,9 +191,10 @@ def check_config_drives_model(arch: str, config: dict[str, Any], inert=()) -> No
             variant = make_model(arch, changed)
         except Exception:  # noqa: BLE001 - refusing the value shows that it is read
             continue
-        if _same_model(base, variant):
+        if _same_model(base, variant, batch):
             ignored.append(path)
     assert not ignored, (
         f"config value(s) {', '.join(ignored)} do not change the built model (changed one at "
-        "a time, the model's tensors, repr and samples stay the same): build from them, "
-        "validate them, or list them in the Conformance class's config_inert with a reason")
+        "a time, the model's tensors, repr, training losses and samples stay the same): build "
+        "from them, validate them, or list them in the Conformance class's config_inert with "
+        "a reason")

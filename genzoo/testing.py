@@ -193,12 +193,15 @@ class Conformance:
         from genzoo import _conformance_config as cc
         cc.check_option_values(self.make_model())
 
-    def test_config_drives_the_model(self):
+    def test_config_drives_the_model(self, tmp_path):
         """Changing any int, float, bool or int-list config value changes the built model
-        (tensors, repr or samples), or is refused; ``config_inert`` lists exemptions."""
+        (tensors, repr, training losses or samples), or is refused; ``config_inert`` lists
+        exemptions."""
         from genzoo import _conformance_config as cc
+        model = self.make_model()
         cc.check_config_drives_model(self._arch(), dict(type(self).config or {}),
-                                     inert=tuple(self.config_inert))
+                                     inert=tuple(self.config_inert),
+                                     data=self.make_data(model, tmp_path))
 
     def test_bundled_cards_load(self):
         """Every card of this arch whose weights are bundled or local loads and samples."""
