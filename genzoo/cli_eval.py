@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from .cli_model import ModelCommand
+from .cli_options import ModelCommand, model_options
 from .errors import OptionError
 
 #: Bookkeeping in an evaluation result, never written to a card: who was measured, how long
@@ -147,7 +147,6 @@ def eval_command(ctx, name_or_path, n, data, feature, seed, batch_size, device, 
         result = real_floor(feature=feature, data=name_or_path, reference=data or "mnist:ref")
     else:
         from .api import load
-        from .cli_model import model_options
         if write_card:
             card_target(name_or_path)  # refuse an unwritable card before measuring
         model = load(name_or_path, device=device, dtype=dtype)

@@ -13,48 +13,12 @@ from pathlib import Path
 
 import click
 
+from .cli_options import ModelCommand, model_options
 from .errors import OptionError
 
 
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
-
-
-def model_options(model, flags: list[str], pairs: tuple[str, ...]) -> dict:
-    """The sampling options of one command line, typed by the model's own schema: its flags
-    (``--steps 20``, read from what click left over) and ``-O KEY=VALUE`` pairs."""
-    from .options import parse_flags, parse_key_values, validate
-    schema = model.options()
-    owner = model.name_or_path or model.arch
-    return {**parse_flags(flags, schema, owner),
-            **validate(schema, parse_key_values(pairs), owner, as_text=True)}
-
-
-class ModelCommand(click.Command):
-    """A command whose first argument names a model: its help also lists that model's own
-    sampling options (``genzoo sample diffusion-mnist --help``), which click cannot know."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["genzoo_args"] = list(args)  # before --help exits, so help can name the model
-        return super().parse_args(ctx, args)
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        super().format_help(ctx, formatter)
-        name = next((a for a in ctx.meta.get("genzoo_args", []) if not a.startswith("-")), None)
-        if name is None:
-            return
-        from .api import model_info
-        from .errors import GenzooError
-        try:
-            options = model_info(name).get("options") or []
-        except GenzooError:
-            return  # an unknown name: the plain help is still right
-        own = {flag for param in self.params for flag in getattr(param, "opts", [])}
-        rows = [(f"{o['flag']} {o['type'].upper()}", f"{o['help']} [default: {o['default']}]")
-                for o in options if o["flag"] not in own]
-        if rows:
-            with formatter.section(f"Options of {name} (or -O KEY=VALUE)"):
-                formatter.write_dl(rows)
 
 
 @click.command("sample", cls=ModelCommand,
@@ -85,40 +49,59 @@ def sample_command(ctx, model_name, n, seed, out, options, batch_size, device, d
     `-O KEY=VALUE`; `genzoo info NAME` lists them with their types, ranges and defaults.
     """
     from .api import load
+    from .writers import open_writer
     t0 = time.perf_counter()
     model = load(model_name, device=device, dtype=dtype, revision=revision)
     opts = model_options(model, ctx.args, options)
     if n is None:
         n = 1 if model.modality == "text" else 16
+    if out is None and model.modality != "text":
+        out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
     streaming = model.modality == "text" and n == 1 and out is None and not as_json
     if streaming and "stream" in model.options():
         opts["stream"] = lambda piece: click.echo(piece, nl=False)
-    samples = model.sample(n, seed=seed, batch_size=batch_size,
-                           progress=sys.stderr.isatty() and not as_json, **opts)
+    writer = open_writer(out, n, model.modality) if out is not None else None  # fails early
+    texts: list[str] = []
+    meta: dict = {}
+    try:
+        for batch in model.iter_samples(n, seed=seed, batch_size=batch_size,
+                                        progress=sys.stderr.isatty() and not as_json, **opts):
+            meta = {k: v for k, v in batch.meta.items() if k != "start"}
+            if writer is not None:
+                writer.write(batch)
+            if batch.kind == "text" and (as_json or writer is None):
+                _show_texts(batch, n, streamed="stream" in opts, keep=texts if as_json else None)
+        written = [str(p) for p in writer.close()] if writer is not None else []
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     seconds = time.perf_counter() - t0
-    written = []
-    if out is None and samples.kind == "image":
-        out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
-    if out is not None:
-        written = [str(p) for p in samples.save(out)]
     if as_json:
-        payload = {"model": model_name, "n": len(samples), "seed": seed, "seconds": seconds,
-                   "written": written, "meta": samples.meta}
-        if samples.kind == "text":
-            payload["texts"] = samples.texts
+        payload = {"model": model_name, "n": n, "seed": seed, "seconds": seconds,
+                   "written": written, "meta": meta}
+        if model.modality == "text":
+            payload["texts"] = texts
         _echo_json(payload)
         return
-    if samples.kind == "text" and out is None:
-        if "stream" in opts:
-            click.echo()
-        else:
-            for i, text in enumerate(samples.texts):
-                if n > 1:
-                    click.secho(f"--- sample {i} ---", fg="cyan")
-                click.echo(text)
+    if "stream" in opts:
+        click.echo()
     where = written[0] if len(written) == 1 else f"{len(written)} files in {out}" if written else ""
-    click.echo(f"{len(samples)} samples from {model_name} in {seconds:.2f} s"
-               + (f" -> {where}" if where else ""), err=samples.kind == "text")
+    click.echo(f"{n} samples from {model_name} in {seconds:.2f} s"
+               + (f" -> {where}" if where else ""), err=model.modality == "text")
+
+
+def _show_texts(batch, n: int, streamed: bool, keep: list[str] | None) -> None:
+    """Print a batch of texts as it arrives (headed by its index when n > 1), or keep them
+    for the JSON summary; a streamed text was printed piece by piece already."""
+    start = int(batch.meta.get("start", 0))
+    for i, text in enumerate(batch.texts):
+        if keep is not None:
+            keep.append(text)
+        elif not streamed:
+            if n > 1:
+                click.secho(f"--- sample {start + i} ---", fg="cyan")
+            click.echo(text)
 
 
 @click.command("finetune")

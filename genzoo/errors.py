@@ -53,3 +53,11 @@ class OptionError(GenzooError, ValueError):
 
 class TrainingDivergedError(GenzooError):
     """The loss became NaN or Inf; the last good checkpoint was kept."""
+
+
+class OutputError(GenzooError):
+    """An output (samples, a finetune folder, a card) cannot be written where it was asked."""
+
+
+class SampleError(GenzooError):
+    """A model produced unusable samples (NaN or Inf); nothing was written."""

@@ -19,17 +19,17 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from .devices import resolve_device, resolve_dtype  # re-exported: genzoo.model API
-from .errors import OptionError, WeightsError
+from .errors import OptionError, SampleError, WeightsError
 from .options import Option, build_schema, validate
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
-from .seeding import sample_generators
+from .seeding import check_seed, sample_generators
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -162,34 +162,59 @@ class GenerativeModel(nn.Module):
             return torch.autocast(self.device.type, enabled=False)
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    @torch.inference_mode()
     def sample(self, n: int = 16, seed: int = 0, batch_size: int | None = None,
                progress: bool | Callable[[int], None] = False, **options) -> Samples:
         """Draw ``n`` samples. Sample i depends only on ``(seed, i)``: the first k of
         ``sample(n, seed=s)`` equal ``sample(k, seed=s)`` whatever ``batch_size``."""
-        if not isinstance(n, int) or n < 1:
+        parts = list(self.iter_samples(n, seed, batch_size, progress, **options))
+        meta = {k: v for k, v in parts[0].meta.items() if k != "start"}
+        if self.modality == "text":
+            return Samples(texts=[t for p in parts for t in p.texts], meta=meta)
+        return Samples(images=torch.cat([p.images for p in parts]), meta=meta)
+
+    def iter_samples(self, n: int, seed: int = 0, batch_size: int | None = None,
+                     progress: bool | Callable[[int], None] = False,
+                     **options) -> Iterator[Samples]:
+        """``sample`` batch by batch: each ``Samples`` holds the next ``batch_size`` samples
+        (``meta["start"]`` is the index of its first), made from generators created for that
+        batch alone, so memory stays bounded whatever ``n`` is. Images holding NaN or Inf
+        raise ``SampleError`` before anything is handed on."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise OptionError(f"n must be a positive integer, got {n!r}")
+        check_seed(seed)
         opts = self.check_options(options)
-        batch_size = batch_size or int(self.sample_defaults.get("batch_size", 0) or 0) or 64
+        batch_size = batch_size or int(opts.pop("batch_size", 0) or 0) or 64
         opts.pop("batch_size", None)
-        self.eval()
-        gens = sample_generators(seed, n)
-        parts: list[Any] = []
-        bar = _progress(progress, n, f"sampling {self.name_or_path or self.arch}")
-        for start in range(0, n, batch_size):
-            chunk = gens[start:start + batch_size]
-            with self.autocast():
-                out = self.generate(chunk, **opts)
-            parts.append(out)
-            bar(len(chunk))
-        bar(0, close=True)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
+        hooks = {name for name, o in self.options().items() if o.type == "callable"}
         meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
                 "revision": self.revision, "seed": seed,
-                **{k: v for k, v in opts.items() if _json_value(v)}}
+                **{k: v for k, v in opts.items() if k not in hooks and _json_value(v)}}
+        self.eval()
+        bar = _progress(progress, n, f"sampling {self.name_or_path or self.arch}")
+        try:
+            for start in range(0, n, batch_size):
+                chunk = sample_generators(seed, min(batch_size, n - start), start=start)
+                with torch.inference_mode(), self.autocast():
+                    out = self.generate(chunk, **opts)
+                bar(len(chunk))
+                yield self._batch(out, {**meta, "start": start}, start)
+        finally:
+            bar(0, close=True)
+
+    def _batch(self, out: Any, meta: dict[str, Any], start: int) -> Samples:
+        """One batch of ``generate``'s output as ``Samples``: texts as they are, images as
+        float32 on the CPU clamped to [0, 1], after refusing NaN or Inf."""
         if self.modality == "text":
-            return Samples(texts=[t for p in parts for t in p], meta=meta)
-        images = torch.cat([p.float().clamp(0, 1).cpu() for p in parts])
-        return Samples(images=images, meta=meta)
+            return Samples(texts=list(out), meta=meta)
+        images = out.float().cpu()
+        if not torch.isfinite(images).all():
+            bad = start + int((~torch.isfinite(images)).flatten(1).any(1).nonzero()[0])
+            raise SampleError(f"{self.name_or_path or self.arch}: sample {bad} holds NaN or Inf "
+                              "values; nothing was written (corrupt weights or an extreme "
+                              "option: try the defaults, or re-download the model)")
+        return Samples(images=images.clamp(0, 1), meta=meta)
 
     def finetune(self, data: Any, steps: int = 1000, out: str | os.PathLike | None = None,
                  **options):
@@ -266,6 +291,10 @@ class GenerativeModel(nn.Module):
             if own[k].shape != v.shape:
                 raise WeightsError(f"{path}: tensor {k} has shape {tuple(v.shape)}, the config "
                                    f"expects {tuple(own[k].shape)}")
+            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+                # NaN weights would give black images or NaN arrays with exit 0
+                raise WeightsError(f"{path}: tensor {k} holds NaN or Inf values; the weights are "
+                                   "corrupt: re-download the model or re-save it from a good run")
         with torch.no_grad():
             for k, v in state.items():
                 target = own[k]

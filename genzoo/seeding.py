@@ -5,14 +5,35 @@ from __future__ import annotations
 _MASK = (1 << 64) - 1
 
 
-def sample_seed(seed: int, index: int) -> int:
-    """A well-mixed 63-bit seed for sample ``index`` of a call seeded with ``seed``
-    (SplitMix64 finaliser over the pair, so nearby pairs give unrelated streams)."""
-    z = ((seed & 0xFFFFFFFF) << 32 | (index & 0xFFFFFFFF)) + 0x9E3779B97F4A7C15
-    z &= _MASK
+#: Seeds are whole numbers in [0, SEED_LIMIT); anything else is refused, never wrapped.
+SEED_LIMIT = 1 << 63
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if it is a whole number in [0, 2**63), else a one-line ``OptionError``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        from .errors import OptionError
+        raise OptionError(f"seed must be a whole number from 0 to 2**63-1, got {seed!r}")
+    return seed
+
+
+def _mix(z: int) -> int:
+    """The SplitMix64 finaliser: a bijection of 64-bit words that scatters nearby inputs."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK
     z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return (z ^ (z >> 31)) >> 1
+    return z ^ (z >> 31)
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """A well-mixed 63-bit seed for sample ``index`` of a call seeded with ``seed``.
+
+    Seeds below 2**32 pack (seed, index) into one word (the streams genzoo has always drawn);
+    a larger seed is first mixed whole, so it never aliases a small one (2**32 used to give
+    seed 0's samples)."""
+    if seed >> 32:
+        return _mix(_mix(seed) ^ index) >> 1
+    return _mix((seed << 32) | (index & 0xFFFFFFFF)) >> 1
 
 
 def sample_generators(seed: int, n: int, start: int = 0):

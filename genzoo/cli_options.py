@@ -1,0 +1,42 @@
+"""What the model commands (sample, eval) share: a model's own options read from the command
+line, and help that lists them. Thin and torch-free at import."""
+from __future__ import annotations
+
+import click
+
+
+def model_options(model, flags: list[str], pairs: tuple[str, ...]) -> dict:
+    """The sampling options of one command line, typed by the model's own schema: its flags
+    (``--steps 20``, read from what click left over) and ``-O KEY=VALUE`` pairs."""
+    from .options import parse_flags, parse_key_values, validate
+    schema = model.options()
+    owner = model.name_or_path or model.arch
+    return {**parse_flags(flags, schema, owner),
+            **validate(schema, parse_key_values(pairs), owner, as_text=True)}
+
+
+class ModelCommand(click.Command):
+    """A command whose first argument names a model: its help also lists that model's own
+    sampling options (``genzoo sample diffusion-mnist --help``), which click cannot know."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["genzoo_args"] = list(args)  # before --help exits, so help can name the model
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help(ctx, formatter)
+        name = next((a for a in ctx.meta.get("genzoo_args", []) if not a.startswith("-")), None)
+        if name is None:
+            return
+        from .api import model_info
+        from .errors import GenzooError
+        try:
+            options = model_info(name).get("options") or []
+        except GenzooError:
+            return  # an unknown name: the plain help is still right
+        own = {flag for param in self.params for flag in getattr(param, "opts", [])}
+        rows = [(f"{o['flag']} {o['type'].upper()}", f"{o['help']} [default: {o['default']}]")
+                for o in options if o["flag"] not in own]
+        if rows:
+            with formatter.section(f"Options of {name} (or -O KEY=VALUE)"):
+                formatter.write_dl(rows)
