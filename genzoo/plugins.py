@@ -22,10 +22,12 @@ Nothing here imports torch: an architecture is an import string, imported by
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.metadata
 import logging
 import os
+import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +148,9 @@ class PluginManager:
             info.status = "disabled"
             return
         try:
-            module = ep.load()
+            # A plugin's prints go to stderr: stdout is the command's output (`--json`).
+            with contextlib.redirect_stdout(sys.stderr):
+                module = ep.load()
             self.pm.register(module, name=ep.name)
         except KeyboardInterrupt:
             raise
@@ -200,7 +204,8 @@ class PluginManager:
             try:
                 # A private copy of each argument: one plugin cannot change what the next sees.
                 args = {a: copy.deepcopy(kwargs[a]) for a in impl.argnames}
-                results.append((impl.plugin_name, check(impl.function(**args))))
+                with contextlib.redirect_stdout(sys.stderr):
+                    results.append((impl.plugin_name, check(impl.function(**args))))
             except KeyboardInterrupt:
                 raise
             except BadResult as e:

@@ -249,6 +249,7 @@ def test_hostile_plugins_in_a_real_process(tmp_path):
     warnings = [line for line in listed.stderr.splitlines() if line.startswith("genzoo: plugin")]
     assert len(warnings) == 2 and any("'fakeshadow'" in w for w in warnings) and \
         any("'fakedcgan'" in w for w in warnings)
+    assert "fakeexit: goodbye" in listed.stderr  # a plugin's print goes to stderr
     infos = {p["name"]: p for p in json.loads(genzoo("plugins", "--json").stdout)}
     assert {n: infos[n]["status"] for n in ("fakeshadow", "fakegarbage", "fakeexit", "fakeargv",
                                             "fakedcgan", "gan")} == {
