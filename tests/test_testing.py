@@ -344,6 +344,23 @@ def test_command_line_opt_in(kit, pytester):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
+def test_command_line_opt_in_keeps_the_projects_testpaths(kit, pytester):
+    """Run in a plugin's folder, ``--genzoo-arch`` adds the suite to the plugin's own tests
+    (its testpaths); with no testpaths, the suite alone (not every file under the folder)."""
+    pytester.makepyfile(**{"tests/test_own": "def test_own():\n    pass\n",
+                           "test_stray": "def test_stray():\n    pass\n"})
+    args = [*_kit_plugin_args(), "-q", "--co", "--genzoo-arch", "kit-image"]
+    result = pytester.runpytest_inprocess(*args)
+    assert "17 tests collected" in result.stdout.str() and "test_stray" not in result.stdout.str()
+    pytester.makeini("[pytest]\ntestpaths = tests\n")
+    result = pytester.runpytest_inprocess(*args)
+    assert "18 tests collected" in result.stdout.str(), result.stdout.str()
+    result.stdout.fnmatch_lines(["*tests/test_own.py::test_own"])
+    result = pytester.runpytest_inprocess(*_kit_plugin_args(), "-q", "--genzoo-arch", "kit-image",
+                                          "-k", "finetune or trained or responds")
+    assert _outcomes(result) == {"passed": 5}  # the five share one finetune
+
+
 def test_a_violating_plugin_fails_its_suite(kit, pytester):
     pytester.makepyfile(test_mod='genzoo_arch = "kit-bad"\n')
     result = pytester.runpytest_inprocess(*_kit_plugin_args(), "-q", "-k",
