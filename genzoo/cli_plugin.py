@@ -19,7 +19,8 @@ def new_plugin_command(name: str, directory: str, force: bool, no_weights: bool)
 
     It holds a pyproject with the `genzoo` entry point, a small image architecture that learns
     (a tiny MLP VAE), a model card with bundled weights, tests using genzoo's conformance kit
-    and a README. Then: pip install -e NAME && pytest NAME.
+    and a README. Then: pip install -e "NAME[test]" && pytest NAME (the [test] extra brings
+    pytest).
     """
     from .scaffold import create_plugin, plugin_names
     try:
@@ -30,6 +31,6 @@ def new_plugin_command(name: str, directory: str, force: bool, no_weights: bool)
     click.echo(f"created {root}: distribution {names.dist}, package {names.package}, "
                f"architecture {names.arch}, model {names.card}")
     click.echo("next:")
-    click.echo(f"  pip install -e {root}")
+    click.echo(f'  pip install -e "{root}[test]"   # [test] brings pytest')
     click.echo(f"  pytest {root}")
     click.echo(f"  genzoo list {names.card}")

@@ -89,7 +89,10 @@ def test_cli_command(tmp_path):
                                                 "--no-weights"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "genzoo-toy" / "pyproject.toml").is_file()
-    assert "architecture toy-mlp" in result.output and "pip install -e" in result.output
+    assert "architecture toy-mlp" in result.output
+    assert f'pip install -e "{tmp_path / "genzoo-toy"}[test]"' in result.output  # brings pytest
+    readme = (tmp_path / "genzoo-toy" / "README.md").read_text()
+    assert 'pip install -e ".[test]"' in readme and "pip install -e .  " not in readme
     result = runner.invoke(new_plugin_command, ["Bad_Name", "--dir", str(tmp_path)])
     assert result.exit_code == 1 and result.output.startswith("Error: plugin name 'Bad_Name'")
 
