@@ -38,18 +38,62 @@ def load(name_or_path: str | os.PathLike, device: str = "auto", dtype: str = "au
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = card.name
         model.apply_card_sampling(card.sampling)
-    elif target.startswith(hub.HF_PREFIX) or Path(target).is_dir():
+    elif target.startswith(hub.HF_PREFIX) or _is_dir(target):
         folder = hub.fetch(target, None, revision) if target.startswith(hub.HF_PREFIX) \
             else Path(target)
         cls = plugins.load_arch_class(detect_folder_arch(folder))
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = target
     else:
-        hint = "" if os.sep in target or "/" in target else registry.suggest(target)
-        raise UnknownModelError(f"{target!r} is not a model name, a folder or an "
+        hint = "" if os.sep in target or "/" in target or len(target) > 200 \
+            else registry.suggest(target)
+        raise UnknownModelError(f"{_shown(target)} is not a model name, a folder or an "
                                 f"hf://org/repo id{hint}")
     model.revision = hub.resolved_revision(folder) or revision
     return model
+
+
+def _is_dir(target: str) -> bool:
+    """``Path.is_dir`` that says False for names no file system takes (too long, NUL bytes)
+    instead of raising."""
+    try:
+        return Path(target).is_dir()
+    except (OSError, ValueError):
+        return False
+
+
+def _shown(target: str, limit: int = 80) -> str:
+    """A name as an error message shows it: quoted, and cut short when it is very long."""
+    return repr(target) if len(target) <= limit else f"{target[:limit]!r}... ({len(target)} characters)"
+
+
+#: How far ``detect_folder_arch`` looks into a folder without a genzoo config.json: enough for
+#: a diffusers or transformers layout, never a walk of a whole file system (``genzoo sample /``).
+_LISTING_DEPTH, _LISTING_MAX = 2, 1000
+
+
+def _folder_files(folder: Path) -> list[str]:
+    """Relative paths of the files in ``folder`` down to ``_LISTING_DEPTH`` levels, at most
+    ``_LISTING_MAX`` of them, unreadable entries skipped."""
+    found: list[str] = []
+    pending = [(folder, 1)]
+    while pending and len(found) < _LISTING_MAX:
+        current, depth = pending.pop(0)
+        try:
+            entries = sorted(os.scandir(current), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_file():
+                    found.append(os.path.relpath(entry.path, folder))
+                elif entry.is_dir(follow_symlinks=False) and depth < _LISTING_DEPTH:
+                    pending.append((Path(entry.path), depth + 1))
+            except OSError:
+                continue
+            if len(found) >= _LISTING_MAX:
+                break
+    return sorted(found)
 
 
 def _read_config(folder: Path) -> dict[str, Any]:
@@ -78,7 +122,7 @@ def detect_folder_arch(folder: Path) -> str:
     section = config.get("genzoo")
     if isinstance(section, dict) and isinstance(section.get("arch"), str):
         return section["arch"]
-    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    files = _folder_files(folder)
     arch = plugins.detect_arch(config, files)
     if arch is None:
         shown = ", ".join(files[:6]) + (" ..." if len(files) > 6 else "") or "no files"

@@ -97,9 +97,16 @@ def _load_array(path: Path):
         keys = [k for k in ("images", "x", "arr_0") if k in loaded.files] or loaded.files
         if not keys:
             raise DataError(f"{path}: the .npz file is empty")
-        arr = loaded[keys[0]]
+        try:
+            arr = loaded[keys[0]]
+        except (ValueError, OSError, EOFError) as e:  # an object array would need pickle
+            raise DataError(f"{path}: cannot read {keys[0]!r} as a numpy array ({e}); save "
+                            "plain numeric arrays") from e
     else:
         arr = loaded
+    if arr.dtype.kind not in "uifb":  # strings, objects, dates: not pixel values
+        raise DataError(f"{path}: the array holds {arr.dtype} values, not pixel numbers; save "
+                        "images as uint8 (0-255) or floats in [0, 1]")
     if arr.ndim == 3:
         arr = arr[:, None]
     elif arr.ndim == 4 and arr.shape[-1] in (1, 3, 4) and arr.shape[1] not in (1, 3, 4):
@@ -151,6 +158,9 @@ def _read_images(files, shape=None):
             raise DataError(f"{f}: not a readable image ({e.__class__.__name__}); remove or "
                             "replace it") from e
     arr = np.stack(arrays)
+    if arr.dtype.kind not in "uifb":  # strings, objects, dates: not pixel values
+        raise DataError(f"{path}: the array holds {arr.dtype} values, not pixel numbers; save "
+                        "images as uint8 (0-255) or floats in [0, 1]")
     if arr.ndim == 3:
         arr = arr[:, None]
     else:

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .devices import resolve_device, resolve_dtype  # re-exported: genzoo.model API
-from .errors import OptionError, SampleError, WeightsError
+from .errors import GenzooError, OptionError, SampleError, WeightsError
 from .options import Option, build_schema, validate
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
@@ -261,8 +261,16 @@ class GenerativeModel(nn.Module):
         """Load a genzoo folder: config.json + model.safetensors, verified complete."""
         folder = Path(folder)
         config = read_config(folder)
-        with skip_init():  # every parameter is about to be read from disk
-            model = cls.from_config({k: v for k, v in config.items() if k != "genzoo"})
+        try:
+            with skip_init():  # every parameter is about to be read from disk
+                model = cls.from_config({k: v for k, v in config.items() if k != "genzoo"})
+        except GenzooError:
+            raise
+        except (TypeError, ValueError, KeyError, IndexError, RuntimeError, AttributeError) as e:
+            # a hand-edited config ("latent_dim": "abc", a negative size) fails deep in torch
+            raise WeightsError(f"{folder / CONFIG_NAME}: does not describe a valid {cls.arch} "
+                               f"model ({type(e).__name__}: {_first_line(e)}); fix the file or "
+                               "re-download the model") from e
         model.load_weights(folder / WEIGHTS_NAME)
         model.load_extra_files(folder)
         model.name_or_path = str(folder)
@@ -328,6 +336,11 @@ def skip_init():
     finally:
         for name, fn in saved.items():
             setattr(nn.init, name, fn)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
 
 
 def _keep(tensor, *args, **kwargs):

@@ -106,10 +106,11 @@ class Option:
 
     def _bad(self, value: Any) -> OptionError:
         want = {"int": "a whole number", "float": "a number", "bool": "true or false",
-                "str": "a string", "any": "a value"}[self.type]
+                "str": "a string of valid UTF-8 text", "any": "a value"}[self.type]
         if self.type in ("int", "float") and (self.min is not None or self.max is not None):
             want += f" {self.describe_range()}"
-        return OptionError(f"option {self.name!r} must be {want}; got {value!r}")
+        shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "..."
+        return OptionError(f"option {self.name!r} must be {want}; got {shown}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly description (``genzoo info --json``, forms)."""
@@ -127,7 +128,13 @@ def _convert(kind: str, value: Any) -> Any:
     if kind == "any":
         return value
     if kind == "str":
-        return value if isinstance(value, str) else _INVALID
+        if not isinstance(value, str):
+            return _INVALID
+        try:  # undecodable bytes from the terminal arrive as lone surrogates
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _INVALID
+        return value
     if kind == "bool":
         if isinstance(value, bool):
             return value
