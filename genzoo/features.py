@@ -356,7 +356,8 @@ def feature_net(spec: str = "mnist", device="cpu") -> FeatureNet:
         net = get_manager().load_feature_net(spec)(device=device)
         if not callable(net) or not isinstance(getattr(net, "key", None), str) or not net.key:
             raise OptionError(f"feature network {spec!r} ({nets[spec].target}) must build a "
-                              "callable with a non-empty str `key` (see genzoo.features.FeatureNet)")
+                              "callable with a non-empty str `key` (see "
+                              "genzoo.features.FeatureNet)")
         net.name = getattr(net, "name", "") or spec
         return net
     try:

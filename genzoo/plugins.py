@@ -281,7 +281,8 @@ class PluginManager:
                 continue
             if answer in archs:
                 return answer
-            self.record_error(plugin, f"genzoo_detect_arch answered unknown architecture {answer!r}")
+            self.record_error(plugin, "genzoo_detect_arch answered unknown architecture "
+                                      f"{answer!r}")
         return None
 
     def plugins(self) -> list[PluginInfo]:

@@ -137,7 +137,8 @@ def plugin_site(tmp_path, monkeypatch):
         return site
 
     yield use
-    for mod in [m for m in sys.modules if m.split(".")[0] in {v[2] for v in HOSTILE_DISTS.values()}]:
+    hostile = {v[2] for v in HOSTILE_DISTS.values()}
+    for mod in [m for m in sys.modules if m.split(".")[0] in hostile]:
         del sys.modules[mod]
 
 

@@ -142,7 +142,8 @@ def test_discovery_through_installed_distributions(fake_plugins):
     assert "tiny-arch" not in plugins.architectures()  # an explicit empty set of entry points
     plugins.reset()
     found = {p.name: p for p in plugins.plugins()}
-    assert {"fakegood", "fakebroken", "fakeraises", "fakedup", "fakebadtarget", "core"} <= set(found)
+    assert {"fakegood", "fakebroken", "fakeraises", "fakedup", "fakebadtarget",
+            "core"} <= set(found)
     assert found["fakebroken"].status == "error"
     assert found["fakedup"].distribution == "genzoo-fakedup"
     assert "dup-other" in plugins.architectures()

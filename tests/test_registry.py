@@ -130,7 +130,8 @@ def test_plugin_card_conflicts_follow_precedence(fake_plugins, tmp_path, monkeyp
     assert "t" not in reg and "gpt2" in reg
     infos = {p.name: p for p in manager.plugins()}
     assert infos["fakedup"].status == "conflict" and infos["fakedup"].cards == ["own"]
-    assert "model card 'tiny-bundled' is also defined by plugin 'fakegood'" in infos["fakedup"].error
+    assert "model card 'tiny-bundled' is also defined by plugin 'fakegood'" in \
+        infos["fakedup"].error
     assert infos["fakebadtarget"].status == "error"
     assert "'t' is defined twice in this file" in infos["fakebadtarget"].error
 
