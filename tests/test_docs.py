@@ -112,6 +112,11 @@ def test_the_kit_is_documented():
         assert f"| `{name}` |" in GUIDE, f"document Conformance.{name}"
     for option in ("--genzoo-arch", "--genzoo-config", "--genzoo-data"):
         assert option in GUIDE
+    from genzoo._conformance import HEAVY_MODULES
+    kit = GUIDE[GUIDE.index("## Testing with the conformance kit"):GUIDE.index("## Checklist")]
+    for module in HEAVY_MODULES:  # what test_registers_without_torch refuses at registration
+        assert module in kit, f"name {module} among the kit's heavy modules"
+    assert 'pip install -e ".[test]"' in kit  # pytest comes with the [test] extra
 
 
 def test_commands_and_settings_named_in_the_guide_exist():
