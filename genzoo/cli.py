@@ -7,6 +7,7 @@ Importing this module (and running ``genzoo list``) does not import torch.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import traceback
 
@@ -66,15 +67,47 @@ def _table(rows: list[list[str]], header: list[str]) -> None:
 
 @click.group(cls=GenzooGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.option("-v", "--verbose", count=True, help="More notes on stderr (-vv: debug detail).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.version_option(__version__, "--version", prog_name="genzoo")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     """genzoo: a zoo of generative models (diffusion, VAE, GAN, text LMs) behind one API.
 
     Models are listed by `genzoo list`; families come from plugins (`genzoo plugins`).
     """
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
+    show_logs(logging.WARNING if quiet else logging.DEBUG if verbose > 1 or debug
+              else logging.INFO)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+def show_logs(level: int) -> None:
+    """Send the ``genzoo`` logger's records at ``level`` and above to stderr as plain lines
+    (library notes such as "converted 3-channel images to grey", plugin warnings)."""
+    logger = logging.getLogger("genzoo")
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    handler.setLevel(level)
+    logger.setLevel(level)
 
 
 @cli.command("list")

@@ -131,8 +131,9 @@ def _load_folder(path: Path, shape, quiet: bool):
 
 
 def _say(message: str) -> None:
-    import click
-    click.echo(message, err=True)
+    """A note for the user (the CLI shows it on stderr; a library user's logging decides)."""
+    import logging
+    logging.getLogger("genzoo.data").info(message)
 
 
 def _read_images(files, shape=None):
