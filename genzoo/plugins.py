@@ -36,7 +36,8 @@ from typing import Any, Callable, Iterable
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError, PluginMissingError
+from .cards import ModelCard, load_catalog, packaged_catalog_path, plugin_cards
+from .errors import PluginError, PluginMissingError, RegistryError
 from .plugin_entries import (ArchInfo, BadResult, FeatureNetInfo, arch_info, as_list,
                              card_entry, feature_net_info, import_target, optional_str)
 
@@ -126,6 +127,7 @@ class PluginManager:
         self._archs: dict[str, ArchInfo] | None = None
         self._feature_nets: dict[str, FeatureNetInfo] | None = None
         self._cards: list[tuple[str, dict[str, Any] | Path]] | None = None
+        self._plugin_cards: list[ModelCard] | None = None
 
     def _ranks_first(self, ep: importlib.metadata.EntryPoint) -> bool:
         return _normalise(_dist_name(ep)) in FIRST_PARTY or ep.name in self.trusted
@@ -253,7 +255,7 @@ class PluginManager:
 
     def model_cards(self) -> list[tuple[str, dict[str, Any] | Path]]:
         """What plugins' ``genzoo_model_cards`` return, as ``[(plugin, card dict or catalog
-        path)]`` in precedence order (read and validated by the registry)."""
+        path)]`` in precedence order (validated by ``plugin_cards``)."""
         if self._cards is None:
             cards = []
             for plugin, result in self._call("genzoo_model_cards", as_list):
@@ -265,11 +267,16 @@ class PluginManager:
             self._cards = cards
         return self._cards
 
-    def note_card(self, plugin: str, name: str) -> None:
-        """Record that ``plugin`` provides card ``name`` (the registry calls this)."""
-        info = self.infos.get(plugin)
-        if info is not None and name not in info.cards:
-            info.cards.append(name)
+    def plugin_cards(self) -> list[ModelCard]:
+        """The plugins' cards, validated, in precedence order; a name genzoo's own catalog
+        or an earlier plugin already has is a conflict (see ``genzoo.cards.plugin_cards``)."""
+        if self._plugin_cards is None:
+            packaged = packaged_catalog_path()
+            taken = {c.name: c for c in load_catalog(packaged)} if packaged else {}
+            self._plugin_cards = plugin_cards(self, taken)
+            for card in self._plugin_cards:
+                self.infos[card.plugin].cards.append(card.name)
+        return self._plugin_cards
 
     def detect_arch(self, config: dict[str, Any], filenames: list[str]) -> str | None:
         """The architecture of a folder without a ``genzoo`` section (first plugin that knows,
@@ -290,12 +297,10 @@ class PluginManager:
         collected first, so a hook that fails or loses a name shows here."""
         self.architectures()
         self.feature_nets()
-        from . import registry
-        from .errors import RegistryError
         try:
-            registry.get_registry() if _MANAGER is self else registry.build_registry(manager=self)
+            self.plugin_cards()
         except RegistryError:
-            pass  # a malformed user catalog is no plugin's fault; `genzoo list` names it
+            pass  # a malformed genzoo registry.yaml is no plugin's fault; `genzoo list` names it
         return list(self.infos.values())
 
     def load_arch_class(self, arch: str, package_hint: str | None = None):
