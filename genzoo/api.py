@@ -37,6 +37,8 @@ def load(name_or_path: str | os.PathLike, device: str = "auto", dtype: str = "au
         _check_arch(folder, card.arch)
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = card.name
+        model.origin = {"license": card.license, "tags": list(card.tags),
+                        "base_model": hub.hub_repo_id(card.source) or card.name}
         model.apply_card_sampling(card.sampling)
     elif target.startswith(hub.HF_PREFIX) or _is_dir(target):
         folder = hub.fetch(target, None, revision) if target.startswith(hub.HF_PREFIX) \
@@ -44,6 +46,9 @@ def load(name_or_path: str | os.PathLike, device: str = "auto", dtype: str = "au
         cls = plugins.load_arch_class(detect_folder_arch(folder))
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = target
+        if target.startswith(hub.HF_PREFIX):
+            model.origin = {"folder": str(folder),
+                            "base_model": hub.hub_repo_id(target)}
     else:
         hint = "" if os.sep in target or "/" in target or len(target) > 200 \
             else registry.suggest(target)

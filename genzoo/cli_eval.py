@@ -72,36 +72,21 @@ def card_target(target: str) -> Path:
     return path
 
 
-def write_card_metrics(target: str, metrics: dict[str, Any]) -> str:
-    """Merge ``metrics`` into the card of ``target`` (see ``card_target``); returns the path."""
+def write_card_metrics(target: str, metrics: dict[str, Any], model=None) -> str:
+    """Merge ``metrics`` into the card of ``target`` (see ``card_target``): a catalog card's
+    ``metrics``, or a folder's README.md ``model-index`` (``model`` tells its modality and
+    which keys are its sampling options). Returns the path written."""
+    from .modelcard import write_metrics
     from .registry import get_registry, reset, update_card
     path = card_target(target)
     if path.name == "README.md" and target not in get_registry():
-        write_readme_metrics(path, metrics)
+        write_metrics(path, metrics, name=path.parent.resolve().name,
+                      modality=getattr(model, "modality", "image"),
+                      options=model.options() if model is not None else ())
         return str(path)
     update_card(path, target, metrics={**get_registry().get(target).metrics, **metrics})
     reset()
     return str(path)
-
-
-def write_readme_metrics(readme: Path, metrics: dict[str, Any]) -> None:
-    """Set ``genzoo_metrics`` in a README's YAML front matter (created if absent), atomically."""
-    import yaml
-
-    from .fsutil import atomic_write_text
-    text = readme.read_text(encoding="utf-8") if readme.is_file() else ""
-    front, body = {}, text
-    if text.startswith("---"):
-        head, sep, rest = text[3:].partition("\n---")
-        if sep:
-            loaded = yaml.safe_load(head) or {}
-            if not isinstance(loaded, dict):
-                raise OptionError(f"{readme}: front matter is not a YAML mapping; fix it by hand")
-            front, body = loaded, rest.lstrip("\n")
-    front.setdefault("library_name", "genzoo")
-    front["genzoo_metrics"] = {**(front.get("genzoo_metrics") or {}), **metrics}
-    dumped = yaml.safe_dump(front, sort_keys=False)
-    atomic_write_text(readme, f"---\n{dumped}---\n\n{body}" if body else f"---\n{dumped}---\n")
 
 
 @click.command("eval", cls=ModelCommand,
@@ -154,7 +139,8 @@ def eval_command(ctx, name_or_path, n, data, feature, seed, batch_size, device, 
                           batch_size=batch_size, progress=sys.stderr.isatty(),
                           **model_options(model, ctx.args, options))
     if write_card:
-        where = write_card_metrics(name_or_path, card_metrics(result))
+        where = write_card_metrics(name_or_path, card_metrics(result),
+                                   None if name_or_path.startswith("mnist:") else model)
         click.echo(f"metrics written to {where}", err=True)
     if out:
         from .fsutil import atomic_write_text
@@ -167,5 +153,4 @@ def eval_command(ctx, name_or_path, n, data, feature, seed, batch_size, device, 
         click.echo(f"{key.ljust(width)}  {_fmt(value)}")
 
 
-__all__ = ["eval_command", "card_metrics", "card_target", "write_card_metrics",
-           "write_readme_metrics"]
+__all__ = ["eval_command", "card_metrics", "card_target", "write_card_metrics"]

@@ -244,12 +244,26 @@ class GenerativeModel(nn.Module):
         with atomic_dir(folder) as tmp:
             save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
             atomic_write_text(tmp / CONFIG_NAME, json.dumps(self.genzoo_config(), indent=2))
-            atomic_write_text(tmp / CARD_NAME, model_card_markdown(self, card or {}))
+            atomic_write_text(tmp / CARD_NAME,
+                              model_card_markdown(self, {**self.lineage(), **(card or {})}))
             self.save_extra_files(tmp)
         return folder
 
     def save_extra_files(self, folder: Path) -> None:
         """Hook for families that keep more files (a tokenizer, a scheduler config)."""
+
+    def lineage(self) -> dict[str, Any]:
+        """What a saved copy's card inherits from where this model was loaded: its license,
+        datasets and tags, and as ``base_model`` the name it was loaded by (a catalog card or
+        a Hub repo; a folder passes on its own card's base_model)."""
+        origin = dict(getattr(self, "origin", None) or {})
+        folder = origin.pop("folder", None)
+        if folder is not None:
+            from .modelcard import read_card_data
+            front = read_card_data(Path(folder) / CARD_NAME)
+            inherited = {k: front[k] for k in ("license", "datasets", "base_model") if front.get(k)}
+            origin = {**inherited, **origin}
+        return {k: v for k, v in origin.items() if v}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> "GenerativeModel":
@@ -274,6 +288,7 @@ class GenerativeModel(nn.Module):
         model.load_weights(folder / WEIGHTS_NAME)
         model.load_extra_files(folder)
         model.name_or_path = str(folder)
+        model.origin = {"folder": str(folder)}  # see lineage(); genzoo.load refines it
         model.pretrained = True
         return model.to_device(device, dtype).eval()  # inference until someone finetunes it
 
@@ -379,24 +394,10 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def model_card_markdown(model: GenerativeModel, card: dict[str, Any]) -> str:
-    """README.md with YAML front matter (``library_name: genzoo``) and a short description."""
-    import yaml
-    front = {"library_name": "genzoo", "tags": ["genzoo", model.family, *card.get("tags", [])],
-             "pipeline_tag": {"text": "text-generation", "image": "unconditional-image-generation"}
-             .get(model.modality, "feature-extraction")}
-    if card.get("license"):
-        front["license"] = card["license"]
-    if card.get("metrics"):
-        front["genzoo_metrics"] = card["metrics"]
-    title = card.get("name") or model.arch
-    body = card.get("summary") or f"A {model.family} model ({model.arch}) saved by genzoo."
-    call = ('samples = model.sample(3, prompt="Hello", seed=0)\nprint(samples.texts)'
-            if model.modality == "text" else
-            'samples = model.sample(16, seed=0)\nsamples.save("samples.png")')
-    usage = f"```python\nimport genzoo\nmodel = genzoo.load(\"PATH_OR_REPO\")\n{call}\n```\n"
-    return (f"---\n{yaml.safe_dump(front, sort_keys=False)}---\n\n# {title}\n\n{body}\n\n"
-            f"- family: {model.family}\n- arch: {model.arch}\n"
-            f"- parameters: {model.num_parameters():,}\n\n## Usage\n\n{usage}")
+    """README.md for ``model``: huggingface_hub card data (``library_name: genzoo``, license,
+    base_model, datasets, measured figures as ``model-index``) and a short description."""
+    from .modelcard import render
+    return render(model, card)
 
 
 def _json_value(v: Any) -> bool:

@@ -18,7 +18,6 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
 
 from .errors import OptionError, OutputError
 from .fsutil import _readable, atomic_write_bytes, atomic_write_text

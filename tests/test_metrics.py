@@ -273,10 +273,14 @@ def test_write_card_metrics_to_catalog_and_folder(tmp_path, monkeypatch):
     folder = tmp_path / "model"
     folder.mkdir()
     (folder / "README.md").write_text("---\nlibrary_name: genzoo\ngenzoo_metrics: {a: 1}\n---\n\n# hi\n")
-    write_card_metrics(str(folder), {"fd": 2.0})
+    write_card_metrics(str(folder), {"fd": 2.0, "n": 100, "reference": "mnist:ref"})
+    write_card_metrics(str(folder), {"fd": 1.5, "kid": 0.1, "n": 100, "reference": "mnist:ref"})
     readme = (folder / "README.md").read_text()
-    front = yaml.safe_load(readme.split("---")[1])
-    assert front["genzoo_metrics"] == {"a": 1, "fd": 2.0} and readme.rstrip().endswith("# hi")
+    from huggingface_hub import ModelCard
+    results = {r.metric_type: r for r in ModelCard.load(folder / "README.md").data.eval_results}
+    assert {k: r.metric_value for k, r in results.items()} == {"fd": 1.5, "kid": 0.1}
+    assert results["fd"].dataset_name == "mnist:ref" and results["fd"].metric_args["n"] == 100
+    assert readme.rstrip().endswith("# hi")
     with pytest.raises(OptionError):
         write_card_metrics(str(tmp_path / "missing"), {})
 
