@@ -231,10 +231,10 @@ def _evaluate_images(model, n, data, feature, seed, batch_size, progress, option
     shape = tuple(model.config.get("image_shape") or ())
     if len(shape) != 3:  # an adapter without image_shape in its config: ask one sample
         shape = tuple(model.sample(1, seed=seed, **options).images.shape[1:])
-    _check_feature_shape(feature, shape)  # cheap checks first, then the slow loads
-    ref_images, ref_source = reference_images(data, shape)
-    from .features import feature_net
+    from .features import check_feature, feature_net
     from .refstats import reference_stats
+    check_feature(feature, shape)  # cheap checks first, then the slow loads
+    ref_images, ref_source = reference_images(data, shape)
     net = feature_net(feature, model.device)
     ref = reference_stats(ref_images, ref_source, net)
     t0 = time.perf_counter()
@@ -272,18 +272,6 @@ def real_floor(feature: str = "mnist", data: str = "mnist:floor",
     return {"model": f"real data ({source})", "family": "data", "n": len(images),
             "feature": net.name, "reference": ref_source, "reference_n": ref.n,
             **image_metrics(feats, probs, ref)}
-
-
-def _check_feature_shape(feature: str, shape: tuple) -> None:
-    """Refuse an unknown feature spec, and the MNIST classifier for images other than 1x28x28
-    digits (timm networks resize anything)."""
-    if not isinstance(feature, str) or not (feature == "mnist" or feature.startswith("timm:")):
-        raise OptionError(f"unknown feature network {feature!r}: use 'mnist' or 'timm:NAME' "
-                          "(e.g. timm:inception_v3)")
-    if feature == "mnist" and shape != MNIST_SHAPE:
-        raise OptionError(f"the 'mnist' feature network takes 1x28x28 digits but this model makes "
-                          f"{'x'.join(map(str, shape)) or 'unknown-shape'} images; pass "
-                          "feature='timm:NAME' (e.g. timm:inception_v3)")
 
 
 _MNIST_MEMO: dict[str, torch.Tensor] = {}
