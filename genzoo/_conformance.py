@@ -139,8 +139,9 @@ def check_class_contract(arch: str) -> None:
     cls = arch_class(arch)
     registered = plugins.architectures()[arch]
     assert cls.arch == arch, f"{cls.__name__}.arch is {cls.arch!r}, registered as {arch!r}"
-    assert cls.family == registered.family, \
-        f"{cls.__name__}.family is {cls.family!r}, registered as {registered.family!r}"
+    if cls.family != registered.family:
+        raise AssertionError(f"{cls.__name__}.family is {cls.family!r}, registered as "
+                             f"{registered.family!r}")
     assert cls.modality in ("image", "text"), f"modality must be 'image' or 'text', not {cls.modality!r}"
     assert isinstance(cls.sample_defaults, dict) and isinstance(cls.train_defaults, dict)
     extra = set(cls.train_defaults) - TRAIN_KEYS
