@@ -128,13 +128,34 @@ def card_from_dict(entry: Any, origin: str, base_dir: Path | None = None) -> Mod
         origin=origin)
 
 
+#: A catalog larger than this is refused unread: real ones hold a few KB of cards.
+MAX_CATALOG_BYTES = 1 << 20
+#: The catalog format versions this genzoo reads.
+CATALOG_VERSIONS = (1,)
+
+
 def _yaml_load(path: Path) -> Any:
+    """A catalog file's YAML: at most ``MAX_CATALOG_BYTES``, UTF-8, and without aliases (a
+    few hundred bytes of nested aliases expand to gigabytes), else a one-line RegistryError."""
     import yaml
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - safe loader
+        size = path.stat().st_size
+        if size > MAX_CATALOG_BYTES:
+            raise RegistryError(f"{path}: {size} bytes is too large for a catalog (the limit is "
+                                f"{MAX_CATALOG_BYTES}); is it the right file?")
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise RegistryError(f"{path}: cannot read catalog ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise RegistryError(f"{path}: not UTF-8 text (byte {e.start}); save the catalog as "
+                            "UTF-8") from None
+    try:
+        for event in yaml.parse(text, Loader=loader):  # events only: nothing is expanded yet
+            if isinstance(event, yaml.AliasEvent):
+                raise RegistryError(f"{path}: YAML aliases (*name) are not allowed in catalogs; "
+                                    "write each card out in full")
+        return yaml.load(text, Loader=loader)  # noqa: S506 - safe loader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -153,6 +174,11 @@ def load_catalog(path: str | os.PathLike, plugin: str | None = None) -> list[Mod
         return []
     if not isinstance(data, dict) or not isinstance(data.get("models", []), list):
         raise RegistryError(f"{path}: expected a mapping with a 'models:' list of cards")
+    version = data.get("version", 1)
+    if version not in CATALOG_VERSIONS:
+        raise RegistryError(f"{path}: catalog version {version!r} is not one this genzoo reads "
+                            f"({', '.join(map(str, CATALOG_VERSIONS))}); upgrade genzoo or fix "
+                            "the file")
     cards: list[ModelCard] = []
     seen: set[str] = set()
     for i, entry in enumerate(data.get("models") or []):
