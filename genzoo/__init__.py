@@ -4,7 +4,15 @@ Importing genzoo is cheap (no torch): the heavy parts load on first use.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import pluggy
+
+if TYPE_CHECKING:  # what mypy sees; at run time __getattr__ imports these on first use
+    from .api import list_models, load, model_info
+    from .metrics import evaluate
+    from .model import GenerativeModel, TrainStage
+    from .samples import Samples
 
 __version__ = "0.1.0"
 
@@ -15,7 +23,7 @@ __all__ = ["__version__", "hookimpl", "load", "list_models", "model_info", "eval
            "GenerativeModel", "Samples", "TrainStage"]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # Lazy attributes keep `import genzoo` (and `genzoo list`) free of torch.
     if name in ("load",):
         from .api import load

@@ -12,9 +12,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import RegistryError, UnknownModelError
+
+if TYPE_CHECKING:  # plugins imports this module: the name is for annotations only
+    from .plugins import PluginManager
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -44,7 +47,7 @@ class ModelCard:
     plugin: str | None = None
     catalog: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not self.package:  # the pip distribution of the family's plugin
             object.__setattr__(self, "package", f"genzoo-{self.family}")
 
@@ -163,7 +166,7 @@ def _yaml_load(path: Path) -> Any:
         raise RegistryError(f"{path}:{where}: invalid YAML ({problem})") from None
 
 
-def load_catalog(path: str | os.PathLike, plugin: str | None = None) -> list[ModelCard]:
+def load_catalog(path: str | os.PathLike[str], plugin: str | None = None) -> list[ModelCard]:
     """Read and validate one catalog file (``models:`` list); duplicates inside it are errors.
 
     Each card's ``catalog`` is ``path``; with ``plugin`` (a plugin's own card file) its
@@ -205,7 +208,7 @@ def packaged_catalog_path() -> Path | None:
     return repo_file if repo_file.is_file() else None
 
 
-def plugin_cards(manager, taken: dict[str, ModelCard]) -> list[ModelCard]:
+def plugin_cards(manager: PluginManager, taken: dict[str, ModelCard]) -> list[ModelCard]:
     """Validate what plugins' ``genzoo_model_cards`` returned (``manager.model_cards()``: card
     dicts or catalog paths, in precedence order) into cards; names in ``taken`` (genzoo's own
     catalog) or provided by an earlier plugin are conflicts, an invalid card or unreadable
@@ -234,7 +237,7 @@ def plugin_cards(manager, taken: dict[str, ModelCard]) -> list[ModelCard]:
     return out
 
 
-def update_card(path: str | os.PathLike, name: str, **fields: Any) -> None:
+def update_card(path: str | os.PathLike[str], name: str, **fields: Any) -> None:
     """Rewrite fields of one card in a catalog file (for release scripts: files, params, size,
     metrics). Leading ``#`` comment lines are kept; the result is validated before writing."""
     import yaml

@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import traceback
+from typing import Any, TextIO
 
 import click
 
@@ -26,7 +27,7 @@ class _OneLineError(click.ClickException):
 class GenzooGroup(click.Group):
     """A click group that turns GenzooError into a one-line message (traceback with --debug)."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except GenzooError as e:
@@ -35,11 +36,11 @@ class GenzooGroup(click.Group):
             raise _OneLineError(str(e)) from e
 
 
-def _echo_json(data) -> None:
+def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
-def _human_size(n: int | None) -> str:
+def _human_size(n: float | None) -> str:
     if n is None:
         return "-"
     for unit in ("B", "KB", "MB", "GB"):
@@ -82,18 +83,18 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
               else logging.INFO)
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it)."""
 
     def __init__(self) -> None:
         super().__init__()
 
-    @property  # type: ignore[override]
-    def stream(self):
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:
+    def stream(self, value: TextIO) -> None:
         pass
 
 
@@ -166,7 +167,7 @@ def info(name: str, as_json: bool) -> None:
                        + f" [default: {o['default']}]")
 
 
-def _option_kind(option: dict) -> str:
+def _option_kind(option: dict[str, Any]) -> str:
     """``INT >= 1``, ``[ddpm|ddim]``, ``FLOAT between 0 and 1`` for ``genzoo info``."""
     if option["choices"]:
         return "[" + "|".join(map(str, option["choices"])) + "]"
@@ -316,4 +317,4 @@ register_model_commands(cli)
 cli.add_command(new_plugin_command)
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

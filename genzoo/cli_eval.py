@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .cli_options import ModelCommand, model_options
 from .errors import OptionError
+
+if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
+    from .model import GenerativeModel
 
 #: Bookkeeping in an evaluation result, never written to a card: who was measured, how long
 #: it took, and per-class detail too long for a card.
@@ -72,7 +75,8 @@ def card_target(target: str) -> Path:
     return path
 
 
-def write_card_metrics(target: str, metrics: dict[str, Any], model=None) -> str:
+def write_card_metrics(target: str, metrics: dict[str, Any],
+                       model: GenerativeModel | None = None) -> str:
     """Merge ``metrics`` into the card of ``target`` (see ``card_target``): a catalog card's
     ``metrics``, or a folder's README.md ``model-index`` (``model`` tells its modality and
     which keys are its sampling options). Returns the path written."""
@@ -113,8 +117,10 @@ def write_card_metrics(target: str, metrics: dict[str, Any], model=None) -> str:
 @click.option("--write-card", is_flag=True,
               help="Record the results in the model's card (the file it came from).")
 @click.pass_context
-def eval_command(ctx, name_or_path, n, data, feature, seed, batch_size, device, dtype, options,
-                 out, as_json, write_card):
+def eval_command(ctx: click.Context, name_or_path: str, n: int | None, data: str | None,
+                 feature: str, seed: int, batch_size: int | None, device: str, dtype: str,
+                 options: tuple[str, ...], out: str | None, as_json: bool,
+                 write_card: bool) -> None:
     """Measure sample quality and diversity of a model (card name or folder).
 
     Images: FD, KID and precision/recall in a feature space against real images, class

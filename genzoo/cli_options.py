@@ -2,10 +2,16 @@
 line, and help that lists them. Thin and torch-free at import."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
+if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
+    from .model import GenerativeModel
 
-def model_options(model, flags: list[str], pairs: tuple[str, ...]) -> dict:
+
+def model_options(model: GenerativeModel, flags: list[str],
+                  pairs: tuple[str, ...]) -> dict[str, Any]:
     """The sampling options of one command line, typed by the model's own schema: its flags
     (``--steps 20``, read from what click left over) and ``-O KEY=VALUE`` pairs."""
     from .options import parse_flags, parse_key_values, validate

@@ -34,11 +34,20 @@ import fnmatch
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterator
+import builtins
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
-from .cards import (_FIELDS, ModelCard, card_from_dict, load_catalog,  # noqa: F401 - re-exported
-                    packaged_catalog_path, update_card)
+# re-exported (``X as X``): genzoo.registry is where users and the CLI import these from
+from .cards import _FIELDS as _FIELDS
+from .cards import ModelCard as ModelCard
+from .cards import card_from_dict as card_from_dict
+from .cards import load_catalog as load_catalog
+from .cards import packaged_catalog_path as packaged_catalog_path
+from .cards import update_card as update_card
 from .errors import RegistryError, UnknownModelError
+
+if TYPE_CHECKING:
+    from .plugins import PluginManager
 
 log = logging.getLogger("genzoo.registry")
 
@@ -62,7 +71,7 @@ def user_catalog_paths() -> list[Path]:
 class Registry:
     """The merged catalog: ``get(name)`` and ``list(pattern, family)``."""
 
-    def __init__(self, cards: list[ModelCard] = ()):
+    def __init__(self, cards: Iterable[ModelCard] = ()) -> None:
         self._cards: dict[str, ModelCard] = {}
         for card in cards:
             self.add(card)
@@ -94,7 +103,7 @@ class Registry:
             return f"; did you mean: {', '.join(close[:4])}? (`genzoo list` shows all models)"
         return "; `genzoo list` shows all models"
 
-    def list(self, pattern: str | None = None, family: str | None = None) -> list[ModelCard]:
+    def list(self, pattern: str | None = None, family: str | None = None) -> builtins.list[ModelCard]:
         """Cards sorted by name; ``pattern`` uses fnmatch wildcards (a plain word matches
         names containing it), ``family`` filters exactly."""
         out = []
@@ -109,7 +118,7 @@ class Registry:
             out.append(card)
         return out
 
-    def names(self) -> list[str]:
+    def names(self) -> builtins.list[str]:
         """Every card name, sorted."""
         return sorted(self._cards)
 
@@ -123,7 +132,8 @@ class Registry:
         return iter(self.list())
 
 
-def build_registry(include_packaged: bool = True, manager=None) -> Registry:
+def build_registry(include_packaged: bool = True,
+                   manager: PluginManager | None = None) -> Registry:
     """Merge every source into a new Registry (uncached), first source first.
 
     Plugins' cards come validated from the plugin manager (``PluginManager.plugin_cards``:
