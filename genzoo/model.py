@@ -19,7 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Iterator
 
 import torch
 from torch import nn
@@ -30,6 +30,9 @@ from .options import Option, build_schema, validate
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
 from .seeding import check_seed, sample_generators
+
+if TYPE_CHECKING:
+    from .train import FinetuneResult
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -65,8 +68,9 @@ class GenerativeModel(nn.Module):
     uses_ema: ClassVar[bool] = False
     #: Default training hyper-parameters; ``finetune`` keywords override them.
     train_defaults: ClassVar[dict[str, Any]] = {}
-    #: Default sampling options (``sample`` keywords override them).
-    sample_defaults: ClassVar[dict[str, Any]] = {}
+    #: Default sampling options (``sample`` keywords override them; a card's ``sampling``
+    #: overrides them per instance, see ``apply_card_sampling``).
+    sample_defaults: dict[str, Any] = {}
     #: The sampling options as data (``genzoo.options.Option`` or dicts of its fields): type,
     #: range or choices, help, whether it is a condition. Core builds CLI flags, validation,
     #: ``genzoo info`` and forms from it; a name only in ``sample_defaults`` is inferred.
@@ -86,7 +90,7 @@ class GenerativeModel(nn.Module):
         self.revision: str | None = None
 
     # ---- what a family implements -------------------------------------------------------
-    def generate(self, generators: list[torch.Generator], **options) -> Any:
+    def generate(self, generators: list[torch.Generator], **options: Any) -> Any:
         """Make ``len(generators)`` samples; sample i draws all its randomness from
         ``generators[i]`` (a CPU generator). Returns an (n, C, H, W) tensor in [0, 1] for
         images or a list of strings for text."""
@@ -105,7 +109,7 @@ class GenerativeModel(nn.Module):
         """The part whose weights the engine averages (a GAN averages only its generator)."""
         return self
 
-    def prepare_data(self, data: Any):
+    def prepare_data(self, data: Any) -> Any:
         """Turn a data spec (path, tensor, ``mnist``) into an indexable dataset for training."""
         from .data import load_image_dataset
         return load_image_dataset(data, shape=tuple(self.config["image_shape"]))
@@ -148,7 +152,8 @@ class GenerativeModel(nn.Module):
         p = next(self.parameters(), None)
         return p.device if p is not None else torch.device("cpu")
 
-    def to_device(self, device="auto", dtype="auto") -> "GenerativeModel":
+    def to_device(self, device: str | torch.device = "auto",
+                  dtype: str | torch.dtype | None = "auto") -> "GenerativeModel":
         """Move to ``device`` and choose the autocast dtype (``auto``: bf16 on CUDA, else fp32)."""
         dev = resolve_device(device)
         if any(t.device != dev for t in itertools.chain(self.parameters(), self.buffers())):
@@ -156,25 +161,26 @@ class GenerativeModel(nn.Module):
         self.autocast_dtype = resolve_dtype(dtype, dev)
         return self
 
-    def autocast(self):
+    def autocast(self) -> ContextManager[Any]:
         """The autocast context for this model's device and dtype (a no-op in fp32)."""
-        if self.autocast_dtype is None:
-            return torch.autocast(self.device.type, enabled=False)
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        context: ContextManager[Any] = (
+            torch.autocast(self.device.type, enabled=False) if self.autocast_dtype is None
+            else torch.autocast(self.device.type, dtype=self.autocast_dtype))
+        return context
 
     def sample(self, n: int = 16, seed: int = 0, batch_size: int | None = None,
-               progress: bool | Callable[[int], None] = False, **options) -> Samples:
+               progress: bool | Callable[[int], None] = False, **options: Any) -> Samples:
         """Draw ``n`` samples. Sample i depends only on ``(seed, i)``: the first k of
         ``sample(n, seed=s)`` equal ``sample(k, seed=s)`` whatever ``batch_size``."""
         parts = list(self.iter_samples(n, seed, batch_size, progress, **options))
         meta = {k: v for k, v in parts[0].meta.items() if k != "start"}
         if self.modality == "text":
-            return Samples(texts=[t for p in parts for t in p.texts], meta=meta)
+            return Samples(texts=[t for p in parts for t in p.texts or ()], meta=meta)
         return Samples(images=torch.cat([p.images for p in parts]), meta=meta)
 
     def iter_samples(self, n: int, seed: int = 0, batch_size: int | None = None,
                      progress: bool | Callable[[int], None] = False,
-                     **options) -> Iterator[Samples]:
+                     **options: Any) -> Iterator[Samples]:
         """``sample`` batch by batch: each ``Samples`` holds the next ``batch_size`` samples
         (``meta["start"]`` is the index of its first), made from generators created for that
         batch alone, so memory stays bounded whatever ``n`` is. Images holding NaN or Inf
@@ -216,8 +222,8 @@ class GenerativeModel(nn.Module):
                               "option: try the defaults, or re-download the model)")
         return Samples(images=images.clamp(0, 1), meta=meta)
 
-    def finetune(self, data: Any, steps: int = 1000, out: str | os.PathLike | None = None,
-                 **options):
+    def finetune(self, data: Any, steps: int = 1000,
+                 out: str | os.PathLike[str] | None = None, **options: Any) -> FinetuneResult:
         """Train on ``data`` with the one engine (``genzoo.train.finetune``); returns its result."""
         from .train import finetune
         return finetune(self, data, steps=steps, out=out, **options)
@@ -230,7 +236,7 @@ class GenerativeModel(nn.Module):
                                           "format_version": FORMAT_VERSION,
                                           "genzoo_version": __version__}}
 
-    def save_pretrained(self, folder: str | os.PathLike, card: dict[str, Any] | None = None,
+    def save_pretrained(self, folder: str | os.PathLike[str], card: dict[str, Any] | None = None,
                         dtype: torch.dtype | None = None) -> Path:
         """Write config.json, model.safetensors and README.md into ``folder`` atomically.
 
@@ -271,7 +277,8 @@ class GenerativeModel(nn.Module):
         return cls(config)
 
     @classmethod
-    def from_pretrained(cls, folder: str | os.PathLike, device="auto", dtype="auto"):
+    def from_pretrained(cls, folder: str | os.PathLike[str], device: str | torch.device = "auto",
+                        dtype: str | torch.dtype | None = "auto") -> "GenerativeModel":
         """Load a genzoo folder: config.json + model.safetensors, verified complete."""
         folder = Path(folder)
         config = read_config(folder)
@@ -290,7 +297,8 @@ class GenerativeModel(nn.Module):
         model.name_or_path = str(folder)
         model.origin = {"folder": str(folder)}  # see lineage(); genzoo.load refines it
         model.pretrained = True
-        return model.to_device(device, dtype).eval()  # inference until someone finetunes it
+        model.to_device(device, dtype).eval()  # inference until someone finetunes it
+        return model
 
     def load_extra_files(self, folder: Path) -> None:
         """Hook for families that read more files (a tokenizer)."""
@@ -339,7 +347,7 @@ _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_",
 
 
 @contextlib.contextmanager
-def skip_init():
+def skip_init() -> Iterator[None]:
     """Make ``torch.nn.init`` functions no-ops while a model is built only to be overwritten by
     its saved weights: random initialisation is most of the construction time of a small model.
     ``load_weights`` refuses a file that lacks any parameter, so nothing stays uninitialised."""
@@ -358,7 +366,7 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else ""
 
 
-def _keep(tensor, *args, **kwargs):
+def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     return tensor
 
 
@@ -387,7 +395,8 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
             path.with_name(n).exists() for n in ("pytorch_model.bin", "model.pt")) else ""
         raise WeightsError(f"{path}: weights file missing{hint}; re-download or re-save the model")
     try:
-        return load_file(str(path))
+        state: dict[str, torch.Tensor] = load_file(str(path))
+        return state
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WeightsError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]}); "
                            "delete it and download the model again") from e
@@ -408,7 +417,7 @@ def _json_value(v: Any) -> bool:
 
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses shared storage: store tied tensors once (the first name wins)."""
-    seen: dict[tuple, str] = {}
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
     out = {}
     for k, v in state.items():
         key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
@@ -420,19 +429,20 @@ def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _is_tied(model: nn.Module, key: str, state: dict) -> bool:
+def _is_tied(model: nn.Module, key: str, state: dict[str, torch.Tensor]) -> bool:
     """True when ``key`` shares storage with a tensor present in ``state`` (weight tying)."""
     own = model.state_dict()
     ptr = own[key].untyped_storage().data_ptr()
     return any(own[k].untyped_storage().data_ptr() == ptr for k in state if k in own and k != key)
 
 
-def _progress(progress, total: int, desc: str):
+def _progress(progress: bool | Callable[[int], None], total: int,
+              desc: str) -> Callable[..., None]:
     """A callable ``bar(k, close=False)``: a tqdm bar on stderr, a user callback, or nothing."""
     if callable(progress):
         done = [0]
 
-        def cb(k, close=False):
+        def cb(k: int, close: bool = False) -> None:
             done[0] += k
             if k:
                 progress(done[0])
@@ -442,7 +452,7 @@ def _progress(progress, total: int, desc: str):
     from tqdm.auto import tqdm
     bar = tqdm(total=total, desc=desc, unit="sample", leave=False)
 
-    def update(k, close=False):
+    def update(k: int, close: bool = False) -> None:
         bar.update(k)
         if close:
             bar.close()
