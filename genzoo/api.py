@@ -9,17 +9,20 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import hub, plugins
 from .errors import UnknownModelError, WeightsError
 from .registry import ModelCard, get_registry
 
+if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
+    from .model import GenerativeModel
+
 NOT_BUILT = "weights not built yet"
 
 
-def load(name_or_path: str | os.PathLike, device: str = "auto", dtype: str = "auto",
-         revision: str | None = None):
+def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str = "auto",
+         revision: str | None = None) -> GenerativeModel:
     """Load a model by card name, local folder or ``hf://org/repo[@revision]``.
 
     ``device="auto"`` picks CUDA, then MPS, then CPU; ``dtype="auto"`` bf16 autocast where
@@ -126,7 +129,7 @@ def detect_folder_arch(folder: Path) -> str:
     config = _read_config(folder)
     section = config.get("genzoo")
     if isinstance(section, dict) and isinstance(section.get("arch"), str):
-        return section["arch"]
+        return str(section["arch"])
     files = _folder_files(folder)
     arch = plugins.detect_arch(config, files)
     if arch is None:
@@ -170,7 +173,7 @@ def model_status(card: ModelCard) -> dict[str, Any]:
             "path": str(folder) if folder is not None else None, "status": status}
 
 
-def model_info(name: str | os.PathLike, options: bool = True) -> dict[str, Any]:
+def model_info(name: str | os.PathLike[str], options: bool = True) -> dict[str, Any]:
     """The card of ``name`` as a dict, plus plugin/download status (see ``model_status``) and,
     with ``options``, the sampling options schema (this imports the architecture's class).
 
@@ -187,7 +190,7 @@ def model_info(name: str | os.PathLike, options: bool = True) -> dict[str, Any]:
     return info
 
 
-def option_schema(cls, sampling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def option_schema(cls: type[GenerativeModel], sampling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The sampling options of an architecture's class as dicts (a card's ``sampling``
     entries become the defaults); API-only (callable) options are left out."""
     from .options import build_schema

@@ -31,7 +31,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import pluggy
 
@@ -40,6 +40,9 @@ from .cards import ModelCard, load_catalog, packaged_catalog_path, plugin_cards
 from .errors import PluginError, PluginMissingError, RegistryError
 from .plugin_entries import (ArchInfo, BadResult, FeatureNetInfo, arch_info, as_list,
                              card_entry, feature_net_info, import_target, optional_str)
+
+if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
+    from .model import GenerativeModel
 
 GROUP = "genzoo"
 #: Distributions whose plugins rank first (see the precedence rule above).
@@ -303,7 +306,8 @@ class PluginManager:
             pass  # a malformed genzoo registry.yaml is no plugin's fault; `genzoo list` names it
         return list(self.infos.values())
 
-    def load_arch_class(self, arch: str, package_hint: str | None = None):
+    def load_arch_class(self, arch: str,
+                        package_hint: str | None = None) -> type[GenerativeModel]:
         """Import the class of ``arch``; a missing plugin names the ``pip install`` line."""
         archs = self.architectures()
         if arch not in archs:
@@ -382,7 +386,7 @@ def plugins() -> list[PluginInfo]:
     return get_manager().plugins()
 
 
-def load_arch_class(arch: str, package_hint: str | None = None):
+def load_arch_class(arch: str, package_hint: str | None = None) -> type[GenerativeModel]:
     """Import and return the ``GenerativeModel`` subclass of ``arch``."""
     return get_manager().load_arch_class(arch, package_hint)
 
