@@ -86,17 +86,57 @@ def latest_checkpoint(folder: Path) -> Path | None:
 def load_checkpoint(path: Path, model, optimizers: dict, ema, device,
                     scalers: dict | None = None) -> int:
     """Restore model, optimizers, EMA, fp16 grad scalers and RNG states from ``path``;
-    returns its step."""
-    from safetensors.torch import load_file
-    try:
-        meta = json.loads((path / "state.json").read_text())
-        tensors = load_file(str(path / "state.safetensors"))
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"{path}: unreadable checkpoint ({e}); delete it to resume from an "
-                           "earlier one") from e
+    returns its step.
+
+    Everything is checked before anything is restored: a truncated or malformed state file,
+    or a checkpoint written by another architecture (other tensor names or shapes), is one
+    ``WeightsError`` and leaves the model as it was."""
+    meta, tensors = _read_checkpoint(path)
     own = model.state_dict()
-    model.load_state_dict({k: tensors[f"model.{k}"] if f"model.{k}" in tensors else own[k]
-                           for k in own})
+    saved = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    wrong = sorted(set(own) ^ set(saved)) or sorted(
+        k for k in own if tuple(own[k].shape) != tuple(saved[k].shape))
+    if wrong:
+        raise WeightsError(f"{path}: this checkpoint was written by another model (tensor "
+                           f"{wrong[0]!r} differs in name or shape); resume with the model "
+                           "that wrote it, or start afresh with another --out")
+    missing = [f"ema.{k}" for k in (ema.shadow if ema is not None else ())
+               if f"ema.{k}" not in tensors] + [n for n in optimizers
+                                                if n not in meta["optimizers"]]
+    if missing or "rng.torch" not in tensors:
+        raise WeightsError(f"{path}: checkpoint lacks {(missing or ['rng.torch'])[0]}; it was "
+                           "written by another model or run; start afresh with another --out")
+    try:
+        _restore(path, meta, tensors, saved, model, optimizers, ema, device, scalers)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path}: checkpoint does not fit this run ({type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}); delete it to resume "
+                           "from an earlier one, or start afresh with another --out") from None
+    return int(meta["step"])
+
+
+def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    """state.json (shape-checked) and state.safetensors, or one WeightsError."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    hint = "delete it to resume from an earlier one"
+    try:
+        meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        tensors = load_file(str(path / "state.safetensors"))
+    except (OSError, ValueError, SafetensorError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{path}: unreadable checkpoint ({first}); {hint}") from None
+    if not (isinstance(meta, dict) and isinstance(meta.get("step"), int)
+            and isinstance(meta.get("optimizers"), dict)):
+        raise WeightsError(f"{path}: malformed state.json (no integer 'step' or no "
+                           f"'optimizers'); {hint}")
+    return meta, tensors
+
+
+def _restore(path: Path, meta: dict, tensors: dict, saved: dict, model, optimizers: dict, ema,
+             device, scalers: dict | None) -> None:
+    """Copy a checked checkpoint's state into the live objects."""
+    model.load_state_dict(saved)
     if ema is not None:
         for k in ema.shadow:
             ema.shadow[k].copy_(tensors[f"ema.{k}"])
@@ -121,7 +161,6 @@ def load_checkpoint(path: Path, model, optimizers: dict, ema, device,
         states = [tensors[f"rng.cuda.{i}"] for i in range(n) if f"rng.cuda.{i}" in tensors]
         if len(states) == n:
             torch.cuda.set_rng_state_all(states)
-    return int(meta["step"])
 
 
 def _dedupe(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -116,6 +116,8 @@ def _show_texts(batch, n: int, streamed: bool, keep: list[str] | None) -> None:
 @click.option("--grad-accum", type=int, default=1, show_default=True,
               help="Micro-batches per optimizer step.")
 @click.option("--resume", is_flag=True, help="Continue from OUT's last complete checkpoint.")
+@click.option("--overwrite", is_flag=True,
+              help="Allow a non-empty OUT that genzoo did not create (its files are replaced).")
 @click.option("--save-every", type=int, default=None, help="Checkpoint every N steps.")
 @click.option("--sample-every", type=int, default=None, help="Write a sample grid every N steps.")
 @click.option("--stop-after", type=int, default=None,
@@ -128,20 +130,24 @@ def _show_texts(batch, n: int, streamed: bool, keep: list[str] | None) -> None:
 @click.option("--device", default=None, help="auto, cpu, cuda (default: auto).")
 @click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def finetune_command(model_name, data, steps, out, batch_size, lr, grad_accum, resume, save_every,
-                     sample_every, stop_after, dtype, precision, seed, device, tensorboard,
-                     as_json):
+def finetune_command(model_name, data, steps, out, batch_size, lr, grad_accum, resume,
+                     overwrite, save_every, sample_every, stop_after, dtype, precision, seed,
+                     device, tensorboard, as_json):
     """Finetune a model on your data with genzoo's engine (works under torchrun for DDP)."""
     from .api import load
+    from .train import FinetuneOptions
     if precision is not None:
         click.echo("--precision is deprecated; use --dtype", err=True)
         dtype = precision
+    options = dict(batch_size=batch_size, lr=lr, grad_accum=grad_accum, resume=resume,
+                   overwrite=overwrite, save_every=save_every, sample_every=sample_every,
+                   stop_after=stop_after, dtype=dtype, seed=seed, device=device,
+                   tensorboard=tensorboard, progress=sys.stderr.isatty() and not as_json)
+    if steps < 1:  # checked before the model loads: a bad flag fails at once
+        raise OptionError(f"steps must be at least 1, got {steps} (--steps)")
+    FinetuneOptions.from_keywords(options)
     model = load(model_name, device="cpu")
-    result = model.finetune(data, steps=steps, out=out, batch_size=batch_size, lr=lr,
-                            grad_accum=grad_accum, resume=resume, save_every=save_every,
-                            sample_every=sample_every, stop_after=stop_after, dtype=dtype,
-                            seed=seed, device=device, tensorboard=tensorboard,
-                            progress=sys.stderr.isatty() and not as_json)
+    result = model.finetune(data, steps=steps, out=out, **options)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 alone reports (and writes)
     summary = {"folder": str(result.folder) if result.folder else None, "steps": result.steps,

@@ -60,3 +60,41 @@ def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
             os.replace(item, folder / item.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class LockHeld(Exception):
+    """Another live process holds the lock; ``pid`` is the one it wrote (None if unreadable)."""
+
+    def __init__(self, path: Path, pid: int | None):
+        super().__init__(f"{path} is locked by pid {pid}")
+        self.path, self.pid = path, pid
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike) -> Iterator[None]:
+    """Hold an OS lock (``flock``) on ``path`` for the ``with`` block, writing our pid into it.
+
+    The kernel drops the lock when the process dies, however it dies, so a crash never leaves a
+    stale lock behind (a pid file alone would). Raises :class:`LockHeld` at once, without
+    waiting, when another process holds it. Where ``fcntl`` is missing (Windows) no lock is
+    taken."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = Path(path)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode("ascii", "replace").strip()
+            raise LockHeld(path, int(text) if text.isdigit() else None) from None
+        # only the holder rewrites the pid: a refused process must not erase it
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+

@@ -15,21 +15,23 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import time
 import warnings
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .devices import check_dtype, resolve_device, resolve_dtype
-from .errors import OptionError, TrainingDivergedError
-from .train_parts import (EMA, Batches, MetricsWriter, StageRunner, autocast, dist_env, lr_at,
-                          make_optimizer, progress_bar, to_device)
+from .errors import GenzooError, OptionError, OutputError, TrainingDivergedError
+from .train_parts import (EMA, OPTION_RANGES, Batches, MetricsWriter, StageRunner, autocast,
+                          check_number, claimed_run_folder, dist_env, lr_at, make_optimizer, progress_bar,
+                          to_device)
 
 if TYPE_CHECKING:
     from .model import GenerativeModel
@@ -70,6 +72,7 @@ class FinetuneOptions:
     save_every: int | None = None
     sample_every: int | None = None
     resume: bool = False
+    overwrite: bool = False
     stop_after: int | None = None
     progress: bool = True
     log_every: int = 50
@@ -96,8 +99,10 @@ class FinetuneOptions:
                               f"{', '.join(sorted(known))}")
         opts = cls(**options)
         opts.dtype = check_dtype(opts.dtype)
-        if opts.grad_accum < 1:
-            raise OptionError(f"grad_accum must be at least 1, got {opts.grad_accum}")
+        for name, (low, integer) in OPTION_RANGES.items():
+            check_number(name, getattr(opts, name), low, integer)
+        if opts.ema_decay is not None and opts.ema_decay > 1:
+            raise OptionError(f"ema_decay must be between 0 and 1, got {opts.ema_decay}")
         return opts
 
 
@@ -132,17 +137,34 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int,
 
     ``options`` are the fields of :class:`FinetuneOptions` (``batch_size``, ``lr``, ``dtype``,
     ``resume``, ...; ``precision`` is a deprecated alias of ``dtype``). ``out`` receives
-    checkpoints/, metrics.jsonl, samples/ and, at the end, the model folder itself.
+    checkpoints/, metrics.jsonl, samples/ and, at the end, the model folder itself; a
+    non-empty ``out`` that genzoo did not create is refused unless ``overwrite=True``, and
+    one run at a time holds it (an OS lock).
     ``resume=True`` continues from ``out``'s last complete checkpoint with identical results to
     an uninterrupted run. ``stop_after=K`` checkpoints and stops at step K (a time-sliced run;
     resume it later). Returns a :class:`FinetuneResult`.
     """
-    if steps < 1:
-        raise OptionError(f"steps must be at least 1, got {steps}")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise OptionError(f"steps must be at least 1, got {steps!r} (--steps)")
     opts = FinetuneOptions.from_keywords(options)
     if opts.resume and out is None:
         raise OptionError("--resume needs --out (the folder holding the checkpoints)")
-    return Trainer(model, data, steps, Path(out) if out is not None else None, opts).run()
+    folder = Path(out) if out is not None else None
+    # rank 0 alone owns the folder (the other ranks write nothing there)
+    claim = (claimed_run_folder(folder, resume=opts.resume, overwrite=opts.overwrite)
+             if folder is not None and dist_env()[0] == 0 else nullcontext())
+    try:
+        with claim:
+            return Trainer(model, data, steps, folder, opts).run()
+    except OSError as e:  # the folder itself cannot be made, locked or marked
+        raise _output_error(folder, e) from None
+
+
+def _output_error(out: Path | None, e: OSError, kept: str = "") -> OutputError:
+    """A write that failed (read-only folder, full disk) as one line saying what to do."""
+    reason = e.strerror or str(e) or type(e).__name__
+    return OutputError(f"cannot write to --out {out} ({reason}){kept}; free some space or make "
+                       "it writable, or choose another --out")
 
 
 class Trainer:
@@ -165,11 +187,23 @@ class Trainer:
         self.history: list[dict[str, float]] = []
 
     def run(self) -> FinetuneResult:
-        """All phases in order; the result ``finetune`` returns."""
-        self.prepare()
-        self.resume()
-        self.run_steps()
-        return self.finish()
+        """All phases in order; the result ``finetune`` returns.
+
+        Library warnings (PyTorch's, a family's) are held back and shown at each log row and
+        at the end; those raised in the steps leading to a genzoo error (a NaN loss, a full
+        disk) are dropped, so that the error's one line is all the user sees."""
+        with warnings.catch_warnings(record=True) as self.caught:
+            try:
+                self.prepare()
+                self.resume()
+                self.run_steps()
+                result = self.finish()
+            except GenzooError:
+                self.caught.clear()
+                raise
+            finally:
+                self._show_warnings()
+        return result
 
     # ---- phases -------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -214,8 +248,9 @@ class Trainer:
                                               self.dev, self.scalers)
         else:
             torch.manual_seed(self.opts.seed * 1000 + self.rank)
-        self.writer = MetricsWriter(self.out, self.is_main and self.out is not None,
-                                    self.opts.tensorboard, self.start_step > 0)
+        with self._writing():
+            self.writer = MetricsWriter(self.out, self.is_main and self.out is not None,
+                                        self.opts.tensorboard, self.start_step > 0)
 
     def run_steps(self) -> None:
         """Steps ``start_step`` to ``end``: train, update the EMA, log every ``log_every``,
@@ -237,7 +272,9 @@ class Trainer:
                        "samples_per_s": seen / max(now - t_log, 1e-9)}
                 t_log, seen = now, 0
                 self.history.append(row)
-                self.writer.write(row)
+                self._show_warnings()
+                with self._writing():
+                    self.writer.write(row)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "step"})
             bar.update(1)
             if opts.save_every and done % opts.save_every == 0 and done < self.end:
@@ -287,8 +324,9 @@ class Trainer:
     def checkpoint(self, step: int) -> None:
         """Write the full training state at ``step`` into ``out``/checkpoints (rank 0)."""
         if self.out is not None and self.is_main:
-            save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizers,
-                            self.ema, self.cfg, self.scalers)
+            with self._writing():
+                save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizers,
+                                self.ema, self.cfg, self.scalers)
 
     def finish(self) -> FinetuneResult:
         """Stopped early: a checkpoint to resume from. Done: the EMA weights into the model
@@ -302,11 +340,14 @@ class Trainer:
             if self.ema is not None:
                 self.ema.copy_to(self.model.ema_module())
             if self.out is not None and self.is_main:
+                # the last losses are facts of training, not evaluation figures
                 card = {"summary": f"Finetuned for {self.steps} steps with genzoo.",
-                        "metrics": self.last}
-                folder = self.model.save_pretrained(self.out, card=card,
-                                                    dtype=self.opts.save_dtype)
-                self.writer.write({"step": self.steps, "event": "saved", "folder": str(self.out)})
+                        "metrics": {f"train_{k}": v for k, v in self.last.items()}}
+                with self._writing():
+                    folder = self.model.save_pretrained(self.out, card=card,
+                                                        dtype=self.opts.save_dtype)
+                    self.writer.write({"step": self.steps, "event": "saved",
+                                       "folder": str(self.out)})
         self.writer.close()
         if self.distributed:
             torch.distributed.barrier()
@@ -314,6 +355,25 @@ class Trainer:
         return FinetuneResult(folder, dict(self.last), self.end, seconds, stopped, self.history)
 
     # ---- helpers ------------------------------------------------------------------------
+    def _show_warnings(self) -> None:
+        """Print the warnings held back since the last call, as Python would have."""
+        for w in getattr(self, "caught", None) or ():
+            sys.stderr.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno,
+                                                    w.line))
+        if getattr(self, "caught", None):
+            self.caught.clear()
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a failed write into ``out`` (read-only, disk full) into one OutputError that
+        names the last complete checkpoint, which the failed write never touches."""
+        try:
+            yield
+        except OSError as e:
+            ckpt = latest_checkpoint(self.out / "checkpoints") if self.out is not None else None
+            kept = f"; the last complete checkpoint is {ckpt}" if ckpt else ""
+            raise _output_error(self.out, e, kept) from None
+
     def _diverged(self, step: int, stage: str, loss: torch.Tensor) -> None:
         ckpt = latest_checkpoint(self.out / "checkpoints") if self.out is not None else None
         kept = f"; the last good checkpoint is {ckpt}" if ckpt else ""
@@ -327,7 +387,8 @@ class Trainer:
         backup = self.ema.copy_to(module) if self.ema is not None else None
         try:
             samples = self.model.sample(16, seed=0)
-            samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
+            with self._writing():
+                samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
         finally:
             if backup is not None:
                 EMA.restore(module, backup)

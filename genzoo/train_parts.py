@@ -2,21 +2,25 @@
 
 Each piece has one job and no knowledge of the others: the DDP-visible stage router, EMA
 weights, deterministic resumable batches, the learning-rate schedule, the optimizer, autocast,
-the metrics writer and the progress bar.
+the metrics writer, the run folder's claim (marker and lock) and the progress bar.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
 
-from .errors import OptionError
+from .errors import OptionError, OutputError
+from .fsutil import LockHeld, atomic_write_text, exclusive_lock
 
 if TYPE_CHECKING:  # the engine sits below genzoo.model (model.finetune imports it)
     from .model import GenerativeModel
@@ -103,6 +107,30 @@ class Batches:
         return self.ds[parts[0] if len(parts) == 1 else torch.cat(parts)]
 
 
+# name -> (lowest allowed value, whole numbers only); lr must also be above 0 (checked apart).
+OPTION_RANGES: dict[str, tuple[float, bool]] = {
+    "batch_size": (1, True), "lr": (0, False), "warmup": (0, True), "weight_decay": (0, False),
+    "grad_clip": (0, False), "ema_decay": (0, False), "grad_accum": (1, True),
+    "save_every": (1, True), "sample_every": (1, True), "stop_after": (1, True),
+    "log_every": (1, True)}
+
+
+def check_number(name: str, value: Any, low: float, integer: bool) -> None:
+    """One-line OptionError unless ``value`` is None or a finite number >= ``low`` (> 0 for
+    lr), whole when ``integer``: a negative batch, a NaN lr or ``stop_after=-1`` would
+    otherwise crash later or silently train nothing."""
+    if value is None:
+        return
+    flag = "--" + name.replace("_", "-")
+    kind = "a whole number" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        raise OptionError(f"{name} must be {kind}, got {value!r} ({flag})")
+    if value < low or (name == "lr" and value == 0):
+        bound = "above 0" if name == "lr" else f"at least {low}"
+        raise OptionError(f"{name} must be {bound}, got {value!r} ({flag})")
+
+
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float) -> float:
     """Linear warm-up to ``lr``, then cosine decay to ``lr * min_ratio`` at ``steps``."""
     if step < warmup:
@@ -146,14 +174,19 @@ def autocast(dev: torch.device, dtype: torch.dtype | None):
 
 
 class MetricsWriter:
-    """metrics.jsonl (appended, rank 0 only) and, when asked and installed, TensorBoard."""
+    """metrics.jsonl (rank 0 only) and, when asked and installed, TensorBoard.
+
+    The file is only ever appended to, one ``write`` per line on an ``O_APPEND`` descriptor:
+    a second run (or a resumed one) adds its rows after the earlier ones, never truncating
+    them, and no reader sees half a line."""
 
     def __init__(self, out: Path | None, enabled: bool, tensorboard: bool, append: bool):
-        self.f = self.tb = None
+        self.fd: int | None = None
+        self.tb = None
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
-        self.f = open(out / "metrics.jsonl", "a" if append else "w")
+        self.fd = os.open(out / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -164,10 +197,11 @@ class MetricsWriter:
 
     def write(self, row: dict) -> None:
         """Append ``row`` as one JSON line (and its numbers to TensorBoard)."""
-        if self.f is None:
+        if self.fd is None:
             return
-        self.f.write(json.dumps(row) + "\n")
-        self.f.flush()
+        data = (json.dumps(row) + "\n").encode("utf-8")
+        if os.write(self.fd, data) != len(data):  # a disk filling up mid-line
+            raise OSError(errno.ENOSPC, "No space left on device (short write to metrics.jsonl)")
         if self.tb is not None and "step" in row:
             for k, v in row.items():
                 if k != "step" and isinstance(v, (int, float)):
@@ -175,10 +209,55 @@ class MetricsWriter:
 
     def close(self) -> None:
         """Close the file and the TensorBoard writer."""
-        if self.f is not None:
-            self.f.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
         if self.tb is not None:
             self.tb.close()
+
+
+#: Written into every folder genzoo creates for a run: its files are genzoo's to replace.
+RUN_MARKER = ".genzoo-run"
+#: The lock file of a run folder (``flock``-ed for the whole run).
+RUN_LOCK = ".genzoo-lock"
+
+
+@contextlib.contextmanager
+def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Make ``out`` this run's folder for the ``with`` block, or refuse in one line.
+
+    A non-empty folder genzoo did not create (no ``RUN_MARKER``, no checkpoints) is refused
+    unless ``overwrite``: the user's own README.md or config.json are never replaced
+    silently. A fresh run into a folder holding an earlier run's checkpoints is refused too
+    (its checkpoints would mix with ours) unless ``overwrite`` (they are removed) or
+    ``resume``. One run per folder: an OS lock held until the block ends, released by the
+    kernel if the process dies, so a second run is refused naming the holder's pid."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder; choose another --out")
+    ours = (out / RUN_MARKER).is_file() or (out / "checkpoints" / "latest").is_file()
+    theirs = sorted(p.name for p in out.iterdir() if p.name != RUN_LOCK) if out.is_dir() else []
+    if theirs and not ours and not overwrite:
+        shown = ", ".join(theirs[:4]) + (" ..." if len(theirs) > 4 else "")
+        raise OutputError(f"--out {out} already holds files genzoo did not write ({shown}); "
+                          "pass --overwrite to replace them or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(out / RUN_LOCK):
+            checkpoints = out / "checkpoints"
+            if checkpoints.is_dir() and not resume and any(checkpoints.iterdir()):
+                if not overwrite:
+                    raise OutputError(f"--out {out} holds the checkpoints of an earlier run: pass "
+                                      "--resume to continue it, --overwrite to start afresh, "
+                                      "or choose another --out")
+                shutil.rmtree(checkpoints)
+            if not (out / RUN_MARKER).is_file():
+                atomic_write_text(out / RUN_MARKER, "a genzoo finetune folder: genzoo may "
+                                  "replace the files it wrote here\n")
+            yield
+    except LockHeld as e:
+        holder = f"pid {e.pid}" if e.pid else "another process"
+        raise OutputError(f"--out {out} is in use by another finetune ({holder}); wait for it "
+                          "to finish or choose another --out") from None
 
 
 def progress_bar(enabled: bool, total: int, initial: int):
