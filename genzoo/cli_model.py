@@ -10,14 +10,18 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_options import ModelCommand, model_options
+from .cli_options import ModelCommand, images_given, model_options
 from .errors import OptionError
 
+if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
+    from .samples import Samples
 
-def _echo_json(data) -> None:
+
+def _echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, default=str))
 
 
@@ -40,8 +44,9 @@ def _echo_json(data) -> None:
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
-def sample_command(ctx, model_name, n, seed, out, options, batch_size, device, dtype, revision,
-                   as_json):
+def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int,
+                   out: str | None, options: tuple[str, ...], batch_size: int | None,
+                   device: str, dtype: str, revision: str | None, as_json: bool) -> None:
     """Draw samples from a model (a catalog name, a folder or hf://org/repo[@rev]).
 
     Each model declares its own sampling options, taken as flags after NAME_OR_PATH
@@ -54,7 +59,7 @@ def sample_command(ctx, model_name, n, seed, out, options, batch_size, device, d
     model = load(model_name, device=device, dtype=dtype, revision=revision)
     opts = model_options(model, ctx.args, options)
     if n is None:
-        n = 1 if model.modality == "text" else 16
+        n = images_given(opts) or (1 if model.modality == "text" else 16)
     if out is None and model.modality != "text":
         out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
     streaming = model.modality == "text" and n == 1 and out is None and not as_json
@@ -62,7 +67,7 @@ def sample_command(ctx, model_name, n, seed, out, options, batch_size, device, d
         opts["stream"] = lambda piece: click.echo(piece, nl=False)
     writer = open_writer(out, n, model.modality) if out is not None else None  # fails early
     texts: list[str] = []
-    meta: dict = {}
+    meta: dict[str, Any] = {}
     try:
         for batch in model.iter_samples(n, seed=seed, batch_size=batch_size,
                                         progress=sys.stderr.isatty() and not as_json, **opts):
@@ -91,11 +96,11 @@ def sample_command(ctx, model_name, n, seed, out, options, batch_size, device, d
                + (f" -> {where}" if where else ""), err=model.modality == "text")
 
 
-def _show_texts(batch, n: int, streamed: bool, keep: list[str] | None) -> None:
+def _show_texts(batch: Samples, n: int, streamed: bool, keep: list[str] | None) -> None:
     """Print a batch of texts as it arrives (headed by its index when n > 1), or keep them
     for the JSON summary; a streamed text was printed piece by piece already."""
     start = int(batch.meta.get("start", 0))
-    for i, text in enumerate(batch.texts):
+    for i, text in enumerate(batch.texts or ()):
         if keep is not None:
             keep.append(text)
         elif not streamed:
@@ -130,9 +135,11 @@ def _show_texts(batch, n: int, streamed: bool, keep: list[str] | None) -> None:
 @click.option("--device", default=None, help="auto, cpu, cuda (default: auto).")
 @click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def finetune_command(model_name, data, steps, out, batch_size, lr, grad_accum, resume,
-                     overwrite, save_every, sample_every, stop_after, dtype, precision, seed,
-                     device, tensorboard, as_json):
+def finetune_command(model_name: str, data: str, steps: int, out: str,
+                     batch_size: int | None, lr: float | None, grad_accum: int, resume: bool,
+                     overwrite: bool, save_every: int | None, sample_every: int | None,
+                     stop_after: int | None, dtype: str, precision: str | None, seed: int,
+                     device: str | None, tensorboard: bool, as_json: bool) -> None:
     """Finetune a model on your data with genzoo's engine (works under torchrun for DDP)."""
     from .api import load
     from .train import FinetuneOptions
@@ -169,7 +176,8 @@ def finetune_command(model_name, data, steps, out, batch_size, lr, grad_accum, r
 @click.option("--private", is_flag=True, help="Create the repository as private.")
 @click.option("--revision", default=None, help="Branch to push to.")
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Hub token (default: HF_TOKEN).")
-def push_command(folder, repo_id, private, revision, token):
+def push_command(folder: str, repo_id: str, private: bool, revision: str | None,
+                 token: str | None) -> None:
     """Upload a genzoo model folder (config.json, model.safetensors, README.md) to the Hub."""
     from .hub import upload_folder
     from .model import read_config
