@@ -19,12 +19,15 @@ import os
 import time
 import warnings
 from collections import Counter
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
 
 from .errors import DataError, OptionError
+
+if TYPE_CHECKING:
+    from .model import GenerativeModel
 
 MNIST_SHAPE = (1, 28, 28)
 DEFAULT_REFERENCE = "mnist:ref"
@@ -187,9 +190,10 @@ def image_metrics(feats: torch.Tensor, probs: torch.Tensor | None, ref) -> dict[
     return out
 
 
-def evaluate(model, n: int | None = None, data=None, feature: str = "mnist", seed: int = 0,
+def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = None,
+             data: Any = None, feature: str = "mnist", seed: int = 0,
              batch_size: int | None = None, progress: bool = False,
-             **sample_options) -> dict[str, Any]:
+             **sample_options: Any) -> dict[str, Any]:
     """Measure ``model`` (a GenerativeModel, card name or folder) on ``n`` samples.
 
     Image models: FD, KID, precision, recall in the ``feature`` space against ``data`` (a
