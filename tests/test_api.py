@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -121,5 +124,27 @@ def test_model_info_and_list(catalog, local_hub):
 
 
 def test_public_face_is_lazy():
+    # In a fresh interpreter: `import genzoo`, listing the catalog and taking genzoo.load
+    # import no torch; the first use of a heavy attribute (the model class) does, and each
+    # lazy attribute is the real object.
+    code = textwrap.dedent("""
+        import sys
+        import genzoo
+        genzoo.list_models()
+        before = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "numpy"})
+        load = genzoo.load
+        import genzoo.api
+        before.append("torch" in sys.modules)
+        model_class = genzoo.GenerativeModel
+        import genzoo.model
+        print(before, load is genzoo.api.load, model_class is genzoo.model.GenerativeModel,
+              "torch" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[False]", "True", "True", "True"], out.stdout
     import genzoo
     assert genzoo.load is api.load and genzoo.list_models is api.list_models
+    with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
+        genzoo.no_such_name
