@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .cli_options import ModelCommand, model_options
+from .cli_complete import complete_model_name
+from .cli_options import ModelCommand, images_given, model_options
 from .errors import OptionError
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
@@ -27,7 +28,7 @@ def _echo_json(data: Any) -> None:
 
 @click.command("sample", cls=ModelCommand,
                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("model_name", metavar="NAME_OR_PATH")
+@click.argument("model_name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=None,
               help="How many samples (default: 16 images, or 1 text that streams as it grows).")
 @click.option("--seed", type=int, default=0, show_default=True,
@@ -59,7 +60,7 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     model = load(model_name, device=device, dtype=dtype, revision=revision)
     opts = model_options(model, ctx.args, options)
     if n is None:
-        n = 1 if model.modality == "text" else 16
+        n = images_given(opts) or (1 if model.modality == "text" else 16)
     if out is None and model.modality != "text":
         out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
     streaming = model.modality == "text" and n == 1 and out is None and not as_json
@@ -110,7 +111,7 @@ def _show_texts(batch: Samples, n: int, streamed: bool, keep: list[str] | None) 
 
 
 @click.command("finetune")
-@click.argument("model_name", metavar="NAME_OR_PATH")
+@click.argument("model_name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
 @click.option("--data", required=True,
               help="Training data: an image folder, .npz/.npy, 'mnist', or a text file/folder.")
 @click.option("--steps", type=int, default=1000, show_default=True, help="Optimizer steps.")

@@ -2,7 +2,7 @@
 line, and help that lists them. Thin and torch-free at import."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -13,12 +13,36 @@ if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
 def model_options(model: GenerativeModel, flags: list[str],
                   pairs: tuple[str, ...]) -> dict[str, Any]:
     """The sampling options of one command line, typed by the model's own schema: its flags
-    (``--steps 20``, read from what click left over) and ``-O KEY=VALUE`` pairs."""
+    (``--steps 20``, read from what click left over) and ``-O KEY=VALUE`` pairs. An image
+    option's value is a picture or a folder of them, converted to the model's image shape as
+    finetune data is (with the same one-line note)."""
     from .options import parse_flags, parse_key_values, validate
     schema = model.options()
     owner = model.name_or_path or model.arch
-    return {**parse_flags(flags, schema, owner),
-            **validate(schema, parse_key_values(pairs), owner, as_text=True)}
+    reader = _image_reader(model)
+    return {**parse_flags(flags, schema, owner, reader),
+            **validate(schema, parse_key_values(pairs), owner, as_text=True, read_image=reader)}
+
+
+def _image_reader(model: GenerativeModel) -> Callable[[str], Any]:
+    """Reads a picture or a folder of pictures as (N, C, H, W) images of the model's shape."""
+    def read(path: str) -> Any:
+        from .data import load_image_dataset
+        shape = model.config.get("image_shape")
+        if not shape:
+            from .errors import OptionError
+            raise OptionError(f"{model.arch} declares no image_shape; pass images through the "
+                              "API instead")
+        return load_image_dataset(path, shape=tuple(shape)).images
+    return read
+
+
+def images_given(options: dict[str, Any]) -> int | None:
+    """How many samples the images given as options ask for (a folder of N init images gives
+    N outputs): the largest stack of more than one, else None."""
+    counts = [len(v) for v in options.values()
+              if getattr(v, "ndim", 0) == 4 and len(v) > 1]
+    return max(counts) if counts else None
 
 
 class ModelCommand(click.Command):

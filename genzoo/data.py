@@ -58,6 +58,22 @@ class TensorImages:
         return self.images[idx]
 
 
+class LabelledImages:
+    """Images with class labels for training: ``ds[idx] -> (images[idx], labels[idx])``
+    (a label of -1 means "no label": a class-conditional family trains it unconditionally)."""
+
+    def __init__(self, images, labels, source: str = ""):
+        if len(images) != len(labels):
+            raise DataError(f"{source or 'data'}: {len(images)} images but {len(labels)} labels")
+        self.images, self.labels, self.source = images, labels.long(), source
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, idx):
+        return self.images[idx], self.labels[idx]
+
+
 def load_image_dataset(data: Any, shape: Sequence[int] = (1, 28, 28), quiet: bool = False) -> TensorImages:
     """Images for training or evaluation from ``data``: ``"mnist"`` / ``"mnist:SPLIT"``, a
     tensor, an ``.npz``/``.npy`` file, or a folder of PNG/JPEG files (searched recursively;
@@ -81,7 +97,7 @@ def load_image_dataset(data: Any, shape: Sequence[int] = (1, 28, 28), quiet: boo
     if path.suffix.lower() in (".npz", ".npy"):
         return TensorImages(_fit(_load_array(path), shape, str(path), quiet), source=str(path))
     if path.suffix.lower() in IMAGE_SUFFIXES:
-        return TensorImages(_fit(_read_images([path])[0], shape, str(path), quiet), source=str(path))
+        return TensorImages(_decode([path], shape, path, quiet), source=str(path))
     raise DataError(f"{path}: unsupported data file; use a folder of images, .npz or .npy")
 
 
@@ -124,6 +140,12 @@ def _load_folder(path: Path, shape, quiet: bool):
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{path}: no images (.png, .jpg, ...) found in this folder or below")
+    return _decode(files, shape, path, quiet)
+
+
+def _decode(files, shape, path: Path, quiet: bool):
+    """Image files decoded straight into ``shape`` (channels and size), saying once what
+    changed."""
     images, changed = _read_images(files, shape)
     if changed and not quiet:
         _say(f"genzoo: converted {path} to the model's shape ({', '.join(sorted(changed))})")
@@ -159,9 +181,6 @@ def _read_images(files, shape=None):
             raise DataError(f"{f}: not a readable image ({e.__class__.__name__}); remove or "
                             "replace it") from e
     arr = np.stack(arrays)
-    if arr.dtype.kind not in "uifb":  # strings, objects, dates: not pixel values
-        raise DataError(f"{path}: the array holds {arr.dtype} values, not pixel numbers; save "
-                        "images as uint8 (0-255) or floats in [0, 1]")
     if arr.ndim == 3:
         arr = arr[:, None]
     else:

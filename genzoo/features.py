@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import LabelledImages
 from .errors import DataError, OptionError
 from .model import GenerativeModel
 
@@ -40,21 +41,6 @@ DEFAULT_CONFIG: dict[str, Any] = {
 #: MNIST's pixel mean and std: inputs in [0, 1] are standardised inside the network.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 NOT_A_SAMPLER = "mnist-features is a feature network; it does not sample"
-
-
-class LabelledImages:
-    """Images with labels for the engine: ``ds[idx] -> (images[idx], labels[idx])``."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, source: str = ""):
-        if len(images) != len(labels):
-            raise DataError(f"{source or 'data'}: {len(images)} images but {len(labels)} labels")
-        self.images, self.labels, self.source = images, labels.long(), source
-
-    def __len__(self) -> int:
-        return int(self.images.shape[0])
-
-    def __getitem__(self, idx):
-        return self.images[idx], self.labels[idx]
 
 
 class MnistClassifier(GenerativeModel):

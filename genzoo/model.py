@@ -29,6 +29,7 @@ from .errors import GenzooError, OptionError, SampleError, WeightsError
 from .options import Option, build_schema, validate
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
+from .batching import batch_rows, per_sample_values, progress_bar, provenance
 from .seeding import check_seed, sample_generators
 
 if TYPE_CHECKING:
@@ -193,17 +194,19 @@ class GenerativeModel(nn.Module):
         opts.pop("batch_size", None)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
-        hooks = {name for name, o in self.options().items() if o.type == "callable"}
+        schema = self.options()
+        per_sample = per_sample_values(schema, opts, n)
         meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
-                "revision": self.revision, "seed": seed,
-                **{k: v for k, v in opts.items() if k not in hooks and _json_value(v)}}
+                "revision": self.revision, "seed": seed, **provenance(schema, opts)}
         self.eval()
-        bar = _progress(progress, n, f"sampling {self.name_or_path or self.arch}")
+        bar = progress_bar(progress, n, f"sampling {self.name_or_path or self.arch}")
         try:
             for start in range(0, n, batch_size):
                 chunk = sample_generators(seed, min(batch_size, n - start), start=start)
+                batch_opts = {**opts, **{name: batch_rows(v, start, len(chunk))
+                                         for name, v in per_sample.items()}}
                 with torch.inference_mode(), self.autocast():
-                    out = self.generate(chunk, **opts)
+                    out = self.generate(chunk, **batch_opts)
                 bar(len(chunk))
                 yield self._batch(out, {**meta, "start": start}, start)
         finally:
@@ -409,12 +412,6 @@ def model_card_markdown(model: GenerativeModel, card: dict[str, Any]) -> str:
     return render(model, card)
 
 
-def _json_value(v: Any) -> bool:
-    """True for option values worth recording as provenance (not callbacks or tensors)."""
-    return v is None or isinstance(v, (str, int, float, bool)) or (
-        isinstance(v, (list, tuple)) and all(_json_value(x) for x in v))
-
-
 def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """safetensors refuses shared storage: store tied tensors once (the first name wins)."""
     seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
@@ -434,26 +431,3 @@ def _is_tied(model: nn.Module, key: str, state: dict[str, torch.Tensor]) -> bool
     own = model.state_dict()
     ptr = own[key].untyped_storage().data_ptr()
     return any(own[k].untyped_storage().data_ptr() == ptr for k in state if k in own and k != key)
-
-
-def _progress(progress: bool | Callable[[int], None], total: int,
-              desc: str) -> Callable[..., None]:
-    """A callable ``bar(k, close=False)``: a tqdm bar on stderr, a user callback, or nothing."""
-    if callable(progress):
-        done = [0]
-
-        def cb(k: int, close: bool = False) -> None:
-            done[0] += k
-            if k:
-                progress(done[0])
-        return cb
-    if not progress:
-        return lambda k, close=False: None
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, desc=desc, unit="sample", leave=False)
-
-    def update(k: int, close: bool = False) -> None:
-        bar.update(k)
-        if close:
-            bar.close()
-    return update

@@ -10,13 +10,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from .errors import OptionError
 
 #: The value types an option may declare. ``any`` accepts what JSON or YAML can say;
-#: ``callable`` is an API-only hook (a streaming callback) that the CLI never offers.
-TYPES = ("int", "float", "str", "bool", "any", "callable")
+#: ``callable`` is an API-only hook (a streaming callback) that the CLI never offers;
+#: ``image`` is a (N, C, H, W) or (C, H, W) float tensor in [0, 1] (the CLI reads a picture
+#: or a folder of them, converted to the model's shape).
+TYPES = ("int", "float", "str", "bool", "any", "callable", "image")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -26,7 +28,9 @@ class Option:
     """One sampling option: its name, value type, default, bounds or choices and help line.
 
     ``condition`` marks a conditioning input (a class label, an init image) rather than a
-    knob of the sampler; ``None`` is accepted wherever the default is ``None`` (unset)."""
+    knob of the sampler; ``per_sample`` lets a value be one per sample (a list, or images
+    stacked along the first dimension), which ``sample`` slices batch by batch so that sample
+    i gets value i. ``None`` is accepted wherever the default is ``None`` (unset)."""
 
     name: str
     type: str = "any"
@@ -36,6 +40,7 @@ class Option:
     max: float | None = None
     choices: tuple[Any, ...] | None = None
     condition: bool = False
+    per_sample: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -54,7 +59,7 @@ class Option:
     def with_default(self, default: Any) -> "Option":
         """The same option with another default (a model card's sampling settings)."""
         return Option(self.name, self.type, default, self.help, self.min, self.max,
-                      self.choices, self.condition)
+                      self.choices, self.condition, self.per_sample)
 
     def parse(self, value: Any) -> Any:
         """``value`` converted to the declared type and checked against bounds and choices.
@@ -69,6 +74,16 @@ class Option:
             if not callable(value):
                 raise OptionError(f"option {self.name!r} takes a function (API only)")
             return value
+        if self.type == "image":
+            return self._image(value)
+        if self.per_sample and isinstance(value, (list, tuple)):
+            if not value:
+                raise OptionError(f"option {self.name!r}: an empty list; give one value per "
+                                  "sample, or one for all")
+            return [self._one(v) for v in value]
+        return self._one(value)
+
+    def _one(self, value: Any) -> Any:
         converted = _convert(self.type, value)
         if converted is _INVALID:
             raise self._bad(value)
@@ -84,9 +99,30 @@ class Option:
                                   f"got {value!r}")
         return converted
 
-    def parse_text(self, text: str) -> Any:
+    def _image(self, value: Any) -> Any:
+        """A (N, C, H, W) float tensor in [0, 1] (a (C, H, W) one gains the N axis)."""
+        ndim = getattr(value, "ndim", None)
+        if ndim not in (3, 4) or not getattr(value, "is_floating_point", lambda: False)():
+            raise OptionError(f"option {self.name!r} takes images: a float tensor shaped "
+                              "(N, C, H, W) or (C, H, W) in [0, 1] (the CLI takes a path)")
+        value = value[None] if ndim == 3 else value
+        if len(value) == 0 or not bool(value.isfinite().all()) or float(value.min()) < 0 \
+                or float(value.max()) > 1:
+            raise OptionError(f"option {self.name!r}: images must hold finite values in [0, 1]")
+        return value
+
+    def parse_text(self, text: str, read_image: Callable[[str], Any] | None = None) -> Any:
         """``parse`` for a value typed as text (a CLI flag, ``-O KEY=VALUE``, a form field):
-        an ``any`` option reads JSON (numbers, true, null, lists) and keeps other text as is."""
+        an ``any`` option reads JSON (numbers, true, null, lists) and keeps other text as is;
+        a per-sample option takes a comma-separated list (``--label 3,5,7``). An ``image``
+        option's text is a path that ``read_image`` turns into images."""
+        if self.type == "image":
+            if read_image is None:
+                raise OptionError(f"option {self.name!r} takes images; as text it needs a "
+                                  "reader of image paths")
+            return self.parse(read_image(text))
+        if self.per_sample and self.type not in ("image", "any") and "," in text:
+            return self.parse([part.strip() for part in text.split(",")])
         if self.type == "any":
             try:
                 return self.parse(json.loads(text))
@@ -106,7 +142,8 @@ class Option:
 
     def _bad(self, value: Any) -> OptionError:
         want = {"int": "a whole number", "float": "a number", "bool": "true or false",
-                "str": "a string of valid UTF-8 text", "any": "a value"}[self.type]
+                "str": "a string of valid UTF-8 text", "any": "a value",
+                "image": "images"}[self.type]
         if self.type in ("int", "float") and (self.min is not None or self.max is not None):
             want += f" {self.describe_range()}"
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "..."
@@ -117,7 +154,7 @@ class Option:
         return {"name": self.name, "type": self.type, "default": _jsonable(self.default),
                 "help": self.help, "min": self.min, "max": self.max,
                 "choices": list(self.choices) if self.choices is not None else None,
-                "condition": self.condition, "flag": self.flag}
+                "condition": self.condition, "per_sample": self.per_sample, "flag": self.flag}
 
 
 _INVALID = object()
@@ -204,7 +241,8 @@ def _option_from_mapping(item: Mapping[str, Any]) -> Option:
 
 
 def validate(schema: Mapping[str, Option], values: Mapping[str, Any], owner: str,
-             as_text: bool = False) -> dict[str, Any]:
+             as_text: bool = False,
+             read_image: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Every value parsed by its option (``as_text``: values typed as text, see
     ``Option.parse_text``); an unknown name lists the options ``owner`` takes."""
     unknown = sorted(set(values) - set(schema))
@@ -212,7 +250,8 @@ def validate(schema: Mapping[str, Option], values: Mapping[str, Any], owner: str
         allowed = ", ".join(sorted(n for n, o in schema.items() if o.type != "callable")) or "none"
         raise OptionError(f"unknown option(s) {', '.join(unknown)} for {owner}; allowed: {allowed}")
     if as_text:
-        return {name: schema[name].parse_text(str(value)) for name, value in values.items()}
+        return {name: schema[name].parse_text(str(value), read_image)
+                for name, value in values.items()}
     return {name: schema[name].parse(value) for name, value in values.items()}
 
 
@@ -232,7 +271,8 @@ def parse_key_values(pairs: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def parse_flags(args: Iterable[str], schema: Mapping[str, Option], owner: str) -> dict[str, Any]:
+def parse_flags(args: Iterable[str], schema: Mapping[str, Option], owner: str,
+                read_image: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Model option flags left over by click (``--steps 20 --no-ema --top-p=0.9``) read against
     ``schema``: ``--name VALUE`` or ``--name=VALUE``, ``--flag`` / ``--no-flag`` for bools."""
     by_flag = {o.flag: o for o in schema.values() if o.type != "callable"}
@@ -259,7 +299,7 @@ def parse_flags(args: Iterable[str], schema: Mapping[str, Option], owner: str) -
             value, i = args[i + 1], i + 1
         else:
             raise OptionError(f"option {opt.flag} needs a value")
-        out[opt.name] = opt.parse_text(value)
+        out[opt.name] = opt.parse_text(value, read_image)
         i += 1
     return out
 

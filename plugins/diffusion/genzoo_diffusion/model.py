@@ -20,6 +20,12 @@ from .samplers import SAMPLERS, sample as run_sampler
 from .schedule import NoiseSchedule
 from .unet import UNet
 
+#: Classifier-free guidance scale used with a label unless asked otherwise (measured: see
+#: the recipe and benchmarks/eval_table.py).
+DEFAULT_GUIDANCE = 2.0
+#: The options only a class-conditional network takes.
+LABEL_OPTIONS = ("label", "guidance")
+
 DEFAULT_CONFIG: dict[str, Any] = {
     "image_shape": [1, 28, 28],
     "unet": {"channels": [32, 64, 64], "blocks": 1, "attention": [2], "dropout": 0.0},
@@ -27,6 +33,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
                   "prediction_type": "v_prediction", "clip_sample": True,
                   "clip_sample_range": 1.0},
     "min_snr_gamma": 5.0,
+    # 0: unconditional. N: class labels 0..N-1, each dropped to "no label" with probability
+    # label_dropout in training, so one model samples both ways (classifier-free guidance).
+    "num_classes": 0,
+    "label_dropout": 0.1,
 }
 
 
@@ -46,6 +56,16 @@ class DiffusionModel(GenerativeModel):
                min=1, max=10000),
         Option("eta", "float", 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", min=0.0, max=1.0),
         Option("batch_size", "int", 256, "samples per network batch", min=1),
+        Option("label", "int", None, "class to sample (one, or one per sample: 3,1,4); none: "
+               "unconditional", min=0, condition=True, per_sample=True),
+        Option("guidance", "float", DEFAULT_GUIDANCE, "classifier-free guidance scale with a "
+               "label (1: none; more: more typical of the class)", min=0.0, max=20.0),
+        Option("init", "image", None, "start from this picture (image-to-image, or the "
+               "picture a mask completes)", condition=True, per_sample=True),
+        Option("strength", "float", 1.0, "with init: how far to move from it (0-1]; 1 "
+               "redraws it completely", min=0.0, max=1.0),
+        Option("mask", "image", None, "with init: white regenerates, black keeps "
+               "(inpainting)", condition=True, per_sample=True),
     )
     #: Sample in channels-last layout in fp32 and on GPUs; see ``_sampling_layout`` for the
     #: exception. Measured on CPU: house UNet ~45% faster, diffusers' UNet2DModel (the
@@ -63,27 +83,84 @@ class DiffusionModel(GenerativeModel):
         """The denoising network; the diffusers adapter overrides this."""
         u = config["unet"]
         return UNet(self.image_shape[0], tuple(u["channels"]), u["blocks"], tuple(u["attention"]),
-                    u.get("dropout", 0.0))
+                    u.get("dropout", 0.0), num_classes=int(config.get("num_classes") or 0))
 
-    def model_output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The network's prediction (per ``schedule.prediction_type``) at noisy ``x``, step ``t``."""
+    @property
+    def num_classes(self) -> int:
+        """How many class labels the network takes (0: unconditional)."""
+        return int(self.config.get("num_classes") or 0)
+
+    def model_output(self, x: torch.Tensor, t: torch.Tensor,
+                     label: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's prediction (per ``schedule.prediction_type``) at noisy ``x``, step
+        ``t``, for class ``label`` (None or ``num_classes``: no label)."""
+        if self.num_classes:
+            return self.unet(x, t, label)
         return self.unet(x, t)
 
     # ---- sampling ------------------------------------------------------------------------
-    def generate(self, generators, sampler="dpmsolver++", steps=20, eta=0.0, progress=None):
-        """Samples in [0, 1]: initial noise per sample from its own generator, then the sampler."""
+    def options(self) -> dict[str, Option]:
+        """The declared options; class labels and guidance only for a network that takes them."""
+        schema = super().options()
+        if not self.num_classes:
+            for name in LABEL_OPTIONS:
+                schema.pop(name, None)
+        return schema
+
+    def generate(self, generators, sampler="dpmsolver++", steps=20, eta=0.0, progress=None,
+                 label=None, guidance=DEFAULT_GUIDANCE, init=None, strength=1.0, mask=None):
+        """Samples in [0, 1]: initial noise per sample from its own generator, then the sampler;
+        ``label`` (per sample) with classifier-free ``guidance``; ``init`` with ``strength``
+        (image-to-image) or ``mask`` (inpainting), see ``samplers.sample``."""
         if sampler not in SAMPLERS:
             raise OptionError(f"unknown sampler {sampler!r}: use one of {', '.join(SAMPLERS)}")
+        if mask is not None and init is None:
+            raise OptionError("mask needs init: the picture whose masked part is redrawn")
         dtype = self.autocast_dtype or torch.float32
         layout = self._sampling_layout()
         x = per_sample_randn(generators, self.image_shape, device=self.device, dtype=torch.float32)
         x = x.contiguous(memory_format=layout)
-
-        def fn(xt, t):
-            return self.model_output(xt.to(dtype), t).float()
+        fn = self._guided_fn(dtype, self._labels(label, len(generators)), guidance)
         x0 = run_sampler(fn, x, self.schedule, sampler=sampler, steps=steps,
-                         generators=generators, eta=eta, progress=progress)
+                         generators=generators, eta=eta, progress=progress,
+                         init=self._model_space(init), strength=strength,
+                         mask=None if mask is None else (mask.to(self.device) > 0.5).float())
         return ((x0 + 1) / 2).clamp(0, 1)
+
+    def _labels(self, label, n: int) -> torch.Tensor | None:
+        """Class labels as an (n,) tensor on the device (None: unconditional)."""
+        if label is None:
+            return None
+        labels = torch.as_tensor(label if isinstance(label, list) else [label] * n)
+        if int(labels.max()) >= self.num_classes:
+            raise OptionError(f"label {int(labels.max())} is out of range: this model has "
+                              f"classes 0-{self.num_classes - 1}")
+        return labels.to(self.device)
+
+    def _guided_fn(self, dtype, labels, guidance: float):
+        """The network as the sampler calls it: plain, or with classifier-free guidance
+        (one batched call on the labelled and the unlabelled copy: about twice the cost)."""
+        if labels is None:
+            return lambda xt, t: self.model_output(xt.to(dtype), t).float()
+        if guidance == 1.0:
+            return lambda xt, t: self.model_output(xt.to(dtype), t, labels).float()
+        null = torch.full_like(labels, self.num_classes)
+
+        def guided(xt, t):
+            both = self.model_output(torch.cat([xt, xt]).to(dtype), torch.cat([t, t]),
+                                     torch.cat([labels, null])).float()
+            cond, uncond = both.chunk(2)
+            return uncond + guidance * (cond - uncond)
+        return guided
+
+    def _model_space(self, images: torch.Tensor | None) -> torch.Tensor | None:
+        """Images in [0, 1] as the model's [-1, 1] latents on its device."""
+        if images is None:
+            return None
+        if tuple(images.shape[1:]) != self.image_shape:
+            raise OptionError(f"init/mask images are {tuple(images.shape[1:])}, the model makes "
+                              f"{self.image_shape}")
+        return images.to(self.device, torch.float32) * 2 - 1
 
     def _sampling_layout(self) -> torch.memory_format:
         """The memory format to sample in, with the network converted to it (once).
@@ -101,15 +178,36 @@ class DiffusionModel(GenerativeModel):
         return layout
 
     # ---- training ------------------------------------------------------------------------
-    def training_loss(self, images: torch.Tensor) -> torch.Tensor:
-        """Min-SNR-weighted MSE on the schedule's target at uniformly drawn timesteps."""
+    def prepare_data(self, data: Any):
+        """Images, with their class labels when the model takes labels (-1, "no label", for
+        data without them: finetuning on unlabelled images trains the unconditional path)."""
+        from genzoo.data import LabelledImages
+        images = super().prepare_data(data)
+        if not self.num_classes:
+            return images
+        labels = images.labels if getattr(images, "labels", None) is not None else \
+            torch.full((len(images),), -1)
+        if int(labels.max()) >= self.num_classes:
+            raise OptionError(f"{images.source or 'data'} has label {int(labels.max())}; this "
+                              f"model takes labels 0-{self.num_classes - 1}")
+        return LabelledImages(images.images, labels, images.source)
+
+    def training_loss(self, batch) -> torch.Tensor:
+        """Min-SNR-weighted MSE on the schedule's target at uniformly drawn timesteps; a
+        class-conditional model sees "no label" for unlabelled images and, with probability
+        ``label_dropout``, for labelled ones."""
+        images, label = batch if self.num_classes else (batch, None)
         x0 = images * 2 - 1
         n = x0.shape[0]
+        if label is not None:
+            drop = torch.rand(n, device=x0.device) < float(self.config.get("label_dropout", 0.1))
+            label = torch.where(drop | (label < 0), self.num_classes, label.to(x0.device))
         t = torch.randint(0, self.schedule.num_train_timesteps, (n,), device=x0.device)
         noise = torch.randn_like(x0)
         xt = self.schedule.add_noise(x0, noise, t)
         target = self.schedule.target(x0, noise, t)
-        err = (self.model_output(xt, t).float() - target).pow(2).mean(dim=(1, 2, 3))
+        out = self.model_output(xt, t, label) if label is not None else self.model_output(xt, t)
+        err = (out.float() - target).pow(2).mean(dim=(1, 2, 3))
         return (err * self._loss_weight(t)).mean()
 
     def _loss_weight(self, t: torch.Tensor) -> torch.Tensor:

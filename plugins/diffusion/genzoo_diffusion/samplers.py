@@ -39,13 +39,25 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def sample(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule,
            sampler: str = "dpmsolver++", steps: int = 20,
            generators: Sequence[torch.Generator] | None = None,
-           progress: Callable[[int, int], None] | None = None, eta: float = 0.0) -> torch.Tensor:
+           progress: Callable[[int, int], None] | None = None, eta: float = 0.0, *,
+           init: torch.Tensor | None = None, strength: float = 1.0,
+           mask: torch.Tensor | None = None) -> torch.Tensor:
     """Denoise ``x_T`` (N, C, H, W) into x0 with ``sampler`` in ``steps`` model calls.
 
     ``model_fn(x, t)`` returns the network output for latents x and a LongTensor t of one
     timestep per sample, in the schedule's prediction_type. ``generators`` (one CPU generator
     per sample) feed the stochastic samplers (ddpm, ddim with eta > 0); None draws from torch's
     global generator. ``progress(done, total)`` is called after each step. ``eta`` is DDIM's.
+
+    Steering without retraining, with ``init`` (N, C, H, W) in the model's [-1, 1] space:
+
+    - image-to-image (SDEdit, Meng et al. 2022): with ``strength`` s < 1 the last
+      ``round(s * steps)`` steps run, from ``init`` noised with ``x_T`` to the first of them
+      (diffusers' img2img convention); s = 1 ignores ``init`` unless ``mask`` is given.
+    - inpainting: ``mask`` (N, 1 or C, H, W; 1 = regenerate, 0 = keep) replaces the kept
+      region after every step with ``init`` noised to the level the next step starts from,
+      and with ``init`` itself at the end: the replacement method that RePaint (Lugmayr et
+      al. 2022) builds on, without its resampling jumps.
     """
     if sampler not in SAMPLERS:
         raise OptionError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
@@ -57,18 +69,43 @@ def sample(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule,
         raise OptionError(f"got {len(generators)} generators for {x_T.shape[0]} samples; "
                           "pass one per sample")
     timesteps = make_timesteps(schedule, sampler, steps)
+    start = first_step(len(timesteps), strength) if init is not None else 0
     noise = _noise_fn(x_T, generators)
     t_batches = torch.tensor(timesteps, dtype=torch.long).to(x_T.device)[:, None]
     t_batches = t_batches.repeat(1, x_T.shape[0])
     step_fns = {"ddpm": _ddpm, "ddim": _ddim, "dpmsolver++": _dpmsolver_pp}
     run = step_fns[sampler](schedule, timesteps, noise, eta)
-    x = x_T
-    for i in range(len(timesteps)):
+    x = x_T if start == 0 else schedule.add_noise(init, x_T, t_batches[start])
+    keep = _keeper(schedule, init, mask, timesteps, t_batches, noise) if mask is not None else None
+    for i in range(start, len(timesteps)):
         out = model_fn(x, t_batches[i]).to(x.dtype)
         x = run(i, out, x)
+        if keep is not None:
+            x = keep(i, x)
         if progress is not None:
-            progress(i + 1, len(timesteps))
+            progress(i + 1 - start, len(timesteps) - start)
     return x
+
+
+def first_step(steps: int, strength: float) -> int:
+    """The index of the first step image-to-image runs at ``strength`` (0 = all steps)."""
+    if isinstance(strength, bool) or not 0.0 < float(strength) <= 1.0:
+        raise OptionError(f"strength must be in (0, 1], got {strength!r}")
+    return steps - max(1, min(steps, round(float(strength) * steps)))
+
+
+def _keeper(schedule: NoiseSchedule, init, mask, timesteps, t_batches, noise):
+    """``keep(i, x)``: after step i, the kept region (mask 0) becomes ``init`` noised to the
+    timestep step i + 1 starts from (the clean ``init`` after the last step)."""
+    if init is None:
+        raise OptionError("a mask needs an init image (the picture to complete)")
+    mask = mask.to(init.dtype)
+
+    def keep(i, x):
+        known = init if i + 1 == len(timesteps) else \
+            schedule.add_noise(init, noise(), t_batches[i + 1])
+        return mask * x + (1 - mask) * known
+    return keep
 
 
 def make_timesteps(schedule: NoiseSchedule, sampler: str, steps: int) -> list[int]:
@@ -254,7 +291,8 @@ def _dpmsolver_pp(schedule: NoiseSchedule, timesteps: list[int], noise, eta: flo
         if schedule.thresholding:
             x0 = _threshold(schedule, x0)
         nxt = c_x * x - phi * x0
-        if second[i]:  # D1 = (m0 - m1) / r0
+        if second[i] and prev_x0[0] is not None:  # D1 = (m0 - m1) / r0 (first-order at a
+            # late start, as diffusers' lower_order_nums counts from the image-to-image begin)
             nxt = nxt - c_d1 * (inv_r0 * (x0 - prev_x0[0]))
         prev_x0[0] = x0
         return nxt

@@ -67,7 +67,8 @@ class Attention(nn.Module):
 
 
 class UNet(nn.Module):
-    """UNet(x_t, t) -> a tensor shaped like x_t (noise, velocity or x0, per the schedule).
+    """UNet(x_t, t[, label]) -> a tensor shaped like x_t (noise, velocity or x0, per the
+    schedule); with ``num_classes`` it also takes class labels.
 
     ``channels`` gives the width at each resolution level; ``attention`` the levels (0-based)
     that get self-attention; ``blocks`` the residual blocks per level on the way down (the way
@@ -75,12 +76,18 @@ class UNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, channels=(32, 64, 64), blocks: int = 1,
-                 attention=(2,), dropout: float = 0.0, heads: int = 4):
+                 attention=(2,), dropout: float = 0.0, heads: int = 4, num_classes: int = 0):
         super().__init__()
         ch0 = channels[0]
         tdim = 4 * ch0
         self.ch0 = ch0
+        self.num_classes = num_classes
         self.time = nn.Sequential(nn.Linear(ch0, tdim), nn.SiLU(), nn.Linear(tdim, tdim))
+        # Class labels join the time embedding; row ``num_classes`` is the "no label" token
+        # that classifier-free guidance contrasts with (trained by dropping labels).
+        self.label = nn.Embedding(num_classes + 1, tdim) if num_classes else None
+        if self.label is not None:
+            nn.init.zeros_(self.label.weight)  # start as the unconditional model
         self.stem = nn.Conv2d(in_channels, ch0, 3, padding=1)
         self.down = nn.ModuleList()
         skips = [ch0]
@@ -113,8 +120,14 @@ class UNet(nn.Module):
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
+        """``label``: (N,) class indices, ``num_classes`` (or None) for "no label"."""
         temb = self.time(timestep_embedding(t, self.ch0))
+        if self.label is not None:
+            if label is None:
+                label = torch.full((x.shape[0],), self.num_classes, device=x.device)
+            temb = temb + self.label(label)
         h = self.stem(x)
         hs = [h]
         for layer in self.down:

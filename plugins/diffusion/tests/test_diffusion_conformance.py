@@ -9,6 +9,28 @@ from genzoo.testing import Conformance
 class TestDiffusionUNetConformance(Conformance):
     arch = "diffusion-unet"
     config = {"image_shape": [1, 8, 8], "unet": {"channels": [8, 16], "blocks": 1, "attention": [1]}}
+    # label dropout acts only in a class-conditional network (the next class checks it)
+    config_inert = ("label_dropout",)
+
+
+def _labelled_blobs():
+    """16 small images with class labels 0-2 (the conditional model trains on labels)."""
+    import torch
+    from genzoo.data import TensorImages
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(16) % 3
+    images = torch.rand(16, 1, 8, 8, generator=g) * 0.3 + labels.view(-1, 1, 1, 1) * 0.3
+    return TensorImages(images, labels)
+
+
+class TestDiffusionUNetLabelsConformance(Conformance):
+    arch = "diffusion-unet"
+    config = {"image_shape": [1, 8, 8], "num_classes": 3,
+              "unet": {"channels": [8, 16], "blocks": 1, "attention": [1]}}
+    data = staticmethod(_labelled_blobs)
+    # the label embedding starts at zero (the network begins as the unconditional one), so
+    # until it trains, dropping a label changes nothing: test_label_dropout_drops checks it
+    config_inert = ("label_dropout",)
 
 
 @pytest.mark.slow  # imports diffusers (several seconds)

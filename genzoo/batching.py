@@ -1,0 +1,81 @@
+"""What ``GenerativeModel.sample`` does around a family's ``generate``: per-sample options
+sliced batch by batch, the provenance a sample records, and the progress bar."""
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Callable
+
+import torch
+
+from .errors import OptionError
+from .options import Option
+
+
+def per_sample_values(schema: dict[str, Option], opts: dict[str, Any],
+                      n: int) -> dict[str, Any]:
+    """The per-sample options given one value per sample (a list, or images stacked along
+    dim 0) or one for all of them; a count that is neither 1 nor ``n`` is an OptionError."""
+    out = {}
+    for name, value in opts.items():
+        option = schema.get(name)
+        if option is None or not option.per_sample or value is None:
+            continue
+        if option.type == "image" or isinstance(value, list):
+            count = len(value)
+            if count not in (1, n):
+                raise OptionError(f"option {name!r} has {count} values for {n} samples; give one "
+                                  f"per sample or one for all")
+            out[name] = value
+    return out
+
+
+def batch_rows(value: Any, start: int, k: int) -> Any:
+    """Rows ``start .. start+k`` of a per-sample value (one value repeated when it is for all)."""
+    if len(value) == 1:
+        return value.expand(k, *value.shape[1:]) if isinstance(value, torch.Tensor) else value * k
+    return value[start:start + k]
+
+
+def provenance(schema: dict[str, Option], opts: dict[str, Any]) -> dict[str, Any]:
+    """Sampling options as a sample's provenance records them: plain values as they are,
+    images as the sha256 of their float32 bytes, API-only callables left out."""
+    out: dict[str, Any] = {}
+    for name, value in opts.items():
+        option = schema.get(name)
+        if option is not None and option.type == "callable":
+            continue
+        if isinstance(value, torch.Tensor):
+            data = value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+            out[f"{name}_sha256"] = hashlib.sha256(data).hexdigest()
+        elif _json_value(value):
+            out[name] = value
+    return out
+
+
+def _json_value(v: Any) -> bool:
+    """True for option values worth recording as provenance (not callbacks or tensors)."""
+    return v is None or isinstance(v, (str, int, float, bool)) or (
+        isinstance(v, (list, tuple)) and all(_json_value(x) for x in v))
+
+
+def progress_bar(progress: bool | Callable[[int], None], total: int,
+              desc: str) -> Callable[..., None]:
+    """A callable ``bar(k, close=False)``: a tqdm bar on stderr, a user callback, or nothing."""
+    if callable(progress):
+        done = [0]
+
+        def cb(k: int, close: bool = False) -> None:
+            done[0] += k
+            if k:
+                progress(done[0])
+        return cb
+    if not progress:
+        return lambda k, close=False: None
+    from tqdm.auto import tqdm
+    bar = tqdm(total=total, desc=desc, unit="sample", leave=False)
+
+    def update(k: int, close: bool = False) -> None:
+        bar.update(k)
+        if close:
+            bar.close()
+    return update

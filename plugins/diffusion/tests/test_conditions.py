@@ -1,0 +1,92 @@
+"""Steering a diffusion model: class labels with classifier-free guidance, image-to-image
+(SDEdit) and inpainting, each reproducible per sample and recorded in the provenance."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from genzoo.errors import OptionError
+from genzoo_diffusion.model import DiffusionModel
+from genzoo_diffusion.samplers import first_step
+
+CONFIG = {"image_shape": [1, 8, 8], "unet": {"channels": [8, 16], "blocks": 1, "attention": [1]}}
+
+
+@pytest.fixture
+def labelled() -> DiffusionModel:
+    torch.manual_seed(0)
+    model = DiffusionModel({**CONFIG, "num_classes": 3}).to_device("cpu", "fp32")
+    with torch.no_grad():  # zero-initialised layers (labels, output) would hide the labels
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model
+
+
+def test_label_dropout_drops(labelled):
+    images, labels = torch.rand(32, 1, 8, 8), torch.arange(32) % 3
+
+    def loss(dropout):
+        labelled.config["label_dropout"] = dropout
+        torch.manual_seed(1)
+        return float(labelled.training_loss((images, labels)))
+    assert loss(0.0) != loss(1.0)
+    torch.manual_seed(1)
+    labelled.config["label_dropout"] = 1.0
+    unlabelled = float(labelled.training_loss((images, torch.full((32,), -1))))
+    assert loss(1.0) == unlabelled  # dropped labels are the "no label" token
+
+
+def test_labels_steer_and_guidance_costs_one_batched_call(labelled, monkeypatch):
+    plain = labelled.sample(2, seed=0, steps=4).images
+    three = labelled.sample(2, seed=0, steps=4, label=2, guidance=1.0).images
+    assert not torch.allclose(plain, three)
+    calls = []
+    real = labelled.unet.forward
+
+    def counting(x, t, label=None):
+        calls.append(x.shape[0])
+        return real(x, t, label)
+    monkeypatch.setattr(labelled.unet, "forward", counting)
+    labelled.sample(2, seed=0, steps=4, label=[0, 1], guidance=3.0)
+    assert calls == [4] * 4  # labelled and unlabelled copies in one batch per step
+
+
+def test_per_sample_labels_keep_per_sample_seeds(labelled):
+    full = labelled.sample(4, seed=3, steps=4, label=[0, 1, 2, 0], batch_size=4).images
+    head = labelled.sample(2, seed=3, steps=4, label=[0, 1], batch_size=1).images
+    assert torch.allclose(full[:2], head, atol=1e-5)
+    with pytest.raises(OptionError, match="3 values for 4 samples"):
+        labelled.sample(4, seed=0, label=[0, 1, 2])
+    with pytest.raises(OptionError, match="between 0 and|out of range"):
+        labelled.sample(1, seed=0, label=7)
+
+
+def test_unconditional_model_names_what_it_supports():
+    model = DiffusionModel(CONFIG)
+    with pytest.raises(OptionError) as e:
+        model.sample(1, seed=0, label=1)
+    assert "label" in str(e.value) and "init" in str(e.value) and "mask" in str(e.value)
+
+
+def test_image_to_image_moves_less_at_lower_strength():
+    torch.manual_seed(0)
+    model = DiffusionModel(CONFIG).to_device("cpu", "fp32")
+    init = torch.rand(2, 1, 8, 8)
+    near = model.sample(2, seed=0, steps=10, init=init, strength=0.2).images
+    far = model.sample(2, seed=0, steps=10, init=init, strength=1.0, sampler="ddim").images
+    assert (near - init).abs().mean() < (far - init).abs().mean()
+    assert first_step(10, 0.5) == 5 and first_step(10, 1.0) == 0 and first_step(10, 0.01) == 9
+
+
+def test_inpainting_keeps_the_unmasked_region():
+    torch.manual_seed(0)
+    model = DiffusionModel(CONFIG).to_device("cpu", "fp32")
+    init = torch.rand(1, 1, 8, 8)
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 4:, :] = 1
+    out = model.sample(2, seed=0, steps=6, init=init, mask=mask)
+    assert torch.allclose(out.images[:, :, :4], init[:, :, :4].expand(2, -1, -1, -1), atol=1e-6)
+    assert not torch.allclose(out.images[:, :, 4:], init[:, :, 4:].expand(2, -1, -1, -1))
+    assert set(out.meta) >= {"init_sha256", "mask_sha256", "strength"}
+    with pytest.raises(OptionError, match="mask needs init"):
+        model.sample(1, seed=0, mask=mask)
