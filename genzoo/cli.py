@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import click
 
 from . import __version__
+from .cli_complete import complete_model_name
 from .errors import GenzooError
 
 
@@ -136,7 +137,7 @@ def list_cmd(pattern: str | None, family: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.argument("name", metavar="NAME_OR_PATH")
+@click.argument("name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(name: str, as_json: bool) -> None:
     """Show a model's card and its sampling options: source, files and digests, metrics,
@@ -181,7 +182,7 @@ def _option_kind(option: dict[str, Any]) -> str:
 
 
 @cli.command()
-@click.argument("names", nargs=-1, required=True)
+@click.argument("names", nargs=-1, required=True, shell_complete=complete_model_name)
 @click.option("--revision", help="A branch, tag or commit instead of the card's pinned one.")
 def download(names: tuple[str, ...], revision: str | None) -> None:
     """Download models into the Hugging Face cache (bundled ones are verified).

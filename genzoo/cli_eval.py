@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from .cli_complete import complete_model_name
 from .cli_options import ModelCommand, model_options
 from .errors import OptionError
 
@@ -95,7 +96,7 @@ def write_card_metrics(target: str, metrics: dict[str, Any],
 
 @click.command("eval", cls=ModelCommand,
                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.argument("name_or_path")
+@click.argument("name_or_path", shell_complete=complete_model_name)
 @click.option("-n", "--num", "--n", "n", type=click.IntRange(min=2), default=None,
               help="Samples to draw and measure (default: the family's, else 1000; text "
                    "families keep it to a few dozen short samples).")

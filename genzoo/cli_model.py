@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .cli_complete import complete_model_name
-from .cli_options import ModelCommand, images_given, model_options
+from .cli_options import ModelCommand, model_options
 from .errors import OptionError
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
@@ -60,7 +60,7 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     model = load(model_name, device=device, dtype=dtype, revision=revision)
     opts = model_options(model, ctx.args, options)
     if n is None:
-        n = images_given(opts) or (1 if model.modality == "text" else 16)
+        n = 1 if model.modality == "text" else 16
     if out is None and model.modality != "text":
         out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
     streaming = model.modality == "text" and n == 1 and out is None and not as_json
