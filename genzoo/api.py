@@ -140,10 +140,11 @@ def detect_folder_arch(folder: Path) -> str:
     return arch
 
 
-def list_models(pattern: str | None = None, family: str | None = None) -> list[ModelCard]:
-    """Cards matching ``pattern`` (fnmatch wildcards; a plain word matches a substring) and
-    ``family``, sorted by name."""
-    return get_registry().list(pattern, family)
+def list_models(pattern: str | None = None, family: str | None = None,
+                can: str | None = None) -> list[ModelCard]:
+    """Cards matching ``pattern`` (fnmatch wildcards; a plain word matches a substring),
+    ``family`` and capability ``can`` (label, init, mask, interpolate ...), sorted by name."""
+    return get_registry().list(pattern, family, can)
 
 
 def model_status(card: ModelCard) -> dict[str, Any]:
@@ -158,6 +159,10 @@ def model_status(card: ModelCard) -> dict[str, Any]:
         problems.append(f"plugin missing: pip install {card.package}")
     if not_built:
         problems.append(NOT_BUILT)
+    if folder is not None and src.kind == "pkg" and card.files and installed:
+        damaged = _bundled_damage(card, folder)
+        if damaged:
+            problems.append(damaged)
     if problems:
         status = "; ".join(problems)
     elif folder is not None:
@@ -171,6 +176,21 @@ def model_status(card: ModelCard) -> dict[str, Any]:
             "install": None if installed else f"pip install {card.package}",
             "downloaded": folder is not None, "bundled": src.kind == "pkg",
             "path": str(folder) if folder is not None else None, "status": status}
+
+
+def _bundled_damage(card: ModelCard, folder: Path) -> str | None:
+    """Why a card's bundled (``pkg://``) files cannot be used, or None when they verify.
+
+    Bundled weights are loaded from the installed package itself, so a changed file would be
+    refused at load: ``genzoo list`` must say so rather than "ready". Through the verified-file
+    cache an unchanged file costs one stat, not a re-hash."""
+    from .errors import GenzooError
+    from .integrity import verify_folder
+    try:
+        verify_folder(folder, card.files, source=card.name)
+    except GenzooError:
+        return f"damaged bundled weights: pip install --force-reinstall {card.package}"
+    return None
 
 
 def model_info(name: str | os.PathLike[str], options: bool = True) -> dict[str, Any]:

@@ -40,6 +40,9 @@ class ModelCard:
     size: int | None = None
     license: str | None = None
     tags: tuple[str, ...] = ()
+    #: What the model can be asked for besides plain sampling (label, init, mask,
+    #: interpolate ...): its model's ``capabilities``, recorded so listing needs no torch.
+    capabilities: tuple[str, ...] = ()
     sampling: dict[str, Any] = field(default_factory=dict, hash=False)
     metrics: dict[str, Any] = field(default_factory=dict, hash=False)
     package: str = ""
@@ -56,13 +59,14 @@ class ModelCard:
         return {"name": self.name, "family": self.family, "arch": self.arch,
                 "summary": self.summary, "source": self.source, "files": dict(self.files),
                 "params": self.params, "size": self.size, "license": self.license,
-                "tags": list(self.tags), "sampling": dict(self.sampling),
+                "tags": list(self.tags), "capabilities": list(self.capabilities),
+                "sampling": dict(self.sampling),
                 "metrics": dict(self.metrics), "package": self.package, "origin": self.origin,
                 "plugin": self.plugin, "catalog": self.catalog}
 
 
 _FIELDS = {"name", "family", "arch", "summary", "source", "files", "params", "size", "license",
-           "tags", "sampling", "metrics", "package"}
+           "tags", "capabilities", "sampling", "metrics", "package"}
 _REQUIRED = ("name", "family", "arch", "source")
 
 
@@ -115,6 +119,10 @@ def card_from_dict(entry: Any, origin: str, base_dir: Path | None = None) -> Mod
     tags = entry.get("tags") or []
     if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
         raise bad("tags must be a list of strings")
+    capabilities = entry.get("capabilities") or []
+    if not isinstance(capabilities, (list, tuple)) or \
+            not all(isinstance(c, str) for c in capabilities):
+        raise bad("capabilities must be a list of strings")
     for key in ("sampling", "metrics"):
         if not isinstance(entry.get(key) or {}, dict):
             raise bad(f"{key} must be a mapping")
@@ -126,7 +134,8 @@ def card_from_dict(entry: Any, origin: str, base_dir: Path | None = None) -> Mod
         summary=(entry.get("summary") or "").strip(),
         files={k: (v.lower() if v else None) for k, v in files.items()},
         params=entry.get("params"), size=entry.get("size"), license=entry.get("license"),
-        tags=tuple(tags), sampling=dict(entry.get("sampling") or {}),
+        tags=tuple(tags), capabilities=tuple(capabilities),
+        sampling=dict(entry.get("sampling") or {}),
         metrics=dict(entry.get("metrics") or {}), package=entry.get("package") or "",
         origin=origin)
 

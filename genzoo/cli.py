@@ -115,15 +115,18 @@ def show_logs(level: int) -> None:
 @cli.command("list")
 @click.argument("pattern", required=False)
 @click.option("--family", "-f", help="Only models of this family (diffusion, vae, gan, textlm...).")
+@click.option("--can", metavar="CAPABILITY",
+              help="Only models that can do this: label, init (image-to-image), mask "
+                   "(inpainting), interpolate ...")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
-def list_cmd(pattern: str | None, family: str | None, as_json: bool) -> None:
+def list_cmd(pattern: str | None, family: str | None, can: str | None, as_json: bool) -> None:
     """List the models in the catalog.
 
     PATTERN filters names with shell wildcards (`*mnist*`); a plain word matches names that
     contain it. Models whose plugin is not installed are listed with the pip line to install it.
     """
     from .api import list_models, model_status
-    cards = list_models(pattern, family)
+    cards = list_models(pattern, family, can)
     infos = [{**c.to_dict(), **model_status(c)} for c in cards]
     if as_json:
         _echo_json(infos)
@@ -154,8 +157,9 @@ def info(name: str, as_json: bool) -> None:
     if "params" in data:
         click.echo(f"{'params:':10} {_human_count(data['params'])}")
         click.echo(f"{'size:':10} {_human_size(data['size'])}")
-    if data.get("tags"):
-        click.echo(f"{'tags:':10} {', '.join(data['tags'])}")
+    for key in ("tags", "capabilities"):
+        if data.get(key):
+            click.echo(f"{key + ':':10} {', '.join(data[key])}")
     for section in ("files", "sampling", "metrics"):
         if isinstance(data.get(section), dict) and data[section]:
             click.echo(f"{section}:")

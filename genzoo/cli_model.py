@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from .cli_complete import complete_model_name
-from .cli_options import ModelCommand, model_options
+from .cli_options import ModelCommand, images_given, model_options
 from .errors import OptionError
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
@@ -33,6 +33,9 @@ def _echo_json(data: Any) -> None:
               help="How many samples (default: 16 images, or 1 text that streams as it grows).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Base seed; sample i depends only on (seed, i).")
+@click.option("--interpolate", "to_seed", type=int, default=None, metavar="SEED",
+              help="Frames from sample 0 of --seed to sample 0 of SEED through the model's "
+                   "latents (models that can interpolate; -n frames, default 8).")
 @click.option("-o", "--out", "out", default=None,
               help="Where to write: x.png (a grid), dir/ (one file per sample), x.npz, x.txt. "
                    "Default: NAME.png for images; texts are printed.")
@@ -46,8 +49,9 @@ def _echo_json(data: Any) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
 def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int,
-                   out: str | None, options: tuple[str, ...], batch_size: int | None,
-                   device: str, dtype: str, revision: str | None, as_json: bool) -> None:
+                   to_seed: int | None, out: str | None, options: tuple[str, ...],
+                   batch_size: int | None, device: str, dtype: str, revision: str | None,
+                   as_json: bool) -> None:
     """Draw samples from a model (a catalog name, a folder or hf://org/repo[@rev]).
 
     Each model declares its own sampling options, taken as flags after NAME_OR_PATH
@@ -60,18 +64,22 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     model = load(model_name, device=device, dtype=dtype, revision=revision)
     opts = model_options(model, ctx.args, options)
     if n is None:
-        n = 1 if model.modality == "text" else 16
+        n = images_given(opts) or (1 if model.modality == "text" else
+                                   8 if to_seed is not None else 16)
     if out is None and model.modality != "text":
         out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
     streaming = model.modality == "text" and n == 1 and out is None and not as_json
     if streaming and "stream" in model.options():
         opts["stream"] = lambda piece: click.echo(piece, nl=False)
-    writer = open_writer(out, n, model.modality) if out is not None else None  # fails early
+    writer = open_writer(out, n, model.modality, nrow=n if to_seed is not None else None) \
+        if out is not None else None  # fails early, before sampling
     texts: list[str] = []
     meta: dict[str, Any] = {}
     try:
-        for batch in model.iter_samples(n, seed=seed, batch_size=batch_size,
-                                        progress=sys.stderr.isatty() and not as_json, **opts):
+        batches = [model.interpolate(seed, to_seed, n, **opts)] if to_seed is not None else \
+            model.iter_samples(n, seed=seed, batch_size=batch_size,
+                               progress=sys.stderr.isatty() and not as_json, **opts)
+        for batch in batches:
             meta = {k: v for k, v in batch.meta.items() if k != "start"}
             if writer is not None:
                 writer.write(batch)

@@ -30,7 +30,7 @@ from .options import Option, build_schema, validate
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
 from .batching import batch_rows, per_sample_values, progress_bar, provenance
-from .seeding import check_seed, sample_generators
+from .seeding import check_seed, sample_generators, slerp
 
 if TYPE_CHECKING:
     from .train import FinetuneResult
@@ -115,6 +115,49 @@ class GenerativeModel(nn.Module):
         from .data import load_image_dataset
         return load_image_dataset(data, shape=tuple(self.config["image_shape"]))
 
+    def latents(self, generators: list[torch.Generator], **options: Any) -> torch.Tensor:
+        """Optional, for latent-variable families: the (n, ...) latents ``generate`` would
+        decode, row i drawn from ``generators[i]``. With ``decode`` it gives ``interpolate``."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Optional, with ``latents``: images in [0, 1] from latents."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def interpolate(self, seed: int, to_seed: int, n: int = 8, **options: Any) -> Samples:
+        """``n`` frames from sample 0 of ``seed`` to sample 0 of ``to_seed``, their latents
+        along the great circle between them (slerp, which keeps Gaussian latents at a typical
+        norm). For families that implement ``latents`` and ``decode``."""
+        if type(self).latents is GenerativeModel.latents:
+            raise OptionError(f"{self.name_or_path or self.arch} ({self.family}) has no latents "
+                              "to interpolate; it supports: "
+                              + (", ".join(self.capabilities) or "plain sampling"))
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise OptionError(f"interpolation needs n >= 2 frames, got {n!r}")
+        check_seed(seed)
+        check_seed(to_seed)
+        opts = self.check_options(options)
+        opts.pop("batch_size", None)
+        self.eval()
+        ends = [self.latents(sample_generators(s, 1), **opts)[0] for s in (seed, to_seed)]
+        frames = torch.stack([slerp(ends[0], ends[1], i / (n - 1)) for i in range(n)])
+        with self.autocast():
+            images = self.decode(frames.to(self.device))
+        meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
+                "revision": self.revision, "seed": seed, "interpolate_to": to_seed,
+                **provenance(self.options(), opts)}
+        return self._batch(images, meta, 0)
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What this model can be asked for besides plain sampling, from what it declares:
+        its condition options (label, init, mask ...), ``interpolate`` when it has latents."""
+        caps = [name for name, o in self.options().items() if o.condition]
+        if type(self).latents is not GenerativeModel.latents:
+            caps.append("interpolate")
+        return caps
+
     def evaluate_metrics(self, reference: Any, *, seed: int = 0) -> dict[str, Any]:
         """Figures only this family can measure, merged into ``genzoo.evaluate``'s result and
         written by ``genzoo eval --write-card`` (the metrics extension point).
@@ -127,10 +170,12 @@ class GenerativeModel(nn.Module):
 
     def apply_card_sampling(self, sampling: dict[str, Any]) -> None:
         """Make a card's ``sampling`` entries this model's defaults (callers still override
-        them); a key the family does not know is a card error, reported like a bad option."""
+        them); a key the family does not know is a card error, reported like a bad option.
+        Defaults the model set for itself (a diffusers repository's scheduler) stay unless
+        the card names them."""
         if sampling:
             checked = self.check_options(dict(sampling))
-            self.sample_defaults = {**type(self).sample_defaults,
+            self.sample_defaults = {**self.sample_defaults,
                                     **{k: checked[k] for k in sampling}}
 
     def options(self) -> dict[str, Option]:

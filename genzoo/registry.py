@@ -103,15 +103,19 @@ class Registry:
             return f"; did you mean: {', '.join(close[:4])}? (`genzoo list` shows all models)"
         return "; `genzoo list` shows all models"
 
-    def list(self, pattern: str | None = None, family: str | None = None) -> builtins.list[ModelCard]:
+    def list(self, pattern: str | None = None, family: str | None = None,
+             can: str | None = None) -> builtins.list[ModelCard]:
         """Cards sorted by name; ``pattern`` uses fnmatch wildcards (a plain word matches
-        names containing it), ``family`` filters exactly."""
+        names containing it), ``family`` filters exactly, ``can`` keeps the cards listing
+        that capability (``label``, ``init``, ``mask``, ``interpolate`` ...)."""
         out = []
         if pattern and not any(c in pattern for c in "*?["):
             pattern = f"*{pattern}*"
         for name in sorted(self._cards):
             card = self._cards[name]
             if family and card.family != family:
+                continue
+            if can and can not in card.capabilities:
                 continue
             if pattern and not fnmatch.fnmatchcase(name.lower(), pattern.lower()):
                 continue

@@ -48,3 +48,18 @@ def per_sample_randn(generators, shape, device=None, dtype=None):
     import torch
     out = torch.stack([torch.randn(shape, generator=g) for g in generators])
     return out.to(device=device, dtype=dtype) if device is not None or dtype is not None else out
+
+
+def slerp(a, b, t: float):
+    """Spherical interpolation between tensors ``a`` and ``b`` (flattened directions) at
+    ``t`` in [0, 1]: the path Gaussian latents should take (a straight line passes through
+    latents of atypically small norm). Falls back to a straight line for parallel ends."""
+    import torch
+    fa, fb = a.flatten().double(), b.flatten().double()
+    cos = torch.dot(fa, fb) / (fa.norm() * fb.norm()).clamp(min=1e-12)
+    omega = torch.arccos(cos.clamp(-1, 1))
+    if float(omega) < 1e-6:
+        return (1 - t) * a + t * b
+    sin = torch.sin(omega)
+    return ((torch.sin((1 - t) * omega) / sin) * a.double()
+            + (torch.sin(t * omega) / sin) * b.double()).to(a.dtype)

@@ -336,7 +336,7 @@ def test_command_line_opt_in(kit, pytester):
     args = [*_kit_plugin_args(), "-q", "--genzoo-arch", "kit-image",
             "--genzoo-config", '{"hidden": 8}']
     result = pytester.runpytest_inprocess(*args, "--co")
-    assert "17 tests collected" in result.stdout.str()
+    assert "18 tests collected" in result.stdout.str()
     result = pytester.runpytest_inprocess(*args, "-k", "class_contract or bad_options")
     assert _outcomes(result) == {"passed": 2}
     result = pytester.runpytest_inprocess(*_kit_plugin_args(), "--genzoo-arch", "kit-image",
@@ -351,7 +351,7 @@ def test_command_line_opt_in_keeps_the_projects_testpaths(kit, pytester):
                            "test_stray": "def test_stray():\n    pass\n"})
     args = [*_kit_plugin_args(), "-q", "--co", "--genzoo-arch", "kit-image"]
     result = pytester.runpytest_inprocess(*args)
-    assert "17 tests collected" in result.stdout.str() and "test_stray" not in result.stdout.str()
+    assert "18 tests collected" in result.stdout.str() and "test_stray" not in result.stdout.str()
     pytester.makeini("[pytest]\ntestpaths = tests\n")
     result = pytester.runpytest_inprocess(*args)
     assert "18 tests collected" in result.stdout.str(), result.stdout.str()

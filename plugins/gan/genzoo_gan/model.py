@@ -127,9 +127,15 @@ class DCGAN(GenerativeModel):
     # ---- sampling ------------------------------------------------------------------------
     def generate(self, generators, truncation: float = 1.0):
         """Images in [0, 1] from latents drawn per sample (truncated when psi < 1)."""
-        z = truncated_latents(generators, self.latent_dim, check_truncation(truncation))
-        x = self.generator(z.to(self.device))
-        return (x.float() + 1) / 2
+        return self.decode(self.latents(generators, truncation).to(self.device))
+
+    def latents(self, generators, truncation: float = 1.0, **options) -> torch.Tensor:
+        """(n, latent_dim) latents, row i from generator i (truncated when psi < 1)."""
+        return truncated_latents(generators, self.latent_dim, check_truncation(truncation))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The generator's images in [0, 1] for latents ``z``."""
+        return (self.generator(z.to(self.device)).float() + 1) / 2
 
     # ---- training ------------------------------------------------------------------------
     def ema_module(self) -> nn.Module:

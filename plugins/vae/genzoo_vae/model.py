@@ -96,6 +96,8 @@ class ConvVAE(GenerativeModel):
         Option("temperature", "float", 1.0, "latent scale: below 1 cleaner, less varied; 0 the "
                "mode", min=0.0),
         Option("batch_size", "int", 256, "samples per decoder batch", min=1),
+        Option("init", "image", None, "reconstruct these pictures (through the posterior: "
+               "temperature 0 gives its mean)", condition=True, per_sample=True),
     )
 
     def __init__(self, config: dict[str, Any] | None = None):
@@ -127,13 +129,22 @@ class ConvVAE(GenerativeModel):
         return self.decode(mean)
 
     # ---- sampling ------------------------------------------------------------------------
-    def generate(self, generators, temperature: float = 1.0):
+    def generate(self, generators, temperature: float = 1.0, init=None):
         """Decoder means in [0, 1] at z = temperature * eps, eps ~ N(0, I) from each sample's
-        own generator (temperature < 1 trades variety for cleaner digits; 0 gives the mode)."""
+        own generator (temperature < 1 trades variety for cleaner digits; 0 gives the mode).
+        With ``init`` images: their reconstructions, z = mean + temperature * std * eps drawn
+        from the posterior q(z|init)."""
+        return self.decode(self.latents(generators, temperature, init))
+
+    def latents(self, generators, temperature: float = 1.0, init=None, **options):
+        """(n, latent_dim) latents: from the prior, or from the posterior of ``init``."""
         t = check_temperature(temperature)
-        z = per_sample_randn(generators, (self.latent_dim,), device=self.device,
-                             dtype=torch.float32)
-        return self.decode(z * t)
+        eps = per_sample_randn(generators, (self.latent_dim,), device=self.device,
+                               dtype=torch.float32)
+        if init is None:
+            return eps * t
+        mean, logvar = self.encode(_check_images(init, self.image_shape))
+        return mean + t * (0.5 * logvar).exp() * eps
 
     # ---- training ------------------------------------------------------------------------
     def training_loss(self, images: torch.Tensor) -> torch.Tensor:
