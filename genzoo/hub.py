@@ -9,7 +9,16 @@
 - ``pkg://python_package/sub/path`` — a folder shipped inside an installed package;
 - anything else — a local folder.
 
-Every file the card lists with a sha256 is verified (``genzoo.integrity``). File names are
+Every wait on the Hub is bounded by ``GENZOO_HUB_TIMEOUT`` (seconds, default 20): each
+connect and each read gives up after that long without a byte, and the repository lookup that
+starts every download (with its retries of HTTP 5xx/429 answers) ends within that deadline in
+all, so a Hub that accepts connections and never answers fails in one line instead of hanging.
+A download that keeps receiving data is never cut off. Every failure is one ``HubError`` naming
+the repository and, where there was one, the HTTP status (404: "not found"; 5xx: a server
+error, retried; a 200 that is not the Hub's JSON, e.g. an HTML page: said so).
+
+Every file the card lists with a sha256 is verified (``genzoo.integrity``). The bounds live in
+``genzoo.hub_http``. File names are
 checked before any I/O. ``huggingface_hub`` is imported only when the Hub is actually used.
 This module sits below the registry (which parses sources with it) and never imports it: the
 card-aware cache operations (``genzoo cache``) live in ``genzoo.cache``.
@@ -23,12 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from .errors import HubError, PluginMissingError, UnsafePathError, WeightsError
+from .errors import (GenzooError, HubError, IntegrityError, PluginMissingError,
+                     UnsafePathError, WeightsError)
+from .hub_http import bound_hub_client, checked_endpoint, hub_timeout, probe_repo
 from .integrity import check_relative_names, genzoo_home, verify_folder
 
 __all__ = ["Source", "parse_source", "fetch", "local_folder", "is_available", "hub_cache_dir",
            "genzoo_home", "upload_folder", "cached_repos", "hub_repo_id", "remove_cached_repo",
-           "resolved_revision", "DEFAULT_PATTERNS", "NEVER_PATTERNS"]
+           "resolved_revision", "hub_timeout", "DEFAULT_PATTERNS", "NEVER_PATTERNS"]
 
 HF_PREFIX = "hf://"
 PKG_PREFIX = "pkg://"
@@ -142,8 +153,27 @@ def fetch(source: str | Source, files: Mapping[str, str | None] | None = None,
             what = "bundled weights" if src.kind == "pkg" else "model folder"
             raise WeightsError(f"{src.text}: {what} not found ({folder}); the weights may not "
                                "be built yet")
-    verify_folder(folder, files, source=name or src.text)
+    try:
+        verify_folder(folder, files, source=name or src.text)
+    except IntegrityError as e:
+        if src.kind != "pkg":
+            raise
+        # bundled weights are not in any cache: only reinstalling their package restores them
+        head = str(e).partition("; the file is refused")[0]
+        raise IntegrityError(f"{head}; the bundled file is refused: reinstall the package that "
+                             f"ships it (pip install --force-reinstall {_dist_of(src.package)})"
+                             ) from None
     return folder
+
+
+def _dist_of(package: str) -> str:
+    """The pip distribution that installs Python package ``package`` (for hints)."""
+    import importlib.metadata
+    try:
+        dists = importlib.metadata.packages_distributions().get(package.split(".")[0]) or []
+    except Exception:  # noqa: BLE001 - only a hint: fall back to the usual naming
+        dists = []
+    return dists[0] if dists else package.replace("_", "-")
 
 
 def _local_dir(src: Source) -> Path:
@@ -174,9 +204,14 @@ def _fetch_hf(src: Source, files: dict, revision: str | None, allow_patterns, na
 
     from . import __version__
     patterns = list(allow_patterns or (sorted(files) if files else DEFAULT_PATTERNS))
-    endpoint = os.environ.get("HF_ENDPOINT") or None
+    endpoint = checked_endpoint()
     where = f"hf://{src.repo_id}" + (f"@{rev}" if rev else "")
-    local_only = _offline() or not _reachable(endpoint or "https://huggingface.co")
+    # a network failure (refused, no answer) may still be served from the cache; an HTTP
+    # answer (404, 5xx, HTML) is the Hub's word and raises in probe_repo
+    unreachable = "offline (HF_HUB_OFFLINE)" if _offline() else probe_repo(
+        endpoint or "https://huggingface.co", src.repo_id, rev or "main", where)
+    local_only = unreachable is not None
+    bound_hub_client()
     try:
         folder = snapshot_download(
             src.repo_id, revision=rev, cache_dir=hub_cache_dir(), endpoint=endpoint,
@@ -185,7 +220,7 @@ def _fetch_hf(src: Source, files: dict, revision: str | None, allow_patterns, na
     except hf_errors.LocalEntryNotFoundError:
         raise HubError(f"{where}: not in the local cache and the Hub is unreachable; run "
                        f"`genzoo download {name or src.text}` while online or unset "
-                       "HF_HUB_OFFLINE") from None
+                       f"HF_HUB_OFFLINE ({unreachable or 'the download stalled'})") from None
     except hf_errors.GatedRepoError:
         raise HubError(f"{where}: the repository is gated; accept its terms on the Hub and log "
                        "in with `hf auth login`") from None
@@ -195,33 +230,19 @@ def _fetch_hf(src: Source, files: dict, revision: str | None, allow_patterns, na
         raise HubError(f"{where}: repository or revision not found on "
                        f"{endpoint or 'huggingface.co'} (private? log in with `hf auth login`)"
                        ) from None
-    except (hf_errors.HfHubHTTPError, OSError) as e:
+    except Exception as e:  # noqa: BLE001 - HTTP, OS and httpx errors alike: one line
+        if isinstance(e, GenzooError):
+            raise
+        status = getattr(getattr(e, "response", None), "status_code", None)
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise HubError(f"{where}: download failed ({first})") from None
+        raise HubError(f"{where}: download failed ({f'HTTP {status}: ' if status else ''}"
+                       f"{type(e).__name__}: {first[:200]})") from None
     folder = Path(folder)
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:
         raise HubError(f"{where}: file(s) {', '.join(missing)} listed in the card are not in "
                        "the repository at that revision")
     return folder
-
-
-def _reachable(endpoint: str) -> bool:
-    """A quick TCP probe, so that a machine without network fails (or uses its cache) at once
-    instead of after huggingface_hub's ~25 s of retries. Behind a proxy only the HTTP client
-    knows the way, so the probe is skipped there."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy",
-                                       "ALL_PROXY", "all_proxy")):
-        return True
-    import socket
-    from urllib.parse import urlsplit
-    url = urlsplit(endpoint)
-    try:
-        port = url.port or (443 if url.scheme == "https" else 80)
-        socket.create_connection((url.hostname, port), timeout=3).close()
-    except (OSError, ValueError):
-        return False
-    return True
 
 
 def local_folder(source: str | Source, files: Mapping[str, str | None] | None = None,
@@ -272,7 +293,8 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, token: str | None = N
         raise HubError(f"{repo_id!r}: expected a Hub repository id like user/name")
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
-    endpoint = os.environ.get("HF_ENDPOINT") or None
+    endpoint = checked_endpoint()
+    bound_hub_client()
     api = HfApi(endpoint=endpoint, token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
@@ -286,9 +308,14 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, token: str | None = N
         if status in (401, 403):
             raise HubError(f"{repo_id}: not allowed to write (HTTP {status}); log in with "
                            "`hf auth login` or pass a write token") from None
-        raise HubError(f"{repo_id}: upload failed ({str(e).splitlines()[0]})") from None
-    except OSError as e:
-        raise HubError(f"{repo_id}: upload failed ({type(e).__name__}: {e}); are you online?"
+        raise HubError(f"{repo_id}: upload failed (HTTP {status}: "
+                       f"{str(e).splitlines()[0][:200]})") from None
+    except Exception as e:  # noqa: BLE001 - OSError, httpx's ConnectError/timeouts (not OSErrors)
+        if isinstance(e, GenzooError):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise HubError(f"{repo_id}: upload to {endpoint or 'huggingface.co'} failed "
+                       f"({type(e).__name__}: {first}); are you online, is HF_ENDPOINT right?"
                        ) from None
     url = getattr(info, "commit_url", None) or str(info)
     return url
