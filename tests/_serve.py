@@ -1,0 +1,104 @@
+"""A real ``genzoo serve`` process for the serve tests: bound to 127.0.0.1 on a free port,
+stopped (and its log kept) when the test ends, every wait bounded in time."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("uvicorn")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """``genzoo serve ARGS`` in a subprocess; ``url``, ``log()``, ``stop()``."""
+
+    def __init__(self, tmp: Path, *args: str, env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"serve-{self.port}.log"
+        self.log_file = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "genzoo", "serve", "--port", str(self.port), *args],
+            stdout=self.log_file, stderr=subprocess.STDOUT,
+            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"genzoo serve exited: {self.log()}")
+            try:
+                urllib.request.urlopen(self.url + "/healthz", timeout=2).read()
+                return
+            except OSError:
+                time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"genzoo serve did not start in 60 s: {self.log()}")
+
+    def log(self) -> str:
+        if not self.log_file.closed:
+            self.log_file.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.log_file.close()
+
+    def health(self) -> dict:
+        return get(self.url + "/healthz")[1]
+
+
+def request(url: str, body: dict | bytes | None = None, headers: dict | None = None,
+            timeout: float = 60) -> tuple[int, bytes, dict]:
+    """(status, body bytes, headers) of a GET (body None) or a JSON POST; HTTP errors too."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={
+        **({"Content-Type": "application/json"} if data is not None else {}), **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def get(url: str, headers: dict | None = None) -> tuple[int, dict]:
+    status, raw, _ = request(url, headers=headers)
+    return status, json.loads(raw)
+
+
+def post(url: str, body, headers: dict | None = None, timeout: float = 60):
+    """(status, JSON or raw bytes, headers) of a sampling request."""
+    status, raw, hdrs = request(url, body, headers, timeout)
+    try:
+        return status, json.loads(raw), hdrs
+    except ValueError:
+        return status, raw, hdrs
+
+
+def assert_one_line_error(status: int, body, expected: int) -> str:
+    """The response is ``{"error": "one line"}`` with ``expected`` status, no traceback."""
+    assert status == expected, (status, body)
+    assert isinstance(body, dict) and set(body) == {"error"}, body
+    assert "\n" not in body["error"] and "Traceback" not in body["error"]
+    return body["error"]
