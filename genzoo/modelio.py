@@ -1,0 +1,110 @@
+"""The on-disk format's reading and writing helpers: config.json, safetensors weights (never
+pickle), tied tensors, and building a model without random initialisation before its weights
+are read. ``genzoo.model`` re-exports the public ones."""
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from torch import nn
+
+from .errors import WeightsError
+
+if TYPE_CHECKING:
+    from .model import GenerativeModel
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "README.md"
+
+
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
+                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
+                   "orthogonal_")
+
+
+@contextlib.contextmanager
+def skip_init() -> Iterator[None]:
+    """Make ``torch.nn.init`` functions no-ops while a model is built only to be overwritten by
+    its saved weights: random initialisation is most of the construction time of a small model.
+    ``load_weights`` refuses a file that lacks any parameter, so nothing stays uninitialised."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in _INIT_FUNCTIONS:
+        setattr(nn.init, name, _keep)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+    return tensor
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """Read and check a genzoo config.json (a one-line error when absent or malformed)."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise WeightsError(f"{folder}: no {CONFIG_NAME}; a genzoo model folder holds "
+                           f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}")
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not valid JSON ({e}); re-download or re-save the model") from e
+    if not isinstance(config, dict):
+        raise WeightsError(f"{path}: expected a JSON object")
+    return config
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """Load a safetensors file to CPU tensors; refuse anything else with a one-line error."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    path = Path(path)
+    if not path.is_file():
+        hint = " (pickle weights such as .bin/.pt are never loaded)" if any(
+            path.with_name(n).exists() for n in ("pytorch_model.bin", "model.pt")) else ""
+        raise WeightsError(f"{path}: weights file missing{hint}; re-download or re-save the model")
+    try:
+        state: dict[str, torch.Tensor] = load_file(str(path))
+        return state
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]}); "
+                           "delete it and download the model again") from e
+
+
+def model_card_markdown(model: GenerativeModel, card: dict[str, Any]) -> str:
+    """README.md for ``model``: huggingface_hub card data (``library_name: genzoo``, license,
+    base_model, datasets, measured figures as ``model-index``) and a short description."""
+    from .modelcard import render
+    return render(model, card)
+
+
+def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """safetensors refuses shared storage: store tied tensors once (the first name wins)."""
+    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    out = {}
+    for k, v in state.items():
+        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
+        if key is not None and key in seen:
+            continue
+        if key is not None:
+            seen[key] = k
+        out[k] = v
+    return out
+
+
+def _is_tied(model: nn.Module, key: str, state: dict[str, torch.Tensor]) -> bool:
+    """True when ``key`` shares storage with a tensor present in ``state`` (weight tying)."""
+    own = model.state_dict()
+    ptr = own[key].untyped_storage().data_ptr()
+    return any(own[k].untyped_storage().data_ptr() == ptr for k in state if k in own and k != key)
