@@ -175,7 +175,8 @@ function metricsTable(table, metrics) {
   for (let i = 0; i < shown.length; i += 2) {
     const row = el("tr");
     for (const [k, v] of shown.slice(i, i + 2)) {
-      row.append(el("th", { "data-metric": k }, k), el("td", {}, fmt(v)));
+      // a zero-width space after each underscore: long names wrap at their words
+      row.append(el("th", { "data-metric": k }, k.replace(/_/g, "_\u200b")), el("td", {}, fmt(v)));
     }
     table.appendChild(row);
   }
