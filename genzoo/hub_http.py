@@ -144,11 +144,15 @@ def bound_hub_client() -> None:
     global _BOUNDED
     if _BOUNDED:
         return
-    import httpx2
-    from huggingface_hub import set_client_factory
-    from huggingface_hub.utils import _http
-    if _http._GLOBAL_CLIENT_FACTORY is not _http.default_client_factory:
-        _BOUNDED = True
+    _BOUNDED = True
+    try:  # huggingface_hub 2.x speaks httpx2; an older or newer layout is left as it is
+        import httpx2
+        from huggingface_hub import set_client_factory
+        from huggingface_hub.utils import _http
+        default = _http.default_client_factory
+        if getattr(_http, "_GLOBAL_CLIENT_FACTORY", default) is not default:
+            return  # the user's own factory
+    except (ImportError, AttributeError):
         return
 
     class _StallBounded(httpx2.HTTPTransport):
@@ -161,11 +165,10 @@ def bound_hub_client() -> None:
             return super().handle_request(request)
 
     def factory():
-        base = _http.default_client_factory()  # its event hooks (auth, headers) are kept
+        base = default()  # its event hooks (auth, headers) are kept
         hooks = base.event_hooks
         base.close()
         return httpx2.Client(event_hooks=hooks, follow_redirects=True, timeout=None,
                              transport=_StallBounded())
 
     set_client_factory(factory)
-    _BOUNDED = True
