@@ -199,12 +199,12 @@ def _fetch_hf(src: Source, files: dict, revision: str | None, allow_patterns, na
         cached = local_folder(src, files, rev)
         if cached is not None:  # a commit never changes: no need to ask the Hub
             return cached
+    endpoint = checked_endpoint()  # before huggingface_hub, whose import fails on a bad one
     from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
     from . import __version__
     patterns = list(allow_patterns or (sorted(files) if files else DEFAULT_PATTERNS))
-    endpoint = checked_endpoint()
     where = f"hf://{src.repo_id}" + (f"@{rev}" if rev else "")
     # a network failure (refused, no answer) may still be served from the cache; an HTTP
     # answer (404, 5xx, HTML) is the Hub's word and raises in probe_repo
@@ -291,9 +291,9 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, token: str | None = N
                                "save_pretrained or finetune")
     if not _REPO_RE.match(repo_id):
         raise HubError(f"{repo_id!r}: expected a Hub repository id like user/name")
+    endpoint = checked_endpoint()  # before huggingface_hub, whose import fails on a bad one
     from huggingface_hub import HfApi
     from huggingface_hub import errors as hf_errors
-    endpoint = checked_endpoint()
     bound_hub_client()
     api = HfApi(endpoint=endpoint, token=token)
     try:
@@ -323,6 +323,7 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, token: str | None = N
 
 # ---- the Hugging Face cache, card-free (genzoo.cache adds which cards use each repo) --------
 def _scan():
+    checked_endpoint()  # huggingface_hub's import fails on a bad HF_ENDPOINT
     from huggingface_hub import scan_cache_dir
     from huggingface_hub.errors import CacheNotFound
     try:

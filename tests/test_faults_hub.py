@@ -4,6 +4,9 @@ the status; a bad HF_ENDPOINT and a push to an unreachable Hub too; a tampered b
 says to reinstall its package, and `genzoo list` does not call it ready."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +72,21 @@ def test_a_bad_hf_endpoint_is_one_line(monkeypatch, endpoint):
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
     with pytest.raises(HubError, match="HF_ENDPOINT=.* is not a usable URL"):
         hub.fetch(PINNED, FILES)
+
+
+def test_a_bad_hf_endpoint_port_is_one_line_in_a_fresh_process(monkeypatch, tmp_path):
+    """huggingface_hub's own import fails on such a port: genzoo must check it first."""
+    catalog = write_catalog(tmp_path / "cat.yaml", [{
+        "name": "far-model", "family": "tiny", "arch": "tiny-arch", "source": PINNED,
+        "files": FILES}])
+    env = {**os.environ, "GENZOO_REGISTRY": str(catalog), "HF_ENDPOINT": "http://127.0.0.1:99999"}
+    for args in (["download", "far-model"], ["cache", "ls"]):
+        done = subprocess.run([sys.executable, "-m", "genzoo", *args], env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "Error: HF_ENDPOINT='http://127.0.0.1:99999' is not a usable URL (scheme, host or "
+            "port); set it to https://huggingface.co or to your mirror's http(s)://host[:port]"]
 
 
 def test_a_bad_timeout_value_is_one_line(monkeypatch):
