@@ -13,7 +13,6 @@ finetune engine.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import os
@@ -30,15 +29,15 @@ from .options import Option, build_schema, validate
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
 from .batching import batch_rows, per_sample_values, progress_bar, provenance
-from .seeding import check_seed, sample_generators
+from .seeding import check_seed, sample_generators, slerp
+# the on-disk format's helpers, re-exported: genzoo.model API
+from .modelio import (CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, _first_line, _is_tied,  # noqa: F401
+                      _untie, model_card_markdown, read_config, read_safetensors, skip_init)
 
 if TYPE_CHECKING:
     from .train import FinetuneResult
 
 FORMAT_VERSION = 1
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "README.md"
 
 
 @dataclass
@@ -114,6 +113,49 @@ class GenerativeModel(nn.Module):
         """Turn a data spec (path, tensor, ``mnist``) into an indexable dataset for training."""
         from .data import load_image_dataset
         return load_image_dataset(data, shape=tuple(self.config["image_shape"]))
+
+    def latents(self, generators: list[torch.Generator], **options: Any) -> torch.Tensor:
+        """Optional, for latent-variable families: the (n, ...) latents ``generate`` would
+        decode, row i drawn from ``generators[i]``. With ``decode`` it gives ``interpolate``."""
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Optional, with ``latents``: images in [0, 1] from latents."""
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def interpolate(self, seed: int, to_seed: int, n: int = 8, **options: Any) -> Samples:
+        """``n`` frames from sample 0 of ``seed`` to sample 0 of ``to_seed``, their latents
+        along the great circle between them (slerp, which keeps Gaussian latents at a typical
+        norm). For families that implement ``latents`` and ``decode``."""
+        if type(self).latents is GenerativeModel.latents:
+            raise OptionError(f"{self.name_or_path or self.arch} ({self.family}) has no latents "
+                              "to interpolate; it supports: "
+                              + (", ".join(self.capabilities) or "plain sampling"))
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+            raise OptionError(f"interpolation needs n >= 2 frames, got {n!r}")
+        check_seed(seed)
+        check_seed(to_seed)
+        opts = self.check_options(options)
+        opts.pop("batch_size", None)
+        self.eval()
+        ends = [self.latents(sample_generators(s, 1), **opts)[0] for s in (seed, to_seed)]
+        frames = torch.stack([slerp(ends[0], ends[1], i / (n - 1)) for i in range(n)])
+        with self.autocast():
+            images = self.decode(frames.to(self.device))
+        meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
+                "revision": self.revision, "seed": seed, "interpolate_to": to_seed,
+                **provenance(self.options(), opts)}
+        return self._batch(images, meta, 0)
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What this model can be asked for besides plain sampling, from what it declares:
+        its condition options (label, init, mask ...), ``interpolate`` when it has latents."""
+        caps = [name for name, o in self.options().items() if o.condition]
+        if type(self).latents is not GenerativeModel.latents:
+            caps.append("interpolate")
+        return caps
 
     def evaluate_metrics(self, reference: Any, *, seed: int = 0) -> dict[str, Any]:
         """Figures only this family can measure, merged into ``genzoo.evaluate``'s result and
@@ -344,92 +386,3 @@ class GenerativeModel(nn.Module):
     def num_parameters(self) -> int:
         """The number of parameters (tied ones counted once)."""
         return sum(p.numel() for p in self.parameters())
-
-
-_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
-                   "xavier_uniform_", "xavier_normal_", "kaiming_uniform_", "kaiming_normal_",
-                   "orthogonal_")
-
-
-@contextlib.contextmanager
-def skip_init() -> Iterator[None]:
-    """Make ``torch.nn.init`` functions no-ops while a model is built only to be overwritten by
-    its saved weights: random initialisation is most of the construction time of a small model.
-    ``load_weights`` refuses a file that lacks any parameter, so nothing stays uninitialised."""
-    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
-    for name in _INIT_FUNCTIONS:
-        setattr(nn.init, name, _keep)
-    try:
-        yield
-    finally:
-        for name, fn in saved.items():
-            setattr(nn.init, name, fn)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else ""
-
-
-def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-    return tensor
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    """Read and check a genzoo config.json (a one-line error when absent or malformed)."""
-    path = Path(folder) / CONFIG_NAME
-    if not path.is_file():
-        raise WeightsError(f"{folder}: no {CONFIG_NAME}; a genzoo model folder holds "
-                           f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}")
-    try:
-        config = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: not valid JSON ({e}); re-download or re-save the model") from e
-    if not isinstance(config, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
-    return config
-
-
-def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file to CPU tensors; refuse anything else with a one-line error."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-    path = Path(path)
-    if not path.is_file():
-        hint = " (pickle weights such as .bin/.pt are never loaded)" if any(
-            path.with_name(n).exists() for n in ("pytorch_model.bin", "model.pt")) else ""
-        raise WeightsError(f"{path}: weights file missing{hint}; re-download or re-save the model")
-    try:
-        state: dict[str, torch.Tensor] = load_file(str(path))
-        return state
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise WeightsError(f"{path}: corrupt safetensors file ({str(e).splitlines()[0]}); "
-                           "delete it and download the model again") from e
-
-
-def model_card_markdown(model: GenerativeModel, card: dict[str, Any]) -> str:
-    """README.md for ``model``: huggingface_hub card data (``library_name: genzoo``, license,
-    base_model, datasets, measured figures as ``model-index``) and a short description."""
-    from .modelcard import render
-    return render(model, card)
-
-
-def _untie(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """safetensors refuses shared storage: store tied tensors once (the first name wins)."""
-    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
-    out = {}
-    for k, v in state.items():
-        key = (v.untyped_storage().data_ptr(), v.storage_offset(), tuple(v.shape)) if v.numel() else None
-        if key is not None and key in seen:
-            continue
-        if key is not None:
-            seen[key] = k
-        out[k] = v
-    return out
-
-
-def _is_tied(model: nn.Module, key: str, state: dict[str, torch.Tensor]) -> bool:
-    """True when ``key`` shares storage with a tensor present in ``state`` (weight tying)."""
-    own = model.state_dict()
-    ptr = own[key].untyped_storage().data_ptr()
-    return any(own[k].untyped_storage().data_ptr() == ptr for k in state if k in own and k != key)
