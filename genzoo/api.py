@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
     from .model import GenerativeModel
 
 NOT_BUILT = "weights not built yet"
+#: peft's adapter config: a folder holding it is a LoRA adapter (see genzoo.lora).
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str = "auto",
@@ -46,6 +48,9 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
     elif target.startswith(hub.HF_PREFIX) or _is_dir(target):
         folder = hub.fetch(target, None, revision) if target.startswith(hub.HF_PREFIX) \
             else Path(target)
+        if (folder / ADAPTER_CONFIG).is_file():  # a LoRA adapter: its base, verified, + it
+            from .lora import load_adapter
+            return load_adapter(folder, device=device, dtype=dtype, revision=revision)
         cls = plugins.load_arch_class(detect_folder_arch(folder))
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = target
@@ -58,6 +63,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
         raise UnknownModelError(f"{_shown(target)} is not a model name, a folder or an "
                                 f"hf://org/repo id{hint}")
     model.revision = hub.resolved_revision(folder) or revision
+    model.loaded_from = folder  # what an adapter trained on it names and hashes
     return model
 
 

@@ -318,10 +318,12 @@ def main() -> None:
 from .cli_model import register_model_commands  # noqa: E402
 from .cli_plugin import new_plugin_command  # noqa: E402
 from .cli_serve import serve_command  # noqa: E402
+from .cli_lora import merge_command  # noqa: E402
 
 register_model_commands(cli)
 cli.add_command(new_plugin_command)
 cli.add_command(serve_command)
+cli.add_command(merge_command)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

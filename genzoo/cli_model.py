@@ -143,12 +143,22 @@ def _show_texts(batch: Samples, n: int, streamed: bool, keep: list[str] | None) 
               help="Seed for init, data order, noise.")
 @click.option("--device", default=None, help="auto, cpu, cuda (default: auto).")
 @click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard.")
+@click.option("--lora-rank", type=int, default=None, metavar="R",
+              help="Train a LoRA adapter of rank R (peft) instead of every weight; OUT is "
+                   "then an adapter folder. Needs genzoo[lora].")
+@click.option("--lora-alpha", type=float, default=None, metavar="A",
+              help="LoRA scale numerator (the update is scaled by A/R; default: R).")
+@click.option("--lora-targets", default=None, metavar="PATTERN",
+              help="Modules to adapt: comma-separated names (c_attn,c_proj) or a regex peft "
+                   "full-matches (default: the family's choice, else every Linear/Conv layer).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 def finetune_command(model_name: str, data: str, steps: int, out: str,
                      batch_size: int | None, lr: float | None, grad_accum: int, resume: bool,
                      overwrite: bool, save_every: int | None, sample_every: int | None,
                      stop_after: int | None, dtype: str, precision: str | None, seed: int,
-                     device: str | None, tensorboard: bool, as_json: bool) -> None:
+                     device: str | None, tensorboard: bool, lora_rank: int | None,
+                     lora_alpha: float | None, lora_targets: str | None,
+                     as_json: bool) -> None:
     """Finetune a model on your data with genzoo's engine (works under torchrun for DDP)."""
     from .api import load
     from .train import FinetuneOptions
@@ -158,7 +168,8 @@ def finetune_command(model_name: str, data: str, steps: int, out: str,
     options = dict(batch_size=batch_size, lr=lr, grad_accum=grad_accum, resume=resume,
                    overwrite=overwrite, save_every=save_every, sample_every=sample_every,
                    stop_after=stop_after, dtype=dtype, seed=seed, device=device,
-                   tensorboard=tensorboard, progress=sys.stderr.isatty() and not as_json)
+                   tensorboard=tensorboard, progress=sys.stderr.isatty() and not as_json,
+                   lora=_lora_option(lora_rank, lora_alpha, lora_targets))
     if steps < 1:  # checked before the model loads: a bad flag fails at once
         raise OptionError(f"steps must be at least 1, got {steps} (--steps)")
     FinetuneOptions.from_keywords(options)
@@ -179,6 +190,22 @@ def finetune_command(model_name: str, data: str, steps: int, out: str,
                    f"-> {result.folder} (sample it: genzoo sample {result.folder})")
 
 
+def _lora_option(rank: int | None, alpha: float | None,
+                 targets: str | None) -> dict[str, Any] | None:
+    """``finetune``'s ``lora`` keyword from the --lora-* flags (None: full finetuning).
+    A comma-separated list of plain names is a list; anything else is a regex."""
+    if rank is None:
+        if alpha is not None or targets is not None:
+            raise OptionError("--lora-alpha and --lora-targets need --lora-rank R")
+        return None
+    spec: dict[str, Any] = {"rank": rank, "alpha": alpha}
+    if targets is not None:
+        names = [t.strip() for t in targets.split(",")]
+        plain = all(t.replace("_", "").replace(".", "").isalnum() for t in names)
+        spec["targets"] = names if plain else targets
+    return spec
+
+
 @click.command("push")
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
 @click.argument("repo_id", metavar="ORG/REPO")
@@ -187,9 +214,16 @@ def finetune_command(model_name: str, data: str, steps: int, out: str,
 @click.option("--token", default=None, envvar="HF_TOKEN", help="Hub token (default: HF_TOKEN).")
 def push_command(folder: str, repo_id: str, private: bool, revision: str | None,
                  token: str | None) -> None:
-    """Upload a genzoo model folder (config.json, model.safetensors, README.md) to the Hub."""
+    """Upload a genzoo model folder (config.json, model.safetensors, README.md) or a LoRA
+    adapter folder (adapter_config.json, adapter_model.safetensors, README.md) to the Hub."""
     from .hub import upload_folder
     from .model import read_config
+    if (Path(folder) / "adapter_config.json").is_file():
+        from .cli_lora import check_adapter_folder
+        check_adapter_folder(Path(folder))
+        url = upload_folder(folder, repo_id, token=token, private=private, revision=revision)
+        click.echo(f"pushed {folder} -> {url}")
+        return
     config = read_config(Path(folder))
     if "genzoo" not in config:
         raise OptionError(f"{folder} is not a genzoo model folder (config.json has no genzoo "

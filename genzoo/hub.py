@@ -285,7 +285,9 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, token: str | None = N
                   private: bool = False, revision: str | None = None) -> str:
     """Upload a genzoo model folder to the Hub (creating the repo if needed); returns its URL."""
     folder = Path(folder)
-    for needed in ("config.json", "model.safetensors"):
+    adapter = (folder / "adapter_config.json").is_file()  # a LoRA adapter (genzoo.lora)
+    for needed in (("adapter_config.json", "adapter_model.safetensors") if adapter
+                   else ("config.json", "model.safetensors")):
         if not (folder / needed).is_file():
             raise WeightsError(f"{folder}: no {needed}; push a folder written by "
                                "save_pretrained or finetune")

@@ -79,6 +79,9 @@ class FinetuneOptions:
     tensorboard: bool = False
     device: str | None = None
     save_dtype: torch.dtype | None = None
+    #: LoRA instead of full finetuning: a rank or {"rank", "alpha", "targets", "dropout"}
+    #: (see ``genzoo.lora``); the result is an adapter folder.
+    lora: Any = None
 
     @classmethod
     def from_keywords(cls, options: dict[str, Any]) -> FinetuneOptions:
@@ -103,6 +106,9 @@ class FinetuneOptions:
             check_number(name, getattr(opts, name), low, integer)
         if opts.ema_decay is not None and opts.ema_decay > 1:
             raise OptionError(f"ema_decay must be between 0 and 1, got {opts.ema_decay}")
+        if opts.lora is not None:
+            from .lora import LoraSpec
+            opts.lora = LoraSpec.parse(opts.lora)
         return opts
 
 
@@ -153,11 +159,22 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int,
     # rank 0 alone owns the folder (the other ranks write nothing there)
     claim = (claimed_run_folder(folder, resume=opts.resume, overwrite=opts.overwrite)
              if folder is not None and dist_env()[0] == 0 else nullcontext())
+    if opts.lora is not None:
+        _attach_lora(model, opts)
     try:
         with claim:
             return Trainer(model, data, steps, folder, opts).run()
     except OSError as e:  # the folder itself cannot be made, locked or marked
         raise _output_error(folder, e) from None
+
+
+def _attach_lora(model: GenerativeModel, opts: FinetuneOptions) -> None:
+    """Inject LoRA layers (peft's) before training; their random init is drawn from
+    ``seed`` alone, so every rank and every rerun starts from the same adapter."""
+    from .lora import attach
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed)
+        attach(model, opts.lora)
 
 
 def _output_error(out: Path | None, e: OSError, kept: str = "") -> OutputError:
@@ -344,8 +361,7 @@ class Trainer:
                 card = {"summary": f"Finetuned for {self.steps} steps with genzoo.",
                         "metrics": {f"train_{k}": v for k, v in self.last.items()}}
                 with self._writing():
-                    folder = self.model.save_pretrained(self.out, card=card,
-                                                        dtype=self.opts.save_dtype)
+                    folder = _save(self.model, self.out, card, self.opts.save_dtype)
                     self.writer.write({"step": self.steps, "event": "saved",
                                        "folder": str(self.out)})
         self.writer.close()
@@ -393,6 +409,15 @@ class Trainer:
             if backup is not None:
                 EMA.restore(module, backup)
             self.model.train()
+
+
+def _save(model: GenerativeModel, out: Path, card: dict[str, Any],
+          dtype: torch.dtype | None) -> Path:
+    """The run's result: an adapted model saves its adapter folder, any other its full folder."""
+    from .lora import adapter_of, save_adapter
+    if adapter_of(model) is not None:
+        return save_adapter(model, out, card=card)
+    return model.save_pretrained(out, card=card, dtype=dtype)
 
 
 __all__ = ["finetune", "Trainer", "FinetuneOptions", "FinetuneResult", "DEFAULTS",

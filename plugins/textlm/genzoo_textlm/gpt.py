@@ -150,9 +150,24 @@ class GPT(nn.Module):
     """The GPT-2 language model: token + position embeddings, ``n_layer`` blocks, a final
     LayerNorm and an output projection tied to the token embedding."""
 
+    #: What a LoRA adapter (``genzoo finetune --lora-rank``) adapts by default: the attention
+    #: and MLP projections of every block, as in the LoRA paper and peft's GPT-2 default; not
+    #: the output head, tied to the embedding (it would be most of a byte-level adapter).
+    lora_targets = ("c_attn", "c_proj", "c_fc")
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.build(cfg)
+
+    def prepare_lora(self) -> None:
+        """Before peft injects LoRA layers: make each ``Conv1D`` transformers' own class,
+        which peft adapts (same (in, out) weight, bias and product; only the class changes,
+        so names, shapes and outputs stay). transformers is there: peft depends on it."""
+        from transformers.pytorch_utils import Conv1D as PeftKnownConv1D
+        for module in self.modules():
+            if type(module) is Conv1D:
+                module.__class__ = PeftKnownConv1D
+                module.nx, module.nf = module.weight.shape
 
     def build(self, cfg: GPTConfig) -> None:
         """Create the modules (separate from ``__init__`` so a subclass can call it after its
