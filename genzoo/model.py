@@ -30,9 +30,12 @@ from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
 from .batching import batch_rows, per_sample_values, progress_bar, provenance
 from .seeding import check_seed, sample_generators, slerp
-# the on-disk format's helpers, re-exported: genzoo.model API
-from .modelio import (CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, _first_line, _is_tied,  # noqa: F401
-                      _untie, model_card_markdown, read_config, read_safetensors, skip_init)
+# the on-disk format's helpers, re-exported: genzoo.model API (``X as X``: explicit for mypy)
+from .modelio import CARD_NAME as CARD_NAME, CONFIG_NAME as CONFIG_NAME  # noqa: F401
+from .modelio import WEIGHTS_NAME as WEIGHTS_NAME, _first_line, _is_tied, _untie  # noqa: F401
+from .modelio import model_card_markdown as model_card_markdown  # noqa: F401
+from .modelio import read_config as read_config, read_safetensors as read_safetensors
+from .modelio import skip_init as skip_init
 
 if TYPE_CHECKING:
     from .train import FinetuneResult
