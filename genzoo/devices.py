@@ -73,3 +73,23 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 __all__ = ["DTYPES", "DTYPE_ALIASES", "DTYPE_HELP", "check_dtype", "resolve_device",
            "resolve_dtype"]
+
+
+def describe_machine(device: object = "cpu") -> str:
+    """Where a figure was measured: the GPU's name on CUDA, else the CPU model (as lscpu
+    names it) and its core count."""
+    import os
+    if str(device).startswith("cuda"):
+        import torch
+        return torch.cuda.get_device_name(torch.device(str(device)))
+    name = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name")), "")
+    except OSError:
+        pass
+    if not name:
+        import platform
+        name = platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} cores"

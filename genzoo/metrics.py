@@ -216,8 +216,10 @@ def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = No
                           "not images or text; evaluate a model that samples")
     model.check_options(sample_options)  # a bad option fails before the slow parts
     dtype = str(model.autocast_dtype or torch.float32).removeprefix("torch.")
+    from .devices import describe_machine
     head = {"model": model.name_or_path or model.arch, "family": model.family, "n": n,
-            "seed": seed, "dtype": dtype, **sample_options}
+            "seed": seed, "dtype": dtype, "measured_on": describe_machine(model.device),
+            **sample_options}
     if model.modality == "text":
         reference = _read_text(data) if data is not None else None
         if reference is None:

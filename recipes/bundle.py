@@ -35,8 +35,10 @@ def bundle_model(model, name: str, weights_dir: Path, metrics: dict | None = Non
         catalog = Path(entry.catalog)
     else:
         [entry] = [c for c in load_catalog(catalog) if c.name == name]
+    # base_model None: a bundled model is its own origin, not a finetune of the card it re-saves
     info = {"name": name, "summary": entry.summary, "license": entry.license,
-            "tags": list(entry.tags), "metrics": {**entry.metrics, **(metrics or {})}, **(card or {})}
+            "tags": list(entry.tags), "metrics": {**entry.metrics, **(metrics or {})},
+            "base_model": None, **(card or {})}
     weights_dir = Path(weights_dir)
     for old in weights_dir.glob("*"):  # a re-bundle replaces the previous files
         if old.is_file():

@@ -14,7 +14,7 @@ class-conditional network (its label embedding zero-initialised, so it begins as
 unconditional model) from the unconditional weights and trains on labelled digits, each label
 dropped with probability 0.1 so that one model samples with and without a label:
 
-    python recipes/diffusion_mnist.py train-labels --from runs/diffusion-mnist --steps 1500
+    python recipes/diffusion_mnist.py train-labels --steps 1200   # from the bundled weights
     python recipes/diffusion_mnist.py bundle --out runs/diffusion-mnist-labels
 
 Training is resumable at any point (checkpoints every 250 steps). ``bundle`` writes the fp16
@@ -45,8 +45,8 @@ main = mnist_recipe("diffusion-mnist", WEIGHTS, steps=4500, make_model=_model,
 @click.option("--from", "source", default=str(WEIGHTS), show_default=True,
               help="The unconditional model folder to start from.")
 @click.option("--out", default=str(ROOT / "runs" / "diffusion-mnist-labels"), show_default=True)
-@click.option("--steps", default=1500, show_default=True)
-@click.option("--lr", default=5e-4, show_default=True)
+@click.option("--steps", default=1200, show_default=True)
+@click.option("--lr", default=1e-3, show_default=True)
 @click.option("--resume", is_flag=True)
 @click.option("--stop-after", type=int, default=None)
 def train_labels(source, out, steps, lr, resume, stop_after):
@@ -66,7 +66,7 @@ def train_labels(source, out, steps, lr, resume, stop_after):
     assert missing == ["unet.label.weight"] and not unexpected, (missing, unexpected)
     model.pretrained = True  # the EMA starts at these weights
     result = model.finetune("mnist:train", steps=steps, out=out, resume=resume, lr=lr,
-                            stop_after=stop_after, batch_size=64, ema_decay=0.999,
+                            stop_after=stop_after, batch_size=64, ema_decay=0.995,
                             save_every=100, sample_every=500, log_every=25,
                             progress=sys.stderr.isatty())
     click.echo(f"done: {result.steps} steps in {result.seconds:.0f} s, metrics {result.metrics}")

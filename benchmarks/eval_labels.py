@@ -1,0 +1,96 @@
+"""Class-conditional sample quality: does `--label 7` give sevens, and at what guidance?
+
+For each guidance scale, ``n`` samples with labels 0..9 in turn are classified by the zoo's
+MNIST classifier (``mnist-features``): label accuracy is the share predicted as their label.
+FD is measured against the 500 ``mnist:ref`` digits (all classes), FD per class against that
+class's 50 reference digits (reported as the mean over classes), and the seconds per 1,000
+samples give guidance's cost (it runs the network on the labelled and unlabelled copy).
+
+    python benchmarks/eval_labels.py diffusion-mnist --guidance 1,2,3,4 --n 1000
+    python benchmarks/eval_labels.py runs/diffusion-mnist-labels --n 200   # an unbundled run
+
+Results go to benchmarks/label_results.json (one entry per model and guidance), with the
+machine's CPU model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+HERE = Path(__file__).resolve().parent
+
+
+def cpu_model() -> str:
+    """The CPU model lscpu reports (where figures were measured)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine()
+
+
+def measure(model, n: int, guidance: float | None, seed: int = 0) -> dict:
+    """Label accuracy, FD overall and per class, and speed of ``n`` labelled samples."""
+    import torch
+    from genzoo.data import mnist_split
+    from genzoo.features import feature_net
+    from genzoo.metrics import frechet_distance
+    from genzoo.refstats import gaussian_stats
+    labels = [i % 10 for i in range(n)]
+    options = {"label": labels} if guidance is None else {"label": labels, "guidance": guidance}
+    t0 = time.perf_counter()
+    images = model.sample(n, seed=seed, progress=sys.stderr.isatty(), **options).images
+    seconds = time.perf_counter() - t0
+    net = feature_net("mnist")
+    feats, probs = net(images)
+    ref_images, ref_labels = mnist_split("ref")
+    ref_feats, _ = net(ref_images)
+    want = torch.tensor(labels)
+    accuracy = float((probs.argmax(1) == want).double().mean())
+
+    def fd(a, b):
+        (m1, s1), (m2, s2) = gaussian_stats(a), gaussian_stats(b)
+        return frechet_distance(m1, s1, m2, s2)
+    per_class = [fd(feats[want == c], ref_feats[ref_labels == c]) for c in range(10)]
+    return {"n": n, "guidance": guidance, "label_accuracy": accuracy,
+            "fd": fd(feats, ref_feats), "fd_per_class_mean": sum(per_class) / 10,
+            "fd_per_class": per_class, "s_per_1k": 1000 * seconds / n}
+
+
+@click.command()
+@click.argument("model_name")
+@click.option("--guidance", "scales", default="1,2,3,4", show_default=True,
+              help="Comma-separated guidance scales ('none': the model's default).")
+@click.option("--n", default=1000, show_default=True)
+@click.option("--out", default=str(HERE / "label_results.json"), show_default=True)
+def main(model_name, scales, n, out):
+    """Measure class-conditional sampling of MODEL_NAME at each guidance scale."""
+    import torch
+    torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
+    import genzoo
+    from genzoo.fsutil import atomic_write_text
+    model = genzoo.load(model_name, device="cpu")
+    path = Path(out)
+    data = json.loads(path.read_text()) if path.is_file() else {"results": {}}
+    data["meta"] = {"cpu": cpu_model(), "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
+    for scale in scales.split(","):
+        g = None if scale.strip() == "none" else float(scale)
+        row = measure(model, n, g)
+        data["results"][f"{model_name} g={scale.strip()}"] = row
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+        click.echo(f"{model_name} guidance {scale}: accuracy {row['label_accuracy']:.3f}, FD "
+                   f"{row['fd']:.2f}, per-class FD {row['fd_per_class_mean']:.2f}, "
+                   f"{row['s_per_1k']:.0f} s/1k")
+
+
+if __name__ == "__main__":
+    main()
