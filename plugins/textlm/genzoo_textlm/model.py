@@ -33,8 +33,11 @@ def gpt2_config(config: dict[str, Any]) -> dict[str, Any]:
     if config.get("activation_function", "gelu_new") not in ACTIVATIONS:
         raise WeightsError(f"activation_function {config['activation_function']!r} is not "
                            f"supported; use one of {', '.join(ACTIVATIONS)}")
+    # "dtype": transformers 5 loads in the weights' own dtype unless the config names one;
+    # the model computes in float32 (its weights may be stored in fp16 to halve the download)
     base = {"model_type": "gpt2", "architectures": ["GPT2LMHeadModel"],
-            **asdict(GPTConfig.from_dict(config)), "bos_token_id": None, "eos_token_id": None}
+            **asdict(GPTConfig.from_dict(config)), "bos_token_id": None, "eos_token_id": None,
+            "dtype": "float32"}
     return {**base, **config}
 
 
