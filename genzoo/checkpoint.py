@@ -30,9 +30,12 @@ def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: 
     to state.json."""
     from safetensors.torch import save_file
     folder.mkdir(parents=True, exist_ok=True)
+    from .train_parts import frozen_keys
     tensors: dict[str, torch.Tensor] = {}
+    frozen = frozen_keys(model)  # a LoRA run's base: reloaded with the run, never changed
     for k, v in model.state_dict().items():
-        tensors[f"model.{k}"] = v.detach().cpu().contiguous()
+        if k not in frozen:
+            tensors[f"model.{k}"] = v.detach().cpu().contiguous()
     if ema is not None:
         for k, v in ema.shadow.items():
             tensors[f"ema.{k}"] = v.detach().cpu().contiguous()
@@ -91,8 +94,10 @@ def load_checkpoint(path: Path, model, optimizers: dict, ema, device,
     Everything is checked before anything is restored: a truncated or malformed state file,
     or a checkpoint written by another architecture (other tensor names or shapes), is one
     ``WeightsError`` and leaves the model as it was."""
+    from .train_parts import frozen_keys
     meta, tensors = _read_checkpoint(path)
-    own = model.state_dict()
+    frozen = frozen_keys(model)
+    own = {k: v for k, v in model.state_dict().items() if k not in frozen}
     saved = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     wrong = sorted(set(own) ^ set(saved)) or sorted(
         k for k in own if tuple(own[k].shape) != tuple(saved[k].shape))
@@ -136,7 +141,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 def _restore(path: Path, meta: dict, tensors: dict, saved: dict, model, optimizers: dict, ema,
              device, scalers: dict | None) -> None:
     """Copy a checked checkpoint's state into the live objects."""
-    model.load_state_dict(saved)
+    model.load_state_dict(saved, strict=False)  # checked complete by load_checkpoint
     if ema is not None:
         for k in ema.shadow:
             ema.shadow[k].copy_(tensors[f"ema.{k}"])

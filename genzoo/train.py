@@ -131,7 +131,8 @@ def hyper_parameters(model: GenerativeModel, opts: FinetuneOptions) -> dict[str,
     from-scratch rate wrecks good weights before it can adapt them. An explicit ``lr`` is
     used as given."""
     cfg = {**DEFAULTS, **model.train_defaults}
-    if model.pretrained:
+    # an adapter's base is frozen and its zero-initialised update needs the full rate
+    if model.pretrained and getattr(model, "lora_adapter", None) is None:
         cfg["lr"] = cfg["lr"] * FINETUNE_LR_SCALE
     cfg.update({k: getattr(opts, k) for k in _HYPER if getattr(opts, k) is not None})
     return cfg

@@ -40,6 +40,14 @@ class StageRunner(nn.Module):
         return self.stages[stage].loss(batch)
 
 
+def frozen_keys(module: nn.Module) -> set[str]:
+    """``state_dict`` names of the parameters that do not train (``requires_grad`` False:
+    the base weights under a LoRA adapter). They never change during a run, so the EMA
+    does not average them and checkpoints do not store them (the run reloads its base)."""
+    return {name for name, p in module.named_parameters(remove_duplicate=False)
+            if not p.requires_grad}
+
+
 class EMA:
     """Exponential moving average of a module's floating-point tensors, with the usual
     warm-up (decay grows as (1+t)/(10+t)) so early averages are not dominated by a random init;
@@ -47,8 +55,9 @@ class EMA:
 
     def __init__(self, module: nn.Module, decay: float, warmup: bool = True):
         self.module, self.decay, self.warmup = module, decay, warmup
+        frozen = frozen_keys(module)  # constant: their average is themselves
         self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()
-                       if v.is_floating_point()}
+                       if v.is_floating_point() and k not in frozen}
 
     @torch.no_grad()
     def update(self, step: int) -> None:
