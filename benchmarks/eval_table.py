@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -91,7 +90,8 @@ def main(rows, n, ddpm_n, seed, out, resume, paths):
     results = {}
     if resume and out.is_file():
         results = json.loads(out.read_text()).get("results", {})
-    meta = {"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    from genzoo.devices import describe_machine
+    meta = {"cpu": describe_machine(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "genzoo": genzoo.__version__, "seed": seed,
             "reference": "mnist:ref", "feature": "mnist",
             "date": time.strftime("%Y-%m-%d")}

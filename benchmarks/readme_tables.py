@@ -1,0 +1,109 @@
+"""README's model tables, generated from the JSON the measurements wrote — never typed.
+
+    python benchmarks/readme_tables.py           # rewrite the generated blocks in README.md
+    python benchmarks/readme_tables.py --check   # exit 1 if README differs from the JSON
+
+Sources: benchmarks/eval_results.json (``benchmarks/eval_table.py``: image models against
+the real-data floor), benchmarks/label_results.json (``benchmarks/eval_labels.py``: class
+labels and guidance) and benchmarks/card_eval_*.json (``benchmarks/card_metrics.py``: what
+each card records). tests/test_readme_tables.py fails when README and the JSON disagree.
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+README = HERE.parent / "README.md"
+BEGIN = "<!-- generated: {name} (benchmarks/readme_tables.py) -->"
+END = "<!-- end generated: {name} -->"
+
+
+def _load(name: str) -> dict:
+    path = HERE / name
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _num(value, fmt: str) -> str:
+    return format(value, fmt) if isinstance(value, (int, float)) else "-"
+
+
+def image_table() -> str:
+    """One row per eval_results.json row: FD, KID (raw), precision/recall, class spread, speed."""
+    data = _load("eval_results.json")
+    meta, results = data.get("meta", {}), data.get("results", {})
+    lines = ["| model / sampler | n | FD | KID | precision | recall | class entropy (max 2.303) "
+             "| max share | s per 1,000 samples |", "|---|---|---|---|---|---|---|---|---|"]
+    for row_id, r in results.items():
+        spk = _num(1000 / r["samples_per_s"], ".1f") if r.get("samples_per_s") else "-"
+        share = f"{100 * r['class_max_share']:.1f}%" if "class_max_share" in r else "-"
+        lines.append(f"| {row_id} | {r['n']} | {_num(r.get('fd'), '.2f')} | "
+                     f"{_num(r.get('kid'), '.2f')} | {_num(r.get('precision'), '.3f')} | "
+                     f"{_num(r.get('recall'), '.3f')} | {_num(r.get('class_entropy'), '.3f')} | "
+                     f"{share} | {spk} |")
+    where = meta.get("cpu") or meta.get("machine", "?")
+    lines.append("")
+    lines.append(f"Measured {meta.get('date', '?')} on {where}, {meta.get('threads', '?')} "
+                 f"thread(s), torch {meta.get('torch', '?')}.")
+    return "\n".join(lines)
+
+
+def label_table() -> str:
+    """Class-conditional rows: label accuracy, FD overall and per class, cost per guidance."""
+    data = _load("label_results.json")
+    meta, results = data.get("meta", {}), data.get("results", {})
+    lines = ["| model, guidance | n | label accuracy | FD | FD per class (mean) | "
+             "s per 1,000 samples |", "|---|---|---|---|---|---|"]
+    for row_id, r in results.items():
+        lines.append(f"| {row_id} | {r['n']} | {100 * r['label_accuracy']:.1f}% | "
+                     f"{r['fd']:.2f} | {r['fd_per_class_mean']:.2f} | {r['s_per_1k']:.0f} |")
+    lines.append("")
+    lines.append(f"Measured {meta.get('date', '?')} on {meta.get('cpu', '?')}, "
+                 f"{meta.get('threads', '?')} thread(s), torch {meta.get('torch', '?')}.")
+    return "\n".join(lines)
+
+
+def card_table() -> str:
+    """What each bundled model's card records (``genzoo eval --write-card``)."""
+    lines = ["| model | measured | figures | on |", "|---|---|---|---|"]
+    for path in sorted(HERE.glob("card_eval_*.json")):
+        r = json.loads(path.read_text())
+        keys = [k for k in ("fd", "kid", "precision", "recall", "neg_elbo", "iw_nll",
+                            "nats_per_char", "bits_per_char", "distinct_2") if k in r]
+        figures = ", ".join(f"{k} {r[k]:.4g}" for k in keys)
+        what = f"n={r['n']} against {r.get('reference') or r.get('data')}"
+        lines.append(f"| {r['model']} | {what} | {figures} | {r.get('measured_on', '?')} |")
+    return "\n".join(lines)
+
+
+TABLES = {"image models": image_table, "labels": label_table, "cards": card_table}
+
+
+def render(readme: str) -> str:
+    """``readme`` with each generated block replaced by its table from the JSON."""
+    for name, make in TABLES.items():
+        begin, end = BEGIN.format(name=name), END.format(name=name)
+        pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
+        if not pattern.search(readme):
+            continue
+        readme = pattern.sub(lambda _m: f"{begin}\n{make()}\n{end}", readme)
+    return readme
+
+
+def main(argv: list[str]) -> int:
+    text = README.read_text(encoding="utf-8")
+    fresh = render(text)
+    if "--check" in argv:
+        if fresh != text:
+            print("README's generated tables differ from the JSON; run "
+                  "python benchmarks/readme_tables.py", file=sys.stderr)
+            return 1
+        return 0
+    README.write_text(fresh, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
