@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import io
 import json
 import os
@@ -96,6 +97,17 @@ def test_invalid_json_and_huge_body(server):
     status, raw, _ = request(server.url + "/v1/models/gan-mnist/samples",
                              json.dumps({"n": 1, "options": {"x": "y" * 5000}}).encode())
     assert "over 4096 bytes" in assert_one_line_error(status, json.loads(raw), 413)
+    # chunked, with no Content-Length to trust: the server counts what arrives
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    conn.putrequest("POST", "/v1/models/gan-mnist/samples")
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.putheader("Content-Type", "application/json")
+    conn.endheaders()
+    for chunk in [b'{"n": 1, "options": {"x": "'] + [b"y" * 1000] * 5 + [b'"}}']:
+        conn.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    conn.send(b"0\r\n\r\n")
+    reply = conn.getresponse()
+    assert "over 4096 bytes" in assert_one_line_error(reply.status, json.loads(reply.read()), 413)
 
 
 def test_png_npz_json_are_what_genzoo_sample_writes(server, tmp_path):
@@ -157,3 +169,14 @@ def test_merged_requests_equal_their_solo_samples(server):
         ours = np.load(io.BytesIO(npz))
         np.testing.assert_allclose(ours["images"], solo, rtol=0, atol=1e-4)
         assert json.loads(str(ours["meta"]))["seed"] == str(seed)
+
+
+def test_a_request_split_over_batches_equals_genzoo_sample(server, tmp_path):
+    """n=12 on a server batching at most 8: samples 8-11 come from a second call, drawn
+    from generators (seed, 8..11), as the CLI's one call of 12 draws them."""
+    url = server.url + "/v1/models/diffusion-mnist/samples"
+    status, npz, _ = post(url, {"n": 12, "seed": 4, "options": {"steps": 4}, "format": "npz"})
+    cli_sample(tmp_path, "diffusion-mnist", "-n", "12", "--seed", "4", "--steps", "4",
+               "-o", str(tmp_path / "d.npz"))
+    np.testing.assert_allclose(np.load(io.BytesIO(npz))["images"],
+                               np.load(tmp_path / "d.npz")["images"], rtol=0, atol=1e-4)
