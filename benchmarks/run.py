@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["list", "load", "engine", "sampling", "textgen"]
+ORDER = ["list", "load", "engine", "sampling", "textgen", "serve"]
 
 
 def _fmt(v, unit: str) -> str:
