@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["list", "load", "engine", "sampling", "textgen", "serve"]
+ORDER = ["list", "load", "engine", "sampling", "textgen", "serve", "lora"]
 
 
 def _fmt(v, unit: str) -> str:
