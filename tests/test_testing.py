@@ -354,7 +354,7 @@ def test_command_line_opt_in_keeps_the_projects_testpaths(kit, pytester):
     assert "18 tests collected" in result.stdout.str() and "test_stray" not in result.stdout.str()
     pytester.makeini("[pytest]\ntestpaths = tests\n")
     result = pytester.runpytest_inprocess(*args)
-    assert "18 tests collected" in result.stdout.str(), result.stdout.str()
+    assert "19 tests collected" in result.stdout.str(), result.stdout.str()
     result.stdout.fnmatch_lines(["*tests/test_own.py::test_own"])
     result = pytester.runpytest_inprocess(*_kit_plugin_args(), "-q", "--genzoo-arch", "kit-image",
                                           "-k", "finetune or trained or responds")

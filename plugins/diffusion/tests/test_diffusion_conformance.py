@@ -46,4 +46,6 @@ class TestDiffusersUNetConformance(Conformance):
                                  "norm_num_groups": 4}}
     # sample_size is diffusers' own metadata (its UNet takes any size); "unet" holds the house
     # UNet's settings, merged in from the family's defaults, which a diffusers UNet ignores
-    config_inert = ("diffusers_unet.sample_size", "unet")
+    # num_classes/label_dropout: the house UNet's class labels, which diffusers' UNet2DModel
+    # declares its own way (num_class_embeds) and the adapter does not read
+    config_inert = ("diffusers_unet.sample_size", "unet", "num_classes", "label_dropout")
