@@ -290,8 +290,12 @@ class GenerativeModel(nn.Module):
                         dtype: torch.dtype | None = None) -> Path:
         """Write config.json, model.safetensors and README.md into ``folder`` atomically.
 
-        ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that precision."""
+        ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that precision. A model
+        carrying a LoRA adapter (``genzoo.lora``) writes its adapter folder instead."""
         from safetensors.torch import save_file
+        if getattr(self, "lora_adapter", None) is not None:
+            from .lora import save_adapter
+            return save_adapter(self, folder, card)
         folder = Path(folder)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         if dtype is not None:

@@ -362,7 +362,9 @@ class Trainer:
                 card = {"summary": f"Finetuned for {self.steps} steps with genzoo.",
                         "metrics": {f"train_{k}": v for k, v in self.last.items()}}
                 with self._writing():
-                    folder = _save(self.model, self.out, card, self.opts.save_dtype)
+                    # an adapted model's save_pretrained writes its adapter folder
+                    folder = self.model.save_pretrained(self.out, card=card,
+                                                        dtype=self.opts.save_dtype)
                     self.writer.write({"step": self.steps, "event": "saved",
                                        "folder": str(self.out)})
         self.writer.close()
@@ -410,15 +412,6 @@ class Trainer:
             if backup is not None:
                 EMA.restore(module, backup)
             self.model.train()
-
-
-def _save(model: GenerativeModel, out: Path, card: dict[str, Any],
-          dtype: torch.dtype | None) -> Path:
-    """The run's result: an adapted model saves its adapter folder, any other its full folder."""
-    from .lora import adapter_of, save_adapter
-    if adapter_of(model) is not None:
-        return save_adapter(model, out, card=card)
-    return model.save_pretrained(out, card=card, dtype=dtype)
 
 
 __all__ = ["finetune", "Trainer", "FinetuneOptions", "FinetuneResult", "DEFAULTS",

@@ -252,3 +252,12 @@ def test_an_adapter_trains_at_the_familys_full_learning_rate(tmp_path):
     result = finetune(model, tiny_data(), steps=3, lora=2, progress=False, log_every=1)
     peak = TinyModel.train_defaults["lr"]
     assert max(r["lr"] for r in result.history) == pytest.approx(peak)  # not 0.1x: base frozen
+
+
+def test_save_pretrained_of_an_adapted_model_writes_its_adapter_folder(base, tmp_path):
+    model, _ = _train(base, None, steps=3)
+    model.save_pretrained(tmp_path / "saved")
+    assert lora.is_adapter_folder(tmp_path / "saved")
+    assert not (tmp_path / "saved" / "model.safetensors").exists()
+    assert torch.allclose(_logits(genzoo.load(tmp_path / "saved", device="cpu")),
+                          _logits(model), atol=1e-5)
