@@ -362,9 +362,7 @@ class Trainer:
                 card = {"summary": f"Finetuned for {self.steps} steps with genzoo.",
                         "metrics": {f"train_{k}": v for k, v in self.last.items()}}
                 with self._writing():
-                    # an adapted model's save_pretrained writes its adapter folder
-                    folder = self.model.save_pretrained(self.out, card=card,
-                                                        dtype=self.opts.save_dtype)
+                    folder = _save(self.model, self.out, card, self.opts.save_dtype)
                     self.writer.write({"step": self.steps, "event": "saved",
                                        "folder": str(self.out)})
         self.writer.close()
@@ -412,6 +410,16 @@ class Trainer:
             if backup is not None:
                 EMA.restore(module, backup)
             self.model.train()
+
+
+def _save(model: GenerativeModel, out: Path, card: dict[str, Any],
+          dtype: torch.dtype | None) -> Path:
+    """The run's result: an adapted model's adapter folder (even when its family overrides
+    ``save_pretrained``, as the transformers adapter does), else the full folder."""
+    if getattr(model, "lora_adapter", None) is not None:
+        from .lora import save_adapter
+        return save_adapter(model, out, card=card)
+    return model.save_pretrained(out, card=card, dtype=dtype)
 
 
 __all__ = ["finetune", "Trainer", "FinetuneOptions", "FinetuneResult", "DEFAULTS",
