@@ -3,8 +3,9 @@
     python benchmarks/readme_tables.py           # rewrite the generated blocks in README.md
     python benchmarks/readme_tables.py --check   # exit 1 if README differs from the JSON
 
-Sources: benchmarks/eval_results.json (``benchmarks/eval_table.py``: image models against
-the real-data floor), benchmarks/label_results.json (``benchmarks/eval_labels.py``: class
+Sources: benchmarks/results.json (``benchmarks/run.py``: speed and memory beside peers),
+benchmarks/eval_results.json (``benchmarks/eval_table.py``: image models against the
+real-data floor), benchmarks/label_results.json (``benchmarks/eval_labels.py``: class
 labels and guidance) and benchmarks/card_eval_*.json (``benchmarks/card_metrics.py``: what
 each card records). tests/test_readme_tables.py fails when README and the JSON disagree.
 """
@@ -78,7 +79,20 @@ def card_table() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"image models": image_table, "labels": label_table, "cards": card_table}
+def performance_table() -> str:
+    """benchmarks/run.py's rows (results.json) as run.py prints them, with the machine."""
+    sys.path.insert(0, str(HERE))
+    from run import markdown
+    data = _load("results.json")
+    meta = data.get("meta", {})
+    where = meta.get("cpu") or meta.get("machine", "?")
+    mode = "--quick" if meta.get("quick") else "full"
+    return (f"{markdown(data.get('rows', []))}\n\nMeasured {meta.get('date', '?')} ({mode} run) "
+            f"on {where}, {meta.get('threads', '?')} threads, torch {meta.get('torch', '?')}.")
+
+
+TABLES = {"image models": image_table, "labels": label_table, "cards": card_table,
+          "performance": performance_table}
 
 
 def render(readme: str) -> str:
