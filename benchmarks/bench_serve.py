@@ -135,7 +135,7 @@ def measure(seconds: float, clients: int) -> dict:
     return {"concurrent": concurrent, "sequential": sequential, "batch": batch,
             "in_process": peer, "in_process_64": in_process_rate(64) if batch != 64 else peer,
             "rss_start": rss_start, "rss_end": rss_end, "clients": clients,
-            "batch_seconds": batch / peer}
+            "batch_seconds": batch / peer, "phase_seconds": seconds}
 
 
 def rows(quick: bool = False) -> list[dict]:
@@ -172,9 +172,30 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="15 s phases")
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--out", help="also append the figures, with the machine, to this JSON file")
     args = ap.parse_args()
+    load_before = os.getloadavg()
     r = measure(args.seconds or (15.0 if args.quick else 40.0), args.clients)
+    r["machine"] = machine(load_before)
     print(json.dumps(r, indent=2))
+    if args.out:
+        runs = json.loads(open(args.out).read()) if os.path.isfile(args.out) else []
+        with open(args.out, "w") as f:
+            f.write(json.dumps(runs + [r], indent=2) + "\n")
+
+
+def machine(load_before: tuple[float, ...]) -> dict:
+    """Where and when: the CPU model (as lscpu names it), cores, date and the load average
+    before and after (other jobs on the machine slow every phase, not alike)."""
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"cpu": model, "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
+            "load_before": [round(x, 2) for x in load_before],
+            "load_after": [round(x, 2) for x in os.getloadavg()]}
 
 
 if __name__ == "__main__":
