@@ -67,10 +67,12 @@ class DiffusionModel(GenerativeModel):
         Option("mask", "image", None, "with init: white regenerates, black keeps "
                "(inpainting)", condition=True, per_sample=True),
     )
-    #: Sample in channels-last layout in fp32 and on GPUs; see ``_sampling_layout`` for the
-    #: exception. Measured on CPU: house UNet ~45% faster. The diffusers adapter turns it off
-    #: by default: channels-last convolutions round differently from diffusers' contiguous
-    #: pipelines (5.6e-4 to 1.9e-3 after DDIM-10 on ddpm-butterflies-128's config).
+    #: Whether channels-last may be used for sampling: on a GPU always, on a CPU in fp32 where
+    #: it measured faster than the default layout on that CPU (``genzoo.levers``; the house
+    #: UNet 1.45x faster on an AMD EPYC), never under CPU autocast (see ``_sampling_layout``).
+    #: The diffusers adapter turns it off by default: channels-last convolutions round
+    #: differently from diffusers' contiguous pipelines (5.6e-4 to 1.9e-3 after DDIM-10 on
+    #: ddpm-butterflies-128's config).
     channels_last = True
 
     def __init__(self, config: dict[str, Any] | None = None):
@@ -118,7 +120,7 @@ class DiffusionModel(GenerativeModel):
         if mask is not None and init is None:
             raise OptionError("mask needs init: the picture whose masked part is redrawn")
         dtype = self.autocast_dtype or torch.float32
-        layout = self._sampling_layout()
+        layout = self._sampling_layout(len(generators))
         x = per_sample_randn(generators, self.image_shape, device=self.device, dtype=torch.float32)
         x = x.contiguous(memory_format=layout)
         fn = self._guided_fn(dtype, self._labels(label, len(generators)), guidance)
@@ -163,16 +165,57 @@ class DiffusionModel(GenerativeModel):
                               f"{self.image_shape}")
         return images.to(self.device, torch.float32) * 2 - 1
 
-    def _sampling_layout(self) -> torch.memory_format:
-        """The memory format to sample in, with the network converted to it (once).
+    def _sampling_layout(self, batch: int | None = None) -> torch.memory_format:
+        """The memory format to sample a batch of ``batch`` in, with the network converted to
+        it (once).
 
-        Channels-last makes oneDNN's and cuDNN's convolutions faster, except under bf16/fp16
-        autocast on a CPU, where autocast runs GroupNorm in fp32 on the channels-last
-        activations, a slow path: there the default layout is faster (house UNet 41 against
-        33 samples/s, diffusers' UNet2DModel 69 against 98 ms a batch of 64)."""
-        cpu_autocast = self.device.type == "cpu" and self.autocast_dtype is not None
-        layout = (torch.channels_last if self.channels_last and not cpu_autocast
-                  else torch.contiguous_format)
+        Channels-last makes cuDNN's convolutions faster, and oneDNN's on some CPUs but not all,
+        so on a CPU in fp32 it is used only where it measured faster than the default layout
+        on that CPU at this network and batch shape (``genzoo.levers``: timed once, cached;
+        ``GENZOO_LEVERS`` overrides). Under bf16/fp16 autocast on a CPU, autocast runs
+        GroupNorm in fp32 on channels-last activations, a slow path: the default layout is
+        used (house UNet 41 against 33 samples/s, diffusers' UNet2DModel 69 against 98 ms a
+        batch of 64, both on an AMD EPYC), and a precision measured slower than fp32 on this
+        CPU gets one warning line (the user's choice stands)."""
+        import json
+        import zlib
+
+        from genzoo import levers
+
+        on_cpu = self.device.type == "cpu"
+        cpu_autocast = on_cpu and self.autocast_dtype is not None
+        # the measured batch is capped: the cost of a decision stays bounded (cached anyway)
+        n = min(int(batch or self.sample_defaults.get("batch_size", 32)), 32)
+        net = zlib.crc32(json.dumps([self.arch, self.image_shape, self.config.get("unet"),
+                                     self.config.get("diffusers_unet")], sort_keys=True,
+                                    default=str).encode())
+        key = f"{self.arch}/{net:08x}/batch{n}"
+        x = torch.randn((n, *self.image_shape), generator=torch.Generator().manual_seed(0))
+        t = torch.full((n,), self.schedule.num_train_timesteps // 2, dtype=torch.long)
+        x, t = x.to(self.device), t.to(self.device)
+
+        def run(layout: torch.memory_format, dtype: torch.dtype | None):
+            def forward() -> None:
+                self._layout = None  # timing moves the network between layouts
+                self.unet.to(memory_format=layout)
+                with torch.autocast("cpu", dtype=dtype or torch.bfloat16,
+                                    enabled=dtype is not None):
+                    self.model_output(x.contiguous(memory_format=layout), t)
+            return forward
+
+        layout = torch.contiguous_format
+        if self.channels_last and not on_cpu:
+            layout = torch.channels_last
+        elif self.channels_last and levers.use_lever(
+                f"{key}/channels-last/fp32", run(torch.contiguous_format, None),
+                run(torch.channels_last, None)):
+            layout = torch.channels_last
+        if cpu_autocast and self.autocast_dtype is not None:
+            name = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.autocast_dtype,
+                                                                       str(self.autocast_dtype))
+            levers.warn_if_slower(f"{key}/{name}-vs-fp32", name, run(layout, None),
+                                  run(torch.contiguous_format, self.autocast_dtype))
+            layout = torch.contiguous_format
         if getattr(self, "_layout", torch.contiguous_format) != layout:
             self.unet.to(memory_format=layout)
             self._layout = layout

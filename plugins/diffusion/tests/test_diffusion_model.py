@@ -35,9 +35,11 @@ def test_sample_i_depends_only_on_seed_and_i(tiny, sampler, steps):
     assert not torch.allclose(a, c)
 
 
-def test_sampling_layout_follows_precision():
-    """Channels-last in fp32; the default layout under CPU autocast (the faster one there),
-    and samples agree across the switch."""
+def test_sampling_layout_follows_precision(monkeypatch):
+    """Channels-last in fp32 (where the lever is pulled: GENZOO_LEVERS=on, no timing); the
+    default layout under CPU autocast (the faster one there), and samples agree across the
+    switch."""
+    monkeypatch.setenv("GENZOO_LEVERS", "on")
     torch.manual_seed(0)
     model = DiffusionModel(TINY).eval()
     conv = next(m for m in model.unet.modules()  # one whose two layouts differ in memory
