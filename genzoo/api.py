@@ -45,12 +45,13 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
         model.origin = {"license": card.license, "tags": list(card.tags),
                         "base_model": hub.hub_repo_id(card.source) or card.name}
         model.apply_card_sampling(card.sampling)
+        model.card_files = dict(card.files or {})  # verified digests an adapter records
     elif target.startswith(hub.HF_PREFIX) or _is_dir(target):
         folder = hub.fetch(target, None, revision) if target.startswith(hub.HF_PREFIX) \
             else Path(target)
         if (folder / ADAPTER_CONFIG).is_file():  # a LoRA adapter: its base, verified, + it
             from .lora import load_adapter
-            return load_adapter(folder, device=device, dtype=dtype, revision=revision)
+            return load_adapter(folder, load, device=device, dtype=dtype, revision=revision)
         cls = plugins.load_arch_class(detect_folder_arch(folder))
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = target

@@ -29,14 +29,15 @@ def merge_command(adapter: str, out: str, as_json: bool) -> None:
     as a full model folder that loads without peft."""
     import json
 
-    from .lora import load_adapter, merge
+    from .api import load
+    from .lora import merge
     folder = Path(adapter)
     check_adapter_folder(folder)
     if Path(out).resolve() == folder.resolve():
         raise OptionError("--out must differ from the adapter folder (the adapter is kept)")
     if Path(out).is_dir() and any(Path(out).iterdir()):
         raise OptionError(f"--out {out} is not empty; choose a new folder")
-    model = load_adapter(folder, device="cpu", dtype="fp32")
+    model = load(folder, device="cpu", dtype="fp32")
     base = model.lora_adapter.base["name"]
     merge(model)
     model.save_pretrained(out, card={"summary": f"{base} with the LoRA adapter {folder} "

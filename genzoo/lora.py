@@ -23,7 +23,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .errors import GenzooError, OptionError, WeightsError
 
@@ -110,6 +110,12 @@ class Adapter:
     config: Any
     tuner: Any = field(repr=False)
     base: dict[str, Any]
+
+    def save(self, model: GenerativeModel, folder: str | os.PathLike[str],
+             card: dict[str, Any] | None = None) -> Path:
+        """``save_adapter``: what ``GenerativeModel.save_pretrained`` calls on an adapted model
+        (through this object, so that genzoo.model never imports genzoo.lora)."""
+        return save_adapter(model, folder, card)
     #: parameters that trained before peft froze them (restored by ``merge``)
     trainable: set[str] = field(default_factory=set, repr=False)
 
@@ -273,14 +279,22 @@ def read_adapter_card(folder: Path) -> dict[str, Any]:
             "sha256": digests if isinstance(digests, dict) else {}}
 
 
-def load_adapter(folder: str | os.PathLike[str], device: str = "auto", dtype: str = "auto",
+def load_adapter(folder: str | os.PathLike[str], loader: Callable[..., GenerativeModel],
+                 device: str = "auto", dtype: str = "auto",
                  revision: str | None = None) -> GenerativeModel:
-    """Load an adapter folder: resolve and verify its base, then apply the adapter."""
-    from .adapter_base import load_base
+    """Load an adapter folder: the base its card names through ``loader`` (``genzoo.load``,
+    which calls this for adapter folders), its files checked against the card's sha256,
+    then the adapter applied."""
+    from .adapter_base import verify_base
     folder = Path(folder)
     peft = peft_module()
     base = read_adapter_card(folder)
-    model = load_base(base, folder, device=device, dtype=dtype)
+    try:
+        model = loader(base["name"], device=device, dtype=dtype, revision=base.get("revision"))
+    except GenzooError as e:
+        raise WeightsError(f"{folder}: its base {base['name']!r} cannot be loaded "
+                           f"({str(e).splitlines()[0]})") from None
+    verify_base(model, base, folder)
     try:
         config = peft.LoraConfig.from_pretrained(str(folder))
     except (OSError, ValueError, TypeError, json.JSONDecodeError) as e:

@@ -293,9 +293,9 @@ class GenerativeModel(nn.Module):
         ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that precision. A model
         carrying a LoRA adapter (``genzoo.lora``) writes its adapter folder instead."""
         from safetensors.torch import save_file
-        if getattr(self, "lora_adapter", None) is not None:
-            from .lora import save_adapter
-            return save_adapter(self, folder, card)
+        adapter = getattr(self, "lora_adapter", None)
+        if adapter is not None:  # genzoo.lora's Adapter: saves peft's adapter folder
+            return Path(adapter.save(self, folder, card))
         folder = Path(folder)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         if dtype is not None:
