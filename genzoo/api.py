@@ -226,7 +226,11 @@ def option_schema(cls: type[GenerativeModel], sampling: dict[str, Any] | None = 
 
 
 def _folder_info(folder: Path, options: bool) -> dict[str, Any]:
-    """``model_info`` of a local folder: what its config.json says and the arch's options."""
+    """``model_info`` of a local folder: what its config.json says and the arch's options
+    (a LoRA adapter folder: its card's base and peft's config, torch-free)."""
+    if (folder / ADAPTER_CONFIG).is_file():
+        from .lora import adapter_info
+        return adapter_info(folder)
     arch = detect_folder_arch(folder)
     archs = plugins.architectures()
     info: dict[str, Any] = {"name": str(folder), "path": str(folder.resolve()), "arch": arch,

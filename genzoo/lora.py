@@ -279,6 +279,27 @@ def read_adapter_card(folder: Path) -> dict[str, Any]:
             "sha256": digests if isinstance(digests, dict) else {}}
 
 
+def adapter_info(folder: Path) -> dict[str, Any]:
+    """What ``genzoo info`` shows of an adapter folder, without torch or peft: the base
+    (name, revision, sha256 of its files) and the LoRA settings of adapter_config.json."""
+    base = read_adapter_card(folder)
+    try:
+        config = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{folder / ADAPTER_CONFIG}: not valid JSON ({e})") from None
+    targets = config.get("target_modules")
+    shown = ", ".join(targets) if isinstance(targets, list) else str(targets)
+    return {"name": str(folder), "path": str(folder.resolve()), "adapter": True,
+            "summary": f"a LoRA adapter (rank {config.get('r')}, alpha "
+                       f"{config.get('lora_alpha')}, targets {shown}) of {base['name']}",
+            "origin": f"base {base['name']}" + (f"@{base['revision']}" if base["revision"] else ""),
+            "status": "LoRA adapter (genzoo.load applies it to its verified base)",
+            "base_model": base["name"], "base_model_revision": base["revision"],
+            "base_model_sha256": base["sha256"], "lora": config,
+            "files": sorted(p.name for p in folder.iterdir() if p.is_file()
+                            and not p.name.startswith("."))}
+
+
 def load_adapter(folder: str | os.PathLike[str], loader: Callable[..., GenerativeModel],
                  device: str = "auto", dtype: str = "auto",
                  revision: str | None = None) -> GenerativeModel:

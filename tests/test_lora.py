@@ -261,3 +261,15 @@ def test_save_pretrained_of_an_adapted_model_writes_its_adapter_folder(base, tmp
     assert not (tmp_path / "saved" / "model.safetensors").exists()
     assert torch.allclose(_logits(genzoo.load(tmp_path / "saved", device="cpu")),
                           _logits(model), atol=1e-5)
+
+
+def test_info_shows_an_adapter_folder_without_importing_torch(base, tmp_path):
+    _train(base, tmp_path / "run", steps=1)
+    done = CliRunner().invoke(cli, ["info", str(tmp_path / "run")])
+    assert done.exit_code == 0, done.output
+    assert "LoRA adapter (rank 4" in done.output and str(base.resolve()) in done.output
+    code = ("import sys, genzoo.api as api; info = api.model_info(sys.argv[1]); "
+            "print(info['lora']['r'], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["4", "False"], out.stderr[-1500:]
