@@ -42,8 +42,10 @@ class _MissingExtra(click.ClickException):
                    "sample` writes, at the cost of throughput.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
 @click.option("--dtype", default="auto", show_default=True, help="auto, fp32, bf16, fp16.")
-def serve_command(host, port, models, max_batch, max_queue, token, allow_folders, max_n,
-                  max_tokens, max_body, timeout, memory_budget, exact, device, dtype):
+def serve_command(host: str, port: int, models: str | None, max_batch: int, max_queue: int,
+                  token: str | None, allow_folders: bool, max_n: int, max_tokens: int,
+                  max_body: int, timeout: float, memory_budget: int, exact: bool, device: str,
+                  dtype: str) -> None:
     """Serve the models over HTTP: a JSON API (/v1/models, /openapi.json) and a gallery page
     at / that makes samples in the browser. Concurrent requests are batched together."""
     if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:

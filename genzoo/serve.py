@@ -5,7 +5,7 @@ Routes (docs/serve.md has the reference; ``/openapi.json`` the schema):
     GET  /                              the gallery page (genzoo/static)
     GET  /healthz                       liveness, queue and model counters
     GET  /v1/models                     the served catalog, as ``genzoo list --json``
-    GET  /v1/models/{name}              card, options schema, capabilities
+    GET  /v1/models/{name}              card, options schema, what the API serves
     POST /v1/models/{name}/samples      {"n", "seed", "options", "format", "stream"}
 
 Errors are JSON ``{"error": "one line"}``: 404 unknown model, 422 bad request, 413 body too
@@ -23,16 +23,20 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from .errors import GenzooError, OptionError, UnknownModelError
-from .serve_formats import Limits, decode_images, json_payload, npz_bytes, parse_request, png_grid
+from .samples import Samples
+from .serve_formats import (Limits, SampleRequest, decode_images, json_payload, npz_bytes,
+                            parse_request, png_grid)
 from .serve_pool import ModelPool
 from .serve_queue import Batcher, Cancelled, Job, QueueFull, plan_job
 
@@ -92,7 +96,8 @@ class _Error(Exception):
         self.status, self.headers = status, headers or {}
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None):
+def error_response(status: int, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
     """``{"error": "one line"}`` with ``status``."""
     line = " ".join(str(message).split())[:500]
     return JSONResponse({"error": line}, status_code=status, headers=headers)
@@ -146,7 +151,8 @@ class App:
         samples = await self._wait(request, job)
         return await run_in_threadpool(_encode, samples, req, name, time.perf_counter() - t0)
 
-    def _plan(self, name: str, body: Any, loop, stream):
+    def _plan(self, name: str, body: Any, loop: asyncio.AbstractEventLoop,
+              stream: Callable[[str], None] | None) -> tuple[Job, SampleRequest]:
         """Load the model (once), check the request and its options: a queued job."""
         model = self.pool.get(name)
         req = parse_request(body, model.modality, self.config.limits)
@@ -156,7 +162,7 @@ class App:
                        stream)
         return job, req
 
-    async def _wait(self, request: Request, job: Job):
+    async def _wait(self, request: Request, job: Job) -> Samples:
         """The job's samples; the job is dropped if the client goes away or time runs out."""
         gone = asyncio.ensure_future(_disconnected(request))
         try:
@@ -165,14 +171,16 @@ class App:
         finally:
             gone.cancel()
         if job.future in done:
-            return job.future.result()
+            result: Samples = job.future.result()
+            return result
         self.batcher.cancel(job, "cancelled" if gone in done else "timed_out")
         if gone in done:
             raise _Error(499, "client closed the request")
         raise _Error(504, f"the request took longer than {self.config.limits.timeout:g} s; "
                           "ask for fewer samples or fewer steps")
 
-    async def _stream(self, request: Request, name: str, body: Any, loop) -> Response:
+    async def _stream(self, request: Request, name: str, body: Any,
+                      loop: asyncio.AbstractEventLoop) -> Response:
         """Server-sent events: ``piece`` events as text is generated, then ``done`` (the JSON
         response) or ``error``. Closing the connection stops the generation."""
         pieces: asyncio.Queue[str] = asyncio.Queue()
@@ -191,7 +199,8 @@ class App:
                                  media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
-    async def _events(self, job: Job, req, name: str, pieces: asyncio.Queue, t0: float):
+    async def _events(self, job: Job, req: SampleRequest, name: str,
+                      pieces: "asyncio.Queue[str]", t0: float) -> AsyncIterator[str]:
         try:
             while True:
                 get = asyncio.ensure_future(pieces.get())
@@ -223,8 +232,8 @@ class App:
 
 
 def model_card(name: str) -> dict[str, Any]:
-    """``GET /v1/models/{name}``: ``model_info`` (card, status, options schema) plus what the
-    model can do: modality, response formats, streaming, conditioning inputs."""
+    """``GET /v1/models/{name}``: ``model_info`` (card, status, options schema, the card's
+    ``capabilities``) plus ``serving``: modality, response formats, streaming, conditions."""
     from . import plugins
     from .api import model_info
     info = model_info(name)
@@ -233,14 +242,14 @@ def model_card(name: str) -> dict[str, Any]:
     from .options import build_schema
     options = build_schema(schema, cls.sample_defaults)
     text = cls.modality == "text"
-    info["capabilities"] = {
+    info["serving"] = {
         "modality": cls.modality, "formats": ["json"] if text else ["png", "npz", "json"],
         "stream": any(o.type == "callable" and o.name == "stream" for o in options.values()),
         "conditions": [o.name for o in options.values() if o.condition]}
     return info
 
 
-def _encode(samples, req, name: str, seconds: float) -> Response:
+def _encode(samples: Samples, req: SampleRequest, name: str, seconds: float) -> Response:
     """The response in the requested format, with the provenance in a header as well."""
     provenance = json.dumps(samples.provenance())
     headers = {"X-Genzoo-Provenance": provenance.encode("ascii", "backslashreplace").decode()}
@@ -302,7 +311,7 @@ async def static(request: Request) -> Response:
     return FileResponse(STATIC / name, media_type=_STATIC_FILES[name])
 
 
-def create_app(config: ServeConfig) -> Starlette:
+def create_app(config: ServeConfig) -> Starlette | BearerAuth:
     """The ASGI app for ``config`` (its batching worker starts now, stops at shutdown)."""
     from .serve_openapi import openapi_schema
     check_config(config)
@@ -318,13 +327,16 @@ def create_app(config: ServeConfig) -> Starlette:
               Route("/v1/models/{name:path}", state.model)]
 
     async def on_genzoo_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, GenzooError)  # the handler is registered for GenzooError only
         headers = {"Retry-After": str(e.retry_after)} if isinstance(e, QueueFull) else None
         return error_response(_status_of(e), str(e), headers)
 
     async def on_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, _Error)
         return error_response(e.status, str(e), e.headers)
 
     async def on_http(request: Request, e: Exception) -> Response:
+        assert isinstance(e, HTTPException)
         return error_response(e.status_code, e.detail or "error")
 
     async def on_crash(request: Request, e: Exception) -> Response:
@@ -332,11 +344,10 @@ def create_app(config: ServeConfig) -> Starlette:
         return error_response(500, "internal server error (the server log has the details)")
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette):
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await run_in_threadpool(state.batcher.stop)
 
-    from starlette.exceptions import HTTPException
     app = Starlette(routes=routes, exception_handlers={
         GenzooError: on_genzoo_error, _Error: on_error, HTTPException: on_http,
         Exception: on_crash}, lifespan=lifespan)
@@ -348,11 +359,11 @@ class BearerAuth:
     """ASGI middleware: every API route needs ``Authorization: Bearer TOKEN`` (compared in
     constant time); the page, its files and /healthz stay open."""
 
-    def __init__(self, app, token: str):
+    def __init__(self, app: Starlette, token: str):
         self.app, self._token = app, token.encode()
         self.state = app.state
 
-    async def __call__(self, scope, receive, send):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == "/" or \
                 scope["path"].startswith(_OPEN_PATHS):
             return await self.app(scope, receive, send)

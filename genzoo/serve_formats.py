@@ -9,9 +9,12 @@ import io
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import OptionError
+
+if TYPE_CHECKING:
+    from .samples import Samples
 
 FORMATS = ("png", "npz", "json")
 _KEYS = {"n", "seed", "options", "format", "stream"}
@@ -85,14 +88,14 @@ def decode_images(schema: dict[str, Any], options: dict[str, Any],
     return out
 
 
-def _image_tensor(name: str, data: str, shape: tuple[int, ...] | None):
+def _image_tensor(name: str, data: str, shape: tuple[int, ...] | None) -> Any:
     """One base64 image (a ``data:`` URL prefix allowed) as a float tensor at ``shape``."""
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError
     try:
         raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
-        img = Image.open(io.BytesIO(raw))
+        img: Image.Image = Image.open(io.BytesIO(raw))
         img.load()
     except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
         raise OptionError(f"option {name!r}: not a base64-encoded PNG or JPEG image") from None
@@ -103,13 +106,13 @@ def _image_tensor(name: str, data: str, shape: tuple[int, ...] | None):
     return torch.from_numpy(np.ascontiguousarray(arr))
 
 
-def png_grid(samples) -> bytes:
+def png_grid(samples: Samples) -> bytes:
     """The grid ``genzoo sample -o x.png`` writes: the same pixels and text chunks."""
     from .writers import grid_array, png_bytes
     return png_bytes(grid_array(samples.images), samples.provenance())
 
 
-def npz_bytes(samples) -> bytes:
+def npz_bytes(samples: Samples) -> bytes:
     """The file ``genzoo sample -o x.npz`` writes (written by its own writer, then read)."""
     from .writers import NpzWriter
     with tempfile.TemporaryDirectory(prefix="genzoo-serve-") as tmp:
@@ -120,7 +123,7 @@ def npz_bytes(samples) -> bytes:
         return path.read_bytes()
 
 
-def json_payload(samples, name: str, n: int, seed: int, seconds: float) -> dict[str, Any]:
+def json_payload(samples: Samples, name: str, n: int, seed: int, seconds: float) -> dict[str, Any]:
     """The JSON response: one base64 PNG per image (as ``-o dir/`` writes each) or the texts,
     with the provenance every sample carries."""
     from .writers import grid_array, png_bytes
@@ -128,7 +131,7 @@ def json_payload(samples, name: str, n: int, seed: int, seconds: float) -> dict[
                            "meta": {k: v for k, v in samples.meta.items() if k != "start"},
                            "provenance": samples.provenance()}
     if samples.kind == "text":
-        out["texts"] = list(samples.texts)
+        out["texts"] = list(samples.texts or [])
         return out
     provenance = samples.provenance()
     out["images"] = [base64.b64encode(png_bytes(grid_array(samples.images[i:i + 1], 1, 0),

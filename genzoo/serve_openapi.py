@@ -55,7 +55,7 @@ def openapi_schema() -> dict[str, Any]:
                                    "responses": {"200": {"description": "cards"},
                                                  **_errors(401)}}},
             "/v1/models/{name}": {"get": {
-                "summary": "card, options schema and capabilities", "parameters": [name],
+                "summary": "card, options schema, what the API serves", "parameters": [name],
                 "responses": {"200": {"description": "the card"}, **_errors(401, 404)}}},
             "/v1/models/{name}/samples": {"post": {
                 "summary": "draw samples", "parameters": [name],

@@ -54,7 +54,7 @@ class Job:
     batch_size: int
     per_sample: dict[str, Any]
     key: str | None  # requests with equal keys may share a generate call; None: never
-    future: asyncio.Future
+    future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
     deadline: float
     done: int = 0
@@ -250,6 +250,6 @@ def run_chunks(chunks: list[tuple[Job, int, int]]) -> list[Samples]:
 def _joined(job: Job) -> Samples:
     """A finished job's parts as one ``Samples`` with its provenance."""
     if job.parts[0].kind == "text":
-        return Samples(texts=[t for p in job.parts for t in p.texts], meta=dict(job.meta))
+        return Samples(texts=[t for p in job.parts for t in p.texts or []], meta=dict(job.meta))
     import torch
     return Samples(images=torch.cat([p.images for p in job.parts]), meta=dict(job.meta))

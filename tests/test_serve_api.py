@@ -50,14 +50,18 @@ def test_models_is_genzoo_list_json(server):
 
 def test_model_card_has_options_and_capabilities(server):
     status, card = get(server.url + "/v1/models/diffusion-mnist")
-    assert status == 200 and card["name"] == "diffusion-mnist" and card["metrics"]["fd"] > 0
-    names = {o["name"] for o in card["options"]}
-    assert {"sampler", "steps"} <= names
-    assert card["capabilities"]["modality"] == "image"
-    assert card["capabilities"]["formats"] == ["png", "npz", "json"]
+    info = json.loads(CliRunner().invoke(cli, ["info", "diffusion-mnist", "--json"]).output)
+    # the same fields as genzoo info (values compared where other work cannot change them)
+    assert status == 200 and set(card) - {"serving"} == set(info)
+    assert [card[k] for k in ("name", "arch", "options")] == [info[k] for k in
+                                                             ("name", "arch", "options")]
+    assert {"sampler", "steps"} <= {o["name"] for o in card["options"]}
+    assert card["serving"]["modality"] == "image"
+    assert card["serving"]["formats"] == ["png", "npz", "json"]
+    assert get(server.url + "/v1/models/gan-mnist")[1]["metrics"]["fd"] > 0
     _, text = get(server.url + "/v1/models/textlm-shakespeare")
-    assert text["capabilities"] == {**text["capabilities"], "modality": "text", "stream": True,
-                                    "formats": ["json"]}
+    assert text["serving"] == {**text["serving"], "modality": "text", "stream": True,
+                               "formats": ["json"]}
 
 
 @pytest.mark.parametrize("name", ["nope", "/etc", "..%2F..%2Fetc", "hf:%2F%2Fx%2Fy"])

@@ -185,3 +185,11 @@ def test_serve_without_its_extra_says_the_pip_line(monkeypatch):
                         lambda name, *a: None if name == "starlette" else real(name, *a))
     result = CliRunner().invoke(cli, ["serve"])
     assert result.exit_code == 1 and 'pip install "genzoo[serve]"' in result.output
+
+
+def test_the_cli_imports_neither_the_server_nor_torch():
+    import subprocess
+    import sys
+    code = ("import sys, genzoo.cli; bad = {'torch', 'starlette', 'uvicorn', 'genzoo.serve'} "
+            "& set(sys.modules); assert not bad, bad")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

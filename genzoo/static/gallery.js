@@ -144,7 +144,7 @@ async function generate(info, card) {
                    options: await formOptions(form), format: "json" };
     const url = "/v1/models/" + encodeURIComponent(info.name) + "/samples";
     let result;
-    if (info.capabilities.stream && body.n === 1) {
+    if (info.serving.stream && body.n === 1) {
       text.textContent = ""; text.hidden = false; grid.replaceChildren();
       result = await streamText(url, Object.assign(body, { stream: true }), text);
     } else {
@@ -192,7 +192,7 @@ function modelCard(info) {
     info.license, info.status].filter(Boolean).join(" · ");
   metricsTable(card.querySelector(".metrics"), info.metrics);
   const fields = card.querySelector(".fields");
-  const text = info.capabilities.modality === "text";
+  const text = info.serving.modality === "text";
   optionField(fields, { name: "seed", type: "int", default: 0, min: 0, max: null, help: "sample i depends only on (seed, i)" });
   optionField(fields, { name: "n", type: "int", default: text ? 1 : 16, min: 1, max: null, help: "how many samples" });
   for (const input of fields.querySelectorAll("[data-option]")) input.name = input.dataset.option, delete input.dataset.option;
