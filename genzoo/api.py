@@ -51,7 +51,8 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
             else Path(target)
         if (folder / ADAPTER_CONFIG).is_file():  # a LoRA adapter: its base, verified, + it
             from .lora import load_adapter
-            return load_adapter(folder, load, device=device, dtype=dtype, revision=revision)
+            return load_adapter(folder, load, device=device, dtype=dtype,
+                                revision=hub.resolved_revision(folder) or revision)
         cls = plugins.load_arch_class(detect_folder_arch(folder))
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = target

@@ -273,3 +273,18 @@ def test_info_shows_an_adapter_folder_without_importing_torch(base, tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")],
                          capture_output=True, text=True, timeout=120)
     assert out.stdout.split() == ["4", "False"], out.stderr[-1500:]
+
+
+def test_push_an_adapter_folder_then_load_it_from_the_hub(base, upload_hub, olah_hub, tmp_path,
+                                                          monkeypatch):
+    model, _ = _train(base, None, steps=3)
+    folder = model.save_pretrained(tmp_path / "adapter")
+    monkeypatch.setenv("HF_ENDPOINT", upload_hub.endpoint)
+    monkeypatch.setenv("HF_TOKEN", upload_hub.token)
+    done = CliRunner().invoke(cli, ["push", str(folder), "pushorg/adapter"])
+    assert done.exit_code == 0, done.output
+    sha = done.output.strip().rsplit("/", 1)[1]
+    monkeypatch.setenv("HF_ENDPOINT", olah_hub.endpoint)
+    loaded = genzoo.load(f"hf://pushorg/adapter@{sha}", device="cpu")
+    assert lora.adapter_of(loaded) is not None and loaded.revision == sha
+    assert torch.allclose(_logits(loaded), _logits(model), atol=1e-5)
