@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -43,6 +44,71 @@ def markdown(rows: list[dict]) -> str:
         out.append(f"| {r['benchmark']} | {_fmt(r['genzoo'], r['unit'])} | {peer} | {ratio} | "
                    f"{r['goal']} | {'yes' if r['ok'] else 'NO'} |")
     return "\n".join(out)
+
+
+#: The CPU flags that decide which levers can pay (oneDNN's bf16/fp16/int8 paths, AVX levels).
+LEVER_FLAGS = ("avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16",
+               "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16", "amx_int8")
+
+
+def cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The ``LEVER_FLAGS`` this CPU has, read from /proc/cpuinfo (or the text given)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        except OSError:
+            return []
+    line = next((l for l in cpuinfo.splitlines() if l.startswith(("flags", "Features"))), "")
+    have = set(line.split(":", 1)[-1].split())
+    return [f for f in LEVER_FLAGS if f in have]
+
+
+def machine_meta() -> dict:
+    """Where the figures come from: the CPU model and core count (as README tables print
+    it), its lever flags, torch's CPU capability and thread count; the GPU's name if any."""
+    import torch
+    from genzoo.devices import describe_machine
+    meta = {"cpu": describe_machine("cpu"), "cpu_flags": cpu_flags(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "machine": platform.machine(), "cpus": os.cpu_count(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        meta["gpu"] = describe_machine("cuda")
+    return meta
+
+
+def machine_line(meta: dict) -> str:
+    """One line naming the machine the table's figures were measured on."""
+    flags = ", ".join(meta.get("cpu_flags") or []) or "none"
+    gpu = f"; GPU {meta['gpu']}" if meta.get("gpu") else ""
+    return (f"Measured on {meta.get('cpu', '?')} (lever flags: {flags}; torch CPU capability "
+            f"{meta.get('cpu_capability', '?')}), {meta.get('threads', '?')} threads, torch "
+            f"{meta.get('torch', '?')}{gpu}.")
+
+
+def lever_decisions() -> list[dict]:
+    """What genzoo.levers measured on this CPU, torch and thread count (during this run or
+    before it): one dict per decision with its key and the seconds per run of each
+    alternative."""
+    from genzoo import levers
+    try:
+        entries = json.loads(levers.cache_path().read_text(encoding="utf-8"))["entries"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    import torch
+    here = [levers.cpu_model(), torch.__version__, torch.get_num_threads()]
+    return [{"key": e["key"], "seconds": e["seconds"], "measured": e.get("measured")}
+            for k, e in entries.items() if json.loads(k)[:3] == here and isinstance(e, dict)]
+
+
+def lever_lines(decisions: list[dict]) -> list[str]:
+    """The decisions as lines: which alternative won and by how much."""
+    lines = []
+    for d in decisions:
+        (a, ta), (b, tb) = sorted(d["seconds"].items(), key=lambda kv: kv[1])
+        lines.append(f"- lever {d['key']}: {a} {ta * 1000:.1f} ms, {b} {tb * 1000:.1f} ms "
+                     f"per run ({a} {tb / ta:.2f}x faster)")
+    return lines
 
 
 def wall_seconds(cmd: list[str]) -> float:
@@ -85,13 +151,12 @@ def main() -> int:
             continue
         rows += got
         print(f"[{name}] {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-    import torch
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), "machine": platform.machine(),
-            "cpus": __import__("os").cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "quick": args.quick}
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), **machine_meta(), "quick": args.quick,
+            "levers": lever_decisions()}
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows, "errors": errors},
                                          indent=2) + "\n")
     print(markdown(rows))
+    print("\n".join(["", machine_line(meta), *lever_lines(meta["levers"])]))
     for name, err in errors.items():
         print(f"\n{name} failed: {err}")
     return 1 if errors else 0
