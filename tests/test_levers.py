@@ -166,3 +166,39 @@ def test_bf16_measured_slower_keeps_the_users_choice_and_warns_once(monkeypatch,
     assert model.autocast_dtype == torch.bfloat16  # asked for, so kept
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("bf16 measured 3.5x slower than fp32")
+
+
+def test_cli_sample_in_bf16_prints_the_one_warning_line(monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from genzoo.cli import cli
+    tiny_model().save_pretrained(tmp_path / "m")
+    fake_timings(monkeypatch, default=1.0, lever=2.0, fp32=1.0, bf16=4.0)
+    out = CliRunner().invoke(cli, ["sample", str(tmp_path / "m"), "-n", "2", "--dtype", "bf16",
+                                   "--steps", "2", "-o", str(tmp_path / "s.png")])
+    assert out.exit_code == 0, out.output
+    lines = [line for line in out.stderr.splitlines() if "slower than fp32" in line]
+    assert lines == [f"bf16 measured 4.0x slower than fp32 on this CPU ({levers.cpu_model()}): "
+                     "--dtype fp32 is faster here"]
+    assert "slower" not in out.stdout
+
+
+# ---- benchmarks record the machine beside the figures ------------------------------------
+def test_benchmarks_name_the_cpu_and_its_lever_flags(monkeypatch):
+    from pathlib import Path
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import run
+    cpuinfo = ("processor\t: 0\nmodel name\t: AMD EPYC 9654\nflags\t\t: fpu avx2 fma avx512f "
+               "avx512_bf16 sse4_2\n")
+    assert run.cpu_flags(cpuinfo) == ["avx2", "fma", "avx512f", "avx512_bf16"]
+    meta = run.machine_meta()
+    assert meta["cpu"].startswith(levers.cpu_model()) and meta["cpu_flags"] == run.cpu_flags()
+    line = run.machine_line({**meta, "cpu": "AMD EPYC 9654, 2 cores",
+                             "cpu_flags": ["avx512_bf16"]})
+    assert line.startswith("Measured on AMD EPYC 9654, 2 cores (lever flags: avx512_bf16;")
+    fake_timings(monkeypatch, default=2.0, lever=1.0)
+    levers.use_lever("net/batch8/channels-last/fp32", lambda: None, lambda: None)
+    (decision,) = run.lever_decisions()
+    assert run.lever_lines([decision]) == ["- lever net/batch8/channels-last/fp32: lever "
+                                           "1000.0 ms, default 2000.0 ms per run (lever 2.00x "
+                                           "faster)"]
