@@ -83,7 +83,8 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("version") != CACHE_VERSION \
             or not isinstance(data.get("entries"), dict):
         return {}
-    return data["entries"]
+    entries: dict[str, Any] = data["entries"]
+    return entries
 
 
 def _write(path: Path, entry_key: str, entry: dict[str, Any]) -> None:
