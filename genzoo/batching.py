@@ -3,12 +3,28 @@ sliced batch by batch, the provenance a sample records, and the progress bar."""
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
 from .errors import OptionError
 from .options import Option
+
+
+@dataclass
+class SamplingPlan:
+    """What ``GenerativeModel.plan_sampling`` checked once for a call: the options (defaults
+    filled in, per-sample values still whole), the batch size, the per-sample values to slice,
+    the options' provenance and the ``meta`` every batch records."""
+
+    n: int
+    seed: int
+    opts: dict[str, Any]
+    batch_size: int
+    per_sample: dict[str, Any] = field(default_factory=dict)
+    shown: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 def per_sample_values(schema: dict[str, Option], opts: dict[str, Any],

@@ -28,7 +28,8 @@ from .errors import GenzooError, OptionError, SampleError, WeightsError
 from .options import Option, build_schema, validate
 from .fsutil import atomic_write_text, atomic_dir
 from .samples import Samples
-from .batching import batch_rows, per_sample_values, progress_bar, provenance
+from .batching import (SamplingPlan, batch_rows, per_sample_values, progress_bar,
+                       provenance)
 from .seeding import check_seed, sample_generators, slerp
 # the on-disk format's helpers, re-exported: genzoo.model API (``X as X``: explicit for mypy)
 from .modelio import CARD_NAME as CARD_NAME, CONFIG_NAME as CONFIG_NAME  # noqa: F401
@@ -149,7 +150,7 @@ class GenerativeModel(nn.Module):
         meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
                 "revision": self.revision, "seed": seed, "interpolate_to": to_seed,
                 **provenance(self.options(), opts)}
-        return self._batch(images, meta, 0)
+        return self.to_samples(images, meta, 0)
 
     @property
     def capabilities(self) -> list[str]:
@@ -233,6 +234,26 @@ class GenerativeModel(nn.Module):
         (``meta["start"]`` is the index of its first), made from generators created for that
         batch alone, so memory stays bounded whatever ``n`` is. Images holding NaN or Inf
         raise ``SampleError`` before anything is handed on."""
+        plan = self.plan_sampling(n, seed, batch_size, **options)
+        self.eval()
+        bar = progress_bar(progress, n, f"sampling {self.name_or_path or self.arch}")
+        try:
+            for start in range(0, n, plan.batch_size):
+                k = min(plan.batch_size, n - start)
+                batch_opts = {**plan.opts, **{name: batch_rows(v, start, k)
+                                              for name, v in plan.per_sample.items()}}
+                with torch.inference_mode(), self.autocast():
+                    out = self.generate(sample_generators(seed, k, start=start), **batch_opts)
+                bar(k)
+                yield self.to_samples(out, {**plan.meta, "start": start}, start)
+        finally:
+            bar(0, close=True)
+
+    def plan_sampling(self, n: int, seed: int = 0, batch_size: int | None = None,
+                      **options: Any) -> SamplingPlan:
+        """Check a sampling call once — ``n``, ``seed``, the options against the schema, the
+        batch size, per-sample value counts — and say what each batch records. ``iter_samples``
+        runs the plan batch by batch; a server merging requests runs several in one batch."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise OptionError(f"n must be a positive integer, got {n!r}")
         check_seed(seed)
@@ -242,24 +263,13 @@ class GenerativeModel(nn.Module):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise OptionError(f"batch_size must be a positive integer, got {batch_size!r}")
         schema = self.options()
-        per_sample = per_sample_values(schema, opts, n)
+        shown = provenance(schema, opts)
         meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
-                "revision": self.revision, "seed": seed, **provenance(schema, opts)}
-        self.eval()
-        bar = progress_bar(progress, n, f"sampling {self.name_or_path or self.arch}")
-        try:
-            for start in range(0, n, batch_size):
-                chunk = sample_generators(seed, min(batch_size, n - start), start=start)
-                batch_opts = {**opts, **{name: batch_rows(v, start, len(chunk))
-                                         for name, v in per_sample.items()}}
-                with torch.inference_mode(), self.autocast():
-                    out = self.generate(chunk, **batch_opts)
-                bar(len(chunk))
-                yield self._batch(out, {**meta, "start": start}, start)
-        finally:
-            bar(0, close=True)
+                "revision": self.revision, "seed": seed, **shown}
+        return SamplingPlan(n, seed, opts, batch_size, per_sample_values(schema, opts, n),
+                            shown, meta)
 
-    def _batch(self, out: Any, meta: dict[str, Any], start: int) -> Samples:
+    def to_samples(self, out: Any, meta: dict[str, Any], start: int) -> Samples:
         """One batch of ``generate``'s output as ``Samples``: texts as they are, images as
         float32 on the CPU clamped to [0, 1], after refusing NaN or Inf."""
         if self.modality == "text":

@@ -22,9 +22,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import GenzooError, OptionError
+from .errors import GenzooError
 from .samples import Samples
-from .seeding import check_seed
 
 log = logging.getLogger("genzoo.serve")
 
@@ -77,23 +76,15 @@ class Job:
 def plan_job(model: Any, model_name: str, n: int, seed: int, options: dict[str, Any],
              loop: asyncio.AbstractEventLoop, timeout: float,
              stream: Callable[[str], None] | None = None) -> Job:
-    """A checked ``Job``: the same option handling, batch size and provenance as
-    ``GenerativeModel.iter_samples`` (a bad value is a one-line ``OptionError``)."""
-    from .batching import per_sample_values, provenance
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise OptionError(f"n must be a positive integer, got {n!r}")
-    check_seed(seed)
-    opts = model.check_options({**options, **({"stream": stream} if stream else {})})
-    batch_size = int(opts.pop("batch_size", 0) or 0) or 64
-    schema = model.options()
-    per_sample = per_sample_values(schema, opts, n)
-    shown = provenance(schema, opts)
-    meta = {"model": model.name_or_path or model.arch, "arch": model.arch,
-            "revision": model.revision, "seed": seed, **shown}
-    mergeable = not per_sample and stream is None
-    key = json.dumps([model_name, shown], sort_keys=True, default=str) if mergeable else None
-    return Job(model_name, model, n, seed, opts, meta, batch_size, per_sample, key,
-               loop.create_future(), loop, time.monotonic() + timeout)
+    """A checked ``Job``: ``GenerativeModel.plan_sampling``'s option handling, batch size and
+    provenance, exactly as ``genzoo sample`` gets them (a bad value is a one-line
+    ``OptionError``)."""
+    plan = model.plan_sampling(n, seed, **options, **({"stream": stream} if stream else {}))
+    mergeable = not plan.per_sample and stream is None
+    key = json.dumps([model_name, plan.shown], sort_keys=True, default=str) if mergeable \
+        else None
+    return Job(model_name, model, n, seed, plan.opts, plan.meta, plan.batch_size,
+               plan.per_sample, key, loop.create_future(), loop, time.monotonic() + timeout)
 
 
 class Batcher:
@@ -242,7 +233,8 @@ def run_chunks(chunks: list[tuple[Job, int, int]]) -> list[Samples]:
     parts, offset = [], 0
     for job, start, k in chunks:
         # _batch: the model's own NaN check and clamp, with this job's own sample indices
-        parts.append(model._batch(out[offset:offset + k], {**job.meta, "start": start}, start))
+        parts.append(model.to_samples(out[offset:offset + k], {**job.meta, "start": start},
+                                      start))
         offset += k
     return parts
 
