@@ -146,7 +146,7 @@ def _load_folder(path: Path, shape, quiet: bool):
 def _decode(files, shape, path: Path, quiet: bool):
     """Image files decoded straight into ``shape`` (channels and size), saying once what
     changed."""
-    images, changed = _read_images(files, shape)
+    images, changed = read_images(files, shape)
     if changed and not quiet:
         _say(f"genzoo: converted {path} to the model's shape ({', '.join(sorted(changed))})")
     return _fit(images, shape, str(path), quiet)
@@ -158,9 +158,10 @@ def _say(message: str) -> None:
     logging.getLogger("genzoo.data").info(message)
 
 
-def _read_images(files, shape=None):
-    """Decode image files (converted to the model's channels and size when ``shape`` is given);
-    returns the (N, C, H, W) tensor and the set of conversions made."""
+def read_images(files, shape=None):
+    """Decode image files or file-like objects (converted to the model's channels and size
+    when ``shape`` is given); returns the (N, C, H, W) tensor and the set of conversions made.
+    The one image decoder: training data, CLI image options and the server's uploads."""
     import numpy as np
     import torch
     from PIL import Image, UnidentifiedImageError

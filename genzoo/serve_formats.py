@@ -89,21 +89,16 @@ def decode_images(schema: dict[str, Any], options: dict[str, Any],
 
 
 def _image_tensor(name: str, data: str, shape: tuple[int, ...] | None) -> Any:
-    """One base64 image (a ``data:`` URL prefix allowed) as a float tensor at ``shape``."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
+    """One base64 image (a ``data:`` URL prefix allowed) as a float tensor at ``shape``,
+    decoded and converted exactly as ``genzoo sample --init FILE`` converts a file."""
+    from .data import read_images
+    from .errors import DataError
     try:
         raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
-        img: Image.Image = Image.open(io.BytesIO(raw))
-        img.load()
-    except (binascii.Error, ValueError, UnidentifiedImageError, OSError):
+        images, _ = read_images([io.BytesIO(raw)], shape)
+    except (binascii.Error, ValueError, DataError):
         raise OptionError(f"option {name!r}: not a base64-encoded PNG or JPEG image") from None
-    channels, height, width = shape if shape else (3, img.height, img.width)
-    img = img.convert("L" if channels == 1 else "RGB").resize((width, height))
-    arr = np.asarray(img, dtype=np.float32) / 255.0
-    arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-    return torch.from_numpy(np.ascontiguousarray(arr))
+    return images[0]
 
 
 def png_grid(samples: Samples) -> bytes:
