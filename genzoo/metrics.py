@@ -207,7 +207,8 @@ def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = No
         from .api import load
         model = load(model)
     defaults = dict(getattr(model, "eval_defaults", None) or {})
-    n = defaults.pop("n", 1000) if n is None else n
+    default_n = defaults.pop("n", 1000)
+    n = default_n if n is None else n
     sample_options = {**defaults, **{k: v for k, v in sample_options.items() if v is not None}}
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise OptionError(f"evaluation needs n >= 2 samples, got {n!r}")

@@ -206,8 +206,8 @@ class Conformance:
     def test_declared_conditions(self):
         """Each declared condition (label, init, mask ...) and interpolation works and keeps
         per-sample seeds: sample i with per-sample values is what it is alone."""
-        from genzoo import _conformance as c
-        c.check_conditions(self.make_model())
+        from genzoo import _conformance_conditions as cc
+        cc.check_conditions(self.make_model())
 
     def test_bundled_cards_load(self):
         """Every card of this arch whose weights are bundled or local loads and samples."""

@@ -60,6 +60,9 @@ def test_family_metric_reaches_eval_json_and_the_plugins_card(flow_plugin):
                                                                 rel=1e-4)
     assert card["metrics"]["fd"] == pytest.approx(report["fd"], rel=1e-4)
     assert "class_histogram" not in card["metrics"]  # bookkeeping stays out of cards
+    asked = CliRunner().invoke(cli, ["eval", "flow-test", "-n", "8", "--json"])
+    assert asked.exit_code == 0, asked.output  # -n overrides the family's default n
+    assert json.loads(asked.stdout)["n"] == 8
 
 
 def test_family_options_are_cli_flags_and_checked(flow_plugin, tmp_path):
