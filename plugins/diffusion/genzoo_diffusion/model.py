@@ -197,7 +197,7 @@ class DiffusionModel(GenerativeModel):
         def run(layout: torch.memory_format, dtype: torch.dtype | None):
             def forward() -> None:
                 self._layout = None  # timing moves the network between layouts
-                self.unet.to(memory_format=layout)
+                self._to_layout(layout)
                 with torch.autocast("cpu", dtype=dtype or torch.bfloat16,
                                     enabled=dtype is not None):
                     self.model_output(x.contiguous(memory_format=layout), t)
@@ -217,9 +217,16 @@ class DiffusionModel(GenerativeModel):
                                   run(torch.contiguous_format, self.autocast_dtype))
             layout = torch.contiguous_format
         if getattr(self, "_layout", torch.contiguous_format) != layout:
-            self.unet.to(memory_format=layout)
+            self._to_layout(layout)
             self._layout = layout
         return layout
+
+    def _to_layout(self, layout: torch.memory_format) -> None:
+        """Convert the network's weights to ``layout`` as ordinary tensors, also when called
+        while sampling under inference mode: inference tensors could not be trained, and a
+        model may be finetuned after it sampled (or sample during finetuning)."""
+        with torch.inference_mode(False):
+            self.unet.to(memory_format=layout)
 
     # ---- training ------------------------------------------------------------------------
     def prepare_data(self, data: Any):

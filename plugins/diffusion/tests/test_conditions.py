@@ -90,3 +90,14 @@ def test_inpainting_keeps_the_unmasked_region():
     assert set(out.meta) >= {"init_sha256", "mask_sha256", "strength"}
     with pytest.raises(OptionError, match="mask needs init"):
         model.sample(1, seed=0, mask=mask)
+
+
+def test_a_model_that_sampled_can_be_finetuned(monkeypatch):
+    """Sampling converts the network's layout under inference mode; its weights must stay
+    ordinary tensors, or the next finetune fails in backward."""
+    monkeypatch.setenv("GENZOO_LEVERS", "on")  # channels-last: the conversion happens
+    torch.manual_seed(0)
+    model = DiffusionModel(CONFIG).to_device("cpu", "fp32")
+    model.sample(2, seed=0, steps=2)
+    result = model.finetune(torch.rand(8, 1, 8, 8), steps=2, batch_size=4, progress=False)
+    assert result.steps == 2
