@@ -116,7 +116,7 @@ class NpzWriter(_TempFileWriter):
         arr = np.ascontiguousarray(samples.images.to("cpu").numpy(), dtype=np.float32)
         if self.member is None:
             self.meta = samples.provenance()
-            self.member = self._io(self.zip.open, "images.npy", "w", force_zip64=True)
+            self.member = self._io(self.zip.open, _member("images.npy"), "w", force_zip64=True)
             header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False,
                       "shape": (self.n, *arr.shape[1:])}
             buf = io.BytesIO()
@@ -138,7 +138,7 @@ class NpzWriter(_TempFileWriter):
 
         def finish_zip():
             self.member.close()
-            self.zip.writestr("meta.npy", buf.getvalue())
+            self.zip.writestr(_member("meta.npy"), buf.getvalue())
             self.zip.close()
         self._io(finish_zip)
         return super().close()
@@ -235,6 +235,14 @@ class GridWriter(Writer):
 
     def abort(self) -> None:
         self.probe.abort()
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    """A zip member with a fixed timestamp: the same samples give the same .npz bytes (the
+    provenance is in ``meta``, not in the file's clock)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def grid_array(images, nrow: int | None = None, padding: int = 2):

@@ -37,7 +37,8 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "genzoo", "serve", "--port", str(self.port), *args],
             stdout=self.log_file, stderr=subprocess.STDOUT,
-            env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+            # GENZOO_LEVERS=off as the tests' own processes: the same layout, the same bytes
+            env={**os.environ, "OMP_NUM_THREADS": "1", "GENZOO_LEVERS": "off", **(env or {})})
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -86,6 +86,8 @@ def isolated_env(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     monkeypatch.setenv("HF_ENDPOINT", DEAD_ENDPOINT)
     monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # no layout timing per test home: deterministic and fast (tests/test_levers.py measures)
+    monkeypatch.setenv("GENZOO_LEVERS", "off")
     plugins.reset()
     registry.reset()
     yield
