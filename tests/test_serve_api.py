@@ -7,6 +7,8 @@ import http.client
 import io
 import json
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -27,8 +29,12 @@ def server(tmp_path_factory):
 
 
 def cli_sample(tmp_path, *args: str) -> None:
-    result = CliRunner().invoke(cli, ["sample", *args])
-    assert result.exit_code == 0, result.output
+    """`genzoo sample ARGS` as a user runs it: its own process, with the server's thread count
+    and layout setting (kernels round differently at other thread counts)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GENZOO_LEVERS": "off"}
+    result = subprocess.run([sys.executable, "-m", "genzoo", "sample", *args], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
 
 
 def test_healthz_and_openapi(server):
