@@ -136,6 +136,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (under 5 minutes)")
     ap.add_argument("--only", help=f"comma-separated subset of {','.join(ORDER)}")
     ap.add_argument("--out", default=str(HERE / "results.json"))
+    ap.add_argument("--update", action="store_true",
+                    help="keep --out's rows of the benchmarks not run (with --only)")
     args = ap.parse_args()
     sys.path.insert(0, str(HERE))
     wanted = args.only.split(",") if args.only else ORDER
@@ -149,10 +151,16 @@ def main() -> int:
             errors[name] = f"{type(e).__name__}: {e}"
             traceback.print_exc()
             continue
-        rows += got
+        rows += [{**r, "suite": name} for r in got]
         print(f"[{name}] {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     meta = {"date": time.strftime("%Y-%m-%d %H:%M"), **machine_meta(), "quick": args.quick,
             "levers": lever_decisions()}
+    if args.update and Path(args.out).is_file():  # re-run some suites, keep the others' rows
+        old = json.loads(Path(args.out).read_text())
+        kept = [r for r in old.get("rows", []) if r.get("suite") not in wanted]
+        order = {name: i for i, name in enumerate(ORDER)}
+        rows = sorted(kept + rows, key=lambda r: order.get(r.get("suite", ""), len(ORDER)))
+        meta["updated_suites"] = wanted
     Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows, "errors": errors},
                                          indent=2) + "\n")
     print(markdown(rows))
