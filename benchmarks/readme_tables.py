@@ -63,6 +63,26 @@ def card_table() -> str:
     return "\n".join(lines)
 
 
+def lora_recipe_table() -> str:
+    """recipes/textlm_domain.py's comparison (benchmarks/lora_domain.json)."""
+    data = _load("lora_domain.json")
+    lines = ["| run | held-out Python docs, nats/char | held-out Shakespeare, nats/char | "
+             "trainable parameters | saved | steps | minutes |", "|---|---|---|---|---|---|---|"]
+    base = data.get("base", {})
+    lines.append(f"| textlm-shakespeare, not adapted | {_num(base.get('pydoc_heldout'), '.3f')} "
+                 f"| {_num(base.get('shakespeare_heldout'), '.3f')} | - | - | - | - |")
+    for key, label in (("full", "full finetuning"), ("lora", "LoRA rank 8")):
+        r = data.get(key, {})
+        if r:
+            lines.append(f"| {label} | {r['pydoc_heldout']:.3f} | {r['shakespeare_heldout']:.3f} "
+                         f"| {r['trainable']:,} | {r['saved_bytes'] / 1e6:.2f} MB | {r['steps']} "
+                         f"| {r['train_seconds'] / 60:.1f} |")
+    lines.append("")
+    lines.append(f"Measured on {data.get('cpu', '?')}, {data.get('threads', '?')} thread, on a "
+                 "machine shared with other jobs: the minutes do not compare the two methods.")
+    return "\n".join(lines)
+
+
 def performance_table() -> str:
     """benchmarks/run.py's rows (results.json) as run.py prints them, with the machine."""
     sys.path.insert(0, str(HERE))
@@ -76,7 +96,7 @@ def performance_table() -> str:
 
 
 TABLES = {"image models": image_table, "cards": card_table,
-          "performance": performance_table}
+          "performance": performance_table, "lora recipe": lora_recipe_table}
 
 
 def render(readme: str) -> str:
