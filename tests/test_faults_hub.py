@@ -74,11 +74,15 @@ def test_a_bad_hf_endpoint_is_one_line(monkeypatch, endpoint):
         hub.fetch(PINNED, FILES)
 
 
+def pinned_catalog(tmp_path, name: str):
+    """A user catalog holding one card ``name`` for the pinned Hub repo."""
+    return write_catalog(tmp_path / "cat.yaml", [{
+        "name": name, "family": "tiny", "arch": "tiny-arch", "source": PINNED, "files": FILES}])
+
+
 def test_a_bad_hf_endpoint_port_is_one_line_in_a_fresh_process(monkeypatch, tmp_path):
     """huggingface_hub's own import fails on such a port: genzoo must check it first."""
-    catalog = write_catalog(tmp_path / "cat.yaml", [{
-        "name": "far-model", "family": "tiny", "arch": "tiny-arch", "source": PINNED,
-        "files": FILES}])
+    catalog = pinned_catalog(tmp_path, "far-model")
     env = {**os.environ, "GENZOO_REGISTRY": str(catalog), "HF_ENDPOINT": "http://127.0.0.1:99999"}
     for args in (["download", "far-model"], ["cache", "ls"]):
         done = subprocess.run([sys.executable, "-m", "genzoo", *args], env=env,
@@ -96,9 +100,7 @@ def test_a_bad_timeout_value_is_one_line(monkeypatch):
 
 
 def test_genzoo_download_of_a_hanging_hub_is_one_line(monkeypatch, tmp_path):
-    catalog = write_catalog(tmp_path / "cat.yaml", [{
-        "name": "hung-model", "family": "tiny", "arch": "tiny-arch", "source": PINNED,
-        "files": FILES}])
+    catalog = pinned_catalog(tmp_path, "hung-model")
     monkeypatch.setenv("GENZOO_REGISTRY", str(catalog))
     registry.reset()
     with MisbehavingHub("hang") as bad:
