@@ -29,6 +29,10 @@ def browse(url: str, screenshot: Path | None = None) -> dict:
             errors: list[str] = []
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url, timeout=60_000)
+            # the cards are appended one by one; the status line says "N models" after the last
+            page.wait_for_function(
+                "/^\\d+ models$/.test(document.getElementById('status').textContent)",
+                timeout=60_000)
             page.wait_for_selector("#model-gan-mnist button:not([disabled])", timeout=60_000)
             seen["cards"] = page.locator("section.model").count()
             seen["metric_fd"] = page.locator("#model-gan-mnist th[data-metric=fd]").count()
