@@ -8,6 +8,16 @@ schedulers step for step. Layouts (see ``detect.py``):
   with ``scheduler_config.json`` beside it (flat ``google/ddpm-*`` layout) or in ../scheduler;
 - a pipeline folder: ``model_index.json`` + ``unet/`` + ``scheduler/``.
 
+Class labels: a UNet2DModel with ``num_class_embeds`` (an ``nn.Embedding`` of class labels,
+``class_embed_type`` null) takes ``label``/``guidance`` like the house UNet. UNet2DModel has no
+null class of its own, so genzoo's rule is the one diffusers' class-conditional DiT uses: the
+LAST embedding is "no label" (trained by label dropout). Such a repository has
+``num_classes = num_class_embeds - 1`` labels, 0..num_class_embeds-2; sampling without a label
+uses index num_class_embeds-1, and classifier-free guidance contrasts it with the label. A
+repository trained without a null class still loads, but its unconditional samples and
+guidance are then only as good as that last class. Other ``class_embed_type`` values
+("timestep", "identity": continuous conditioning, not class labels) are refused at load.
+
 Weights are read from safetensors only; a folder with nothing but ``.bin`` files is refused.
 Once finetuned, the model is saved in genzoo's own format (config.json with a ``genzoo``
 section holding the UNet and scheduler configs, model.safetensors), which loads here too.
@@ -21,7 +31,7 @@ from typing import Any
 
 import torch
 
-from genzoo.errors import PluginMissingError, WeightsError
+from genzoo.errors import OptionError, PluginMissingError, WeightsError
 
 from .model import DiffusionModel
 
@@ -61,11 +71,35 @@ class DiffusersUNetModel(DiffusionModel):
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
         """A freshly initialised ``UNet2DModel`` from the stored diffusers UNet config."""
+        _check_class_embedding("diffusers_unet", config["diffusers_unet"])
         return _unet_class().from_config(config["diffusers_unet"])
 
-    def model_output(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """The UNet's prediction at noisy ``x``, timesteps ``t`` (one per sample)."""
-        return self.unet(x, t, return_dict=False)[0]
+    @property
+    def num_classes(self) -> int:
+        """Class labels the UNet takes: ``num_class_embeds - 1``, the last embedding being the
+        null class (module docstring); 0 for an unconditional UNet. The house UNet's
+        ``num_classes`` config entry does not apply to a diffusers UNet."""
+        # diffusers documents num_class_embeds only as the embedding's input size
+        # (models/unets/unet_2d.py) and ships no pipeline for a class-conditional UNet2DModel;
+        # its one class-conditional pipeline, DiT, keeps the null class last: LabelEmbedding
+        # is nn.Embedding(num_classes + 1) when trained with label dropout, token_drop maps
+        # dropped labels to num_classes, and DiTPipeline guides against class_null = 1000
+        # (models/embeddings.py, pipelines/dit/pipeline_dit.py, diffusers 0.42).
+        return max(class_embeds(self.config["diffusers_unet"]) - 1, 0)
+
+    def model_output(self, x: torch.Tensor, t: torch.Tensor,
+                     label: torch.Tensor | None = None) -> torch.Tensor:
+        """The UNet's prediction at noisy ``x``, timesteps ``t`` (one per sample), for class
+        ``label`` (one per sample; None: the null class of a class-conditional UNet)."""
+        if not class_embeds(self.config["diffusers_unet"]):
+            if label is not None:  # sample() never gets here: options() has no label then
+                raise OptionError("this diffusers UNet is unconditional: it takes no label")
+            return self.unet(x, t, return_dict=False)[0]
+        if label is None:
+            # diffusers' UNet2DModel raises without class_labels once it has an embedding
+            label = torch.full((x.shape[0],), self.num_classes, dtype=torch.long,
+                               device=x.device)
+        return self.unet(x, t, class_labels=label, return_dict=False)[0]
 
     @classmethod
     def from_pretrained(cls, folder, device="auto", dtype="auto") -> "DiffusersUNetModel":
@@ -138,14 +172,29 @@ def locate(folder: Path) -> tuple[Path, Path]:
                        "folder; genzoo needs it to know the noise schedule")
 
 
+def class_embeds(unet_config: dict[str, Any]) -> int:
+    """The number of class embeddings of a UNet2DModel config (0: unconditional)."""
+    return int(unet_config.get("num_class_embeds") or 0)
+
+
+def _check_class_embedding(where: str | Path, config: dict[str, Any]) -> None:
+    """Refuse class conditioning other than an embedding of class labels, in one line."""
+    kind = config.get("class_embed_type")
+    if kind is not None:
+        # "timestep"/"identity" add a continuous vector to the time embedding: there is no
+        # class label (nor null class) for genzoo's label/guidance options to drive
+        raise WeightsError(f"{where}: class_embed_type {kind!r} is not supported; genzoo takes "
+                           "unconditional UNet2DModels and class-conditional ones with "
+                           "num_class_embeds (class_embed_type null)")
+
+
 def _check_unet_config(unet_dir: Path, config: dict[str, Any]) -> None:
     """Refuse UNets the samplers cannot drive, with a one-line reason."""
     name = config.get("_class_name")
     if name != "UNet2DModel":
         raise WeightsError(f"{unet_dir}: the UNet is a {name}, not a UNet2DModel; only "
-                           "unconditional UNet2DModel repositories are supported")
-    if config.get("num_class_embeds") or config.get("class_embed_type"):
-        raise WeightsError(f"{unet_dir}: class-conditional UNet2DModel is not supported")
+                           "UNet2DModel repositories are supported")
+    _check_class_embedding(unet_dir, config)
     if config.get("out_channels", 3) != config.get("in_channels", 3):
         raise WeightsError(f"{unet_dir}: out_channels != in_channels (a learned-variance UNet); "
                            "genzoo's samplers need a plain noise/velocity/sample prediction")
