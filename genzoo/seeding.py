@@ -50,6 +50,27 @@ def per_sample_randn(generators, shape, device=None, dtype=None):
     return out.to(device=device, dtype=dtype) if device is not None or dtype is not None else out
 
 
+def per_sample_labels(generators, prior, label=None, device=None):
+    """One class label per generator, an (n,) long tensor: drawn from ``prior`` (a (K,)
+    tensor of class probabilities) with one uniform from generator i, so sample i's label
+    depends only on its seed; then replaced by ``label`` where given (an int for all, or one
+    per sample). The draw happens either way: asking for sample i's own label gives sample i."""
+    import torch
+    cdf = torch.cumsum(prior.detach().double().cpu(), 0)
+    u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in generators])
+    drawn = torch.searchsorted(cdf / cdf[-1], u, right=True).clamp(max=len(cdf) - 1)
+    if label is not None:
+        given = torch.as_tensor(label if isinstance(label, (list, tuple)) else
+                                [label] * len(generators), dtype=torch.long)
+        bad = given[(given < 0) | (given >= len(cdf))]
+        if len(bad):
+            from .errors import OptionError
+            raise OptionError(f"label {int(bad[0])} is out of range: this model has "
+                              f"classes 0-{len(cdf) - 1}")
+        drawn = given
+    return drawn.to(device) if device is not None else drawn
+
+
 def slerp(a, b, t: float):
     """Spherical interpolation between tensors ``a`` and ``b`` (flattened directions) at
     ``t`` in [0, 1]: the path Gaussian latents should take (a straight line passes through

@@ -5,7 +5,8 @@ are held out for evaluation). Model: the house DCGAN (64-d latent; generator 128
 GroupNorm, 0.54M parameters; spectral-norm discriminator 64/128 channels with a 3x3 layer after
 each stride-2 layer, 0.32M), hinge loss, one discriminator and one generator AdamW step per
 step (lr 5e-4, betas (0.5, 0.99), warm-up and cosine decay), batch 64, EMA generator 0.999,
-4,000 steps. Short runs of other settings (a shallower discriminator, lr 2e-4, BatchNorm in the
+4,000 steps. Class-conditional since genzoo 0.3: the one-hot label is appended to the
+generator's latent and the discriminator is a projection discriminator. Short runs of other settings (a shallower discriminator, lr 2e-4, BatchNorm in the
 generator, non-saturating loss without spectral norm, hidden linear layers) gave blotchier
 digits or mode collapse at equal steps.
 
@@ -25,7 +26,8 @@ WEIGHTS = ROOT / "plugins/gan/genzoo_gan/weights/gan-mnist"
 
 def _model():
     from genzoo_gan.model import DCGAN
-    return DCGAN()
+    # class-conditional (projection discriminator); samples without a label from the prior
+    return DCGAN({"num_classes": 10})
 
 
 main = mnist_recipe("gan-mnist", WEIGHTS, steps=4000, make_model=_model,

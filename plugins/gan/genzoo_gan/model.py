@@ -15,6 +15,14 @@ linear score), trained with a recipe chosen to be stable without tuning:
 - two optimizer stages per step, discriminator then generator, each with its own AdamW
   (``train_stages``), with GAN-style betas (0.5, 0.99).
 
+**Class labels** (``config["num_classes"] = K``, the bundled gan-mnist has 10): the generator
+takes the label as a one-hot vector appended to its latent, and the discriminator is a
+*projection discriminator* (Miyato & Koyama, 2018): its score adds the inner product of a class
+embedding with its features, which asks "is this a real image *of this class*". Images without
+a label train against a learned "no label" embedding. Without a label, sampling draws each
+sample's label from the class prior (the training labels' frequencies, kept with the weights)
+with the sample's own generator, so ``label=k`` reproduces every sample whose drawn label was k.
+
 Sampling draws each latent from its sample's own generator; ``truncation`` (psi in (0, 1])
 keeps the central psi of each latent coordinate's probability mass, redrawing the coordinates
 that fall outside it, so lower psi gives cleaner, less varied digits and 1.0 is plain N(0, I).
@@ -22,6 +30,7 @@ that fall outside it, so lower psi gives cleaner, less varied digits and 1.0 is 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from statistics import NormalDist
 from typing import Any
 
@@ -33,7 +42,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 from genzoo.errors import OptionError
 from genzoo.model import GenerativeModel, TrainStage
 from genzoo.options import Option
-from genzoo.seeding import per_sample_randn
+from genzoo.seeding import per_sample_labels, per_sample_randn
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "image_shape": [1, 28, 28],
@@ -43,6 +52,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "d_depth": 1,                 # stride-1 3x3 layers after each of D's stride-2 layers
     "loss": "hinge",
     "g_lr_scale": 1.0,            # the generator's learning rate relative to the engine's lr
+    "num_classes": 0,             # K > 0: class-conditional (labels 0..K-1)
 }
 LOSSES = ("hinge", "ns")
 
@@ -73,7 +83,8 @@ def _group_norm(channels: int) -> nn.GroupNorm:
 class Discriminator(nn.Module):
     """images (N, C, H, W) in [-1, 1] -> one real-vs-fake score per image (N,)."""
 
-    def __init__(self, in_ch: int, channels: list[int], side: int, depth: int = 1):
+    def __init__(self, in_ch: int, channels: list[int], side: int, depth: int = 1,
+                 num_classes: int = 0):
         super().__init__()
         layers: list[nn.Module] = []
         c = in_ch
@@ -85,9 +96,15 @@ class Discriminator(nn.Module):
             c = ch
         flat = c * (side // 2 ** len(channels)) ** 2
         self.net = nn.Sequential(*layers, nn.Flatten(), spectral_norm(nn.Linear(flat, 1)))
+        # the projection: one embedding per class and one for "no label" (index num_classes)
+        self.embed = spectral_norm(nn.Embedding(num_classes + 1, flat)) if num_classes else None
 
-    def forward(self, x):
-        return self.net(x).squeeze(1)
+    def forward(self, x, label: torch.Tensor | None = None):
+        """Scores (N,); ``label`` (N,) class indices, or ``num_classes`` for "no label"."""
+        if self.embed is None:
+            return self.net(x).squeeze(1)
+        h = self.net[:-1](x)
+        return self.net[-1](h).squeeze(1) + (self.embed(label) * h).sum(1)
 
 
 class DCGAN(GenerativeModel):
@@ -105,6 +122,8 @@ class DCGAN(GenerativeModel):
     sample_options = (
         Option("truncation", "float", 1.0, "latent truncation psi: below 1 trades variety for "
                "fidelity", min=0.0, max=1.0),
+        Option("label", "int", None, "class to sample (one, or one per sample: 3,1,4); none: "
+               "drawn from the class prior", min=0, condition=True, per_sample=True),
         Option("batch_size", "int", 256, "samples per generator batch", min=1),
     )
 
@@ -121,21 +140,44 @@ class DCGAN(GenerativeModel):
             raise OptionError(f"unknown GAN loss {config['loss']!r}: use one of "
                               f"{', '.join(LOSSES)}")
         self.latent_dim = int(config["latent_dim"])
-        self.generator = Generator(self.latent_dim, g_ch, c, h // up)
-        self.discriminator = Discriminator(c, d_ch, h, int(config["d_depth"]))
+        self.num_classes = k = int(config.get("num_classes") or 0)
+        self.generator = Generator(self.latent_dim + k, g_ch, c, h // up)
+        self.discriminator = Discriminator(c, d_ch, h, int(config["d_depth"]), k)
+        if k:  # the training labels' frequencies (prepare_data), saved with the weights
+            self.register_buffer("class_prior", torch.full((k,), 1.0 / k))
+
+    def options(self) -> dict[str, Option]:
+        """The declared options; ``label`` only for a class-conditional network (0..K-1)."""
+        schema = super().options()
+        if not self.num_classes:
+            schema.pop("label", None)
+        else:
+            schema["label"] = replace(schema["label"], max=self.num_classes - 1)
+        return schema
 
     # ---- sampling ------------------------------------------------------------------------
-    def generate(self, generators, truncation: float = 1.0):
-        """Images in [0, 1] from latents drawn per sample (truncated when psi < 1)."""
-        return self.decode(self.latents(generators, truncation).to(self.device))
+    def generate(self, generators, truncation: float = 1.0, label=None):
+        """Images in [0, 1] from latents drawn per sample (truncated when psi < 1), of class
+        ``label`` (per sample) or of a class drawn from the prior."""
+        return self.decode(self.latents(generators, truncation, label).to(self.device))
 
-    def latents(self, generators, truncation: float = 1.0, **options) -> torch.Tensor:
-        """(n, latent_dim) latents, row i from generator i (truncated when psi < 1)."""
-        return truncated_latents(generators, self.latent_dim, check_truncation(truncation))
+    def latents(self, generators, truncation: float = 1.0, label=None, **options) -> torch.Tensor:
+        """(n, latent_dim [+ K]) latents, row i from generator i (truncated when psi < 1);
+        a class-conditional model appends the one-hot label (drawn after the latent)."""
+        z = truncated_latents(generators, self.latent_dim, check_truncation(truncation))
+        if not self.num_classes:
+            return z
+        labels = per_sample_labels(generators, self.class_prior, label)
+        return torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], 1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """The generator's images in [0, 1] for latents ``z``."""
-        return (self.generator(z.to(self.device)).float() + 1) / 2
+        """The generator's images in [0, 1] for latents ``z`` (their label part is
+        renormalised to sum 1: an interpolation between two classes mixes their one-hots)."""
+        z = z.to(self.device)
+        if self.num_classes:
+            code, onehot = z.split([self.latent_dim, self.num_classes], 1)
+            z = torch.cat([code, onehot / onehot.sum(1, keepdim=True).clamp(min=1e-6)], 1)
+        return (self.generator(z).float() + 1) / 2
 
     # ---- training ------------------------------------------------------------------------
     def ema_module(self) -> nn.Module:
@@ -148,26 +190,68 @@ class DCGAN(GenerativeModel):
                 "generator": TrainStage(list(self.generator.parameters()), self.g_loss,
                                         lr_scale=float(self.config["g_lr_scale"]))}
 
-    def _fake(self, n: int, device) -> torch.Tensor:
-        return self.generator(torch.randn(n, self.latent_dim, device=device))
+    def prepare_data(self, data: Any):
+        """Images, with their class labels for a class-conditional model (-1: no label); the
+        labels' frequencies become the class prior that unlabelled sampling draws from."""
+        from genzoo.data import LabelledImages
+        images = super().prepare_data(data)
+        if not self.num_classes:
+            return images
+        labels = images.labels if getattr(images, "labels", None) is not None else \
+            torch.full((len(images),), -1)
+        if int(labels.max()) >= self.num_classes:
+            raise OptionError(f"{images.source or 'data'} has label {int(labels.max())}; this "
+                              f"model takes labels 0-{self.num_classes - 1}")
+        counts = torch.bincount(labels[labels >= 0], minlength=self.num_classes).float()
+        if counts.sum() > 0:
+            self.class_prior.copy_(counts / counts.sum())
+        return LabelledImages(images.images, labels, images.source)
 
-    def d_loss(self, images: torch.Tensor) -> torch.Tensor:
-        """The discriminator's loss on a real batch and as many fresh fakes (G is frozen:
-        the fakes are made without a graph, so this stage never touches G's gradients)."""
-        real = images.float() * 2 - 1
+    def _split(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(images in [-1, 1], labels or None) of a training batch."""
+        if not self.num_classes:
+            return batch.float() * 2 - 1, None
+        images, labels = batch
+        return images.float() * 2 - 1, labels
+
+    def _fake(self, n: int, device, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` fakes; for a class-conditional model, of ``labels`` (the real batch's: -1,
+        no label, draws one from the class prior)."""
+        z = torch.randn(n, self.latent_dim, device=device)
+        if labels is None:
+            return self.generator(z)
+        drawn = torch.multinomial(self.class_prior, n, replacement=True).to(device)
+        labels = torch.where(labels < 0, drawn, labels)
+        return self.generator(torch.cat([z, F.one_hot(labels, self.num_classes).to(z.dtype)], 1))
+
+    def _scores(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """D's scores; unlabelled images (and the fakes paired with them) are judged with the
+        "no label" embedding."""
+        if labels is None:
+            return self.discriminator(x).float()
+        return self.discriminator(x, torch.where(labels < 0, self.num_classes, labels)).float()
+
+    def d_loss(self, batch) -> torch.Tensor:
+        """The discriminator's loss on a real batch and as many fresh fakes of the same labels
+        (G is frozen: the fakes are made without a graph, so this stage never touches G's
+        gradients)."""
+        real, labels = self._split(batch)
         with torch.no_grad():
-            fake = self._fake(real.shape[0], real.device)
+            fake = self._fake(real.shape[0], real.device, labels)
         # One forward over real+fake: one spectral-norm power iteration per step, and faster.
-        scores = self.discriminator(torch.cat([real, fake.to(real.dtype)])).float()
+        both = None if labels is None else torch.cat([labels, labels])
+        scores = self._scores(torch.cat([real, fake.to(real.dtype)]), both)
         s_real, s_fake = scores.chunk(2)
         if self.config["loss"] == "hinge":
             return F.relu(1 - s_real).mean() + F.relu(1 + s_fake).mean()
         return F.softplus(-s_real).mean() + F.softplus(s_fake).mean()
 
-    def g_loss(self, images: torch.Tensor) -> torch.Tensor:
-        """The generator's loss on as many fakes as the real batch (only G's optimizer steps,
-        so the gradients this leaves on D are cleared before D's next stage)."""
-        score = self.discriminator(self._fake(images.shape[0], images.device)).float()
+    def g_loss(self, batch) -> torch.Tensor:
+        """The generator's loss on as many fakes as the real batch, of its labels (only G's
+        optimizer steps, so the gradients this leaves on D are cleared before D's next
+        stage)."""
+        real, labels = self._split(batch)
+        score = self._scores(self._fake(real.shape[0], real.device, labels), labels)
         if self.config["loss"] == "hinge":
             return -score.mean()
         return F.softplus(-score).mean()
