@@ -73,6 +73,27 @@ class LabelledImages:
     def __getitem__(self, idx):
         return self.images[idx], self.labels[idx]
 
+    @classmethod
+    def of(cls, images: TensorImages, num_classes: int) -> LabelledImages:
+        """``images`` with their labels (all -1 where the data has none), checked to be
+        below ``num_classes``: what a class-conditional family's ``prepare_data`` returns."""
+        import torch
+        labels = images.labels if getattr(images, "labels", None) is not None else \
+            torch.full((len(images),), -1)
+        if len(labels) and int(labels.max()) >= num_classes:
+            raise DataError(f"{images.source or 'data'} has label {int(labels.max())}; this "
+                            f"model takes labels 0-{num_classes - 1}")
+        return cls(images.images, labels, images.source)
+
+    def class_frequencies(self, num_classes: int):
+        """The labelled images' class frequencies, a (num_classes,) tensor summing to 1, or
+        None when no image has a label."""
+        import torch
+        known = self.labels[self.labels >= 0]
+        if not len(known):
+            return None
+        return torch.bincount(known, minlength=num_classes).float() / len(known)
+
 
 def load_image_dataset(data: Any, shape: Sequence[int] = (1, 28, 28), quiet: bool = False) -> TensorImages:
     """Images for training or evaluation from ``data``: ``"mnist"`` / ``"mnist:SPLIT"``, a

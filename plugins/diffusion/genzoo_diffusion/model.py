@@ -234,14 +234,7 @@ class DiffusionModel(GenerativeModel):
         data without them: finetuning on unlabelled images trains the unconditional path)."""
         from genzoo.data import LabelledImages
         images = super().prepare_data(data)
-        if not self.num_classes:
-            return images
-        labels = images.labels if getattr(images, "labels", None) is not None else \
-            torch.full((len(images),), -1)
-        if int(labels.max()) >= self.num_classes:
-            raise OptionError(f"{images.source or 'data'} has label {int(labels.max())}; this "
-                              f"model takes labels 0-{self.num_classes - 1}")
-        return LabelledImages(images.images, labels, images.source)
+        return LabelledImages.of(images, self.num_classes) if self.num_classes else images
 
     def training_loss(self, batch) -> torch.Tensor:
         """Min-SNR-weighted MSE on the schedule's target at uniformly drawn timesteps; a

@@ -197,15 +197,11 @@ class DCGAN(GenerativeModel):
         images = super().prepare_data(data)
         if not self.num_classes:
             return images
-        labels = images.labels if getattr(images, "labels", None) is not None else \
-            torch.full((len(images),), -1)
-        if int(labels.max()) >= self.num_classes:
-            raise OptionError(f"{images.source or 'data'} has label {int(labels.max())}; this "
-                              f"model takes labels 0-{self.num_classes - 1}")
-        counts = torch.bincount(labels[labels >= 0], minlength=self.num_classes).float()
-        if counts.sum() > 0:
-            self.class_prior.copy_(counts / counts.sum())
-        return LabelledImages(images.images, labels, images.source)
+        labelled = LabelledImages.of(images, self.num_classes)
+        prior = labelled.class_frequencies(self.num_classes)
+        if prior is not None:
+            self.class_prior.copy_(prior)
+        return labelled
 
     def _split(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(images in [-1, 1], labels or None) of a training batch."""

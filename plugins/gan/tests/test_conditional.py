@@ -5,7 +5,7 @@ import torch
 
 import genzoo.testing
 from genzoo.data import TensorImages
-from genzoo.errors import OptionError
+from genzoo.errors import DataError, OptionError
 from genzoo.seeding import sample_generators
 from genzoo_gan.model import DCGAN
 
@@ -50,7 +50,7 @@ def test_prior_follows_the_training_labels_and_is_saved(cgan, tmp_path):
     cgan.save_pretrained(tmp_path / "m")
     again = DCGAN.from_pretrained(tmp_path / "m", device="cpu")
     assert torch.equal(again.class_prior, cgan.class_prior)
-    with pytest.raises(OptionError, match="label 5"):
+    with pytest.raises(DataError, match="label 5"):
         cgan.prepare_data(TensorImages(torch.rand(2, 1, 8, 8), torch.tensor([0, 5]), source="t"))
 
 
