@@ -228,6 +228,20 @@ def build_schema(declared: Iterable[Option | Mapping[str, Any]],
     return schema
 
 
+def with_classes(schema: dict[str, Option], num_classes: int,
+                 names: Iterable[str] = ("label",)) -> dict[str, Option]:
+    """A class-conditional family's schema: ``label`` bounded to the network's classes
+    (0..num_classes-1), or, for a network without classes (0), ``names`` (the label and what
+    only makes sense with one, such as guidance) removed."""
+    from dataclasses import replace
+    if not num_classes:
+        for name in names:
+            schema.pop(name, None)
+    elif "label" in schema:
+        schema["label"] = replace(schema["label"], max=num_classes - 1)
+    return schema
+
+
 def _option_from_mapping(item: Mapping[str, Any]) -> Option:
     if not isinstance(item, Mapping):
         raise OptionError(f"an option must be a genzoo.options.Option or a dict, got "

@@ -13,7 +13,7 @@ import torch
 
 from genzoo.errors import OptionError
 from genzoo.model import GenerativeModel
-from genzoo.options import Option
+from genzoo.options import Option, with_classes
 from genzoo.seeding import per_sample_randn
 
 from .samplers import SAMPLERS, sample as run_sampler
@@ -104,11 +104,7 @@ class DiffusionModel(GenerativeModel):
     # ---- sampling ------------------------------------------------------------------------
     def options(self) -> dict[str, Option]:
         """The declared options; class labels and guidance only for a network that takes them."""
-        schema = super().options()
-        if not self.num_classes:
-            for name in LABEL_OPTIONS:
-                schema.pop(name, None)
-        return schema
+        return with_classes(super().options(), self.num_classes, LABEL_OPTIONS)
 
     def generate(self, generators, sampler="dpmsolver++", steps=20, eta=0.0, progress=None,
                  label=None, guidance=DEFAULT_GUIDANCE, init=None, strength=1.0, mask=None):

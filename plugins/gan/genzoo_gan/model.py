@@ -30,7 +30,6 @@ that fall outside it, so lower psi gives cleaner, less varied digits and 1.0 is 
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from statistics import NormalDist
 from typing import Any
 
@@ -41,7 +40,7 @@ from torch.nn.utils.parametrizations import spectral_norm
 
 from genzoo.errors import OptionError
 from genzoo.model import GenerativeModel, TrainStage
-from genzoo.options import Option
+from genzoo.options import Option, with_classes
 from genzoo.seeding import per_sample_labels, per_sample_randn
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -148,12 +147,7 @@ class DCGAN(GenerativeModel):
 
     def options(self) -> dict[str, Option]:
         """The declared options; ``label`` only for a class-conditional network (0..K-1)."""
-        schema = super().options()
-        if not self.num_classes:
-            schema.pop("label", None)
-        else:
-            schema["label"] = replace(schema["label"], max=self.num_classes - 1)
-        return schema
+        return with_classes(super().options(), self.num_classes)
 
     # ---- sampling ------------------------------------------------------------------------
     def generate(self, generators, truncation: float = 1.0, label=None):
