@@ -7,6 +7,7 @@ module does not import torch; loading a model does.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from . import hub, plugins
 from .errors import UnknownModelError, WeightsError
 from .registry import ModelCard, get_registry
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
     from .model import GenerativeModel
@@ -214,14 +217,26 @@ def model_info(name: str | os.PathLike[str], options: bool = True) -> dict[str, 
     info = {**card.to_dict(), **model_status(card)}
     if options and info["plugin_installed"]:
         cls = plugins.load_arch_class(card.arch, card.package)
-        info["options"] = option_schema(cls, card.sampling)
+        folder = Path(info["path"]) if info["downloaded"] and info["status"].startswith("ready") \
+            else None
+        info["options"] = option_schema(cls, card.sampling, folder)
     return info
 
 
-def option_schema(cls: type[GenerativeModel], sampling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The sampling options of an architecture's class as dicts (a card's ``sampling``
-    entries become the defaults); API-only (callable) options are left out."""
+def option_schema(cls: type[GenerativeModel], sampling: dict[str, Any] | None = None,
+                  folder: Path | None = None) -> list[dict[str, Any]]:
+    """The sampling options as dicts (a card's ``sampling`` entries become the defaults);
+    API-only (callable) options are left out. With the model's ``folder`` they are the loaded
+    model's own (what a class declares can depend on the config: class labels only for a
+    network that takes them); without one, or if it does not load, the class's."""
     from .options import build_schema
+    if folder is not None:
+        try:
+            model = cls.from_pretrained(folder, device="cpu", dtype="fp32")
+            model.apply_card_sampling(sampling or {})
+            return [o.to_dict() for o in model.options().values() if o.type != "callable"]
+        except Exception as e:  # noqa: BLE001 - `info` still answers; load says what is wrong
+            logger.debug("options of %s from its class: %s", folder, e)
     schema = build_schema(cls.sample_options, {**cls.sample_defaults, **(sampling or {})})
     return [o.to_dict() for o in schema.values() if o.type != "callable"]
 
@@ -240,7 +255,7 @@ def _folder_info(folder: Path, options: bool) -> dict[str, Any]:
                             "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
                             "status": "local folder"}
     if options:
-        info["options"] = option_schema(plugins.load_arch_class(arch))
+        info["options"] = option_schema(plugins.load_arch_class(arch), None, folder)
     return info
 
 

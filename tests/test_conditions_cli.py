@@ -79,3 +79,17 @@ def test_capabilities_match_the_card(name):
     model = genzoo.load(name, device="cpu")
     assert sorted(model.capabilities) == sorted(genzoo.model_info(name, options=False)
                                                 ["capabilities"])
+
+
+def test_info_lists_the_options_of_the_folder_not_only_its_class(tmp_path):
+    from genzoo_diffusion.model import DiffusionModel
+    tiny = {"image_shape": [1, 8, 8], "unet": {"channels": [8, 16], "blocks": 1, "attention": [1]}}
+    DiffusionModel(tiny).save_pretrained(tmp_path / "plain")
+    DiffusionModel({**tiny, "num_classes": 4}).save_pretrained(tmp_path / "labels")
+    names = {}
+    for folder in ("plain", "labels"):
+        result = run("info", str(tmp_path / folder), "--json")
+        assert result.exit_code == 0, result.output
+        names[folder] = {o["name"]: o for o in json.loads(result.stdout)["options"]}
+    assert "label" not in names["plain"] and "guidance" not in names["plain"]
+    assert names["labels"]["label"]["max"] == 3 and "guidance" in names["labels"]
