@@ -37,8 +37,13 @@ def bundle_model(model, name: str, weights_dir: Path, metrics: dict | None = Non
         [entry] = [c for c in load_catalog(catalog) if c.name == name]
     # base_model None: a bundled model is its own origin, not a finetune of the card it re-saves
     info = {"name": name, "summary": entry.summary, "license": entry.license,
-            "tags": list(entry.tags), "metrics": {**entry.metrics, **(metrics or {})},
+            # a new network's card starts without the old one's figures (card_metrics.py
+            # measures it again)
+            "tags": list(entry.tags), "metrics": dict(metrics or {}),
             "base_model": None, **(card or {})}
+    # capabilities and the conditioning tag follow the network bundled (labels or not)
+    info["tags"] = [t for t in info["tags"] if t not in ("unconditional", "class-conditional")] \
+        + ["class-conditional" if "label" in model.capabilities else "unconditional"]
     weights_dir = Path(weights_dir)
     for old in weights_dir.glob("*"):  # a re-bundle replaces the previous files
         if old.is_file():
@@ -47,7 +52,8 @@ def bundle_model(model, name: str, weights_dir: Path, metrics: dict | None = Non
     files = {p.name: sha256_file(p) for p in sorted(weights_dir.iterdir()) if p.is_file()}
     size = sum((weights_dir / f).stat().st_size for f in files)
     update_card(catalog, name, files=files, params=model.num_parameters(), size=size,
-                metrics=info["metrics"])
+                metrics=info["metrics"], capabilities=sorted(model.capabilities),
+                tags=info["tags"])
     print(f"bundled {name}: {len(files)} files, {size / 1e6:.2f} MB, "
           f"{model.num_parameters():,} parameters -> {weights_dir}")
     return files

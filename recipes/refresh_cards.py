@@ -20,13 +20,11 @@ MODELS = ("diffusion-mnist", "vae-mnist", "gan-mnist", "textlm-shakespeare")
 def refresh(name: str) -> None:
     """Re-save ``name`` into its own weights folder (fp16 as bundled) and update its card."""
     import genzoo
-    from genzoo.registry import get_registry, reset, update_card
+    from genzoo.registry import get_registry
     card = get_registry().get(name)
     folder = Path(genzoo.model_info(name, options=False)["path"])
     model = genzoo.load(name, device="cpu", dtype="fp32")
-    bundle_model(model, name, folder)
-    reset()
-    update_card(Path(card.catalog), name, capabilities=sorted(model.capabilities))
+    bundle_model(model, name, folder, metrics=dict(card.metrics))  # the same network's figures
 
 
 if __name__ == "__main__":

@@ -219,7 +219,7 @@ def test_recipes_bundle_into_the_cards_own_catalog(fake_plugins, tmp_path, monke
     write_tiny_model(tmp_path / "trained")
     cards = write_catalog(tmp_path / "plugin" / "cards.yaml",
                           [card(name="mine", family="tiny", arch="tiny-arch", source="weights",
-                                files={})])
+                                files={}, tags=["unconditional"], metrics={"fd": 99.0})])
     monkeypatch.setenv("GENZOO_REGISTRY", str(cards))
     monkeypatch.syspath_prepend(str(ROOT / "recipes"))
     packaged_before = (ROOT / "registry.yaml").read_text()
@@ -229,6 +229,9 @@ def test_recipes_bundle_into_the_cards_own_catalog(fake_plugins, tmp_path, monke
     [written] = load_catalog(cards)
     assert written.files == files and set(files) >= {"config.json", "model.safetensors"}
     assert written.params == 5 and written.size > 0
+    # a new network: no figures of the old one; tags and capabilities are the new one's
+    assert written.metrics == {} and list(written.capabilities) == []
+    assert list(written.tags) == ["unconditional"]
     assert (ROOT / "registry.yaml").read_text() == packaged_before
     sys.modules.pop("bundle", None)
 
