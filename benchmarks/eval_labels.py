@@ -109,14 +109,14 @@ def main(model_name, scales, n, strength, out):
     for scale in scales.split(","):
         g = None if scale.strip() == "none" else float(scale)
         row = measure(model, n, g)
-        data["results"][f"{model_name} g={scale.strip()}"] = row
+        data["results"][model_name if g is None else f"{model_name}, guidance {g:g}"] = row
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
         click.echo(f"{model_name} guidance {scale}: accuracy {row['label_accuracy']:.3f}, FD "
                    f"{row['fd']:.2f}, per-class FD {row['fd_per_class_mean']:.2f}, "
                    f"{row['s_per_1k']:.0f} s/1k")
     if strength is not None:
         row = measure_img2img(model, strength)
-        data["results"][f"{model_name} img2img={strength}"] = row
+        data["results"][f"{model_name}, strength {strength:g}"] = row
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
         click.echo(f"{model_name} img2img at {strength}: label kept {row['label_kept']:.3f}, "
                    f"change {row['change']:.3f}")

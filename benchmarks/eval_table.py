@@ -74,7 +74,7 @@ def _save(path: Path, results: dict, meta: dict) -> None:
 @click.option("--ddpm-n", default=300, show_default=True, help="Samples for DDPM-1000.")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", default=str(HERE / "eval_results.json"), show_default=True)
-@click.option("--resume", is_flag=True, help="Keep rows already in --out; run the others.")
+@click.option("--resume", is_flag=True, help="Keep rows already in --out; run the others (and those named in --rows again).")
 @click.option("--path", "paths", multiple=True, metavar="NAME=FOLDER",
               help="Load model NAME from a folder (e.g. a training run not yet bundled).")
 def main(rows, n, ddpm_n, seed, out, resume, paths):
@@ -100,7 +100,7 @@ def main(rows, n, ddpm_n, seed, out, resume, paths):
     for row_id, name, options in ROWS:
         if wanted and row_id not in wanted and (name or "floor") not in wanted:
             continue
-        if row_id in results:
+        if row_id in results and not wanted:  # rows named in --rows are measured again
             click.echo(f"{row_id}: kept from {out}", err=True)
             continue
         if name in failed:

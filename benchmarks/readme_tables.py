@@ -5,7 +5,8 @@
 
 Sources: benchmarks/results.json (``benchmarks/run.py``: speed and memory beside peers),
 benchmarks/eval_results.json (``benchmarks/eval_table.py``: image models against the
-real-data floor), and benchmarks/card_eval_*.json (``benchmarks/card_metrics.py``: what
+real-data floor), benchmarks/label_results.json (``benchmarks/eval_labels.py``: class
+labels, guidance and image-to-image), and benchmarks/card_eval_*.json (``benchmarks/card_metrics.py``: what
 each card records). tests/test_readme_tables.py fails when README and the JSON disagree.
 """
 from __future__ import annotations
@@ -47,6 +48,30 @@ def image_table() -> str:
     lines.append("")
     lines.append(f"Measured {meta.get('date', '?')} on {where}, {meta.get('threads', '?')} "
                  f"thread(s), torch {meta.get('torch', '?')}.")
+    return "\n".join(lines)
+
+
+def label_table() -> str:
+    """Class-conditional rows (label accuracy, FD overall and per class, cost) and the
+    image-to-image rows (label kept, pixel change) of benchmarks/label_results.json."""
+    data = _load("label_results.json")
+    meta, results = data.get("meta", {}), data.get("results", {})
+    lines = ["| model, guidance | n | label accuracy | FD | FD per class (mean) | "
+             "s per 1,000 samples |", "|---|---|---|---|---|---|"]
+    steered = {k: r for k, r in results.items() if "strength" in r}
+    for row_id, r in results.items():
+        if row_id not in steered:
+            lines.append(f"| {row_id} | {r['n']} | {100 * r['label_accuracy']:.1f}% | "
+                         f"{r['fd']:.2f} | {r['fd_per_class_mean']:.2f} | {r['s_per_1k']:.1f} |")
+    if steered:
+        lines += ["", "| image-to-image | n | label kept | mean pixel change | "
+                  "s per 1,000 samples |", "|---|---|---|---|---|"]
+        for row_id, r in steered.items():
+            lines.append(f"| {row_id} | {r['n']} | {100 * r['label_kept']:.1f}% | "
+                         f"{r['change']:.3f} | {r['s_per_1k']:.1f} |")
+    lines.append("")
+    lines.append(f"Measured {meta.get('date', '?')} on {meta.get('cpu', '?')}, "
+                 f"{meta.get('threads', '?')} thread(s), torch {meta.get('torch', '?')}.")
     return "\n".join(lines)
 
 
@@ -95,7 +120,7 @@ def performance_table() -> str:
             f"on {where}, {meta.get('threads', '?')} threads, torch {meta.get('torch', '?')}.")
 
 
-TABLES = {"image models": image_table, "cards": card_table,
+TABLES = {"image models": image_table, "labels": label_table, "cards": card_table,
           "performance": performance_table, "lora recipe": lora_recipe_table}
 
 
