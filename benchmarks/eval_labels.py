@@ -44,7 +44,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def measure(model, n: int, guidance: float | None, seed: int = 0) -> dict:
+def measure(model, n: int, guidance: float | None, seed: int = 0, **extra) -> dict:
     """Label accuracy, FD overall and per class, and speed of ``n`` labelled samples."""
     import torch
     from genzoo.data import mnist_split
@@ -52,7 +52,8 @@ def measure(model, n: int, guidance: float | None, seed: int = 0) -> dict:
     from genzoo.metrics import frechet_distance
     from genzoo.refstats import gaussian_stats
     labels = [i % 10 for i in range(n)]
-    options = {"label": labels} if guidance is None else {"label": labels, "guidance": guidance}
+    options = {"label": labels, **extra} if guidance is None else \
+        {"label": labels, "guidance": guidance, **extra}
     t0 = time.perf_counter()
     images = model.sample(n, seed=seed, progress=sys.stderr.isatty(), **options).images
     seconds = time.perf_counter() - t0
@@ -94,22 +95,28 @@ def measure_img2img(model, strength: float, seed: int = 0) -> dict:
 @click.option("--n", default=1000, show_default=True)
 @click.option("--img2img", "strength", type=float, default=None,
               help="Also measure image-to-image from held-out digits at this strength.")
+@click.option("-O", "--option", "pairs", multiple=True, metavar="KEY=VALUE",
+              help="Another sampling option (e.g. temperature=1.0); named in the row.")
 @click.option("--out", default=str(HERE / "label_results.json"), show_default=True)
-def main(model_name, scales, n, strength, out):
+def main(model_name, scales, n, strength, pairs, out):
     """Measure class-conditional sampling of MODEL_NAME at each guidance scale."""
     import torch
     torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
     import genzoo
     from genzoo.fsutil import atomic_write_text
+    from genzoo.options import parse_key_values, validate
     model = genzoo.load(model_name, device="cpu")
+    extra = validate(model.options(), parse_key_values(pairs), model_name, as_text=True)
+    suffix = "".join(f", {k} {v}" for k, v in extra.items())
     path = Path(out)
     data = json.loads(path.read_text()) if path.is_file() else {"results": {}}
     data["meta"] = {"cpu": cpu_model(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
     for scale in scales.split(","):
         g = None if scale.strip() == "none" else float(scale)
-        row = measure(model, n, g)
-        data["results"][model_name if g is None else f"{model_name}, guidance {g:g}"] = row
+        row = measure(model, n, g, **extra)
+        key = model_name if g is None else f"{model_name}, guidance {g:g}"
+        data["results"][key + suffix] = row
         atomic_write_text(path, json.dumps(data, indent=2) + "\n")
         click.echo(f"{model_name} guidance {scale}: accuracy {row['label_accuracy']:.3f}, FD "
                    f"{row['fd']:.2f}, per-class FD {row['fd_per_class_mean']:.2f}, "
