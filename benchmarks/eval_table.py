@@ -118,6 +118,7 @@ def main(rows, n, ddpm_n, seed, out, resume, paths):
                                                       dtype=dtype)
                 small = options.pop("_n", None) == "ddpm" or options.get("sampler") == "ddpm"
                 result = evaluate(loaded[name, dtype], n=ddpm_n if small else n, seed=seed,
+                                  labels=False,  # label accuracy: eval_labels.py
                                   progress=sys.stderr.isatty(), **options)
         except GenzooError as e:
             if name is not None and not any(k[0] == name for k in loaded):

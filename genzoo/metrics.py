@@ -192,7 +192,7 @@ def image_metrics(feats: torch.Tensor, probs: torch.Tensor | None, ref) -> dict[
 
 def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = None,
              data: Any = None, feature: str = "mnist", seed: int = 0,
-             batch_size: int | None = None, progress: bool = False,
+             batch_size: int | None = None, progress: bool = False, labels: bool = True,
              **sample_options: Any) -> dict[str, Any]:
     """Measure ``model`` (a GenerativeModel, card name or folder) on ``n`` samples.
 
@@ -201,8 +201,11 @@ def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = No
     coverage when the feature net classifies, and ``samples_per_s``. Text models: ``data`` is
     a text file, and distinct-1/2/3 measure the samples' diversity. Every model adds what its
     family measures through ``GenerativeModel.evaluate_metrics`` (a VAE's ELBO, a text model's
-    nats per character). ``n`` and unset sampling options default to the family's
-    ``eval_defaults`` (else n=1000). Extra keywords are sampling options. Returns a flat dict."""
+    nats per character). A model that takes class labels the feature net classifies (the
+    house MNIST models) also reports ``label_accuracy``: ``n`` more samples with labels 0, 1,
+    2 ... in turn, the share the classifier reads as their label (``labels=False`` skips it).
+    ``n`` and unset sampling options default to the family's ``eval_defaults`` (else
+    n=1000). Extra keywords are sampling options. Returns a flat dict."""
     if isinstance(model, (str, os.PathLike)):
         from .api import load
         model = load(model)
@@ -229,11 +232,12 @@ def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = No
                **_text_diversity(model, n, seed, batch_size, progress, sample_options)}
     else:
         reference, out = _evaluate_images(model, n, data, feature, seed, batch_size, progress,
-                                          sample_options, head)
+                                          sample_options, head, labels)
     return {**out, **_family_metrics(model, reference, seed)}
 
 
-def _evaluate_images(model, n, data, feature, seed, batch_size, progress, options, head):
+def _evaluate_images(model, n, data, feature, seed, batch_size, progress, options, head,
+                     labels: bool = True):
     """The reference images and the image metrics of ``n`` samples against them."""
     shape = tuple(model.config.get("image_shape") or ())
     if len(shape) != 3:  # an adapter without image_shape in its config: ask one sample
@@ -248,9 +252,26 @@ def _evaluate_images(model, n, data, feature, seed, batch_size, progress, option
     samples = model.sample(n, seed=seed, batch_size=batch_size, progress=progress, **options)
     seconds = time.perf_counter() - t0
     feats, probs = net(samples.images)
-    return ref_images, {**head, "feature": net.name, "reference": ref_source,
-                        "reference_n": ref.n, **image_metrics(feats, probs, ref),
-                        "samples_per_s": n / max(seconds, 1e-9), "sample_seconds": seconds}
+    out = {**head, "feature": net.name, "reference": ref_source, "reference_n": ref.n,
+           **image_metrics(feats, probs, ref), "samples_per_s": n / max(seconds, 1e-9),
+           "sample_seconds": seconds}
+    if labels and "label" not in options:
+        out.update(_label_accuracy(model, n, seed, batch_size, progress, options, net, probs))
+    return ref_images, out
+
+
+def _label_accuracy(model, n, seed, batch_size, progress, options, net, probs) -> dict:
+    """``label_accuracy`` of ``n`` samples asked for labels 0..K-1 in turn, when the model's
+    ``label`` option and the feature net's classes are the same K classes; else nothing."""
+    label = model.options().get("label")
+    if label is None or probs is None or label.max is None or \
+            int(label.max) + 1 != probs.shape[1]:
+        return {}
+    wanted = [i % probs.shape[1] for i in range(n)]
+    images = model.sample(n, seed=seed, batch_size=batch_size, progress=progress,
+                          **options, label=wanted).images
+    _, got = net(images)
+    return {"label_accuracy": float((got.argmax(1).cpu() == torch.tensor(wanted)).double().mean())}
 
 
 def _family_metrics(model, reference, seed: int) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from genzoo.errors import DataError, OptionError
 from genzoo.metrics import (class_coverage, distinct_n, evaluate, frechet_distance, kid,
                             precision_recall, _trace_sqrt_product_eigh)
 from genzoo.model import GenerativeModel
+from genzoo.options import Option, with_classes
 
 
 def _rel(a, b):
@@ -193,6 +194,40 @@ def test_evaluate_bad_inputs_are_one_line(tmp_path):
     np.savez(tmp_path / "big.npz", images=np.zeros((10, 32, 32), np.uint8))
     with pytest.raises(DataError, match="32x32"):
         evaluate(model, n=4, data=str(tmp_path / "big.npz"), feature="mnist")
+
+
+class LabelledDigits(NoiseModel):
+    """Real digits of the label asked for (``honest``), or of any label (not honest)."""
+
+    arch = "test-digits"
+    sample_options = (Option("label", "int", None, "class", min=0, max=9, condition=True,
+                             per_sample=True),)
+
+    def __init__(self, honest=True, classes=10):
+        super().__init__()
+        self.honest, self.classes = honest, classes
+
+    def options(self):
+        return with_classes(super().options(), self.classes)
+
+    def generate(self, generators, kind="noise", label=None):
+        from genzoo.data import mnist_split
+        images, labels = mnist_split("floor")
+        wanted = label if isinstance(label, list) else [label] * len(generators)
+        out = []
+        for g, want in zip(generators, wanted):
+            pool = images[labels == want] if self.honest and want is not None else images
+            out.append(pool[int(torch.randint(len(pool), (1,), generator=g))])
+        return torch.stack(out)
+
+
+def test_evaluate_reports_label_accuracy_of_a_model_that_takes_labels():
+    honest = evaluate(LabelledDigits(), n=100)["label_accuracy"]
+    assert honest > 0.9
+    assert evaluate(LabelledDigits(honest=False), n=100)["label_accuracy"] < 0.4
+    assert "label_accuracy" not in evaluate(LabelledDigits(), n=20, labels=False)
+    assert "label_accuracy" not in evaluate(LabelledDigits(classes=3), n=20)  # not the net's 10
+    assert "label_accuracy" not in evaluate(NoiseModel(), n=20)
 
 
 def test_evaluate_text_needs_a_text_file():
