@@ -80,8 +80,8 @@ def card_table() -> str:
     lines = ["| model | measured | figures | on |", "|---|---|---|---|"]
     for path in sorted(HERE.glob("card_eval_*.json")):
         r = json.loads(path.read_text())
-        keys = [k for k in ("fd", "kid", "precision", "recall", "neg_elbo", "iw_nll",
-                            "nats_per_char", "bits_per_char", "distinct_2") if k in r]
+        keys = [k for k in ("fd", "kid", "precision", "recall", "label_accuracy", "neg_elbo",
+                            "iw_nll", "nats_per_char", "bits_per_char", "distinct_2") if k in r]
         figures = ", ".join(f"{k} {r[k]:.4g}" for k in keys)
         what = f"n={r['n']} against {r.get('reference') or r.get('data')}"
         lines.append(f"| {r['model']} | {what} | {figures} | {r.get('measured_on', '?')} |")
