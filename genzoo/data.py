@@ -74,16 +74,22 @@ class LabelledImages:
         return self.images[idx], self.labels[idx]
 
     @classmethod
-    def of(cls, images: TensorImages, num_classes: int) -> LabelledImages:
+    def of(cls, images: TensorImages, num_classes: int, prior=None) -> LabelledImages:
         """``images`` with their labels (all -1 where the data has none), checked to be
-        below ``num_classes``: what a class-conditional family's ``prepare_data`` returns."""
+        below ``num_classes``: what a class-conditional family's ``prepare_data`` returns.
+        ``prior``, a (num_classes,) tensor such as a model's class-prior buffer, is set to
+        the labels' frequencies (left as it is when no image has a label)."""
         import torch
         labels = images.labels if getattr(images, "labels", None) is not None else \
             torch.full((len(images),), -1)
         if len(labels) and int(labels.max()) >= num_classes:
             raise DataError(f"{images.source or 'data'} has label {int(labels.max())}; this "
                             f"model takes labels 0-{num_classes - 1}")
-        return cls(images.images, labels, images.source)
+        labelled = cls(images.images, labels, images.source)
+        frequencies = labelled.class_frequencies(num_classes) if prior is not None else None
+        if frequencies is not None:
+            prior.copy_(frequencies)
+        return labelled
 
     def class_frequencies(self, num_classes: int):
         """The labelled images' class frequencies, a (num_classes,) tensor summing to 1, or

@@ -17,6 +17,8 @@ from diffusers import DDIMScheduler, DDPMPipeline, UNet2DModel  # noqa: E402
 from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
 from genzoo_diffusion.diffusers_adapter import DiffusersUNetModel  # noqa: E402
 
+import test_diffusion_conformance as unconditional  # noqa: E402  (its tiny UNet's config)
+
 N, SEED, STEPS = 3, 5, 10
 #: ten classes plus the null class, the last embedding (MNIST-like: label 7 exists)
 EMBEDS = 11
@@ -180,11 +182,9 @@ class TestDiffusersUNetLabelsConformance(Conformance):
     with labels, a finetune on labelled data (label dropout to the null class)."""
     arch = "diffusers-unet"
     config = {"image_shape": [1, 8, 8],
-              "diffusers_unet": {"sample_size": 8, "in_channels": 1, "out_channels": 1,
-                                 "block_out_channels": [8, 16], "layers_per_block": 1,
-                                 "down_block_types": ["DownBlock2D", "DownBlock2D"],
-                                 "up_block_types": ["UpBlock2D", "UpBlock2D"],
-                                 "norm_num_groups": 4, "num_class_embeds": 4}}
+              "diffusers_unet": {**unconditional.TestDiffusersUNetConformance.config[
+                                     "diffusers_unet"],
+                                 "num_class_embeds": 4}}
     data = staticmethod(_labelled_blobs)
     # sample_size is diffusers' own metadata (its UNet takes any size); "unet" and
     # "num_classes" are the house UNet's settings: this UNet's labels come from num_class_embeds

@@ -191,11 +191,7 @@ class DCGAN(GenerativeModel):
         images = super().prepare_data(data)
         if not self.num_classes:
             return images
-        labelled = LabelledImages.of(images, self.num_classes)
-        prior = labelled.class_frequencies(self.num_classes)
-        if prior is not None:
-            self.class_prior.copy_(prior)
-        return labelled
+        return LabelledImages.of(images, self.num_classes, prior=self.class_prior)
 
     def _split(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(images in [-1, 1], labels or None) of a training batch."""

@@ -244,11 +244,7 @@ class ConvVAE(GenerativeModel):
         images = super().prepare_data(data)
         if not self.num_classes:
             return images
-        labelled = LabelledImages.of(images, self.num_classes)
-        prior = labelled.class_frequencies(self.num_classes)
-        if prior is not None:
-            self.class_prior.copy_(prior)
-        return labelled
+        return LabelledImages.of(images, self.num_classes, prior=self.class_prior)
 
     def training_loss(self, batch) -> torch.Tensor:
         """The negative ELBO in nats per image, averaged over the batch (given the label for
