@@ -93,3 +93,16 @@ def test_info_lists_the_options_of_the_folder_not_only_its_class(tmp_path):
         names[folder] = {o["name"]: o for o in json.loads(result.stdout)["options"]}
     assert "label" not in names["plain"] and "guidance" not in names["plain"]
     assert names["labels"]["label"]["max"] == 3 and "guidance" in names["labels"]
+
+
+@pytest.mark.parametrize("name,extra", [("diffusion-mnist", ["--steps", "10"]),
+                                        ("gan-mnist", []), ("vae-mnist", [])])
+def test_label_7_gives_sevens(name, extra, tmp_path):
+    """`genzoo sample NAME --label 7` shows sevens: the zoo's classifier reads them as 7."""
+    from genzoo.features import feature_net
+    out = tmp_path / "sevens.npz"
+    result = run("sample", name, "--label", "7", "-n", "8", *extra, "-o", str(out))
+    assert result.exit_code == 0, result.output
+    images = torch.from_numpy(np.load(out)["images"])
+    _, probs = feature_net("mnist")(images)
+    assert (probs.argmax(1) == 7).sum() >= 7, probs.argmax(1).tolist()

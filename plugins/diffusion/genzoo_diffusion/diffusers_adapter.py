@@ -60,6 +60,9 @@ class DiffusersUNetModel(DiffusionModel):
     #: to 1.9e-3 from DDIMPipeline with it, bit-identical without). Opt in for speed
     #: (``model.channels_last = True``: 6-16% faster sampling on CPU).
     channels_last = False
+    #: Without a label: the repository's null class (its last embedding), not a class prior
+    #: (a repository records none).
+    unlabelled_from_prior = False
 
     def __init__(self, config: dict[str, Any] | None = None):
         super().__init__(config)

@@ -36,10 +36,35 @@ def test_label_dropout_drops(labelled):
     assert loss(1.0) == unlabelled  # dropped labels are the "no label" token
 
 
+def _drawn(model, n, seed):
+    """The labels sampling without a label draws (uniform prior over the model's classes)."""
+    from genzoo.seeding import per_sample_randn, per_sample_labels, sample_generators
+    gens = sample_generators(seed, n)
+    per_sample_randn(gens, model.image_shape)  # the initial noise comes first
+    return per_sample_labels(gens, torch.ones(model.num_classes)).tolist()
+
+
+def test_no_label_samples_the_mixture_of_classes(labelled):
+    drawn = _drawn(labelled, 6, seed=1)
+    assert len(set(drawn)) > 1
+    free = labelled.sample(6, seed=1, steps=4).images
+    assert torch.allclose(free, labelled.sample(6, seed=1, steps=4, label=drawn,
+                                                guidance=1.0).images, atol=1e-6)
+    other = [(k + 1) % 3 for k in drawn]
+    assert not torch.allclose(free, labelled.sample(6, seed=1, steps=4, label=other,
+                                                    guidance=1.0).images, atol=1e-3)
+    labelled.config["class_prior"] = [0.0, 0.0, 1.0]  # what prepare_data records
+    assert labelled.sample(4, seed=1, steps=4).meta["label"] is None  # asked for none
+    assert torch.allclose(labelled.sample(4, seed=1, steps=4).images,
+                          labelled.sample(4, seed=1, steps=4, label=2, guidance=1.0).images)
+
+
 def test_labels_steer_and_guidance_costs_one_batched_call(labelled, monkeypatch):
+    drawn = _drawn(labelled, 2, seed=0)
     plain = labelled.sample(2, seed=0, steps=4).images
-    three = labelled.sample(2, seed=0, steps=4, label=2, guidance=1.0).images
-    assert not torch.allclose(plain, three)
+    other = labelled.sample(2, seed=0, steps=4, label=[(k + 1) % 3 for k in drawn],
+                            guidance=1.0).images
+    assert not torch.allclose(plain, other)
     calls = []
     real = labelled.unet.forward
 
@@ -101,3 +126,10 @@ def test_a_model_that_sampled_can_be_finetuned(monkeypatch):
     model.sample(2, seed=0, steps=2)
     result = model.finetune(torch.rand(8, 1, 8, 8), steps=2, batch_size=4, progress=False)
     assert result.steps == 2
+
+
+def test_training_labels_set_the_class_prior(labelled):
+    from genzoo.data import TensorImages
+    labelled.prepare_data(TensorImages(torch.rand(4, 1, 8, 8), torch.tensor([0, 0, 0, 2]),
+                                       source="t"))
+    assert labelled.config["class_prior"] == [0.75, 0.0, 0.25]
