@@ -79,9 +79,9 @@ class DiffusionModel(GenerativeModel):
     #: each sample's label drawn from the class prior (``config["class_prior"]``, the training
     #: labels' frequencies; uniform if absent) with its own generator, unguided. Its "no label"
     #: path, trained on only the 10% of steps whose label was dropped, serves guidance; alone
-    #: it measured FD 18.05 against 3.12 for the mixture (dpm++-10 and dpm++-20 with labels,
-    #: benchmarks/eval_table.py and eval_labels.py). The diffusers adapter keeps the null
-    #: class: a repository says nothing of its class prior.
+    #: it measured FD 17.13 against 3.12 for labels 0-9 in turn, both at dpm++-20 on 1,000
+    #: samples (benchmarks/eval_table.py before this rule, eval_labels.py --guidance 1). The
+    #: diffusers adapter keeps the null class: a repository says nothing of its class prior.
     unlabelled_from_prior = True
 
     def __init__(self, config: dict[str, Any] | None = None):
