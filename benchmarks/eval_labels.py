@@ -112,7 +112,7 @@ def main(model_name, scales, n, strength, pairs, out):
     data = json.loads(path.read_text()) if path.is_file() else {"results": {}}
     data["meta"] = {"cpu": cpu_model(), "threads": torch.get_num_threads(),
                     "torch": torch.__version__, "date": time.strftime("%Y-%m-%d")}
-    for scale in scales.split(","):
+    for scale in filter(None, scales.split(",")):  # --guidance "": image-to-image only
         g = None if scale.strip() == "none" else float(scale)
         row = measure(model, n, g, **extra)
         key = model_name if g is None else f"{model_name}, guidance {g:g}"
