@@ -34,8 +34,9 @@ def test_help_lists_the_named_models_options():
     (["-O", "sampler=euler"], "Error: option 'sampler' must be one of ddpm, ddim, dpmsolver++; "
                               "got 'euler'"),
     (["--temperature", "0.5"], "Error: no such option '--temperature' for diffusion-mnist; its "
-                               "options: --batch-size, --eta, --init, --mask, --sampler, --steps, "
-                               "--strength (`genzoo info NAME` describes them)"),
+                               "options: --batch-size, --eta, --guidance, --init, --label, "
+                               "--mask, --sampler, --steps, --strength (`genzoo info NAME` "
+                               "describes them)"),
     (["-O", "eta"], "Error: bad option 'eta': write it as -O KEY=VALUE (e.g. -O steps=50)"),
 ])
 def test_bad_model_options_are_one_line(args, message, tmp_path):

@@ -44,7 +44,7 @@ def test_a_model_without_latents_says_what_it_supports():
     result = run("sample", "diffusion-mnist", "--interpolate", "3")
     assert result.exit_code == 1
     assert result.output.strip() == ("Error: diffusion-mnist (diffusion) has no latents to "
-                                     "interpolate; it supports: init, mask")
+                                     "interpolate; it supports: label, init, mask")
 
 
 def test_a_folder_of_init_pictures_gives_one_output_each(tmp_path):
