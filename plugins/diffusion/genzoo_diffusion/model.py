@@ -135,8 +135,10 @@ class DiffusionModel(GenerativeModel):
         if self.num_classes and self.unlabelled_from_prior:
             # drawn whether or not a label is given: label=k gives the samples that drew k
             prior = torch.tensor(self.config.get("class_prior") or [1.0] * self.num_classes)
-            label = per_sample_labels(generators, prior, label).tolist()
-        fn = self._guided_fn(dtype, self._labels(label, len(generators)), guidance)
+            labels = per_sample_labels(generators, prior, label, device=self.device)
+        else:
+            labels = self._labels(label, len(generators))
+        fn = self._guided_fn(dtype, labels, guidance)
         x0 = run_sampler(fn, x, self.schedule, sampler=sampler, steps=steps,
                          generators=generators, eta=eta, progress=progress,
                          init=self._model_space(init), strength=strength,
