@@ -31,7 +31,7 @@ def _bare(model, images, steps, batch_size):
 
 
 def _engine(model, images, steps, batch_size):
-    from genzoo.train import finetune
+    from genzoo.engine.train import finetune
     result = finetune(model, images, steps=steps, batch_size=batch_size, lr=1e-3,
                       progress=False, log_every=10**9)
     return result.seconds / steps

@@ -33,7 +33,7 @@ def _side(kind: str, folder: str, steps: int, result_path: str) -> None:
     import time
 
     import genzoo
-    from genzoo.train import Trainer
+    from genzoo.engine.train import Trainer
     from genzoo_textlm.textdata import TextWindows
     import torch
     cpu: list[float] = []
@@ -55,7 +55,7 @@ def _side(kind: str, folder: str, steps: int, result_path: str) -> None:
     figures = {"step_s": statistics.median(step_s), "step_cpu_s": statistics.median(cpu[2:]),
                "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     if kind == "lora":
-        from genzoo.lora import save_adapter
+        from genzoo.engine.lora import save_adapter
         with tempfile.TemporaryDirectory() as d:
             save_adapter(model, Path(d) / "adapter")
             figures["adapter_bytes"] = (Path(d) / "adapter" / "adapter_model.safetensors").stat().st_size

@@ -25,7 +25,7 @@ def _median_ms(fn, runs: int) -> float:
 
 def measure(folder: Path, files: dict) -> tuple[float, float]:
     """(cached check, full re-hash) in ms for ``folder``'s ``files`` (name -> sha256)."""
-    from genzoo.integrity import verify_folder
+    from genzoo.catalog.integrity import verify_folder
     verify_folder(folder, files)  # warm the cache
     cached = _median_ms(lambda: verify_folder(folder, files), 21)
     full = _median_ms(lambda: verify_folder(folder, files, force=True), 5)
@@ -37,7 +37,7 @@ def big_folder(root: Path) -> tuple[Path, dict]:
     import torch
     from safetensors.torch import save_file
 
-    from genzoo.integrity import sha256_file
+    from genzoo.catalog.integrity import sha256_file
     g = torch.Generator().manual_seed(0)
     state = {f"h.{i}.w": torch.randn(768, 9216, generator=g) for i in range(12)}
     state["wte"] = torch.randn(50257 // 4, 768, generator=g)

@@ -48,9 +48,9 @@ def measure(model, n: int, guidance: float | None, seed: int = 0, **extra) -> di
     """Label accuracy, FD overall and per class, and speed of ``n`` labelled samples."""
     import torch
     from genzoo.data import mnist_split
-    from genzoo.features import feature_net
-    from genzoo.metrics import frechet_distance
-    from genzoo.refstats import gaussian_stats
+    from genzoo.eval.features import feature_net
+    from genzoo.eval.metrics import frechet_distance
+    from genzoo.eval.refstats import gaussian_stats
     labels = [i % 10 for i in range(n)]
     options = {"label": labels, **extra} if guidance is None else \
         {"label": labels, "guidance": guidance, **extra}
@@ -76,7 +76,7 @@ def measure(model, n: int, guidance: float | None, seed: int = 0, **extra) -> di
 def measure_img2img(model, strength: float, seed: int = 0) -> dict:
     """Image-to-image from the held-out digits with their labels: the label kept, the change."""
     from genzoo.data import mnist_split
-    from genzoo.features import feature_net
+    from genzoo.eval.features import feature_net
     images, labels = mnist_split("floor")
     t0 = time.perf_counter()
     out = model.sample(len(images), seed=seed, init=images, strength=strength,

@@ -83,7 +83,7 @@ def main(rows, n, ddpm_n, seed, out, resume, paths):
     torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
     import genzoo
     from genzoo.errors import GenzooError
-    from genzoo.metrics import evaluate, real_floor
+    from genzoo.eval.metrics import evaluate, real_floor
     wanted = {w.strip() for w in rows.split(",")} if rows else None
     folders = dict(p.split("=", 1) for p in paths if "=" in p)
     out = Path(out)

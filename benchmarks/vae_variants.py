@@ -26,7 +26,7 @@ def main(name: str, config: dict, steps: int = 2500) -> dict:
     torch.set_num_threads(1)
     import genzoo
     from eval_labels import measure
-    from genzoo.metrics import evaluate
+    from genzoo.eval.metrics import evaluate
     from genzoo_vae.model import ConvVAE
     out = f"runs/vae-variant-{name}"
     t0 = time.time()

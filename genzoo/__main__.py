@@ -1,5 +1,5 @@
 """``python -m genzoo``: the same as the ``genzoo`` command."""
-from .cli import main
+from genzoo.cli import main
 
 if __name__ == "__main__":
     main()

@@ -12,17 +12,18 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import hub, plugins
-from .errors import UnknownModelError, WeightsError
-from .registry import ModelCard, get_registry
+from genzoo.catalog import hub as hub
+from genzoo.plugins import manager as plugins
+from genzoo.errors import UnknownModelError, WeightsError
+from genzoo.catalog.registry import ModelCard, get_registry
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
-    from .model import GenerativeModel
+    from genzoo.model import GenerativeModel
 
 NOT_BUILT = "weights not built yet"
-#: peft's adapter config: a folder holding it is a LoRA adapter (see genzoo.lora).
+#: peft's adapter config: a folder holding it is a LoRA adapter (see genzoo.engine.lora).
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -53,7 +54,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
         folder = hub.fetch(target, None, revision) if target.startswith(hub.HF_PREFIX) \
             else Path(target)
         if (folder / ADAPTER_CONFIG).is_file():  # a LoRA adapter: its base, verified, + it
-            from .lora import load_adapter
+            from genzoo.engine.lora import load_adapter
             return load_adapter(folder, load, device=device, dtype=dtype,
                                 revision=hub.resolved_revision(folder) or revision)
         cls = plugins.load_arch_class(detect_folder_arch(folder))
@@ -195,8 +196,8 @@ def _bundled_damage(card: ModelCard, folder: Path) -> str | None:
     Bundled weights are loaded from the installed package itself, so a changed file would be
     refused at load: ``genzoo list`` must say so rather than "ready". Through the verified-file
     cache an unchanged file costs one stat, not a re-hash."""
-    from .errors import GenzooError
-    from .integrity import verify_folder
+    from genzoo.errors import GenzooError
+    from genzoo.catalog.integrity import verify_folder
     try:
         verify_folder(folder, card.files, source=card.name)
     except GenzooError:
@@ -229,7 +230,7 @@ def option_schema(cls: type[GenerativeModel], sampling: dict[str, Any] | None = 
     API-only (callable) options are left out. With the model's ``folder`` they are the loaded
     model's own (what a class declares can depend on the config: class labels only for a
     network that takes them); without one, or if it does not load, the class's."""
-    from .options import build_schema
+    from genzoo.options import build_schema
     if folder is not None:
         try:
             model = cls.from_pretrained(folder, device="cpu", dtype="fp32")
@@ -245,7 +246,7 @@ def _folder_info(folder: Path, options: bool) -> dict[str, Any]:
     """``model_info`` of a local folder: what its config.json says and the arch's options
     (a LoRA adapter folder: its card's base and peft's config, torch-free)."""
     if (folder / ADAPTER_CONFIG).is_file():
-        from .lora import adapter_info
+        from genzoo.engine.lora import adapter_info
         return adapter_info(folder)
     arch = detect_folder_arch(folder)
     archs = plugins.architectures()

@@ -8,8 +8,8 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import OptionError
-from .options import Option
+from genzoo.errors import OptionError
+from genzoo.options import Option
 
 
 @dataclass

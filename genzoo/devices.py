@@ -4,13 +4,13 @@ A dtype is named ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``float32``, ``bfloat
 ``float16`` are accepted as aliases). ``check_dtype`` validates a name without torch, so the
 CLI can refuse a bad ``--dtype`` before the heavy imports; ``resolve_dtype`` and
 ``resolve_device`` turn names into torch objects. This module sits below ``genzoo.model`` and
-``genzoo.train`` so that neither has to import the other for them.
+``genzoo.engine.train`` so that neither has to import the other for them.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import OptionError
+from genzoo.errors import OptionError
 
 if TYPE_CHECKING:  # torch is imported inside the functions: importing this module stays light
     import torch

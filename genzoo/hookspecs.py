@@ -46,7 +46,7 @@ def genzoo_model_cards() -> list[dict[str, Any] | str | os.PathLike]:
     (``version: 1`` and a ``models:`` list), typically ``weights/cards.yaml`` beside the
     weights — the way first-party plugins ship theirs, so their digests are released with
     them and ``genzoo eval --write-card`` can update the file. Card fields are those of
-    ``genzoo.registry.ModelCard``: ``name``, ``family``, ``arch``, ``summary``, ``source``
+    ``genzoo.catalog.registry.ModelCard``: ``name``, ``family``, ``arch``, ``summary``, ``source``
     (``hf://org/repo@commit``, a folder relative to the catalog file, or
     ``pkg://package/path`` for weights bundled inside the plugin package), ``files``
     (file name -> sha256), ``license``, ``tags``, ``sampling``, ``metrics``, ``package``.
@@ -65,7 +65,7 @@ def genzoo_feature_nets() -> list[dict[str, Any]]:
     - ``name`` (str): what ``--feature`` names, e.g. ``"mnist"``; letters, digits, ``.``,
       ``_``, ``-`` (``timm:NAME`` is built in).
     - ``target`` (str): ``"package.module:factory"``, imported only on use;
-      ``factory(device=...)`` returns a ``genzoo.features.FeatureNet``: ``net(images)``
+      ``factory(device=...)`` returns a ``genzoo.eval.features.FeatureNet``: ``net(images)``
       gives ``(features (N, D), class probabilities (N, K) or None)`` for images in [0, 1],
       and ``net.key`` names the exact weights (reference statistics are cached per key).
     - ``summary`` (str, optional): one line for ``genzoo plugins``.

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import OptionError
-from .integrity import genzoo_home
+from genzoo.errors import OptionError
+from genzoo.catalog.integrity import genzoo_home
 
 log = logging.getLogger("genzoo")
 

@@ -24,23 +24,23 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Itera
 import torch
 from torch import nn
 
-from .devices import resolve_device, resolve_dtype  # re-exported: genzoo.model API
-from .errors import GenzooError, OptionError, SampleError, WeightsError
-from .options import Option, build_schema, validate
-from .fsutil import atomic_write_text, atomic_dir
-from .samples import Samples
-from .batching import (SamplingPlan, batch_rows, per_sample_values, progress_bar,
+from genzoo.devices import resolve_device, resolve_dtype  # re-exported: genzoo.model API
+from genzoo.errors import GenzooError, OptionError, SampleError, WeightsError
+from genzoo.options import Option, build_schema, validate
+from genzoo.fsutil import atomic_write_text, atomic_dir
+from genzoo.samples import Samples
+from genzoo.batching import (SamplingPlan, batch_rows, per_sample_values, progress_bar,
                        provenance)
-from .seeding import check_seed, sample_generators, slerp
+from genzoo.seeding import check_seed, sample_generators, slerp
 # the on-disk format's helpers, re-exported: genzoo.model API (``X as X``: explicit for mypy)
-from .modelio import CARD_NAME as CARD_NAME, CONFIG_NAME as CONFIG_NAME  # noqa: F401
-from .modelio import WEIGHTS_NAME as WEIGHTS_NAME, _first_line, _is_tied, _untie  # noqa: F401
-from .modelio import model_card_markdown as model_card_markdown  # noqa: F401
-from .modelio import read_config as read_config, read_safetensors as read_safetensors
-from .modelio import skip_init as skip_init
+from genzoo.modelio import CARD_NAME as CARD_NAME, CONFIG_NAME as CONFIG_NAME  # noqa: F401
+from genzoo.modelio import WEIGHTS_NAME as WEIGHTS_NAME, _first_line, _is_tied, _untie  # noqa: F401
+from genzoo.modelio import model_card_markdown as model_card_markdown  # noqa: F401
+from genzoo.modelio import read_config as read_config, read_safetensors as read_safetensors
+from genzoo.modelio import skip_init as skip_init
 
 if TYPE_CHECKING:
-    from .train import FinetuneResult
+    from genzoo.engine.train import FinetuneResult
 
 FORMAT_VERSION = 1
 
@@ -84,7 +84,7 @@ class GenerativeModel(nn.Module):
     #: (a text family keeps evaluation short: a few dozen samples of a few hundred tokens).
     eval_defaults: ClassVar[dict[str, Any]] = {}
     #: True once weights were loaded: ``finetune`` then defaults to a gentler learning rate
-    #: and starts its EMA at the loaded weights (see ``genzoo.train``).
+    #: and starts its EMA at the loaded weights (see ``genzoo.engine.train``).
     pretrained: bool = False
 
     def __init__(self, config: dict[str, Any]):
@@ -116,7 +116,7 @@ class GenerativeModel(nn.Module):
 
     def prepare_data(self, data: Any) -> Any:
         """Turn a data spec (path, tensor, ``mnist``) into an indexable dataset for training."""
-        from .data import load_image_dataset
+        from genzoo.data import load_image_dataset
         return load_image_dataset(data, shape=tuple(self.config["image_shape"]))
 
     def latents(self, generators: list[torch.Generator], **options: Any) -> torch.Tensor:
@@ -285,14 +285,14 @@ class GenerativeModel(nn.Module):
 
     def finetune(self, data: Any, steps: int = 1000,
                  out: str | os.PathLike[str] | None = None, **options: Any) -> FinetuneResult:
-        """Train on ``data`` with the one engine (``genzoo.train.finetune``); returns its result."""
-        from .train import finetune
+        """Train on ``data`` with the one engine (``genzoo.engine.train.finetune``); returns its result."""
+        from genzoo.engine.train import finetune
         return finetune(self, data, steps=steps, out=out, **options)
 
     # ---- the on-disk format -------------------------------------------------------------
     def genzoo_config(self) -> dict[str, Any]:
         """The full config.json content: the family config plus the ``genzoo`` section."""
-        from . import __version__
+        from genzoo import __version__
         return {**self.config, "genzoo": {"arch": self.arch, "family": self.family,
                                           "format_version": FORMAT_VERSION,
                                           "genzoo_version": __version__}}
@@ -302,10 +302,10 @@ class GenerativeModel(nn.Module):
         """Write config.json, model.safetensors and README.md into ``folder`` atomically.
 
         ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that precision. A model
-        carrying a LoRA adapter (``genzoo.lora``) writes its adapter folder instead."""
+        carrying a LoRA adapter (``genzoo.engine.lora``) writes its adapter folder instead."""
         from safetensors.torch import save_file
         adapter = getattr(self, "lora_adapter", None)
-        if adapter is not None:  # genzoo.lora's Adapter: saves peft's adapter folder
+        if adapter is not None:  # genzoo.engine.lora's Adapter: saves peft's adapter folder
             return Path(adapter.save(self, folder, card))
         folder = Path(folder)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
@@ -330,7 +330,7 @@ class GenerativeModel(nn.Module):
         origin = dict(getattr(self, "origin", None) or {})
         folder = origin.pop("folder", None)
         if folder is not None:
-            from .modelcard import read_card_data
+            from genzoo.modelcard import read_card_data
             front = read_card_data(Path(folder) / CARD_NAME)
             inherited = {k: front[k] for k in ("license", "datasets", "base_model") if front.get(k)}
             origin = {**inherited, **origin}

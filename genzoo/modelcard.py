@@ -97,7 +97,7 @@ def write_metrics(readme: Path, metrics: dict[str, Any], name: str, modality: st
     the old one), keeping the rest of the card; written atomically."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .fsutil import atomic_write_text
+    from genzoo.fsutil import atomic_write_text
     card = ModelCard.load(readme, ignore_metadata_errors=True) if readme.is_file() \
         else ModelCard("---\nlibrary_name: genzoo\n---\n")
     data: ModelCardData = card.data

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import nn
 
-from .errors import WeightsError
+from genzoo.errors import WeightsError
 
 if TYPE_CHECKING:
-    from .model import GenerativeModel
+    from genzoo.model import GenerativeModel
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -85,7 +85,7 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def model_card_markdown(model: GenerativeModel, card: dict[str, Any]) -> str:
     """README.md for ``model``: huggingface_hub card data (``library_name: genzoo``, license,
     base_model, datasets, measured figures as ``model-index``) and a short description."""
-    from .modelcard import render
+    from genzoo.modelcard import render
     return render(model, card)
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
-from .errors import OptionError
+from genzoo.errors import OptionError
 
 #: The value types an option may declare. ``any`` accepts what JSON or YAML can say;
 #: ``callable`` is an API-only hook (a streaming callback) that the CLI never offers;

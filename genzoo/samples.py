@@ -36,14 +36,14 @@ class Samples:
 
     def provenance(self) -> dict[str, str]:
         """The metadata as strings, with the genzoo version, for PNG text chunks."""
-        from . import __version__
+        from genzoo import __version__
         meta = {"genzoo_version": __version__, **self.meta}
         return {k: json.dumps(v) if not isinstance(v, str) else v for k, v in meta.items()
                 if v is not None and k != "start"}
 
     def grid(self, nrow: int | None = None, padding: int = 2):
         """The images tiled into one (H', W', C) uint8 array (numpy)."""
-        from .writers import grid_array
+        from genzoo.writers import grid_array
         return grid_array(self.images, nrow, padding)
 
     def save(self, path: str | os.PathLike, nrow: int | None = None) -> list[Path]:
@@ -51,7 +51,7 @@ class Samples:
         ending in ``/`` or without a suffix) -> one PNG (or .txt) per sample; ``*.npz`` -> the
         array; ``*.txt``/``*.jsonl`` -> texts. Returns the files written (see
         ``genzoo.writers``, which also writes batch by batch as a model samples)."""
-        from .writers import open_writer
+        from genzoo.writers import open_writer
         writer = open_writer(path, len(self), self.kind, nrow)
         try:
             writer.write(self)

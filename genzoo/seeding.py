@@ -12,7 +12,7 @@ SEED_LIMIT = 1 << 63
 def check_seed(seed: object) -> int:
     """``seed`` if it is a whole number in [0, 2**63), else a one-line ``OptionError``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
-        from .errors import OptionError
+        from genzoo.errors import OptionError
         raise OptionError(f"seed must be a whole number from 0 to 2**63-1, got {seed!r}")
     return seed
 
@@ -64,7 +64,7 @@ def per_sample_labels(generators, prior, label=None, device=None):
                                 [label] * len(generators), dtype=torch.long)
         bad = given[(given < 0) | (given >= len(cdf))]
         if len(bad):
-            from .errors import OptionError
+            from genzoo.errors import OptionError
             raise OptionError(f"label {int(bad[0])} is out of range: this model has "
                               f"classes 0-{len(cdf) - 1}")
         drawn = given

@@ -21,7 +21,7 @@ show, devices, bundled cards)::
 
 The architecture is found through the installed entry points (``pip install -e .`` first).
 pytest loads this module in every run once genzoo is installed, so importing it is cheap and
-never imports torch; the checks themselves live in ``genzoo._conformance``.
+never imports torch; the checks themselves live in ``genzoo.kit.conformance``.
 """
 from __future__ import annotations
 
@@ -82,12 +82,12 @@ class Conformance:
     # ---- helpers -------------------------------------------------------------------------
     def make_model(self):
         """A fresh model of ``arch`` built from ``config`` on the CPU in fp32 (seeded)."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         return c.make_model(self._arch(), dict(type(self).config or {}))
 
     def make_data(self, model, tmp_path: Path):
         """The training data for the finetune check (see the class docstring)."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         data = type(self).data  # class access: a plain function stays unbound
         if data is None:
             return c.default_data(model, tmp_path)
@@ -104,39 +104,39 @@ class Conformance:
     def test_registers_without_torch(self):
         """The arch is registered by an installed plugin whose entry-point module (and hooks)
         import no torch and not the architecture's own module."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_registration(self._arch())
 
     def test_plugin_is_healthy(self):
         """The plugin loads without recorded errors (its hooks and cards are valid)."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_plugin_health(self._arch())
 
     def test_class_contract(self):
         """Class attributes: arch and family as registered, modality, defaults well-formed."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_class_contract(self._arch())
 
     def test_save_load_round_trip(self, tmp_path, monkeypatch):
         """save_pretrained writes config.json + model.safetensors + README.md (front matter
         ``library_name: genzoo``, no pickle files); genzoo.load reads them back exactly."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_save_load(self.make_model(), tmp_path / "model", monkeypatch)
 
     def test_sample_shape_range_dtype(self):
         """generate() returns (n, C, H, W) floats in [0, 1] (or n strings); sample() wraps it."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_sample_output(self.make_model())
 
     def test_per_sample_seeds(self):
         """Sample i depends only on (seed, i): prefixes and batch sizes do not change it."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_seeds(self.make_model(), atol=self.seed_atol)
 
     @pytest.fixture(scope="class")
     def genzoo_finetune_run(self, tmp_path_factory):
         """One short finetune of a fresh model per class, shared by the training checks."""
-        from genzoo import _conformance_train as t
+        from genzoo.kit import train as t
         model = self.make_model()
         tmp = tmp_path_factory.mktemp("genzoo-finetune")
         return t.run_finetune(model, self.make_data(model, tmp), tmp / "finetuned",
@@ -144,60 +144,60 @@ class Conformance:
                               stages=self.finetune_stages)
 
     def test_finetune_lowers_loss(self, genzoo_finetune_run):
-        """A few steps of genzoo.train.finetune on a tiny batch lower the training loss, and
+        """A few steps of genzoo.engine.train.finetune on a tiny batch lower the training loss, and
         the saved folder loads."""
-        from genzoo import _conformance_train as t
+        from genzoo.kit import train as t
         t.check_loss_lowered(genzoo_finetune_run)
 
     def test_trained_output_in_range(self, genzoo_finetune_run, monkeypatch):
         """After finetuning, and after reloading the result, generate()'s raw output is in
         [0, 1] (sample() clamps, so only generate shows it)."""
-        from genzoo import _conformance_train as t
+        from genzoo.kit import train as t
         t.check_trained_output(genzoo_finetune_run, monkeypatch)
 
     def test_trained_round_trip(self, genzoo_finetune_run, tmp_path, monkeypatch):
         """The finetuned model saves and loads back exactly (every trained parameter kept)."""
-        from genzoo import _conformance_train as t
+        from genzoo.kit import train as t
         t.check_trained_round_trip(genzoo_finetune_run, tmp_path / "trained", monkeypatch)
 
     def test_finetune_updates_staged_parameters(self, genzoo_finetune_run):
         """Every parameter that train_stages() names changed during the finetune."""
-        from genzoo import _conformance_train as t
+        from genzoo.kit import train as t
         t.check_staged_parameters_trained(genzoo_finetune_run)
 
     def test_loss_responds_to_data(self, genzoo_finetune_run):
         """The loss on the real batch differs from the loss on noise at the same seeds."""
-        from genzoo import _conformance_train as t
+        from genzoo.kit import train as t
         t.check_loss_uses_data(genzoo_finetune_run)
 
     def test_cpu_fp32(self):
         """device="cpu", dtype="fp32": parameters, autocast and samples are plain float32."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_cpu_fp32(self.make_model())
 
     def test_cuda_bf16(self, tmp_path):
         """On CUDA (skipped without one): bf16 sampling and two finetune steps stay finite."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.require_cuda()
         model = self.make_model()
         c.check_cuda_bf16(model, self.make_data(model, tmp_path), tmp_path / "cuda")
 
     def test_bad_options_raise_option_error(self):
         """An unknown sampling option or a bad n raises OptionError with a one-line message."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_bad_options(self.make_model())
 
     def test_option_values_raise_option_error(self):
         """Values the options schema rules out (wrong type, NaN, out of range, not a choice)
         raise OptionError; hostile values (-1e9, NaN) raise OptionError or nothing."""
-        from genzoo import _conformance_config as cc
+        from genzoo.kit import config as cc
         cc.check_option_values(self.make_model())
 
     def test_config_drives_the_model(self, tmp_path):
         """Changing any int, float, bool or int-list config value changes the built model
         (tensors, repr, training losses or samples), or is refused; ``config_inert`` lists
         exemptions."""
-        from genzoo import _conformance_config as cc
+        from genzoo.kit import config as cc
         model = self.make_model()
         cc.check_config_drives_model(self._arch(), dict(type(self).config or {}),
                                      inert=tuple(self.config_inert),
@@ -206,12 +206,12 @@ class Conformance:
     def test_declared_conditions(self):
         """Each declared condition (label, init, mask ...) and interpolation works and keeps
         per-sample seeds: sample i with per-sample values is what it is alone."""
-        from genzoo import _conformance_conditions as cc
+        from genzoo.kit import conditions as cc
         cc.check_conditions(self.make_model())
 
     def test_bundled_cards_load(self):
         """Every card of this arch whose weights are bundled or local loads and samples."""
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         if not self.check_cards:
             pytest.skip("check_cards = False")
         c.check_cards(self._arch())

@@ -19,8 +19,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .errors import OptionError, OutputError
-from .fsutil import _readable, atomic_write_bytes, atomic_write_text
+from genzoo.errors import OptionError, OutputError
+from genzoo.fsutil import _readable, atomic_write_bytes, atomic_write_text
 
 #: The most images one PNG grid holds (a 64x64 grid); more go to a .npz or a folder.
 GRID_MAX = 4096

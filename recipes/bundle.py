@@ -26,8 +26,8 @@ def bundle_model(model, name: str, weights_dir: Path, metrics: dict | None = Non
     ``catalog`` (default: the catalog file the registry read that card from)."""
     import torch
     from genzoo.errors import RegistryError
-    from genzoo.integrity import sha256_file
-    from genzoo.registry import get_registry, load_catalog, update_card
+    from genzoo.catalog.integrity import sha256_file
+    from genzoo.catalog.registry import get_registry, load_catalog, update_card
     if catalog is None:
         entry = get_registry().get(name)
         if entry.catalog is None:

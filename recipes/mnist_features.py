@@ -2,7 +2,7 @@
 
 Data: the 4,000 digits of ``mnist:train`` only; ``mnist:ref`` and ``mnist:floor`` (1,000
 digits) are held out and give the test accuracy recorded in the card. Model: the small CNN of
-``genzoo.features`` (242k parameters), label-smoothed cross-entropy on randomly jittered
+``genzoo.eval.features`` (242k parameters), label-smoothed cross-entropy on randomly jittered
 digits, AdamW 3e-3 with warm-up and cosine decay, batch 128, 1,500 steps (48 epochs; about
 3 minutes on one CPU thread).
 
@@ -50,7 +50,7 @@ def train(out, steps, resume, stop_after):
     """Train (or resume) the classifier into OUT and print its held-out accuracy."""
     import torch
     torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
-    from genzoo.features import MnistClassifier
+    from genzoo.eval.features import MnistClassifier
     model = MnistClassifier()
     result = model.finetune("mnist:train", steps=steps, out=out, save_every=250, resume=resume,
                             stop_after=stop_after, progress=sys.stderr.isatty(), log_every=100,
@@ -69,7 +69,7 @@ def bundle(out, min_accuracy):
     sys.path.insert(0, str(ROOT / "recipes"))
     from bundle import bundle_model
 
-    from genzoo.features import MnistClassifier
+    from genzoo.eval.features import MnistClassifier
     model = MnistClassifier.from_pretrained(out, device="cpu", dtype="fp32")
     acc32 = heldout_accuracy(model)
     # Measure the copy that will ship: weights rounded to fp16 and back.
@@ -86,7 +86,7 @@ def bundle(out, min_accuracy):
                "heldout_set": "mnist:ref+mnist:floor (1000 digits)", "train_set": "mnist:train"}
     if not fp16:
         model = MnistClassifier.from_pretrained(out, device="cpu", dtype="fp32")
-    from genzoo.features import FEATURES_CATALOG
+    from genzoo.eval.features import FEATURES_CATALOG
     bundle_model(model, "mnist-features", WEIGHTS, metrics=metrics, fp16=fp16,
                  catalog=FEATURES_CATALOG)
     loaded = MnistClassifier.from_pretrained(WEIGHTS, device="cpu", dtype="fp32")

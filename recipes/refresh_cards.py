@@ -20,7 +20,7 @@ MODELS = ("diffusion-mnist", "vae-mnist", "gan-mnist", "textlm-shakespeare")
 def refresh(name: str) -> None:
     """Re-save ``name`` into its own weights folder (fp16 as bundled) and update its card."""
     import genzoo
-    from genzoo.registry import get_registry
+    from genzoo.catalog.registry import get_registry
     card = get_registry().get(name)
     folder = Path(genzoo.model_info(name, options=False)["path"])
     model = genzoo.load(name, device="cpu", dtype="fp32")

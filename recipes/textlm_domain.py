@@ -51,7 +51,7 @@ def split(text: str) -> tuple[str, str]:
 def train(kind: str, data: Path, out: Path, steps: int, resume: bool) -> dict:
     """One run from the bundled base; returns its steps, seconds and saved size."""
     import genzoo
-    from genzoo.lora import trainable_count
+    from genzoo.engine.lora import trainable_count
     model = genzoo.load(BASE, device="cpu", dtype="fp32")
     t0 = time.perf_counter()
     result = model.finetune(data, steps=steps, out=out, resume=resume and out.exists(),

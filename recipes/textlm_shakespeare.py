@@ -55,7 +55,7 @@ def train(text: str, out: Path, max_steps: int, minutes: float, resume: bool, se
     within ``minutes`` and continued from the engine's checkpoint. The plan is kept in
     ``out/plan.json`` so a resumed run keeps the same schedule."""
     import torch
-    from genzoo.train import finetune
+    from genzoo.engine.train import finetune
     from genzoo_textlm.model import GPTModel
     from genzoo_textlm.textdata import TextWindows
 

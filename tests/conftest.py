@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from genzoo import plugins, registry
+from genzoo.plugins import manager as plugins
+from genzoo.catalog import registry as registry
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -78,8 +78,8 @@ def test_weights_not_built_yet(catalog):
 
 
 def test_missing_plugin_fails_before_download(catalog, monkeypatch):
-    import genzoo.hub
-    monkeypatch.setattr(genzoo.hub, "fetch", lambda *a, **k: pytest.fail("fetched"))
+    import genzoo.catalog.hub
+    monkeypatch.setattr(genzoo.catalog.hub, "fetch", lambda *a, **k: pytest.fail("fetched"))
     with pytest.raises(PluginMissingError, match="pip install genzoo-textlm"):
         api.load("gpt2")
 

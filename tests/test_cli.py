@@ -174,7 +174,7 @@ def test_subprocess_broken_plugin_does_not_stop_list(fake_site):
 
 
 def test_cli_and_list_do_not_import_torch(fake_site):
-    code = ("import sys; from genzoo.cli import cli; import genzoo.api, genzoo.hub; "
+    code = ("import sys; from genzoo.cli.root import cli; import genzoo.api, genzoo.catalog.hub; "
             "cli.main(['list'], standalone_mode=False); cli.main(['plugins'], "
             "standalone_mode=False); print('TORCH', 'torch' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(fake_site)}

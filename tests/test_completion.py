@@ -11,7 +11,7 @@ from click.shell_completion import ShellComplete
 from click.testing import CliRunner
 
 from conftest import write_catalog
-from genzoo import registry
+from genzoo.catalog import registry as registry
 from genzoo.cli import cli
 
 COMMANDS = ["sample", "eval", "info", "download", "finetune"]

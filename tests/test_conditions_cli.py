@@ -99,7 +99,7 @@ def test_info_lists_the_options_of_the_folder_not_only_its_class(tmp_path):
                                         ("gan-mnist", []), ("vae-mnist", [])])
 def test_label_7_gives_sevens(name, extra, tmp_path):
     """`genzoo sample NAME --label 7` shows sevens: the zoo's classifier reads them as 7."""
-    from genzoo.features import feature_net
+    from genzoo.eval.features import feature_net
     out = tmp_path / "sevens.npz"
     result = run("sample", name, "--label", "7", "-n", "8", *extra, "-o", str(out))
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from genzoo import hookspecs
-from genzoo.registry import _FIELDS
+from genzoo.catalog.registry import _FIELDS
 from genzoo.testing import Conformance
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +112,7 @@ def test_the_kit_is_documented():
         assert f"| `{name}` |" in GUIDE, f"document Conformance.{name}"
     for option in ("--genzoo-arch", "--genzoo-config", "--genzoo-data"):
         assert option in GUIDE
-    from genzoo._conformance import HEAVY_MODULES
+    from genzoo.kit.conformance import HEAVY_MODULES
     kit = GUIDE[GUIDE.index("## Testing with the conformance kit"):GUIDE.index("## Checklist")]
     for module in HEAVY_MODULES:  # what test_registers_without_torch refuses at registration
         assert module in kit, f"name {module} among the kit's heavy modules"
@@ -120,8 +120,8 @@ def test_the_kit_is_documented():
 
 
 def test_commands_and_settings_named_in_the_guide_exist():
-    from genzoo.cli_model import push_command
-    from genzoo.cli_plugin import new_plugin_command
+    from genzoo.cli.model import push_command
+    from genzoo.cli.plugin import new_plugin_command
     assert new_plugin_command.name == "new-plugin" and "genzoo new-plugin" in GUIDE
     for option in ("--dir", "--force", "--no-weights"):
         assert option in {o for p in new_plugin_command.params for o in p.opts} and option in GUIDE
@@ -134,8 +134,8 @@ def test_commands_and_settings_named_in_the_guide_exist():
 def test_precedence_rule_and_feature_net_fields_are_documented():
     """The guide names every first-party distribution of the precedence rule, and every key
     ``genzoo_feature_nets`` reads."""
-    import genzoo.plugin_entries as entries
-    from genzoo.plugins import FIRST_PARTY
+    import genzoo.plugins.entries as entries
+    from genzoo.plugins.manager import FIRST_PARTY
     section = GUIDE.split("### Precedence", 1)[1].split("\n## ", 1)[0]
     for dist in sorted(FIRST_PARTY):
         assert f"`{dist}`" in section, f"name {dist} in the precedence rule"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from genzoo import registry
-from genzoo.cards import MAX_CATALOG_BYTES, load_catalog
+from genzoo.catalog import registry as registry
+from genzoo.catalog.cards import MAX_CATALOG_BYTES, load_catalog
 from genzoo.cli import cli
 from genzoo.errors import RegistryError
 

@@ -17,12 +17,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from genzoo.checkpoint import latest_checkpoint
+from genzoo.engine.checkpoint import latest_checkpoint
 from genzoo.cli import cli
 from genzoo.errors import OptionError, OutputError, TrainingDivergedError, WeightsError
 from genzoo.fsutil import exclusive_lock
-from genzoo.train import finetune
-from genzoo.train_parts import RUN_LOCK, RUN_MARKER
+from genzoo.engine.train import finetune
+from genzoo.engine.parts import RUN_LOCK, RUN_MARKER
 
 from _tiny import TinyModel, tiny_data
 

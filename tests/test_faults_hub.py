@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from genzoo import hub, registry
+from genzoo.catalog import hub as hub
+from genzoo.catalog import registry as registry
 from genzoo.api import model_status
 from genzoo.cli import cli
 from genzoo.errors import HubError, IntegrityError

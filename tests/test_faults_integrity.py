@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from genzoo.errors import IntegrityError
-from genzoo.integrity import CACHE_NAME, genzoo_home, sha256_file, verify_folder
+from genzoo.catalog.integrity import CACHE_NAME, genzoo_home, sha256_file, verify_folder
 
 
 def _tamper_keeping_size_and_mtime(path: Path) -> None:
@@ -41,7 +41,7 @@ def test_an_unchanged_file_is_not_read_again(tmp_path, monkeypatch):
     (folder / "a.bin.safetensors").write_bytes(b"x" * 100)
     digest = sha256_file(folder / "a.bin.safetensors")
     verify_folder(folder, {"a.bin.safetensors": digest})
-    import genzoo.integrity as integrity
+    import genzoo.catalog.integrity as integrity
 
     def no_reads(path):
         raise AssertionError(f"{path} was hashed again although unchanged")

@@ -1,4 +1,4 @@
-"""genzoo.features: the MNIST feature network, and the metrics it gives on real digits."""
+"""genzoo.eval.features: the MNIST feature network, and the metrics it gives on real digits."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genzoo.errors import DataError, OptionError
-from genzoo.features import NOT_A_SAMPLER, MnistClassifier
+from genzoo.eval.features import NOT_A_SAMPLER, MnistClassifier
 from genzoo.model import GenerativeModel
 
 
@@ -36,7 +36,7 @@ def fresh():
 def _bundled():
     """The bundled classifier, or skip (with the reason) when it is not built yet."""
     from genzoo.errors import GenzooError
-    from genzoo.features import load_mnist_features
+    from genzoo.eval.features import load_mnist_features
     try:
         return load_mnist_features("cpu")
     except GenzooError as e:
@@ -128,7 +128,7 @@ def test_bundled_classifier_accuracy_on_held_out_digits():
 
 
 def test_real_floor_small_and_noise_large(tmp_path, monkeypatch):
-    from genzoo.metrics import evaluate, real_floor
+    from genzoo.eval.metrics import evaluate, real_floor
     _bundled()
     monkeypatch.setenv("GENZOO_HOME", str(tmp_path))
     floor = real_floor()
@@ -149,8 +149,8 @@ def test_eval_cli_floor_json_and_refusals():
 
     from click.testing import CliRunner
 
-    from genzoo.cli import GenzooGroup
-    from genzoo.cli_eval import eval_command
+    from genzoo.cli.root import GenzooGroup
+    from genzoo.cli.eval import eval_command
     _bundled()
     group = GenzooGroup("genzoo")
     group.add_command(eval_command)
@@ -166,10 +166,10 @@ def test_eval_cli_floor_json_and_refusals():
 
 # ---- feature networks are registered as such, not as architectures -------------------------
 def test_mnist_is_a_feature_net_not_an_architecture():
-    from genzoo import plugins
-    from genzoo.registry import get_registry
+    from genzoo.plugins import manager as plugins
+    from genzoo.catalog.registry import get_registry
     nets = plugins.feature_nets()
-    assert nets["mnist"].target == "genzoo.features:MnistFeatureNet"
+    assert nets["mnist"].target == "genzoo.eval.features:MnistFeatureNet"
     assert nets["mnist"].input_shape == (1, 28, 28) and nets["mnist"].plugin == "core"
     assert "mnist-convnet" not in plugins.architectures()
     assert "mnist-features" not in get_registry()
@@ -178,7 +178,7 @@ def test_mnist_is_a_feature_net_not_an_architecture():
 
 
 def test_check_feature_is_cheap_and_names_what_to_use():
-    from genzoo.features import check_feature
+    from genzoo.eval.features import check_feature
     check_feature("mnist", (1, 28, 28))
     check_feature("timm:inception_v3", (3, 64, 64))  # timm resizes anything
     with pytest.raises(OptionError, match=r"'mnist' takes images of shape \[1, 28, 28\], but "
@@ -190,7 +190,7 @@ def test_check_feature_is_cheap_and_names_what_to_use():
 
 
 def test_a_plugin_adds_a_feature_net_for_its_own_data(plugin_site):
-    from genzoo.features import check_feature, feature_net
+    from genzoo.eval.features import check_feature, feature_net
     plugin_site("fakefeature")
     check_feature("colour", (3, 32, 32))
     with pytest.raises(OptionError, match=r"'colour' takes images of shape \[3, 32, 32\]"):
@@ -206,7 +206,7 @@ def test_a_plugin_adds_a_feature_net_for_its_own_data(plugin_site):
 def test_mnist_feature_weights_are_verified(tmp_path, monkeypatch):
     """The classifier's digests live in genzoo/weights/features.yaml (not the model catalog)
     and are checked before use: a changed digest refuses the weights."""
-    from genzoo import features
+    from genzoo.eval import features as features
     from genzoo.errors import IntegrityError
     text = features.FEATURES_CATALOG.read_text()
     assert "name: mnist-features" in text and "source: pkg://genzoo/weights/mnist-features" in text

@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from conftest import DEAD_ENDPOINT, write_catalog, write_tiny_model
-from genzoo import cache, hub, integrity
+from genzoo.catalog import cache as cache
+from genzoo.catalog import hub as hub
+from genzoo.catalog import integrity as integrity
 from genzoo.errors import (HubError, IntegrityError, PluginMissingError, UnsafePathError,
                            WeightsError)
 

@@ -1,8 +1,11 @@
-"""The package's layering: genzoo's modules import one another without a cycle.
+"""The package's layering: the tree shows it, and imports keep to it.
 
-Read from the source with ``ast`` (nothing is imported), counting every import of a genzoo
-module — at module level, in class bodies and inside functions (a lazy import is still a
-dependency) — except those under ``if TYPE_CHECKING:``, which never run.
+The plugin-facing contract sits flat at the top of ``genzoo/``; the subpackages named for
+their job sit on it, and dependencies point down: cli/serve/kit -> api -> eval/engine ->
+catalog -> plugins -> the contract, never up. Read from the source with ``ast`` (nothing is
+imported), counting every import of a genzoo module — at module level, in class bodies and
+inside functions (a lazy import is still a dependency) — except those under
+``if TYPE_CHECKING:``, which never run.
 """
 from __future__ import annotations
 
@@ -13,26 +16,73 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "genzoo"
 
+#: Layer of each subpackage; a top-level module is the contract (0) unless named here.
+LAYERS: dict[str, int] = {"plugins": 1, "catalog": 2, "engine": 3, "eval": 3, "api": 4,
+                          "kit": 5, "serve": 5, "cli": 6}
 
-def _genzoo_targets(node: ast.Import | ast.ImportFrom) -> list[str]:
-    """The genzoo modules (``genzoo/NAME.py`` stems) one import statement names."""
+#: The documented ways up: the deprecated ``GenerativeModel.finetune`` alias calls the engine;
+#: ``genzoo.testing`` is the pytest face of the kit; ``__init__`` exposes the API lazily;
+#: ``_moved`` aliases the old flat names.
+ALLOWED_UP: set[tuple[str, str]] = {
+    ("model", "engine.train"), ("testing", "kit.conformance"), ("testing", "kit.train"),
+    ("testing", "kit.config"), ("testing", "kit.conditions"), ("__init__", "api"),
+    ("__init__", "eval.metrics"), ("__init__", "engine.train"), ("__main__", "cli"),
+}
+
+
+def module_names() -> dict[str, Path]:
+    """Every genzoo module as a dotted name below ``genzoo`` (``engine.train``, ``model``,
+    ``cli`` for a package's ``__init__``), mapped to its file."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(PACKAGE).with_suffix("")
+        if "templates" in rel.parts:
+            continue
+        parts = rel.parts[:-1] if rel.name == "__init__" and len(rel.parts) > 1 else rel.parts
+        out[".".join(parts)] = path
+    return out
+
+
+MODULES = module_names()
+
+
+def layer(name: str) -> int:
+    """The layer of a module: its subpackage's, or its own for a top-level one."""
+    return LAYERS.get(name.split(".")[0], 0)
+
+
+def _resolve(base: str, names: list[str]) -> list[str]:
+    """The genzoo modules that ``from genzoo.BASE import NAMES`` pulls in."""
+    found = []
+    for n in names:
+        full = f"{base}.{n}" if base else n
+        if full in MODULES:
+            found.append(full)
+    if base in MODULES and not found:
+        found.append(base)
+    return found
+
+
+def _genzoo_targets(node: ast.Import | ast.ImportFrom, here: str) -> list[str]:
+    """The genzoo modules one import statement names."""
     if isinstance(node, ast.Import):
-        names = [a.name for a in node.names if a.name.startswith("genzoo.")]
-        return [n.split(".")[1] for n in names]
-    if node.level == 1:  # from .x import y / from . import x
-        candidates = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
-    elif node.level == 0 and node.module and node.module.startswith("genzoo."):
-        candidates = [node.module.split(".")[1]]
-    elif node.level == 0 and node.module == "genzoo":
-        candidates = [a.name for a in node.names]
-    else:
-        return []
-    return [c for c in candidates if (PACKAGE / f"{c}.py").is_file()]
+        return [a.name[len("genzoo."):] for a in node.names
+                if a.name.startswith("genzoo.") and a.name[len("genzoo."):] in MODULES]
+    names = [a.name for a in node.names]
+    if node.level:
+        pkg = here.split(".")[: -node.level] if "." in here else []
+        base = ".".join(pkg + ([node.module] if node.module else []))
+        return _resolve(base, names)
+    if node.module == "genzoo":
+        return _resolve("", names)
+    if node.module and node.module.startswith("genzoo."):
+        return _resolve(node.module[len("genzoo."):], names)
+    return []
 
 
-def imports_of(path: Path) -> dict[str, bool]:
-    """genzoo module -> True when ``path`` imports it at import time (module level or a class
-    body), False when only inside a function."""
+def imports_of(name: str, path: Path | None = None) -> dict[str, bool]:
+    """genzoo module -> True when module ``name`` imports it at import time (module level or
+    a class body), False when only inside a function."""
     found: dict[str, bool] = {}
 
     def visit(nodes: list[ast.stmt], at_import: bool) -> None:
@@ -41,7 +91,7 @@ def imports_of(path: Path) -> dict[str, bool]:
                 visit(node.orelse, at_import)
                 continue
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                for target in _genzoo_targets(node):
+                for target in _genzoo_targets(node, name):
                     found[target] = found.get(target, False) or at_import
             lazy = isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
             for child in ast.iter_child_nodes(node):
@@ -50,14 +100,14 @@ def imports_of(path: Path) -> dict[str, bool]:
                 elif isinstance(child, ast.excepthandler):
                     visit(child.body, at_import and not lazy)
 
-    visit(ast.parse(path.read_text()).body, True)
-    found.pop(path.stem, None)
+    visit(ast.parse((path or MODULES[name]).read_text()).body, True)
+    found.pop(name, None)
     return found
 
 
 def import_graph() -> dict[str, dict[str, bool]]:
     """Every genzoo module -> the genzoo modules it imports (see ``imports_of``)."""
-    return {p.stem: imports_of(p) for p in sorted(PACKAGE.glob("*.py"))}
+    return {name: imports_of(name) for name in MODULES}
 
 
 def find_cycles(graph: dict[str, dict[str, bool]]) -> set[frozenset[str]]:
@@ -93,40 +143,70 @@ def find_cycles(graph: dict[str, dict[str, bool]]) -> set[frozenset[str]]:
     return found
 
 
-#: Cycles known and not yet removed. Each entry must still exist: delete it when its cycle is
-#: gone. (plugins <-> registry went when card data moved to genzoo.cards, below both.)
-KNOWN_CYCLES: set[frozenset[str]] = set()
-
-
 def test_the_parser_sees_every_kind_of_import(tmp_path):
-    src = PACKAGE / "hub.py"  # a real module: relative, absolute and lazy forms around it
-    assert imports_of(src)["integrity"] is True
+    assert imports_of("catalog.hub")["catalog.integrity"] is True
     probe = tmp_path / "probe.py"
-    probe.write_text("from typing import TYPE_CHECKING\nfrom . import errors\n"
-                     "import genzoo.hub\nif TYPE_CHECKING:\n    from .model import X\n"
-                     "class A:\n    from .samples import Samples\n"
-                     "def f():\n    from genzoo.registry import get_registry\n")
-    assert imports_of(probe) == {"errors": True, "hub": True, "samples": True, "registry": False}
+    probe.write_text("from typing import TYPE_CHECKING\nfrom .. import errors\n"
+                     "import genzoo.catalog.hub\nfrom . import registry\n"
+                     "if TYPE_CHECKING:\n    from genzoo.model import X\n"
+                     "class A:\n    from genzoo.samples import Samples\n"
+                     "def f():\n    from genzoo.engine.train import finetune\n")
+    assert imports_of("catalog.probe", probe) == {
+        "errors": True, "catalog.hub": True, "catalog.registry": True, "samples": True,
+        "engine.train": False}
     assert find_cycles({"a": {"b": False}, "b": {"c": True}, "c": {"a": True}, "d": {"a": True}}
                        ) == {frozenset("abc")}
     assert find_cycles({"a": {"b": True}, "b": {}}) == set()
 
 
+def test_the_top_level_is_the_contract_and_short():
+    top = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert len(top) <= 20, f"genzoo/ has {len(top)} top-level modules: {top}"
+    for sub in LAYERS:
+        if sub != "api":
+            assert (PACKAGE / sub / "__init__.py").is_file(), sub
+
+
+def test_dependencies_point_down():
+    upward = []
+    for name, targets in import_graph().items():
+        for target in targets:
+            if layer(target) > layer(name) and (name, target) not in ALLOWED_UP:
+                upward.append(f"{name} -> {target}")
+    assert not upward, "imports that point up: " + "; ".join(sorted(upward))
+
+
+def test_the_up_exceptions_are_lazy_and_still_needed():
+    graph = import_graph()
+    for name, target in ALLOWED_UP:
+        if name in ("__init__", "__main__"):
+            continue
+        assert graph[name].get(target) is False, f"{name} -> {target} must stay inside a function"
+
+
 @pytest.mark.parametrize("module, forbidden", [
-    ("hub", "registry"),     # the registry parses sources with hub; card-aware cache ops: cache.py
-    ("hub", "cache"),
-    ("train", "model"),      # model.finetune imports train; devices/dtypes come from devices.py
+    ("catalog.cards", "plugins"),        # cards are data; they know nothing of plugins
+    ("plugins.manager", "catalog"),      # the manager discovers and records; the registry merges
+    ("model", "engine"),                 # only the deprecated finetune alias (ALLOWED_UP)
+    ("catalog.hub", "catalog.registry"),  # the registry parses sources with hub
+    ("catalog.hub", "catalog.cache"),
     ("devices", "model"),
-    ("devices", "train"),
 ])
 def test_a_lower_module_never_imports_a_higher_one(module, forbidden):
-    assert forbidden not in imports_of(PACKAGE / f"{module}.py"), \
-        f"genzoo/{module}.py imports genzoo.{forbidden}"
+    bad = [t for t in imports_of(module) if (t == forbidden or t.startswith(forbidden + "."))
+           and (module, t) not in ALLOWED_UP]
+    assert not bad, f"genzoo/{module} imports {bad}"
+
+
+def test_only_the_finetune_alias_in_the_contract_knows_the_engine_or_lora():
+    src = (PACKAGE / "model.py").read_text()
+    assert src.count("genzoo.engine") == 1, "model.py names the engine outside the finetune alias"
+    for name in MODULES:
+        if layer(name) == 0 and name not in ("model", "__init__", "_moved"):
+            text = MODULES[name].read_text()
+            assert "genzoo.engine" not in text and "lora_adapter" not in text, name
 
 
 def test_the_package_has_no_import_cycle():
     cycles = find_cycles(import_graph())
-    new = [" <-> ".join(sorted(c)) for c in cycles - KNOWN_CYCLES]
-    assert not new, f"import cycle(s): {'; '.join(new)}"
-    gone = [" <-> ".join(sorted(c)) for c in KNOWN_CYCLES - cycles]
-    assert not gone, f"cycle(s) removed: delete them from KNOWN_CYCLES: {'; '.join(gone)}"
+    assert not cycles, "import cycle(s): " + "; ".join(" <-> ".join(sorted(c)) for c in cycles)

@@ -1,4 +1,4 @@
-"""LoRA adapters (genzoo.lora, peft): the folder, loading with a verified base, merging, peft
+"""LoRA adapters (genzoo.engine.lora, peft): the folder, loading with a verified base, merging, peft
 reading our folders, the CLI, and the engine's resume, EMA, NaN guard and checkpoints."""
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from safetensors.torch import load_file, save_file
 import genzoo
 from genzoo.cli import cli
 from genzoo.errors import GenzooError, OptionError, TrainingDivergedError, WeightsError
-from genzoo.train import finetune
+from genzoo.engine.train import finetune
 
 pytest.importorskip("peft")
-from genzoo import lora  # noqa: E402
+from genzoo.engine import lora  # noqa: E402
 
 from _tiny import TinyModel, tiny_data  # noqa: E402
 

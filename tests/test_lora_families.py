@@ -11,7 +11,7 @@ import torch
 import genzoo
 
 pytest.importorskip("peft")
-from genzoo import lora  # noqa: E402
+from genzoo.engine import lora  # noqa: E402
 
 
 def _roundtrip(model, data, out, **options):

@@ -15,7 +15,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from genzoo import plugins, registry
+from genzoo.plugins import manager as plugins
+from genzoo.catalog import registry as registry
 from genzoo.cli import cli
 
 SRC = Path(__file__).resolve().parent / "flow_plugin" / "genzoo_testflow"

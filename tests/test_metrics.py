@@ -1,4 +1,4 @@
-"""genzoo.metrics: the metric math against the reference implementations (pytorch-fid,
+"""genzoo.eval.metrics: the metric math against the reference implementations (pytorch-fid,
 torch-fidelity), bad inputs, the reference-statistics cache, evaluate() and the eval CLI."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from genzoo.errors import DataError, OptionError
-from genzoo.metrics import (class_coverage, distinct_n, evaluate, frechet_distance, kid,
+from genzoo.eval.metrics import (class_coverage, distinct_n, evaluate, frechet_distance, kid,
                             precision_recall, _trace_sqrt_product_eigh)
 from genzoo.model import GenerativeModel
 from genzoo.options import Option, with_classes
@@ -134,7 +134,7 @@ class CountingNet:
 
 
 def test_reference_stats_cache_hit_and_invalidation(tmp_path, monkeypatch):
-    from genzoo.refstats import cache_dir, reference_stats
+    from genzoo.eval.refstats import cache_dir, reference_stats
     monkeypatch.setenv("GENZOO_HOME", str(tmp_path))
     net = CountingNet()
     images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(1))
@@ -260,7 +260,7 @@ def test_evaluate_text_reports_scores_and_distinct_n(tmp_path):
 
 def test_timm_feature_without_cached_weights_is_one_line(tmp_path, monkeypatch):
     pytest.importorskip("timm")
-    from genzoo.features import feature_net
+    from genzoo.eval.features import feature_net
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(OptionError, match="not in the Hugging Face cache") as e:
         feature_net("timm:test_resnet")
@@ -271,10 +271,10 @@ def test_timm_feature_without_cached_weights_is_one_line(tmp_path, monkeypatch):
 
 def test_timm_random_init_features(tmp_path, monkeypatch):
     pytest.importorskip("timm")
-    from genzoo.metrics import image_metrics
-    from genzoo.refstats import reference_stats
+    from genzoo.eval.metrics import image_metrics
+    from genzoo.eval.refstats import reference_stats
     monkeypatch.setenv("GENZOO_HOME", str(tmp_path))
-    from genzoo.features import feature_net
+    from genzoo.eval.features import feature_net
     net = feature_net("timm:test_resnet?pretrained=false&size=32")
     real = torch.rand(60, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     feats, probs = net(real)
@@ -289,7 +289,7 @@ def test_timm_random_init_features(tmp_path, monkeypatch):
 # ---- card writing and the CLI ---------------------------------------------------------------
 def test_write_card_metrics_to_catalog_and_folder(tmp_path, monkeypatch):
     import yaml
-    from genzoo.cli_eval import card_metrics, write_card_metrics
+    from genzoo.cli.eval import card_metrics, write_card_metrics
     catalog = tmp_path / "catalog.yaml"
     catalog.write_text("# my models\nversion: 1\nmodels:\n- name: tiny-test\n  family: test\n"
                        "  arch: test-noise\n  source: ./tiny\n  metrics: {old: 1}\n")
@@ -322,8 +322,8 @@ def test_write_card_metrics_to_catalog_and_folder(tmp_path, monkeypatch):
 
 def test_cli_parses_options_and_reports_errors():
     from click.testing import CliRunner
-    from genzoo.cli import GenzooGroup
-    from genzoo.cli_eval import eval_command
+    from genzoo.cli.root import GenzooGroup
+    from genzoo.cli.eval import eval_command
     from genzoo.options import parse_key_values
     assert parse_key_values(("sampler=ddim", "steps=50", "max-new-tokens=5")) == \
         {"sampler": "ddim", "steps": "50", "max_new_tokens": "5"}
@@ -340,7 +340,7 @@ def test_timm_pretrained_weights_come_from_the_hf_cache_only(tmp_path, monkeypat
     timm = pytest.importorskip("timm")
     from safetensors.torch import save_file
 
-    from genzoo.features import feature_net
+    from genzoo.eval.features import feature_net
     # a Hugging Face cache holding "pretrained" test_resnet weights (made here, seeded)
     torch.manual_seed(123)
     source = timm.create_model("test_resnet", pretrained=False)

@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from conftest import FAKE_SRC, HOSTILE_DISTS, ROOT, write_dist_infos
-from genzoo import plugins
+from genzoo.plugins import manager as plugins
 from genzoo.errors import PluginError, PluginMissingError
 
 
@@ -57,7 +57,7 @@ def test_duplicate_architecture_first_registered_wins_not_alphabetical(fake_plug
     assert dup.status == "conflict" and dup.architectures == ["dup-other"]
     assert "'tiny-arch' is also provided by plugin 'fakegood', which takes precedence" in dup.error
     assert _info(manager, "fakegood").status == "ok"
-    warnings = [r.getMessage() for r in caplog.records if r.name == "genzoo.plugins"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "genzoo.plugins.manager"]
     assert len(warnings) == 1 and "fakedup" in warnings[0] and "\n" not in warnings[0]
     manager = fake_plugins("fakedup", "fakegood")  # the other discovery order
     assert manager.architectures()["tiny-arch"].plugin == "fakedup"

@@ -13,7 +13,9 @@ from click.testing import CliRunner
 import genzoo
 from _tiny import TinyModel
 from conftest import write_tiny_model
-from genzoo import hub, plugins, registry
+from genzoo.catalog import hub as hub
+from genzoo.plugins import manager as plugins
+from genzoo.catalog import registry as registry
 from genzoo.cli import cli
 
 CARD_FILES = ["README.md", "config.json", "model.safetensors"]

@@ -6,9 +6,9 @@ import os
 import pytest
 
 from conftest import ROOT, write_catalog
-from genzoo import registry
+from genzoo.catalog import registry as registry
 from genzoo.errors import RegistryError, UnknownModelError
-from genzoo.registry import card_from_dict, get_registry, load_catalog
+from genzoo.catalog.registry import card_from_dict, get_registry, load_catalog
 
 SHA = "ab" * 32
 FIRST_PARTY = ["diffusion-mnist", "gan-mnist", "gpt2", "textlm-shakespeare", "vae-mnist"]
@@ -113,7 +113,7 @@ def test_user_catalog_duplicate_is_skipped_with_a_warning(tmp_path, monkeypatch,
     monkeypatch.setenv("GENZOO_REGISTRY", str(user))
     reg = get_registry()
     assert reg.get("vae-mnist").plugin == "vae" and reg.get("mine").catalog == str(user)
-    [warning] = [r.getMessage() for r in caplog.records if r.name == "genzoo.registry"]
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "genzoo.catalog.registry"]
     assert str(user) in warning and "plugin 'vae'" in warning and "\n" not in warning
 
 

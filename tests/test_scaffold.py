@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from genzoo.cli_plugin import new_plugin_command
+from genzoo.cli.plugin import new_plugin_command
 from genzoo.errors import OptionError
-from genzoo.scaffold import create_plugin, plugin_names
+from genzoo.kit.scaffold import create_plugin, plugin_names
 
 
 def test_names_derive_from_the_distribution_name():
@@ -78,7 +78,7 @@ def test_an_existing_folder_is_refused_unless_forced(tmp_path):
 
 def test_an_entry_point_name_taken_by_another_distribution_is_refused(tmp_path, monkeypatch):
     taken = importlib.metadata.EntryPoint("toy", "other_toy", "genzoo")
-    monkeypatch.setattr("genzoo.scaffold.importlib.metadata.entry_points", lambda group: [taken])
+    monkeypatch.setattr("genzoo.kit.scaffold.importlib.metadata.entry_points", lambda group: [taken])
     with pytest.raises(OptionError, match="'toy' is already used by the installed plugin"):
         create_plugin("genzoo-toy", tmp_path, weights=False)
 

@@ -156,7 +156,7 @@ def test_exact_mode_gives_cli_bytes_under_concurrency(tmp_path):
 
 
 def test_pool_keeps_models_and_evicts_the_least_recently_used():
-    from genzoo.serve_pool import ModelPool, model_bytes
+    from genzoo.serve.pool import ModelPool, model_bytes
     pool = ModelPool(budget_bytes=1, device="cpu")
     gan = pool.get("gan-mnist")
     assert pool.get("gan-mnist") is gan and pool.loads == 1  # loaded once, kept
@@ -169,7 +169,7 @@ def test_pool_keeps_models_and_evicts_the_least_recently_used():
 
 def test_pool_serves_catalog_names_only():
     from genzoo.errors import UnknownModelError
-    from genzoo.serve_pool import ModelPool
+    from genzoo.serve.pool import ModelPool
     pool = ModelPool(patterns="*mnist*")
     assert "textlm-shakespeare" not in pool.names() and "gan-mnist" in pool.names()
     for name in ("textlm-shakespeare", "/tmp", os.getcwd(), "../registry.yaml"):
@@ -190,6 +190,6 @@ def test_serve_without_its_extra_says_the_pip_line(monkeypatch):
 def test_the_cli_imports_neither_the_server_nor_torch():
     import subprocess
     import sys
-    code = ("import sys, genzoo.cli; bad = {'torch', 'starlette', 'uvicorn', 'genzoo.serve'} "
+    code = ("import sys, genzoo.cli.root; bad = {'torch', 'starlette', 'uvicorn', 'genzoo.serve.app'} "
             "& set(sys.modules); assert not bad, bad")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

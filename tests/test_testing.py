@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from genzoo import plugins, registry
+from genzoo.plugins import manager as plugins
+from genzoo.catalog import registry as registry
 from genzoo.testing import Conformance, conformance_tests
 
 pytest_plugins = ["pytester"]
@@ -90,9 +91,9 @@ def test_cli_config_accepts_json_or_a_file(tmp_path):
 # ---- the checks on conforming models --------------------------------------------------------
 @pytest.mark.parametrize("arch", ["kit-image", "kit-text"])
 def test_conforming_models_pass_every_check(kit, arch, tmp_path):
-    from genzoo import _conformance as c
-    from genzoo import _conformance_config as cc
-    from genzoo import _conformance_train as t
+    from genzoo.kit import conformance as c
+    from genzoo.kit import config as cc
+    from genzoo.kit import train as t
     c.check_registration(arch)
     c.check_plugin_health(arch)
     c.check_class_contract(arch)
@@ -117,7 +118,7 @@ def test_conforming_models_pass_every_check(kit, arch, tmp_path):
 
 
 def test_default_image_data_matches_the_model(kit, tmp_path):
-    from genzoo import _conformance as c
+    from genzoo.kit import conformance as c
     data = c.default_data(c.make_model("kit-image", {"image_shape": [3, 5, 7]}), tmp_path)
     assert tuple(data.shape) == (16, 3, 5, 7)
     assert 0 <= float(data.min()) and float(data.max()) <= 1 and float(data.std()) > 0.05
@@ -137,7 +138,7 @@ BAD = [
 
 @pytest.mark.parametrize("check,message", BAD, ids=[b[0] for b in BAD])
 def test_violations_are_caught_with_a_useful_message(kit, check, message, tmp_path, monkeypatch):
-    from genzoo import _conformance as c
+    from genzoo.kit import conformance as c
     calls = {
         "registration": lambda: c.check_registration("kit-bad"),
         "class_contract": lambda: c.check_class_contract("kit-bad"),
@@ -154,8 +155,8 @@ def test_violations_are_caught_with_a_useful_message(kit, check, message, tmp_pa
 
 def _finetuned(arch: str, tmp_path: Path, steps: int = 20):
     """A short finetune of a fresh ``arch``, checked to lower the loss; the run, for more checks."""
-    from genzoo import _conformance as c
-    from genzoo import _conformance_train as t
+    from genzoo.kit import conformance as c
+    from genzoo.kit import train as t
     model = c.make_model(arch, {})
     run = t.run_finetune(model, c.default_data(model, tmp_path), tmp_path / "ft", steps=steps)
     t.check_loss_lowered(run)
@@ -165,12 +166,12 @@ def _finetuned(arch: str, tmp_path: Path, steps: int = 20):
 # Each mutant in kit_plugins/kitmutants plants one violation that the kit used to miss: it
 # passes the older check named in "escapes" (shown here), and the newer check catches it.
 def _escapes_fresh_range(tmp_path, mp):
-    from genzoo import _conformance as c
+    from genzoo.kit import conformance as c
     c.check_sample_output(c.make_model("kit-unsquashed", {}))
 
 
 def _escapes_fresh_round_trip(tmp_path, mp):
-    from genzoo import _conformance as c
+    from genzoo.kit import conformance as c
     c.check_save_load(c.make_model("kit-forgetful", {}), tmp_path / "fresh", mp)
 
 
@@ -180,7 +181,7 @@ def _escapes_old_loss_check(arch):
 
 def _escapes_bad_options(arch):
     def run(tmp_path, mp):
-        from genzoo import _conformance as c
+        from genzoo.kit import conformance as c
         c.check_bad_options(c.make_model(arch, {}))
     return run
 
@@ -191,9 +192,9 @@ def _escapes_nothing(tmp_path, mp):
 
 def _catch(name):
     def run(arch, tmp_path, mp):
-        from genzoo import _conformance as c
-        from genzoo import _conformance_config as cc
-        from genzoo import _conformance_train as t
+        from genzoo.kit import conformance as c
+        from genzoo.kit import config as cc
+        from genzoo.kit import train as t
         if name == "registration":
             return c.check_registration(arch)
         if name == "save_load":
@@ -246,7 +247,7 @@ def test_pickle_streams_are_found_by_content_not_name(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from genzoo import _conformance as c
+    from genzoo.kit import conformance as c
     (tmp_path / "a.dat").write_bytes(pickle.dumps([1, 2], protocol=2))
     (tmp_path / "b").write_bytes(pickle.dumps({"x": 1}, protocol=5))
     torch.save({"w": torch.ones(2)}, tmp_path / "c.weights")  # a zip holding data.pkl
@@ -260,7 +261,7 @@ def test_pickle_streams_are_found_by_content_not_name(tmp_path):
 def test_option_values_follow_a_declared_schema():
     from types import SimpleNamespace
 
-    from genzoo import _conformance_config as cc
+    from genzoo.kit import config as cc
     opt = SimpleNamespace(type="float", min=0.0, max=2.0, choices=None)
     assert cc.bad_values(opt, declared=True)[0][:1] == ["not-a-number"]
     must, hostile = cc.bad_values(opt, declared=True)
@@ -274,7 +275,7 @@ def test_option_values_follow_a_declared_schema():
 
 
 def test_config_variants_change_one_value_at_a_time():
-    from genzoo import _conformance_config as cc
+    from genzoo.kit import config as cc
     config = {"a": 2, "b": 0.0, "c": True, "d": [1, 0], "e": "x", "n": {"f": 3, "g": ["s"]}}
     got = dict(cc.config_variants(config))
     assert set(got) == {"a", "b", "c", "d", "n.f"}
@@ -283,12 +284,12 @@ def test_config_variants_change_one_value_at_a_time():
 
 
 def test_config_inert_exempts_a_key(kit):
-    from genzoo import _conformance_config as cc
+    from genzoo.kit import config as cc
     cc.check_config_drives_model("kit-inert-config", {}, inert=("depth",))
 
 
 def test_an_uninstalled_arch_fails_with_the_install_hint(kit):
-    from genzoo import _conformance as c
+    from genzoo.kit import conformance as c
     with pytest.raises(pytest.fail.Exception, match=r"pip install -e \."):
         c.make_model("no-such-arch", {})
     with pytest.raises(pytest.fail.Exception, match="not registered by any installed plugin"):
@@ -296,8 +297,8 @@ def test_an_uninstalled_arch_fails_with_the_install_hint(kit):
 
 
 def test_unknown_finetune_stage_is_reported(kit, tmp_path):
-    from genzoo import _conformance as c
-    from genzoo import _conformance_train as t
+    from genzoo.kit import conformance as c
+    from genzoo.kit import train as t
     model = c.make_model("kit-image", {})
     with pytest.raises(AssertionError, match="unknown stages"):
         t.run_finetune(model, c.default_data(model, tmp_path), tmp_path / "ft", steps=2,

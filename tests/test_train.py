@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 from torch.optim.optimizer import (register_optimizer_step_post_hook,
                                    register_optimizer_step_pre_hook)
 
-from genzoo.checkpoint import latest_checkpoint
+from genzoo.engine.checkpoint import latest_checkpoint
 from genzoo.errors import OptionError, TrainingDivergedError
-from genzoo.train import finetune, lr_at
+from genzoo.engine.train import finetune, lr_at
 
 from _tiny import TinyModel, tiny_data
 
@@ -132,7 +132,7 @@ def _resume_script(out: Path, steps: int, stop_after: int | None, resume: bool) 
         import sys, torch
         sys.path.insert(0, {str(TESTS)!r})
         from _tiny import TinyModel, tiny_data
-        from genzoo.train import finetune
+        from genzoo.engine.train import finetune
         torch.manual_seed(0)
         model = TinyModel()
         finetune(model, tiny_data(), steps={steps}, out={str(out)!r}, save_every=3,
@@ -158,7 +158,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_complete_one(tmp_path)
     script = textwrap.dedent(f"""
         import sys, time, pathlib, torch, safetensors.torch as st
         sys.path.insert(0, {str(TESTS)!r})
-        import genzoo.checkpoint as ck
+        import genzoo.engine.checkpoint as ck
         real, calls = st.save_file, [0]
         def slow_save(tensors, path, metadata=None):
             calls[0] += 1
@@ -169,7 +169,7 @@ def test_sigkill_during_a_checkpoint_write_keeps_the_last_complete_one(tmp_path)
             return real(tensors, path, metadata=metadata)
         st.save_file = slow_save
         from _tiny import TinyModel, tiny_data
-        from genzoo.train import finetune
+        from genzoo.engine.train import finetune
         finetune(TinyModel(), tiny_data(), steps=20, out={str(out)!r}, save_every=2, progress=False)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script])
@@ -317,7 +317,7 @@ def test_every_finetune_keyword_is_documented_with_its_default():
     import dataclasses
     import inspect
     import re
-    from genzoo.train import FinetuneOptions
+    from genzoo.engine.train import FinetuneOptions
     guide = (TESTS.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
     section = guide.split("## Training: the one engine", 1)[1].split("\n## ", 1)[0]
     rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.M))

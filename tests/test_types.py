@@ -77,7 +77,7 @@ def test_a_users_code_sees_real_types(cache_dir, tmp_path):
     revealed = [line.split("Revealed type is ", 1)[1].replace("builtins.", "")
                 for line in out.splitlines() if "Revealed type is" in line]
     assert revealed == ['"genzoo.model.GenerativeModel"', '"dict[str, Any]"',
-                        '"genzoo.samples.Samples"', '"list[genzoo.cards.ModelCard]"'], out
+                        '"genzoo.samples.Samples"', '"list[genzoo.catalog.cards.ModelCard]"'], out
     errors = [line for line in out.splitlines() if ": error:" in line]
     # the one deliberate mistake, and nothing else
     assert len(errors) == 1 and "user_code.py:10:" in errors[0], out

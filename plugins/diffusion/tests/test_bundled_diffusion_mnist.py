@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 import genzoo
-from genzoo.registry import get_registry
+from genzoo.catalog.registry import get_registry
 
 pytestmark = pytest.mark.skipif(not get_registry().get("diffusion-mnist").files,
                                 reason="diffusion-mnist weights not bundled")

@@ -125,7 +125,7 @@ def test_v_prediction_unet_folder_with_scheduler_beside(folders):
 
 def test_genzoo_load_and_save_roundtrip(folders, tmp_path):
     import genzoo
-    from genzoo import plugins
+    from genzoo.plugins import manager as plugins
     if "diffusers-unet" not in plugins.architectures():
         pytest.skip("genzoo-diffusion is not installed as a plugin")
     model = genzoo.load(str(folders["pipe"]), device="cpu")

@@ -10,7 +10,7 @@ import genzoo
 import genzoo.testing
 from genzoo.errors import OptionError
 from genzoo.seeding import per_sample_randn, sample_generators
-from genzoo.train import _make_optimizer
+from genzoo.engine.train import _make_optimizer
 from genzoo_gan.model import DCGAN, truncated_latents
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "genzoo_gan" / "weights" / "gan-mnist"

@@ -257,7 +257,7 @@ class ConvVAE(GenerativeModel):
         logits = self.decoder(z if onehot is None else torch.cat([z, onehot], 1)).float()
         return (_bernoulli_nll(logits, x) + _kl_to_prior(mean.float(), logvar.float())).mean()
 
-    # ---- likelihoods, for genzoo.metrics ---------------------------------------------------
+    # ---- likelihoods, for genzoo.eval.metrics ---------------------------------------------------
     #: Importance samples per image for the ``iw_nll`` that ``genzoo eval`` reports.
     eval_iw_k = 64
 

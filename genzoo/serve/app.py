@@ -1,0 +1,388 @@
+"""``genzoo serve``: the HTTP API and the gallery page (a Starlette app on uvicorn).
+
+Routes (docs/serve.md has the reference; ``/openapi.json`` the schema):
+
+    GET  /                              the gallery page (genzoo/static)
+    GET  /healthz                       liveness, queue and model counters
+    GET  /v1/models                     the served catalog, as ``genzoo list --json``
+    GET  /v1/models/{name}              card, options schema, what the API serves
+    POST /v1/models/{name}/samples      {"n", "seed", "options", "format", "stream"}
+
+Errors are JSON ``{"error": "one line"}``: 404 unknown model, 422 bad request, 413 body too
+large, 401 missing token, 503 queue full (with Retry-After), 504 over the time limit; never a
+traceback. Needs the ``serve`` extra (starlette, uvicorn).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Callable
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from genzoo.errors import GenzooError, OptionError, UnknownModelError
+from genzoo.samples import Samples
+from genzoo.serve.formats import (Limits, SampleRequest, decode_images, json_payload, npz_bytes,
+                            parse_request, png_grid)
+from genzoo.serve.pool import ModelPool
+from genzoo.serve.queue import Batcher, Cancelled, Job, QueueFull, plan_job
+
+log = logging.getLogger("genzoo.serve.app")
+STATIC = Path(__file__).parent / "static"
+_STATIC_FILES = {"gallery.html": "text/html", "gallery.js": "text/javascript",
+                 "gallery.css": "text/css"}
+#: Open without a token: the page and its files (they hold no data; the page asks for the
+#: token), /healthz and the schema.
+_OPEN_PATHS = ("/healthz", "/openapi.json", "/static/")
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``genzoo serve`` is started with."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    models: str | None = None
+    max_batch: int = 64
+    max_queue: int = 64
+    token: str | None = None
+    allow_folders: bool = False
+    memory_budget_mib: int = 2048
+    merge: bool = True
+    device: str = "auto"
+    dtype: str = "auto"
+    limits: Limits = field(default_factory=Limits)
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine reaches (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_config(config: ServeConfig) -> None:
+    """Refuse unsafe or impossible settings in one line (before anything is bound)."""
+    if not is_loopback(config.host) and not config.token:
+        raise OptionError(f"binding {config.host} (not loopback) exposes the server to the "
+                          "network: give --token TOKEN (clients send 'Authorization: Bearer "
+                          "TOKEN'), or bind 127.0.0.1")
+    for name in ("max_batch", "max_queue", "memory_budget_mib"):
+        if getattr(config, name) < 1:
+            raise OptionError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+class _Error(Exception):
+    """An HTTP error with a one-line message and optional headers."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.headers = status, headers or {}
+
+
+def error_response(status: int, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    """``{"error": "one line"}`` with ``status``."""
+    line = " ".join(str(message).split())[:500]
+    return JSONResponse({"error": line}, status_code=status, headers=headers)
+
+
+def _status_of(e: GenzooError) -> int:
+    if isinstance(e, UnknownModelError):
+        return 404
+    return 503 if isinstance(e, QueueFull) else 422
+
+
+class App:
+    """The server's state (models, queue, limits) and its request handlers."""
+
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.pool = ModelPool(config.models, config.allow_folders,
+                              config.memory_budget_mib << 20, config.device, config.dtype)
+        self.batcher = Batcher(config.max_batch, config.max_queue, config.merge)
+        self.started = time.time()
+
+    async def healthz(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok", "auth": bool(self.config.token),
+                             "uptime_s": round(time.time() - self.started, 1),
+                             "queue": self.batcher.snapshot(), "models": self.pool.stats(),
+                             "rss_mib": _rss_mib()})
+
+    async def models(self, request: Request) -> Response:
+        def listing() -> list[dict[str, Any]]:
+            from genzoo.api import list_models, model_status
+            served = set(self.pool.names())
+            return [{**c.to_dict(), **model_status(c)} for c in list_models()
+                    if c.name in served]
+        return JSONResponse(json.loads(json.dumps(await run_in_threadpool(listing),
+                                                  default=str)))
+
+    async def model(self, request: Request) -> Response:
+        name = self.pool.check(request.path_params["name"])
+        return JSONResponse(json.loads(json.dumps(await run_in_threadpool(model_card, name),
+                                                  default=str)))
+
+    async def samples(self, request: Request) -> Response:
+        name = self.pool.check(request.path_params["name"])
+        body = await _read_json(request, self.config.limits.max_body)
+        loop = asyncio.get_running_loop()
+        if isinstance(body, dict) and body.get("stream"):
+            return await self._stream(request, name, body, loop)
+        job, req = await run_in_threadpool(self._plan, name, body, loop, None)
+        self.batcher.submit(job)
+        t0 = time.perf_counter()
+        samples = await self._wait(request, job)
+        return await run_in_threadpool(_encode, samples, req, name, time.perf_counter() - t0)
+
+    def _plan(self, name: str, body: Any, loop: asyncio.AbstractEventLoop,
+              stream: Callable[[str], None] | None) -> tuple[Job, SampleRequest]:
+        """Load the model (once), check the request and its options: a queued job."""
+        model = self.pool.get(name)
+        req = parse_request(body, model.modality, self.config.limits)
+        shape = model.config.get("image_shape")
+        options = decode_images(model.options(), req.options, tuple(shape) if shape else None)
+        job = plan_job(model, name, req.n, req.seed, options, loop, self.config.limits.timeout,
+                       stream)
+        return job, req
+
+    async def _wait(self, request: Request, job: Job) -> Samples:
+        """The job's samples; the job is dropped if the client goes away or time runs out."""
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            done, _ = await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED,
+                                         timeout=max(0.0, job.deadline - time.monotonic()))
+        finally:
+            gone.cancel()
+        if job.future in done:
+            result: Samples = job.future.result()
+            return result
+        self.batcher.cancel(job, "cancelled" if gone in done else "timed_out")
+        if gone in done:
+            raise _Error(499, "client closed the request")
+        raise _Error(504, f"the request took longer than {self.config.limits.timeout:g} s; "
+                          "ask for fewer samples or fewer steps")
+
+    async def _stream(self, request: Request, name: str, body: Any,
+                      loop: asyncio.AbstractEventLoop) -> Response:
+        """Server-sent events: ``piece`` events as text is generated, then ``done`` (the JSON
+        response) or ``error``. Closing the connection stops the generation."""
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        holder: dict[str, Job] = {}
+
+        def on_piece(piece: str) -> None:
+            if holder["job"].cancelled:
+                raise Cancelled()  # stops generate between tokens
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        job, req = await run_in_threadpool(self._plan, name, body, loop, on_piece)
+        holder["job"] = job
+        self.batcher.submit(job)
+        t0 = time.perf_counter()
+        return StreamingResponse(self._events(job, req, name, pieces, t0),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def _events(self, job: Job, req: SampleRequest, name: str,
+                      pieces: "asyncio.Queue[str]", t0: float) -> AsyncIterator[str]:
+        try:
+            while True:
+                get = asyncio.ensure_future(pieces.get())
+                done, _ = await asyncio.wait({get, job.future},
+                                             return_when=asyncio.FIRST_COMPLETED,
+                                             timeout=max(0.0, job.deadline - time.monotonic()))
+                if get in done:
+                    yield _event("piece", {"text": get.result()})
+                    continue
+                get.cancel()
+                if not job.future.done():
+                    self.batcher.cancel(job, "timed_out")
+                    yield _event("error", {"error": "the request took longer than "
+                                                    f"{self.config.limits.timeout:g} s"})
+                    return
+                while not pieces.empty():
+                    yield _event("piece", {"text": pieces.get_nowait()})
+                try:
+                    samples = job.future.result()
+                except GenzooError as e:
+                    yield _event("error", {"error": str(e)})
+                    return
+                yield _event("done", json_payload(samples, name, req.n, req.seed,
+                                                  time.perf_counter() - t0))
+                return
+        finally:
+            if not job.future.done():
+                self.batcher.cancel(job)  # the client went away mid-stream
+
+
+def model_card(name: str) -> dict[str, Any]:
+    """``GET /v1/models/{name}``: ``model_info`` (card, status, options schema, the card's
+    ``capabilities``) plus ``serving``: modality, response formats, streaming, conditions."""
+    from genzoo.plugins import manager as plugins
+    from genzoo.api import model_info
+    info = model_info(name)
+    cls = plugins.load_arch_class(info["arch"])
+    schema = cls.sample_options
+    from genzoo.options import build_schema
+    options = build_schema(schema, cls.sample_defaults)
+    text = cls.modality == "text"
+    info["serving"] = {
+        "modality": cls.modality, "formats": ["json"] if text else ["png", "npz", "json"],
+        "stream": any(o.type == "callable" and o.name == "stream" for o in options.values()),
+        "conditions": [o.name for o in options.values() if o.condition]}
+    return info
+
+
+def _encode(samples: Samples, req: SampleRequest, name: str, seconds: float) -> Response:
+    """The response in the requested format, with the provenance in a header as well."""
+    provenance = json.dumps(samples.provenance())
+    headers = {"X-Genzoo-Provenance": provenance.encode("ascii", "backslashreplace").decode()}
+    if req.format == "png":
+        return Response(png_grid(samples), media_type="image/png", headers=headers)
+    if req.format == "npz":
+        return Response(npz_bytes(samples), media_type="application/octet-stream",
+                        headers=headers)
+    return JSONResponse(json_payload(samples, name, req.n, req.seed, seconds))
+
+
+def _event(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+async def _read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, refused past ``limit`` bytes (413) whatever Content-Length says."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise _Error(413, f"the body is over {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Error(413, f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    try:
+        return json.loads(b"".join(chunks) or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise OptionError("the body is not valid JSON") from None
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client closes the connection (the body was read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _rss_mib() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
+
+
+async def page(request: Request) -> Response:
+    return FileResponse(STATIC / "gallery.html", media_type="text/html")
+
+
+async def static(request: Request) -> Response:
+    name = request.path_params["file"]
+    if name not in _STATIC_FILES:  # a fixed list: no path from a request reaches the disk
+        raise _Error(404, f"no static file {name!r}")
+    return FileResponse(STATIC / name, media_type=_STATIC_FILES[name])
+
+
+def create_app(config: ServeConfig) -> Starlette | BearerAuth:
+    """The ASGI app for ``config`` (its batching worker starts now, stops at shutdown)."""
+    from genzoo.serve.openapi import openapi_schema
+    check_config(config)
+    state = App(config)
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_schema())
+
+    routes = [Route("/", page), Route("/static/{file}", static),
+              Route("/healthz", state.healthz), Route("/openapi.json", openapi),
+              Route("/v1/models", state.models),
+              Route("/v1/models/{name:path}/samples", state.samples, methods=["POST"]),
+              Route("/v1/models/{name:path}", state.model)]
+
+    async def on_genzoo_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, GenzooError)  # the handler is registered for GenzooError only
+        headers = {"Retry-After": str(e.retry_after)} if isinstance(e, QueueFull) else None
+        return error_response(_status_of(e), str(e), headers)
+
+    async def on_error(request: Request, e: Exception) -> Response:
+        assert isinstance(e, _Error)
+        return error_response(e.status, str(e), e.headers)
+
+    async def on_http(request: Request, e: Exception) -> Response:
+        assert isinstance(e, HTTPException)
+        return error_response(e.status_code, e.detail or "error")
+
+    async def on_crash(request: Request, e: Exception) -> Response:
+        log.error("internal error on %s", request.url.path, exc_info=e)
+        return error_response(500, "internal server error (the server log has the details)")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(state.batcher.stop)
+
+    app = Starlette(routes=routes, exception_handlers={
+        GenzooError: on_genzoo_error, _Error: on_error, HTTPException: on_http,
+        Exception: on_crash}, lifespan=lifespan)
+    app.state.genzoo = state
+    return BearerAuth(app, config.token) if config.token else app
+
+
+class BearerAuth:
+    """ASGI middleware: every API route needs ``Authorization: Bearer TOKEN`` (compared in
+    constant time); the page, its files and /healthz stay open."""
+
+    def __init__(self, app: Starlette, token: str):
+        self.app, self._token = app, token.encode()
+        self.state = app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/" or \
+                scope["path"].startswith(_OPEN_PATHS):
+            return await self.app(scope, receive, send)
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
+            response = error_response(401, "missing or wrong token: send 'Authorization: "
+                                           "Bearer TOKEN'", {"WWW-Authenticate": "Bearer"})
+            return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def serve(config: ServeConfig) -> None:
+    """Run the server until interrupted (``genzoo serve``)."""
+    import uvicorn
+    app = create_app(config)
+    names = app.state.genzoo.pool.names()
+    print(f"genzoo serve: http://{config.host}:{config.port}/ ({len(names)} models; "
+          f"{'bearer token required' if config.token else 'no token'}; "
+          f"max batch {config.max_batch}, queue {config.max_queue})", flush=True)
+    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
+                timeout_graceful_shutdown=5)

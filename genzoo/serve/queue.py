@@ -1,0 +1,247 @@
+"""The server's bounded queue and its batching worker.
+
+Requests become ``Job``s, checked (model loaded, options validated) before they are queued, so
+a bad request is refused at once and the queue holds only work that can run. One worker
+thread runs one ``generate`` call at a time (the CPU's cores go to the model, not to several
+half-batches). Pending jobs for the same model and the same options are merged into one call
+of up to ``max_batch`` samples: each job brings its own per-sample generators
+(``sample_generators(seed, k, start)``), so the samples a job gets depend only on its own seed
+and options, never on what it was batched with.
+
+A job whose client went away, or whose time ran out, is dropped before its next batch; a
+streaming text job is stopped between tokens.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from genzoo.errors import GenzooError
+from genzoo.samples import Samples
+
+log = logging.getLogger("genzoo.serve.app")
+
+
+class QueueFull(GenzooError):
+    """The queue holds as many jobs as it may; the client should retry after ``retry_after``."""
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Cancelled(Exception):
+    """Raised inside a streaming ``generate`` to stop a job whose client went away."""
+
+
+@dataclass
+class Job:
+    """One request's work: ``n`` samples of ``model_name`` with seed and checked options."""
+
+    model_name: str
+    model: Any
+    n: int
+    seed: int
+    opts: dict[str, Any]
+    meta: dict[str, Any]
+    batch_size: int
+    per_sample: dict[str, Any]
+    key: str | None  # requests with equal keys may share a generate call; None: never
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    deadline: float
+    done: int = 0
+    parts: list[Samples] = field(default_factory=list)
+    cancelled: bool = False
+    queued_at: float = field(default_factory=time.monotonic)
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        """Hand the result (or error) to the waiting request, from any thread."""
+        def settle() -> None:
+            if self.future.done():
+                return
+            if error is not None:
+                self.future.set_exception(error)
+            else:
+                self.future.set_result(result)
+        self.loop.call_soon_threadsafe(settle)
+
+
+def plan_job(model: Any, model_name: str, n: int, seed: int, options: dict[str, Any],
+             loop: asyncio.AbstractEventLoop, timeout: float,
+             stream: Callable[[str], None] | None = None) -> Job:
+    """A checked ``Job``: ``GenerativeModel.plan_sampling``'s option handling, batch size and
+    provenance, exactly as ``genzoo sample`` gets them (a bad value is a one-line
+    ``OptionError``)."""
+    plan = model.plan_sampling(n, seed, **options, **({"stream": stream} if stream else {}))
+    mergeable = not plan.per_sample and stream is None
+    key = json.dumps([model_name, plan.shown], sort_keys=True, default=str) if mergeable \
+        else None
+    return Job(model_name, model, n, seed, plan.opts, plan.meta, plan.batch_size,
+               plan.per_sample, key, loop.create_future(), loop, time.monotonic() + timeout)
+
+
+class Batcher:
+    """A bounded queue of jobs and the worker thread that merges and runs them."""
+
+    def __init__(self, max_batch: int = 64, max_queue: int = 64, merge: bool = True):
+        self.max_batch, self.max_queue, self.merge = max_batch, max_queue, merge
+        self.pending: list[Job] = []
+        self.cond = threading.Condition()
+        self.running = True
+        self.stats = {"jobs": 0, "batches": 0, "samples": 0, "merged_batches": 0,
+                      "max_batch_seen": 0, "cancelled": 0, "timed_out": 0, "rejected": 0,
+                      "errors": 0}
+        self.batch_seconds = 1.0  # running mean, for Retry-After
+        self.thread = threading.Thread(target=self._work, name="genzoo-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Job) -> None:
+        """Queue ``job``, or raise ``QueueFull`` (the server answers 503 with Retry-After)."""
+        with self.cond:
+            if len(self.pending) >= self.max_queue:
+                self.stats["rejected"] += 1
+                wait = max(1, math.ceil(self.batch_seconds * (1 + len(self.pending) /
+                                                               max(1, self.max_batch))))
+                raise QueueFull(f"the server is busy ({len(self.pending)} requests queued); "
+                                f"retry in {wait} s", wait)
+            self.pending.append(job)
+            self.stats["jobs"] += 1
+            self.cond.notify()
+
+    def cancel(self, job: Job, reason: str = "cancelled") -> None:
+        """Drop ``job`` (its client went away, or its time ran out) before its next batch."""
+        with self.cond:
+            if not job.cancelled and job.future is not None and not job.future.done():
+                self.stats["timed_out" if reason == "timed_out" else "cancelled"] += 1
+            job.cancelled = True
+            if job in self.pending:
+                self.pending.remove(job)
+
+    def stop(self) -> None:
+        """Stop the worker after its current batch."""
+        with self.cond:
+            self.running = False
+            self.cond.notify_all()
+        self.thread.join(timeout=30)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counters and queue length (for /healthz and the tests)."""
+        with self.cond:
+            return {**self.stats, "queued": len(self.pending), "max_queue": self.max_queue,
+                    "max_batch": self.max_batch, "merge": self.merge}
+
+    # ---- the worker ----------------------------------------------------------------------
+    def _next_batch(self) -> list[tuple[Job, int, int]] | None:
+        """The next generate call as (job, start, count) chunks: the oldest job's next chunk,
+        plus chunks of later jobs with the same key while the batch has room."""
+        with self.cond:
+            while self.running and not self.pending:
+                self.cond.wait()
+            if not self.running:
+                return None
+            now = time.monotonic()
+            for job in [j for j in self.pending if j.deadline < now]:
+                self.pending.remove(job)
+                job.cancelled = True
+                self.stats["timed_out"] += 1
+            if not self.pending:
+                return []
+            head = self.pending[0]
+            room = min(self.max_batch, head.batch_size) if self.merge else head.batch_size
+            chunks: list[tuple[Job, int, int]] = []
+            for job in self.pending:
+                if room <= 0:
+                    break
+                if job is not head and (not self.merge or job.key is None or
+                                        job.key != head.key):
+                    continue
+                k = min(job.n - job.done, room, job.batch_size)
+                chunks.append((job, job.done, k))
+                room -= k
+            return chunks
+
+    def _work(self) -> None:
+        while True:
+            chunks = self._next_batch()
+            if chunks is None:
+                return
+            if chunks:
+                self._run(chunks)
+
+    def _run(self, chunks: list[tuple[Job, int, int]]) -> None:
+        """One generate call for ``chunks``; each job gets its rows, finished jobs their
+        result. An error fails every job of the batch (and only them)."""
+        t0 = time.perf_counter()
+        try:
+            outputs = run_chunks(chunks)
+        except BaseException as e:  # noqa: BLE001 - any failure goes to the waiting clients
+            self._fail([job for job, _, _ in chunks], e)
+            return
+        seconds = time.perf_counter() - t0
+        total = sum(k for _, _, k in chunks)
+        with self.cond:
+            self.batch_seconds = 0.8 * self.batch_seconds + 0.2 * seconds
+            self.stats["batches"] += 1
+            self.stats["samples"] += total
+            self.stats["merged_batches"] += len(chunks) > 1
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], total)
+            for (job, _, k), part in zip(chunks, outputs):
+                job.parts.append(part)
+                job.done += k
+                if job.done >= job.n:
+                    if job in self.pending:
+                        self.pending.remove(job)
+                    job.finish(_joined(job))
+
+    def _fail(self, jobs: list[Job], error: BaseException) -> None:
+        with self.cond:
+            for job in jobs:
+                if job in self.pending:
+                    self.pending.remove(job)
+                if isinstance(error, Cancelled):
+                    continue
+                if not isinstance(error, GenzooError):
+                    self.stats["errors"] += 1
+                    log.error("generate failed for %s", job.model_name, exc_info=error)
+                job.finish(error=error)
+
+
+def run_chunks(chunks: list[tuple[Job, int, int]]) -> list[Samples]:
+    """Call the model's ``generate`` once on every chunk's generators, concatenated, under
+    ``inference_mode`` and the model's autocast; return each chunk's rows as ``Samples``."""
+    import torch
+    from genzoo.batching import batch_rows
+    from genzoo.seeding import sample_generators
+    head = chunks[0][0]
+    model = head.model
+    generators = []
+    for job, start, k in chunks:
+        generators += sample_generators(job.seed, k, start=start)
+    opts = dict(head.opts)
+    if len(chunks) == 1:  # per-sample values never merge: slice this job's rows
+        _, start, k = chunks[0]
+        opts.update({name: batch_rows(v, start, k) for name, v in head.per_sample.items()})
+    with torch.inference_mode(), model.autocast():
+        out = model.generate(generators, **opts)
+    parts, offset = [], 0
+    for job, start, k in chunks:
+        # _batch: the model's own NaN check and clamp, with this job's own sample indices
+        parts.append(model.to_samples(out[offset:offset + k], {**job.meta, "start": start},
+                                      start))
+        offset += k
+    return parts
+
+
+def _joined(job: Job) -> Samples:
+    """A finished job's parts as one ``Samples`` with its provenance."""
+    if job.parts[0].kind == "text":
+        return Samples(texts=[t for p in job.parts for t in p.texts or []], meta=dict(job.meta))
+    import torch
+    return Samples(images=torch.cat([p.images for p in job.parts]), meta=dict(job.meta))
