@@ -1,5 +1,5 @@
 """LoRA on every family peft's layers fit: the bundled GAN (generator and discriminator),
-diffusion UNet and VAE, the diffusers adapter's UNet2DModel and the transformers adapter's
+diffusion UNet and VAE, the diffusers format's UNet2DModel and the transformers format's
 Llama. Each trains a few steps, its adapter folder reloads to the same samples, and merging
 it gives them again."""
 from __future__ import annotations
@@ -55,7 +55,7 @@ def test_the_gan_adapts_its_generator_and_keeps_training_its_discriminator(tmp_p
     assert {"generator", "discriminator"} <= trained
 
 
-def test_the_diffusers_adapter_takes_an_adapter(tmp_path):
+def test_a_diffusers_format_model_takes_an_adapter(tmp_path):
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
     unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1,
@@ -67,11 +67,11 @@ def test_the_diffusers_adapter_takes_an_adapter(tmp_path):
     diffusers.DDPMScheduler(num_train_timesteps=1000).save_pretrained(tmp_path / "flat")
     np.savez(tmp_path / "data.npz", images=np.random.default_rng(0).random((16, 8, 8)))
     model = genzoo.load(tmp_path / "flat", device="cpu")
-    assert model.arch != "diffusion-unet"  # the diffusers adapter, not the house UNet
+    assert model.arch != "diffusion-unet"  # the diffusers format, not the house UNet
     _roundtrip(model, tmp_path / "data.npz", tmp_path / "run", sample_every=None)
 
 
-def test_the_transformers_adapter_takes_an_adapter(tmp_path):
+def test_a_transformers_format_model_takes_an_adapter(tmp_path):
     transformers = pytest.importorskip("transformers")
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     text = ["the quick brown fox jumps over the lazy dog", "to be or not to be"] * 8

@@ -12,13 +12,13 @@ import genzoo
 
 @genzoo.hookimpl
 def genzoo_architectures():
-    """The native UNet diffusion model and the diffusers-format adapter."""
+    """The native UNet diffusion model and diffusers-format UNets."""
     return [
         {"name": "diffusion-unet", "family": "diffusion",
          "target": "genzoo_diffusion.model:DiffusionModel",
          "summary": "compact native UNet, v-prediction, DDPM/DDIM/DPM-Solver++ samplers"},
         {"name": "diffusers-unet", "family": "diffusion",
-         "target": "genzoo_diffusion.diffusers_adapter:DiffusersUNetModel",
+         "target": "genzoo_diffusion.diffusers_format:DiffusersUNetModel",
          "summary": "diffusers UNet2DModel folders and pipelines (needs genzoo-diffusion[diffusers])"},
     ]
 

@@ -73,7 +73,7 @@ class DiffusionModel(GenerativeModel):
     #: Whether channels-last may be used for sampling: on a GPU always, on a CPU in fp32 where
     #: it measured faster than the default layout on that CPU (``genzoo.levers``; the house
     #: UNet 1.45x faster on an AMD EPYC), never under CPU autocast (see ``_sampling_layout``).
-    #: The diffusers adapter turns it off by default: channels-last convolutions round
+    #: The diffusers format turns it off by default: channels-last convolutions round
     #: differently from diffusers' contiguous pipelines (5.6e-4 to 1.9e-3 after DDIM-10 on
     #: ddpm-butterflies-128's config).
     channels_last = True
@@ -83,7 +83,7 @@ class DiffusionModel(GenerativeModel):
     #: path, trained on only the 10% of steps whose label was dropped, serves guidance; alone
     #: it measured FD 17.13 against 3.12 for labels 0-9 in turn, both at dpm++-20 on 1,000
     #: samples (benchmarks/eval_table.py before this rule, eval_labels.py --guidance 1). The
-    #: diffusers adapter keeps the null class: a repository says nothing of its class prior.
+    #: diffusers format keeps the null class: a repository says nothing of its class prior.
     unlabelled_from_prior = True
 
     def __init__(self, config: dict[str, Any] | None = None):
@@ -94,7 +94,7 @@ class DiffusionModel(GenerativeModel):
         self.unet = self.build_network(config)
 
     def build_network(self, config: dict[str, Any]) -> torch.nn.Module:
-        """The denoising network; the diffusers adapter overrides this."""
+        """The denoising network; the diffusers format overrides this."""
         u = config["unet"]
         return UNet(self.image_shape[0], tuple(u["channels"]), u["blocks"], tuple(u["attention"]),
                     u.get("dropout", 0.0), num_classes=int(config.get("num_classes") or 0))

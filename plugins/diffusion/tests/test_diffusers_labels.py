@@ -15,7 +15,7 @@ from genzoo.testing import Conformance
 diffusers = pytest.importorskip("diffusers")
 from diffusers import DDIMScheduler, DDPMPipeline, UNet2DModel  # noqa: E402
 from diffusers.utils.torch_utils import randn_tensor  # noqa: E402
-from genzoo_diffusion.diffusers_adapter import DiffusersUNetModel  # noqa: E402
+from genzoo_diffusion.diffusers_format import DiffusersUNetModel  # noqa: E402
 
 import test_diffusion_conformance as unconditional  # noqa: E402  (its tiny UNet's config)
 

@@ -11,7 +11,7 @@ from genzoo.seeding import sample_generators
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import DDIMPipeline, DDIMScheduler, UNet2DModel  # noqa: E402
-from genzoo_diffusion.diffusers_adapter import DiffusersUNetModel, default_sampler  # noqa: E402
+from genzoo_diffusion.diffusers_format import DiffusersUNetModel, default_sampler  # noqa: E402
 
 #: ddpm-butterflies-128's unet/config.json (the diffusers unconditional training example).
 BUTTERFLIES_UNET = {

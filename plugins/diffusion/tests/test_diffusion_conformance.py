@@ -47,5 +47,5 @@ class TestDiffusersUNetConformance(Conformance):
     # sample_size is diffusers' own metadata (its UNet takes any size); "unet" holds the house
     # UNet's settings, merged in from the family's defaults, which a diffusers UNet ignores
     # num_classes/label_dropout: the house UNet's class labels, which diffusers' UNet2DModel
-    # declares its own way (num_class_embeds) and the adapter does not read
+    # declares its own way (num_class_embeds) and the diffusers format does not read
     config_inert = ("diffusers_unet.sample_size", "unet", "num_classes", "label_dropout")

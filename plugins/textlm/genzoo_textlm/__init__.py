@@ -12,12 +12,12 @@ import genzoo
 
 @genzoo.hookimpl
 def genzoo_architectures():
-    """The native GPT (GPT-2 layout) and the transformers causal-LM adapter."""
+    """The native GPT (GPT-2 layout) and transformers causal LMs (the transformers format)."""
     return [
         {"name": "textlm-gpt", "family": "textlm", "target": "genzoo_textlm.model:GPTModel",
          "summary": "compact native GPT-2 (KV cache); loads Hugging Face GPT-2 folders"},
         {"name": "transformers-causal-lm", "family": "textlm",
-         "target": "genzoo_textlm.hf_adapter:TransformersCausalLM",
+         "target": "genzoo_textlm.transformers_format:TransformersCausalLM",
          "summary": "any transformers causal LM: Llama, Qwen, SmolLM... "
                     "(needs genzoo-textlm[transformers])"},
     ]
@@ -26,7 +26,7 @@ def genzoo_architectures():
 @genzoo.hookimpl
 def genzoo_detect_arch(config, filenames):
     """Claim GPT-2 folders for the native GPT and other ``*ForCausalLM`` configs for the
-    transformers adapter; anything else is not ours (None)."""
+    transformers format; anything else is not ours (None)."""
     if not isinstance(config, dict):
         return None
     if config.get("model_type") == "gpt2" and not config.get("add_cross_attention"):

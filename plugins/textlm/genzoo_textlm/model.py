@@ -26,7 +26,7 @@ def gpt2_config(config: dict[str, Any]) -> dict[str, Any]:
     defaults, with ``model_type``/``architectures`` so transformers recognises the folder."""
     if config.get("model_type", "gpt2") != "gpt2":
         raise WeightsError(f"config model_type {config['model_type']!r} is not GPT-2; load it "
-                           "with the transformers adapter (pip install 'genzoo-textlm[transformers]')")
+                           "with the transformers format (pip install 'genzoo-textlm[transformers]')")
     if config.get("add_cross_attention"):
         raise WeightsError("GPT-2 with cross-attention (an encoder-decoder part) is not "
                            "supported by the native GPT")

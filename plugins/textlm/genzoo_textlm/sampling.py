@@ -1,4 +1,4 @@
-"""Autoregressive sampling shared by the native GPT and the transformers adapter.
+"""Autoregressive sampling shared by the native GPT and the transformers format.
 
 A backend supplies ``prefill(ids) -> logits`` (the prompt, (B, T) -> (B, V)) and
 ``step(ids) -> logits`` (one new token per row, (B, 1) -> (B, V)); this module picks tokens.

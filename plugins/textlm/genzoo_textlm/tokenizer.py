@@ -2,7 +2,7 @@
 
 ``TextTokenizer`` is the small interface the sampler, the scorer and the data loader use; it
 wraps a ``tokenizers.Tokenizer`` (what GPT-2 folders and genzoo's own models ship). The
-transformers adapter wraps its own tokenizer with the same methods.
+transformers format wraps its own tokenizer with the same methods.
 """
 from __future__ import annotations
 

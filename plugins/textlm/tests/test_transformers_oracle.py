@@ -1,6 +1,6 @@
 """transformers as the oracle: GPT-2 folders written by transformers load natively with the
 same logits and greedy tokens; genzoo-saved GPTs load in transformers; a tiny Llama folder
-samples and scores through the optional adapter."""
+samples and scores through the optional transformers format."""
 from __future__ import annotations
 
 import json
@@ -14,7 +14,7 @@ import torch
 transformers = pytest.importorskip("transformers")
 
 import genzoo  # noqa: E402
-from genzoo_textlm.hf_adapter import TransformersCausalLM  # noqa: E402
+from genzoo_textlm.transformers_format import TransformersCausalLM  # noqa: E402
 from genzoo_textlm.model import GPTModel  # noqa: E402
 from genzoo_textlm.sampling import generate_ids  # noqa: E402
 
@@ -147,7 +147,7 @@ def llama(tmp_path_factory, hf_tokenizer):
     return folder, hf
 
 
-def test_llama_through_the_adapter(llama, hf_tokenizer, tmp_path):
+def test_llama_through_the_transformers_format(llama, hf_tokenizer, tmp_path):
     folder, hf = llama
     model = genzoo.load(str(folder), device="cpu")
     assert isinstance(model, TransformersCausalLM) and model.arch == "transformers-causal-lm"

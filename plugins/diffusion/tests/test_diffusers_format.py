@@ -1,4 +1,4 @@
-"""The diffusers adapter: tiny random diffusers folders load through genzoo, and genzoo's
+"""The diffusers format: tiny random diffusers folders load through genzoo, and genzoo's
 samples equal diffusers' own pipelines given the same per-sample generators."""
 import json
 
@@ -12,7 +12,7 @@ from genzoo_diffusion.detect import detect_arch
 diffusers = pytest.importorskip("diffusers")
 from diffusers import (DDIMPipeline, DDIMScheduler, DDPMPipeline, DDPMScheduler,  # noqa: E402
                        DPMSolverMultistepScheduler, UNet2DModel)
-from genzoo_diffusion.diffusers_adapter import DiffusersUNetModel  # noqa: E402
+from genzoo_diffusion.diffusers_format import DiffusersUNetModel  # noqa: E402
 
 N, SEED = 3, 7
 SCHEDULER = {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2",
