@@ -11,9 +11,8 @@ import pluggy
 from genzoo import _moved
 
 if TYPE_CHECKING:  # what mypy sees; at run time __getattr__ imports these on first use
-    from genzoo.api import list_models, load, model_info
+    from genzoo.api import evaluate, list_models, load, model_info
     from genzoo.engine.train import finetune
-    from genzoo.eval.metrics import evaluate
     from genzoo.model import GenerativeModel, TrainStage
     from genzoo.samples import Samples
 
@@ -34,15 +33,12 @@ def __getattr__(name: str) -> Any:
     if name in ("load",):
         from genzoo.api import load
         return load
-    if name in ("list_models", "model_info"):
+    if name in ("list_models", "model_info", "evaluate"):  # the API resolves names
         from genzoo import api
         return getattr(api, name)
     if name == "finetune":
         from genzoo.engine.train import finetune
         return finetune
-    if name == "evaluate":
-        from genzoo.eval.metrics import evaluate
-        return evaluate
     if name in ("GenerativeModel", "TrainStage"):
         from genzoo import model
         return getattr(model, name)

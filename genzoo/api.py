@@ -1,4 +1,5 @@
-"""The uniform API: ``load``, ``list_models``, ``model_info``, ``download``.
+"""The uniform API: ``load``, ``list_models``, ``model_info``, ``download``, ``evaluate``,
+``plugin_infos``.
 
 ``load`` joins the other parts and holds no logic of its own: registry (card) -> plugins
 (arch -> class) -> hub (verified local folder) -> ``cls.from_pretrained``. Importing this
@@ -13,16 +14,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genzoo.catalog import hub as hub
+from genzoo.catalog.hub import NOT_BUILT as NOT_BUILT  # re-exported: its old home
+from genzoo.catalog.registry import ModelCard, get_registry, shown
+from genzoo.errors import RegistryError, UnknownModelError, WeightsError
 from genzoo.plugins import manager as plugins
-from genzoo.errors import UnknownModelError, WeightsError
-from genzoo.catalog.registry import ModelCard, get_registry
+from genzoo.plugins.manager import PluginInfo
 
 logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
     from genzoo.model import GenerativeModel
 
-NOT_BUILT = "weights not built yet"
 #: peft's adapter config: a folder holding it is a LoRA adapter (see genzoo.engine.lora).
 ADAPTER_CONFIG = "adapter_config.json"
 
@@ -38,8 +40,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
     if target in registry:
         card = registry.get(target)
         cls = plugins.load_arch_class(card.arch, card.package)  # before any download
-        if not card.files and hub.parse_source(card.source).kind != "hf" and \
-                hub.local_folder(card.source) is None:
+        if hub.not_built(card.source, card.files):
             raise WeightsError(f"{card.name}: {NOT_BUILT} ({card.source} is empty); "
                                "the model cannot be loaded until its weights are published")
         folder = hub.fetch(card.source, card.files, revision, name=card.name)
@@ -64,10 +65,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
             model.origin = {"folder": str(folder),
                             "base_model": hub.hub_repo_id(target)}
     else:
-        hint = "" if os.sep in target or "/" in target or len(target) > 200 \
-            else registry.suggest(target)
-        raise UnknownModelError(f"{_shown(target)} is not a model name, a folder or an "
-                                f"hf://org/repo id{hint}")
+        raise _not_a_model(target)
     model.revision = hub.resolved_revision(folder) or revision
     model.loaded_from = folder  # what an adapter trained on it names and hashes
     return model
@@ -82,9 +80,17 @@ def _is_dir(target: str) -> bool:
         return False
 
 
-def _shown(target: str, limit: int = 80) -> str:
-    """A name as an error message shows it: quoted, and cut short when it is very long."""
-    return repr(target) if len(target) <= limit else f"{target[:limit]!r}... ({len(target)} characters)"
+def _not_a_model(target: str) -> UnknownModelError:
+    """The one-line error for a target that is no card, folder or Hub id: the plugin filter
+    that hides its card when there is one, else close names (not for what looks like a
+    path)."""
+    registry = get_registry()
+    hidden = registry.filtered_out(target)
+    if hidden:
+        return UnknownModelError(hidden)
+    hint = "" if os.sep in target or "/" in target else registry.suggest(target)
+    return UnknownModelError(f"{shown(target)} is not a model name, a folder or an "
+                             f"hf://org/repo id{hint}")
 
 
 #: How far ``detect_folder_arch`` looks into a folder without a genzoo config.json: enough for
@@ -165,11 +171,10 @@ def model_status(card: ModelCard) -> dict[str, Any]:
     installed = card.arch in archs
     src = hub.parse_source(card.source)
     folder = hub.local_folder(card.source, card.files)
-    not_built = not card.files and src.kind != "hf" and folder is None
     problems = []
     if not installed:
         problems.append(f"plugin missing: pip install {card.package}")
-    if not_built:
+    if hub.not_built(card.source, card.files):
         problems.append(NOT_BUILT)
     if folder is not None and src.kind == "pkg" and card.files and installed:
         damaged = _bundled_damage(card, folder)
@@ -206,13 +211,14 @@ def _bundled_damage(card: ModelCard, folder: Path) -> str | None:
 
 
 def model_info(name: str | os.PathLike[str], options: bool = True) -> dict[str, Any]:
-    """The card of ``name`` as a dict, plus plugin/download status (see ``model_status``) and,
-    with ``options``, the sampling options schema (this imports the architecture's class).
+    """What ``genzoo info`` shows (the info dict): the catalog card of ``name`` as a dict,
+    plus plugin/download status (see ``model_status``) and, with ``options``, the sampling
+    options schema (this imports the architecture's class).
 
     ``name`` may also be a local model folder: its config.json's arch, family and options."""
     target = os.fspath(name)
     registry = get_registry()
-    if target not in registry and Path(target).is_dir():
+    if target not in registry and _is_dir(target):
         return _folder_info(Path(target), options)
     card = registry.get(target)
     info = {**card.to_dict(), **model_status(card)}
@@ -263,7 +269,29 @@ def _folder_info(folder: Path, options: bool) -> dict[str, Any]:
 def download(name: str, revision: str | None = None) -> Path:
     """Fetch a card's weights into the cache (or verify bundled ones); returns the folder."""
     card = get_registry().get(name)
-    if not card.files and hub.parse_source(card.source).kind != "hf" and \
-            hub.local_folder(card.source) is None:
+    if hub.not_built(card.source, card.files):
         raise WeightsError(f"{card.name}: {NOT_BUILT}; nothing to download")
     return hub.fetch(card.source, card.files, revision, name=card.name)
+
+
+def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = None,
+             **kwargs: Any) -> dict[str, Any]:
+    """``genzoo.evaluate``: measure ``model`` (a loaded model, a card name, a folder or an
+    ``hf://`` id, loaded here) on ``n`` samples; the keywords are those of
+    ``genzoo.eval.metrics.evaluate`` (data, feature, seed, batch_size, progress, labels and
+    sampling options). Returns a flat dict of metrics."""
+    from genzoo.eval.metrics import evaluate as measure
+    if isinstance(model, (str, os.PathLike)):
+        model = load(model)
+    return measure(model, n=n, **kwargs)
+
+
+def plugin_infos() -> list[PluginInfo]:
+    """What ``genzoo plugins`` shows: every plugin entry point with its status, errors and
+    what it provides. The catalog is built first, so each plugin's cards and the card errors
+    or conflicts recorded against it are there."""
+    try:
+        get_registry()
+    except RegistryError:
+        pass  # a malformed genzoo or user catalog is no plugin's fault; `genzoo list` names it
+    return plugins.plugins()

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader (or a crash) never sees a half-written file."""
+"""Files genzoo writes: atomic writes (a reader, or a crash, never sees a half-written file)
+and ``genzoo_home``, the folder of genzoo's own caches."""
 from __future__ import annotations
 
 import contextlib
@@ -7,6 +8,16 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def genzoo_home() -> Path:
+    """genzoo's own cache folder (verified digests, measured levers, reference statistics):
+    ``$GENZOO_HOME``, else ``$XDG_CACHE_HOME/genzoo`` or ``~/.cache/genzoo``."""
+    env = os.environ.get("GENZOO_HOME")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "genzoo"
 
 
 def _umask() -> int:

@@ -4,9 +4,13 @@ A plugin distribution declares ``[project.entry-points.genzoo] NAME = "pkg.modul
 module implements some of these hooks with ``@genzoo.hookimpl``. Importing the module must be
 cheap (no torch): heavy code is named by an import string and imported on first use.
 
-Each plugin's hooks are called one plugin at a time and each result is checked there: a
-plugin that raises (``SystemExit`` included) or returns the wrong type is recorded (see
-``genzoo plugins``) and the others still work. Names are unique across plugins; when two
+**How hooks are called.** genzoo's plugin manager (``genzoo.plugins.manager``) never calls
+``pm.hook.NAME(...)`` as a whole: it calls each plugin's implementation on its own, in
+precedence order, with a private copy of the arguments, and checks each result there, so a
+plugin that raises (``SystemExit`` included) or returns the wrong type is recorded against
+itself (see ``genzoo plugins``) and the others still work. pluggy's call options therefore
+do not apply (no ``firstresult``, no ``hookwrapper`` ordering): the list hooks gather every
+plugin's entries, and ``genzoo_detect_arch`` takes the first answer that is not None. Names are unique across plugins; when two
 plugins provide one name, **precedence** decides: first-party plugins (genzoo,
 genzoo-diffusion, genzoo-vae, genzoo-gan, genzoo-textlm) and the entry points named in
 ``GENZOO_TRUSTED_PLUGINS`` first, then the others in discovery order (``sys.path`` order) —
@@ -74,12 +78,14 @@ def genzoo_feature_nets() -> list[dict[str, Any]]:
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def genzoo_detect_arch(config: dict[str, Any], filenames: list[str]) -> str | None:
     """Name the architecture of a model folder that has no ``genzoo`` section in config.json.
 
     Called for folders or Hub repos in another ecosystem's layout (a diffusers UNet, a
     transformers causal LM). ``config`` is the parsed config.json (empty when absent) and
     ``filenames`` the files present. Return an architecture name this plugin registered, or
-    None when the layout is not yours. The first non-None answer, in precedence order, wins.
+    None when the layout is not yours. The manager asks one plugin at a time in precedence
+    order and takes the first answer that is not None (an unregistered name is that plugin's
+    error and the next is asked).
     """

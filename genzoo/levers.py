@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from genzoo.errors import OptionError
-from genzoo.catalog.integrity import genzoo_home
+from genzoo.fsutil import genzoo_home
 
 log = logging.getLogger("genzoo")
 

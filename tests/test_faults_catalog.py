@@ -48,3 +48,47 @@ def test_version_1_and_unversioned_catalogs_still_load(tmp_path):
     assert [c.name for c in load_catalog(_catalog(tmp_path, "version: 1\nmodels:\n" + CARD))] \
         == ["mine"]
     assert [c.name for c in load_catalog(_catalog(tmp_path, "models:\n" + CARD))] == ["mine"]
+
+
+def _one_line_error(result) -> str:
+    """The single ``Error: ...`` line a failed command printed (no traceback, exit 1)."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("name", ["a" * 300, "d/" + "a" * 300], ids=["long", "long-path"])
+@pytest.mark.parametrize("command", [["info"], ["download"], ["sample", "-n", "1"]])
+def test_a_name_no_file_system_takes_is_one_line(command, name, tmp_path):
+    """A 300-character name is no card and too long for a file name (OSError: File name too
+    long when asked whether it is a folder): one line, cut short, with no traceback."""
+    args = [*command[:1], name, *command[1:], *(["-o", str(tmp_path / "x.png")]
+                                               if command[0] == "sample" else [])]
+    line = _one_line_error(CliRunner().invoke(cli, args))
+    assert "... (30" in line and len(line) < 300
+
+
+@pytest.mark.parametrize("command", [["info"], ["download"], ["sample", "-n", "1"]])
+def test_a_model_hidden_by_the_plugin_filter_names_the_filter(command, monkeypatch, tmp_path):
+    """GENZOO_PLUGINS=diffusion leaves the gan plugin, and with it gan-mnist's card, out: the
+    error names the filter and the way back instead of "not a model name"."""
+    monkeypatch.setenv("GENZOO_PLUGINS", "diffusion")
+    args = [*command[:1], "gan-mnist", *command[1:],
+            *(["-o", str(tmp_path / "x.png")] if command[0] == "sample" else [])]
+    line = _one_line_error(CliRunner().invoke(cli, args))
+    assert line == ("Error: gan-mnist's plugin is not loaded: GENZOO_PLUGINS=diffusion leaves "
+                    "it out; unset GENZOO_PLUGINS or add gan to it")
+
+
+def test_the_plugin_filter_is_named_for_a_hub_card_and_an_unknown_name(monkeypatch, tmp_path):
+    """A card genzoo ships (gpt2) whose architecture's plugin is left out, and a name no left-out
+    plugin seems to own: both name the filter."""
+    monkeypatch.setenv("GENZOO_PLUGINS", "diffusion")
+    line = _one_line_error(CliRunner().invoke(cli, ["sample", "gpt2", "-o",
+                                                    str(tmp_path / "x.txt")]))
+    assert "architecture textlm-gpt's plugin is not loaded: GENZOO_PLUGINS=diffusion" in line
+    line = _one_line_error(CliRunner().invoke(cli, ["info", "mystery"]))
+    assert line.startswith("Error: unknown model 'mystery'")
+    left_out = line.partition("(GENZOO_PLUGINS=diffusion leaves out plugin(s) ")[2]
+    assert left_out.endswith(")") and {"gan", "textlm", "vae"} <= set(left_out[:-1].split(", "))

@@ -164,7 +164,8 @@ def test_garbage_from_every_hook_is_recorded(plugin_site):
     manager = plugins.get_manager()
     assert "gan-dcgan" in manager.architectures() and "mnist" in manager.feature_nets()
     assert plugins.detect_arch({"model_type": "anything"}, ["config.json"]) is None
-    error = _info(manager, "fakegarbage").error
+    from genzoo.api import plugin_infos  # builds the catalog, which asks for the cards
+    error = {p.name: p for p in plugin_infos()}["fakegarbage"].error
     for part in ("hook genzoo_architectures returned int, expected a list",
                  "hook genzoo_model_cards returned dict, expected a list",
                  "hook genzoo_feature_nets raised RuntimeError: generator broke midway",
@@ -174,11 +175,24 @@ def test_garbage_from_every_hook_is_recorded(plugin_site):
 
 
 def test_cards_hook_errors_show_in_plugins(fake_plugins, tmp_path, monkeypatch):
-    """A card file that cannot be read is the plugin's error, seen by `plugins()` itself."""
+    """A card file that cannot be read is the plugin's error, seen by `plugin_infos()` (what
+    `genzoo plugins` shows) without building the catalog first."""
+    from genzoo.api import plugin_infos
     manager = fake_plugins("fakegood")
     monkeypatch.setattr(manager, "_cards", [("fakegood", tmp_path / "missing.yaml")])
-    info = _info(manager, "fakegood")
+    info = {p.name: p for p in plugin_infos()}["fakegood"]
     assert info.status == "error" and "missing.yaml: cannot read catalog" in info.error
+
+
+def test_the_manager_knows_nothing_of_the_catalog(fake_plugins):
+    """The manager hands raw card entries on; only the catalog validates them and records
+    what it made of them against the plugin."""
+    from genzoo.catalog.registry import build_registry
+    manager = fake_plugins("fakegood")
+    assert _info(manager, "fakegood").cards == []  # nothing validated yet
+    build_registry(manager=manager)
+    build_registry(manager=manager)  # a rebuilt catalog notes each card once
+    assert _info(manager, "fakegood").cards == ["tiny-bundled"]
 
 
 @pytest.mark.parametrize("name, status, problem", [

@@ -2,8 +2,9 @@
 (``version: 1`` + ``models:``; genzoo's registry.yaml, a plugin's ``weights/cards.yaml``, a
 user's catalog) and ``update_card`` for release scripts.
 
-Nothing here knows where cards come from or how sources merge (``genzoo.plugins.manager`` collects
-plugins' cards, ``genzoo.catalog.registry`` merges every source); nothing imports torch.
+Nothing here knows where cards come from or how sources merge: ``genzoo.catalog.registry`` is
+the one place that merges genzoo's registry.yaml, plugins' cards and user catalogs, and records
+a plugin's bad card against that plugin. Nothing imports torch.
 """
 from __future__ import annotations
 
@@ -12,12 +13,9 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from genzoo.errors import RegistryError, UnknownModelError
-
-if TYPE_CHECKING:  # plugins imports this module: the name is for annotations only
-    from genzoo.plugins.manager import PluginManager
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SHA_RE = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -81,6 +79,29 @@ def card_from_dict(entry: Any, origin: str, base_dir: Path | None = None) -> Mod
     def bad(msg: str) -> RegistryError:
         return RegistryError(f"{origin}: model {label}: {msg}")
 
+    _check_required(entry, bad)
+    try:
+        src = parse_source(entry["source"], base_dir)
+    except ValueError as e:
+        raise bad(f"source: {e}") from None
+    files = entry.get("files") or {}
+    _check_files(files, src.pinned, bad)
+    _check_optional(entry, bad)
+    return ModelCard(
+        name=entry["name"], family=entry["family"], arch=entry["arch"],
+        source=str(src.path) if src.kind == "path" else src.text,
+        summary=(entry.get("summary") or "").strip(),
+        files={k: (v.lower() if v else None) for k, v in files.items()},
+        params=entry.get("params"), size=entry.get("size"), license=entry.get("license"),
+        tags=tuple(entry.get("tags") or ()), capabilities=tuple(entry.get("capabilities") or ()),
+        sampling=dict(entry.get("sampling") or {}),
+        metrics=dict(entry.get("metrics") or {}), package=entry.get("package") or "",
+        origin=origin)
+
+
+def _check_required(entry: Any, bad: Callable[[str], RegistryError]) -> None:
+    """A mapping of known fields whose required ones are non-empty strings and whose name is
+    one a file system and a command line take as it is."""
     if not isinstance(entry, dict):
         raise bad(f"expected a mapping of card fields, got {type(entry).__name__}")
     unknown = sorted(set(entry) - _FIELDS)
@@ -92,12 +113,11 @@ def card_from_dict(entry: Any, origin: str, base_dir: Path | None = None) -> Mod
             raise bad(f"{key!r} is required and must be a non-empty string")
     if not _NAME_RE.match(entry["name"]):
         raise bad("name may hold only letters, digits, '.', '_' and '-'")
-    try:
-        src = parse_source(entry["source"], base_dir)
-    except ValueError as e:
-        raise bad(f"source: {e}") from None
-    source = str(src.path) if src.kind == "path" else src.text
-    files = entry.get("files") or {}
+
+
+def _check_files(files: Any, pinned: bool, bad: Callable[[str], RegistryError]) -> None:
+    """``files`` maps relative, non-pickle file names to sha256 digests; a digest may be left
+    out only when the source is pinned to a Hub commit (the commit then fixes the bytes)."""
     if not isinstance(files, dict):
         raise bad("files must map file names to sha256 digests")
     for fname, digest in files.items():
@@ -107,37 +127,29 @@ def card_from_dict(entry: Any, origin: str, base_dir: Path | None = None) -> Mod
         if fname.endswith(_PICKLE_SUFFIXES):
             raise bad(f"file {fname!r}: pickle weights are never loaded; use safetensors")
         if digest is None:
-            if not src.pinned:
+            if not pinned:
                 raise bad(f"file {fname!r} has no sha256; digests may be left out only for "
                           "hf:// sources pinned to a full commit (hf://org/repo@<40-hex sha>)")
         elif not isinstance(digest, str) or not _SHA_RE.match(digest):
             raise bad(f"file {fname!r}: sha256 must be 64 hex characters or null")
+
+
+def _check_optional(entry: dict[str, Any], bad: Callable[[str], RegistryError]) -> None:
+    """The optional fields, when present, have their documented types."""
     for key in ("params", "size"):
         value = entry.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
             raise bad(f"{key} must be a non-negative integer or null")
-    tags = entry.get("tags") or []
-    if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) for t in tags):
-        raise bad("tags must be a list of strings")
-    capabilities = entry.get("capabilities") or []
-    if not isinstance(capabilities, (list, tuple)) or \
-            not all(isinstance(c, str) for c in capabilities):
-        raise bad("capabilities must be a list of strings")
+    for key in ("tags", "capabilities"):
+        items = entry.get(key) or []
+        if not isinstance(items, (list, tuple)) or not all(isinstance(t, str) for t in items):
+            raise bad(f"{key} must be a list of strings")
     for key in ("sampling", "metrics"):
         if not isinstance(entry.get(key) or {}, dict):
             raise bad(f"{key} must be a mapping")
     for key in ("summary", "license", "package"):
         if entry.get(key) is not None and not isinstance(entry[key], str):
             raise bad(f"{key} must be a string")
-    return ModelCard(
-        name=entry["name"], family=entry["family"], arch=entry["arch"], source=source,
-        summary=(entry.get("summary") or "").strip(),
-        files={k: (v.lower() if v else None) for k, v in files.items()},
-        params=entry.get("params"), size=entry.get("size"), license=entry.get("license"),
-        tags=tuple(tags), capabilities=tuple(capabilities),
-        sampling=dict(entry.get("sampling") or {}),
-        metrics=dict(entry.get("metrics") or {}), package=entry.get("package") or "",
-        origin=origin)
 
 
 #: A catalog larger than this is refused unread: real ones hold a few KB of cards.
@@ -175,11 +187,10 @@ def _yaml_load(path: Path) -> Any:
         raise RegistryError(f"{path}:{where}: invalid YAML ({problem})") from None
 
 
-def load_catalog(path: str | os.PathLike[str], plugin: str | None = None) -> list[ModelCard]:
+def load_catalog(path: str | os.PathLike[str]) -> list[ModelCard]:
     """Read and validate one catalog file (``models:`` list); duplicates inside it are errors.
 
-    Each card's ``catalog`` is ``path``; with ``plugin`` (a plugin's own card file) its
-    ``plugin`` is set and its ``origin`` names the plugin and the file."""
+    Each card's ``catalog`` is ``path``."""
     path = Path(path)
     data = _yaml_load(path)
     if data is None:
@@ -198,8 +209,7 @@ def load_catalog(path: str | os.PathLike[str], plugin: str | None = None) -> lis
         if card.name in seen:
             raise RegistryError(f"{path}: model {card.name!r} is defined twice in this file")
         seen.add(card.name)
-        origin = f"plugin {plugin!r} ({path})" if plugin else card.origin
-        cards.append(dataclasses.replace(card, origin=origin, plugin=plugin, catalog=str(path)))
+        cards.append(dataclasses.replace(card, catalog=str(path)))
     return cards
 
 
@@ -215,35 +225,6 @@ def packaged_catalog_path() -> Path | None:
         pass
     repo_file = Path(__file__).resolve().parents[2] / "registry.yaml"
     return repo_file if repo_file.is_file() else None
-
-
-def plugin_cards(manager: PluginManager, taken: dict[str, ModelCard]) -> list[ModelCard]:
-    """Validate what plugins' ``genzoo_model_cards`` returned (``manager.model_cards()``: card
-    dicts or catalog paths, in precedence order) into cards; names in ``taken`` (genzoo's own
-    catalog) or provided by an earlier plugin are conflicts, an invalid card or unreadable
-    file an error, each recorded against its plugin through ``manager``."""
-    taken = dict(taken)
-    out: list[ModelCard] = []
-    for plugin, entry in manager.model_cards():
-        try:
-            if isinstance(entry, dict):
-                cards = [dataclasses.replace(card_from_dict(entry, f"plugin {plugin!r}"),
-                                             plugin=plugin)]
-            else:
-                cards = load_catalog(entry, plugin=plugin)
-        except RegistryError as e:
-            message = str(e).removeprefix(f"plugin {plugin!r}: ")
-            manager.record_error(plugin, f"bad model card: {message}", e)
-            continue
-        for card in cards:
-            if card.name in taken:
-                manager.record_conflict(plugin, f"model card {card.name!r} is also defined by "
-                                                f"{taken[card.name].origin}, which takes "
-                                                "precedence; ignored")
-                continue
-            taken[card.name] = card
-            out.append(card)
-    return out
 
 
 def update_card(path: str | os.PathLike[str], name: str, **fields: Any) -> None:

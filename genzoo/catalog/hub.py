@@ -35,11 +35,13 @@ from typing import Mapping
 from genzoo.errors import (GenzooError, HubError, IntegrityError, PluginMissingError,
                      UnsafePathError, WeightsError)
 from genzoo.catalog.hub_http import bound_hub_client, checked_endpoint, hub_timeout, probe_repo
-from genzoo.catalog.integrity import check_relative_names, genzoo_home, verify_folder
+from genzoo.catalog.integrity import check_relative_names, verify_folder
+from genzoo.fsutil import genzoo_home
 
 __all__ = ["Source", "parse_source", "fetch", "local_folder", "is_available", "hub_cache_dir",
            "genzoo_home", "upload_folder", "cached_repos", "hub_repo_id", "remove_cached_repo",
-           "resolved_revision", "hub_timeout", "DEFAULT_PATTERNS", "NEVER_PATTERNS"]
+           "resolved_revision", "hub_timeout", "DEFAULT_PATTERNS", "NEVER_PATTERNS", "NOT_BUILT",
+           "not_built"]
 
 HF_PREFIX = "hf://"
 PKG_PREFIX = "pkg://"
@@ -265,6 +267,17 @@ def local_folder(source: str | Source, files: Mapping[str, str | None] | None = 
     if files:
         return folder if all((folder / f).is_file() for f in files) else None
     return folder if (folder / "config.json").is_file() else None
+
+
+#: What ``genzoo list``, ``load`` and ``download`` say of a card whose weights do not exist yet.
+NOT_BUILT = "weights not built yet"
+
+
+def not_built(source: str | Source, files: Mapping[str, str | None] | None) -> bool:
+    """Whether a card's weights were never built: it lists no files (a release script fills
+    them in when it bundles the weights), its source is no Hub repo (a repo holds its own
+    files) and no local folder with a config.json is there yet."""
+    return not files and _as_source(source).kind != "hf" and local_folder(source) is None
 
 
 def is_available(source: str | Source, files: Mapping[str, str | None] | None = None) -> bool:

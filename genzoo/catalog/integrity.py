@@ -17,22 +17,14 @@ from pathlib import Path, PurePosixPath
 from typing import Mapping
 
 from genzoo.errors import IntegrityError, UnsafePathError, WeightsError
+# genzoo_home is re-exported: it lived here before the contract (fsutil) took it.
 from genzoo.fsutil import atomic_write_text
+from genzoo.fsutil import genzoo_home as genzoo_home
 
 CACHE_NAME = "verified.json"
 _MAX_ENTRIES = 5000
 #: 2: entries keyed on ctime, inode and device too (1 trusted size and mtime alone).
 _CACHE_VERSION = 2
-
-
-def genzoo_home() -> Path:
-    """genzoo's own cache folder: ``$GENZOO_HOME``, else ``$XDG_CACHE_HOME/genzoo`` or
-    ``~/.cache/genzoo``."""
-    env = os.environ.get("GENZOO_HOME")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "genzoo"
 
 
 def check_relative_names(names) -> None:

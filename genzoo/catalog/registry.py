@@ -33,8 +33,9 @@ import difflib
 import fnmatch
 import logging
 import os
-from pathlib import Path
 import builtins
+import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 # re-exported (``X as X``): genzoo.catalog.registry is where users and the CLI import these from
@@ -69,10 +70,15 @@ def user_catalog_paths() -> list[Path]:
 
 
 class Registry:
-    """The merged catalog: ``get(name)`` and ``list(pattern, family)``."""
+    """The merged catalog: ``get(name)`` and ``list(pattern, family)``.
 
-    def __init__(self, cards: Iterable[ModelCard] = ()) -> None:
+    ``manager``, the plugin manager the catalog was built from, lets an unknown name be
+    explained by the plugin filter (``GENZOO_PLUGINS``) that left its plugin out."""
+
+    def __init__(self, cards: Iterable[ModelCard] = (),
+                 manager: PluginManager | None = None) -> None:
         self._cards: dict[str, ModelCard] = {}
+        self.manager = manager
         for card in cards:
             self.add(card)
 
@@ -88,10 +94,22 @@ class Registry:
         """The card called ``name``; unknown names suggest close ones."""
         if name in self._cards:
             return self._cards[name]
-        raise UnknownModelError(f"unknown model {name!r}{self.suggest(name)}")
+        hidden = self.filtered_out(name)
+        if hidden:
+            raise UnknownModelError(hidden)
+        raise UnknownModelError(f"unknown model {shown(name)}{self.suggest(name)}")
+
+    def filtered_out(self, name: str) -> str | None:
+        """One line saying that ``GENZOO_PLUGINS`` leaves out the plugin that most likely
+        provides ``name`` (its cards are then unknown), else None."""
+        return self.manager.filter_message(name) if self.manager is not None else None
 
     def suggest(self, name: str) -> str:
-        """``"; did you mean: a, b?"`` for names close to ``name`` (empty when none)."""
+        """``"; did you mean: a, b?"`` for names close to ``name`` (empty when none), and the
+        plugins a filter leaves out, since the name may be one of theirs."""
+        left_out = self.manager.filter_clause() if self.manager is not None else ""
+        if len(name) > 200:  # no model is named like this; comparing would only cost time
+            return f"; `genzoo list` shows all models{left_out}"
         names = sorted(self._cards)
         scores = {n: difflib.SequenceMatcher(None, name.lower(), n.lower()).ratio() for n in names}
         best = max(scores.values(), default=0.0)
@@ -100,8 +118,9 @@ class Registry:
                        key=lambda n: -scores[n])
         close += [n for n in names if name.lower() in n.lower() and n not in close]
         if close:
-            return f"; did you mean: {', '.join(close[:4])}? (`genzoo list` shows all models)"
-        return "; `genzoo list` shows all models"
+            return (f"; did you mean: {', '.join(close[:4])}? (`genzoo list` shows all "
+                    f"models){left_out}")
+        return f"; `genzoo list` shows all models{left_out}"
 
     def list(self, pattern: str | None = None, family: str | None = None,
              can: str | None = None) -> builtins.list[ModelCard]:
@@ -138,21 +157,18 @@ class Registry:
 
 def build_registry(include_packaged: bool = True,
                    manager: PluginManager | None = None) -> Registry:
-    """Merge every source into a new Registry (uncached), first source first.
-
-    Plugins' cards come validated from the plugin manager (``PluginManager.plugin_cards``:
-    an invalid card or a name already taken is recorded against its plugin); a user
-    catalog's duplicate is skipped with a warning. ``manager`` defaults to the process-wide
-    plugin manager."""
+    """Merge every source into a new Registry (uncached), first source first: genzoo's
+    registry.yaml, the plugins' cards (``merge_plugin_cards``), the user's catalogs (a name
+    already taken is skipped with a warning). ``manager`` defaults to the process-wide plugin
+    manager."""
     from genzoo.plugins.manager import get_manager
-    reg = Registry()
+    manager = manager or get_manager()
+    reg = Registry(manager=manager)
     packaged = packaged_catalog_path() if include_packaged else None
     if packaged is not None:
         for card in load_catalog(packaged):
             reg.add(card)
-    for card in (manager or get_manager()).plugin_cards():
-        if card.name not in reg:  # only when the packaged catalog was left out
-            reg.add(card)
+    merge_plugin_cards(reg, manager)
     for path in user_catalog_paths():
         for card in load_catalog(path):
             if card.name in reg:
@@ -161,6 +177,46 @@ def build_registry(include_packaged: bool = True,
                 continue
             reg.add(card)
     return reg
+
+
+def merge_plugin_cards(reg: Registry, manager: PluginManager) -> None:
+    """Add what plugins' ``genzoo_model_cards`` returned (``manager.model_cards()``: card
+    dicts or catalog files, in plugin precedence order) to ``reg``. Each problem is recorded
+    against its plugin through ``manager`` and stops no other card: an invalid card or an
+    unreadable file is an error, a name already in ``reg`` (genzoo's own or an earlier
+    plugin's) a conflict."""
+    for plugin, entry in manager.model_cards():
+        try:
+            cards = _plugin_entry_cards(plugin, entry)
+        except RegistryError as e:
+            message = str(e).removeprefix(f"plugin {plugin!r}: ")
+            manager.record_error(plugin, f"bad model card: {message}", e)
+            continue
+        for card in cards:
+            if card.name in reg:
+                manager.record_conflict(plugin, f"model card {card.name!r} is also defined by "
+                                                f"{reg.get(card.name).origin}, which takes "
+                                                "precedence; ignored")
+                continue
+            reg.add(card)
+            manager.record_card(plugin, card.name)
+
+
+def _plugin_entry_cards(plugin: str, entry: dict[str, Any] | Path) -> list[ModelCard]:
+    """The validated cards of one item a plugin returned, each labelled with the plugin."""
+    if isinstance(entry, dict):
+        card = card_from_dict(entry, f"plugin {plugin!r}")
+        return [dataclasses.replace(card, plugin=plugin)]
+    return [dataclasses.replace(card, origin=f"plugin {plugin!r} ({entry})", plugin=plugin)
+            for card in load_catalog(entry)]
+
+
+def shown(name: str, limit: int = 80) -> str:
+    """A name as an error message shows it: quoted, and cut short when it is very long (a
+    pasted path or a 300-character typo must still give one readable line)."""
+    if len(name) <= limit:
+        return repr(name)
+    return f"{name[:limit]!r}... ({len(name)} characters)"
 
 
 _CACHE: tuple[Any, Registry] | None = None

@@ -222,8 +222,8 @@ def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
     stops other commands (GENZOO_STRICT_PLUGINS=1 makes them fatal). `genzoo --debug plugins`
     also prints the tracebacks of the failures.
     """
-    from genzoo.plugins.manager import plugins
-    found = plugins()
+    from genzoo.api import plugin_infos
+    found = plugin_infos()  # the catalog is built first: each plugin's cards and card errors
     infos = [p.to_dict() for p in found]
     if as_json:
         _echo_json(infos)

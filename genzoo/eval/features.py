@@ -180,12 +180,11 @@ def load_mnist_features(device: str | torch.device = "cpu") -> MnistClassifier:
 
     Loaded with ``MnistClassifier.from_pretrained`` directly: the classifier is trained with
     the engine like a model, but it is not registered as an architecture."""
-    from genzoo.api import NOT_BUILT
     from genzoo.errors import WeightsError
-    from genzoo.catalog.hub import fetch, local_folder
+    from genzoo.catalog.hub import NOT_BUILT, fetch, not_built
     from genzoo.catalog.registry import load_catalog
     [card] = [c for c in load_catalog(FEATURES_CATALOG) if c.name == "mnist-features"]
-    if not card.files and local_folder(card.source) is None:
+    if not_built(card.source, card.files):
         raise WeightsError(f"mnist-features: {NOT_BUILT}; build it with "
                            "`python recipes/mnist_features.py train` then `... bundle`")
     folder = fetch(card.source, card.files, name=card.name)

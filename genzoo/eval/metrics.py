@@ -190,11 +190,12 @@ def image_metrics(feats: torch.Tensor, probs: torch.Tensor | None, ref) -> dict[
     return out
 
 
-def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = None,
+def evaluate(model: GenerativeModel, n: int | None = None,
              data: Any = None, feature: str = "mnist", seed: int = 0,
              batch_size: int | None = None, progress: bool = False, labels: bool = True,
              **sample_options: Any) -> dict[str, Any]:
-    """Measure ``model`` (a GenerativeModel, card name or folder) on ``n`` samples.
+    """Measure ``model`` (a loaded GenerativeModel; ``genzoo.evaluate`` also takes a name)
+    on ``n`` samples.
 
     Image models: FD, KID, precision, recall in the ``feature`` space against ``data`` (a
     folder, .npz, or ``mnist:SPLIT``; default ``mnist:ref`` for 1x28x28 models), class
@@ -206,9 +207,9 @@ def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = No
     2 ... in turn, the share the classifier reads as their label (``labels=False`` skips it).
     ``n`` and unset sampling options default to the family's ``eval_defaults`` (else
     n=1000). Extra keywords are sampling options. Returns a flat dict."""
-    if isinstance(model, (str, os.PathLike)):
-        from genzoo.api import load
-        model = load(model)
+    if isinstance(model, (str, os.PathLike)):  # names are the API's to resolve
+        raise OptionError(f"evaluate takes a loaded model, got {type(model).__name__} "
+                          f"{os.fspath(model)!r}; genzoo.evaluate loads names and folders")
     defaults = dict(getattr(model, "eval_defaults", None) or {})
     default_n = defaults.pop("n", 1000)
     n = default_n if n is None else n

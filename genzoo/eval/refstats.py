@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from genzoo.fsutil import atomic_write_bytes, atomic_write_text
-from genzoo.catalog.integrity import genzoo_home
+from genzoo.fsutil import genzoo_home
 
 CACHE_VERSION = 1
 #: At most this many reference feature rows are kept for KID and precision/recall.

@@ -17,6 +17,11 @@ one architecture, card or feature-net name, the earlier one keeps it; the later 
 ``GENZOO_STRICT_PLUGINS=1`` turns every failure and every conflict into a ``PluginError``;
 ``GENZOO_PLUGINS=a,b`` loads only the entry points named.
 
+The manager discovers and records; it knows nothing of the catalog. ``model_cards`` hands
+the plugins' raw card entries to ``genzoo.catalog.registry``, which validates and merges them
+and records each bad card or lost name against its plugin here (``record_error``,
+``record_conflict``, ``record_card``).
+
 Nothing here imports torch: an architecture is an import string, imported by
 ``load_arch_class`` only when a model of that architecture is loaded.
 """
@@ -31,13 +36,12 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pluggy
 
 from genzoo import hookspecs
-from genzoo.catalog.cards import ModelCard, load_catalog, packaged_catalog_path, plugin_cards
-from genzoo.errors import PluginError, PluginMissingError, RegistryError
+from genzoo.errors import PluginError, PluginMissingError
 from genzoo.plugins.entries import (ArchInfo, BadResult, FeatureNetInfo, arch_info, as_list,
                              card_entry, feature_net_info, import_target, optional_str)
 
@@ -115,8 +119,10 @@ class PluginManager:
                  strict: bool | None = None, allow: Iterable[str] | None = None,
                  trusted: Iterable[str] | None = None):
         self.strict = _env_true("GENZOO_STRICT_PLUGINS") if strict is None else strict
-        allow = _env_list("GENZOO_PLUGINS") if allow is None else allow
+        allow = _env_list("GENZOO_PLUGINS") if allow is None else list(allow)
         self.allow = set(allow) if allow is not None else None
+        #: The filter as messages name it ("GENZOO_PLUGINS=diffusion"); None without one.
+        self.allow_text = None if allow is None else "GENZOO_PLUGINS=" + ",".join(allow)
         trusted = _env_list("GENZOO_TRUSTED_PLUGINS") if trusted is None else trusted
         self.trusted = set(trusted or ())
         self.pm = pluggy.PluginManager(GROUP)
@@ -130,7 +136,6 @@ class PluginManager:
         self._archs: dict[str, ArchInfo] | None = None
         self._feature_nets: dict[str, FeatureNetInfo] | None = None
         self._cards: list[tuple[str, dict[str, Any] | Path]] | None = None
-        self._plugin_cards: list[ModelCard] | None = None
 
     def _ranks_first(self, ep: importlib.metadata.EntryPoint) -> bool:
         return _normalise(_dist_name(ep)) in FIRST_PARTY or ep.name in self.trusted
@@ -196,28 +201,33 @@ class PluginManager:
         return Path(module_file).resolve().parent if module_file else None
 
     def _call(self, hook_name: str, check: Callable[[Any], Any],
-              **kwargs) -> list[tuple[str, Any]]:
-        """Call one hook on each plugin in precedence order: ``[(plugin, check(result))]``.
+              **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """Call one hook on each plugin in precedence order, yielding ``(plugin,
+        check(result))``; the next plugin is called only when the caller asks for it (so
+        ``detect_arch`` stops at the first answer, as the hook's spec says).
 
-        The check runs inside the same guard, so a generator that raises while it is consumed
-        or a result of the wrong type is that plugin's error, like an exception."""
+        pluggy's ``pm.hook.NAME(...)`` would call every plugin in one go, and one raising would
+        end the call for all: here each implementation runs on its own. The check runs inside
+        the same guard, so a generator that raises while it is consumed or a result of the
+        wrong type is that plugin's error, like an exception."""
         hook = getattr(self.pm.hook, hook_name)
         order = {name: i for i, name in enumerate(self.infos)}
         impls = sorted(hook.get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, 1 << 30))
-        results = []
         for impl in impls:
             try:
                 # A private copy of each argument: one plugin cannot change what the next sees.
                 args = {a: copy.deepcopy(kwargs[a]) for a in impl.argnames}
                 with contextlib.redirect_stdout(sys.stderr):
-                    results.append((impl.plugin_name, check(impl.function(**args))))
+                    result = check(impl.function(**args))
             except KeyboardInterrupt:
                 raise
             except BadResult as e:
                 self.record_error(impl.plugin_name, f"hook {hook_name} {e}")
+                continue
             except BaseException as e:  # noqa: BLE001 - SystemExit included
                 self.record_error(impl.plugin_name, f"hook {hook_name} raised {_one_line(e)}", e)
-        return results
+                continue
+            yield impl.plugin_name, result
 
     # ---- what the hooks provide ---------------------------------------------------------
     def _named_entries(self, hook_name: str, parse, what: str) -> dict[str, Any]:
@@ -257,8 +267,10 @@ class PluginManager:
         return self._feature_nets
 
     def model_cards(self) -> list[tuple[str, dict[str, Any] | Path]]:
-        """What plugins' ``genzoo_model_cards`` return, as ``[(plugin, card dict or catalog
-        path)]`` in precedence order (validated by ``plugin_cards``)."""
+        """What plugins' ``genzoo_model_cards`` return, unvalidated, as ``[(plugin, card dict
+        or catalog path)]`` in precedence order. The catalog (``genzoo.catalog.registry``)
+        validates and merges them and records what is wrong through ``record_error``,
+        ``record_conflict`` and ``record_card``."""
         if self._cards is None:
             cards = []
             for plugin, result in self._call("genzoo_model_cards", as_list):
@@ -270,16 +282,46 @@ class PluginManager:
             self._cards = cards
         return self._cards
 
-    def plugin_cards(self) -> list[ModelCard]:
-        """The plugins' cards, validated, in precedence order; a name genzoo's own catalog
-        or an earlier plugin already has is a conflict (see ``genzoo.catalog.cards.plugin_cards``)."""
-        if self._plugin_cards is None:
-            packaged = packaged_catalog_path()
-            taken = {c.name: c for c in load_catalog(packaged)} if packaged else {}
-            self._plugin_cards = plugin_cards(self, taken)
-            for card in self._plugin_cards:
-                self.infos[card.plugin].cards.append(card.name)
-        return self._plugin_cards
+    def record_card(self, plugin: str, name: str) -> None:
+        """Note that card ``name`` of ``plugin`` made it into the catalog (``genzoo plugins``
+        lists it); a rebuilt catalog noting it again changes nothing."""
+        info = self.infos.get(plugin)
+        if info is not None and name not in info.cards:
+            info.cards.append(name)
+
+    def info(self, plugin: str) -> PluginInfo | None:
+        """The record of one entry point (None for a name never seen)."""
+        return self.infos.get(plugin)
+
+    def left_out(self) -> list[str]:
+        """The entry points that ``GENZOO_PLUGINS`` (or ``allow``) leaves out, in precedence
+        order: they are seen, never imported."""
+        return [i.name for i in self.infos.values() if i.status == "disabled"]
+
+    def left_out_owner(self, name: str) -> str | None:
+        """The left-out entry point that most likely provides model or architecture ``name``,
+        judged by name alone (first-party names start with their plugin's: ``gan-mnist``,
+        ``gan-dcgan``): a left-out plugin is never imported, not even to ask it."""
+        lowered = name.lower()
+        for plugin in self.left_out():
+            if lowered == plugin.lower() or lowered.startswith(plugin.lower() + "-"):
+                return plugin
+        return None
+
+    def filter_message(self, name: str) -> str | None:
+        """One line saying that the plugin filter hides ``name`` (see ``left_out_owner``), or
+        None when no left-out plugin seems to provide it."""
+        owner = self.left_out_owner(name)
+        if owner is None:
+            return None
+        return (f"{name}'s plugin is not loaded: {self.allow_text} leaves it out; unset "
+                f"GENZOO_PLUGINS or add {owner} to it")
+
+    def filter_clause(self) -> str:
+        """``" (GENZOO_PLUGINS=a leaves out plugin(s) b, c)"``, empty without a filter that
+        leaves something out: an unknown name may belong to one of them."""
+        left = self.left_out()
+        return f" ({self.allow_text} leaves out plugin(s) {', '.join(left)})" if left else ""
 
     def detect_arch(self, config: dict[str, Any], filenames: list[str]) -> str | None:
         """The architecture of a folder without a ``genzoo`` section (first plugin that knows,
@@ -296,27 +338,26 @@ class PluginManager:
         return None
 
     def plugins(self) -> list[PluginInfo]:
-        """Every entry point seen, with its status. Architectures, feature nets and cards are
-        collected first, so a hook that fails or loses a name shows here."""
+        """Every entry point seen, with its status. Architectures and feature nets are
+        collected first, so a hook that fails or loses a name shows here; cards show once the
+        catalog has been built (``genzoo.api.plugin_infos`` builds it first)."""
         self.architectures()
         self.feature_nets()
-        try:
-            self.plugin_cards()
-        except RegistryError:
-            pass  # a malformed genzoo registry.yaml is no plugin's fault; `genzoo list` names it
         return list(self.infos.values())
 
     def load_arch_class(self, arch: str,
                         package_hint: str | None = None) -> type[GenerativeModel]:
         """Import the class of ``arch``; a missing plugin names the ``pip install`` line."""
         archs = self.architectures()
+        if arch not in archs and self.filter_message(arch):
+            raise PluginMissingError(f"architecture {self.filter_message(arch)}")
         if arch not in archs:
             package = package_hint or _guess_package(arch)
             broken = [i.name for i in self.infos.values() if i.status == "error"]
             hint = (f" (plugin(s) {', '.join(broken)} failed to load: see `genzoo plugins`)"
                     if broken else "")
             raise PluginMissingError(f"architecture {arch!r} is not installed: "
-                                     f"pip install {package}{hint}")
+                                     f"pip install {package}{hint}{self.filter_clause()}")
         info = archs[arch]
         obj = self._import(info.plugin, f"architecture {arch!r}", info.target)
         from genzoo.model import GenerativeModel  # torch: only now that a model is being loaded
