@@ -143,10 +143,11 @@ def list_cmd(pattern: str | None, family: str | None, can: str | None, as_json: 
 @click.argument("name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(name: str, as_json: bool) -> None:
-    """Show a model's card and its sampling options: source, files and digests, metrics,
-    plugin and download status, and each option's type, range and default (a folder too)."""
+    """Show a model's catalog card and its sampling options: source, files and digests,
+    metrics, plugin and download status, and each option's type, range and default (a
+    folder too)."""
     from genzoo.api import model_info
-    data = model_info(name)
+    data = model_info(name)  # the info dict: card fields + status + options
     if as_json:
         _echo_json(data)
         return

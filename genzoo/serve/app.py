@@ -5,7 +5,7 @@ Routes (docs/serve.md has the reference; ``/openapi.json`` the schema):
     GET  /                              the gallery page (genzoo/static)
     GET  /healthz                       liveness, queue and model counters
     GET  /v1/models                     the served catalog, as ``genzoo list --json``
-    GET  /v1/models/{name}              card, options schema, what the API serves
+    GET  /v1/models/{name}              model info: card, options schema, what the API serves
     POST /v1/models/{name}/samples      {"n", "seed", "options", "format", "stream"}
 
 Errors are JSON ``{"error": "one line"}``: 404 unknown model, 422 bad request, 413 body too
@@ -136,7 +136,7 @@ class App:
 
     async def model(self, request: Request) -> Response:
         name = self.pool.check(request.path_params["name"])
-        return JSONResponse(json.loads(json.dumps(await run_in_threadpool(model_card, name),
+        return JSONResponse(json.loads(json.dumps(await run_in_threadpool(model_info_of, name),
                                                   default=str)))
 
     async def samples(self, request: Request) -> Response:
@@ -231,9 +231,10 @@ class App:
                 self.batcher.cancel(job)  # the client went away mid-stream
 
 
-def model_card(name: str) -> dict[str, Any]:
-    """``GET /v1/models/{name}``: ``model_info`` (card, status, options schema, the card's
-    ``capabilities``) plus ``serving``: modality, response formats, streaming, conditions."""
+def model_info_of(name: str) -> dict[str, Any]:
+    """``GET /v1/models/{name}``: the info dict of ``genzoo.model_info`` (the catalog card's
+    fields, status, options schema, capabilities) plus ``serving``: modality, response
+    formats, streaming, conditions. (Not a "card": that word is the catalog entry's.)"""
     from genzoo.plugins import manager as plugins
     from genzoo.api import model_info
     info = model_info(name)
