@@ -148,3 +148,35 @@ def test_public_face_is_lazy():
     assert genzoo.load is api.load and genzoo.list_models is api.list_models
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         genzoo.no_such_name
+
+
+def test_evaluate_resolves_names_in_the_api(catalog, tmp_path, monkeypatch):
+    """genzoo.evaluate is the API's: it loads a name, then hands the model to the evaluator,
+    which takes models only (names are resolved above it, never by eval reaching up)."""
+    import genzoo
+    from genzoo.errors import OptionError
+    from genzoo.eval import metrics
+    assert genzoo.evaluate is api.evaluate
+    digests = write_tiny_model(tmp_path / "w")
+    catalog(name="mine", source=str(tmp_path / "w"), files=digests)
+    seen = {}
+    monkeypatch.setattr(metrics, "evaluate", lambda model, **kw: seen.update(model=model, **kw))
+    genzoo.evaluate("mine", n=4, seed=3)
+    assert seen["model"].name_or_path == "mine" and (seen["n"], seen["seed"]) == (4, 3)
+    monkeypatch.undo()
+    with pytest.raises(OptionError, match="genzoo.evaluate loads names"):
+        metrics.evaluate("mine", n=4)
+
+
+def test_detect_arch_stops_at_the_first_answer(fake_plugins, monkeypatch):
+    """The manager calls each plugin's genzoo_detect_arch on its own in precedence order and
+    stops at the first architecture named, as the hook's spec says."""
+    from genzoo.plugins import manager as plugins
+    manager = fake_plugins("fakegood", "fakebadtarget")
+    asked = []
+    for impl in manager.pm.hook.genzoo_detect_arch.get_hookimpls():
+        original = impl.function
+        impl.function = (lambda f, name: lambda **kw: asked.append(name) or f(**kw))(
+            original, impl.plugin_name)
+    assert plugins.detect_arch({"model_type": "tiny"}, ["config.json"]) == "tiny-arch"
+    assert asked == ["fakegood"]  # fakebadtarget, later in precedence, never asked
