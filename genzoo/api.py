@@ -172,7 +172,10 @@ def model_status(card: ModelCard) -> dict[str, Any]:
     src = hub.parse_source(card.source)
     folder = hub.local_folder(card.source, card.files)
     problems = []
-    if not installed:
+    left_out = plugins.get_manager().left_out_owner(card.arch) if not installed else None
+    if left_out:
+        problems.append(f"plugin {left_out} left out by {plugins.get_manager().allow_text}")
+    elif not installed:
         problems.append(f"plugin missing: pip install {card.package}")
     if hub.not_built(card.source, card.files):
         problems.append(NOT_BUILT)

@@ -88,6 +88,8 @@ def test_the_plugin_filter_is_named_for_a_hub_card_and_an_unknown_name(monkeypat
     line = _one_line_error(CliRunner().invoke(cli, ["sample", "gpt2", "-o",
                                                     str(tmp_path / "x.txt")]))
     assert "architecture textlm-gpt's plugin is not loaded: GENZOO_PLUGINS=diffusion" in line
+    listed = CliRunner().invoke(cli, ["list", "gpt2"])
+    assert listed.stdout.rstrip().endswith("plugin textlm left out by GENZOO_PLUGINS=diffusion")
     line = _one_line_error(CliRunner().invoke(cli, ["info", "mystery"]))
     assert line.startswith("Error: unknown model 'mystery'")
     left_out = line.partition("(GENZOO_PLUGINS=diffusion leaves out plugin(s) ")[2]
