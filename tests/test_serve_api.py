@@ -54,7 +54,7 @@ def test_models_is_genzoo_list_json(server):
     assert served == json.loads(json.dumps(listed, default=str))
 
 
-def test_model_card_has_options_and_capabilities(server):
+def test_model_info_has_options_and_capabilities(server):
     status, card = get(server.url + "/v1/models/diffusion-mnist")
     info = json.loads(CliRunner().invoke(cli, ["info", "diffusion-mnist", "--json"]).output)
     # the same fields as genzoo info (values compared where other work cannot change them)

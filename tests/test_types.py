@@ -14,10 +14,10 @@ pytest.importorskip("mypy", reason="mypy comes with the test extra: pip install 
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The modules mypy checks strictly (pyproject.toml names the same ones in its override).
-STRICT = ["genzoo/__init__.py", "genzoo/api.py", "genzoo/model.py", "genzoo/registry.py",
-          "genzoo/cards.py", "genzoo/options.py", "genzoo/cli.py", "genzoo/cli_eval.py",
-          "genzoo/cli_model.py", "genzoo/cli_options.py", "genzoo/cli_plugin.py",
-          "genzoo/cli_complete.py"]
+STRICT = ["genzoo/__init__.py", "genzoo/api.py", "genzoo/model.py", "genzoo/catalog/registry.py",
+          "genzoo/catalog/cards.py", "genzoo/options.py", "genzoo/cli/__init__.py",
+          "genzoo/cli/root.py", "genzoo/cli/eval.py", "genzoo/cli/model.py",
+          "genzoo/cli/options.py", "genzoo/cli/plugin.py", "genzoo/cli/complete.py"]
 #: torch and the other heavy libraries are not followed (pyproject.toml), so a cold run is
 #: about ten seconds on a 2-core machine; this bound only stops a hung run.
 TIMEOUT_S = 180
