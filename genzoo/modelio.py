@@ -1,24 +1,31 @@
-"""The on-disk format's reading and writing helpers: config.json, safetensors weights (never
-pickle), tied tensors, and building a model without random initialisation before its weights
-are read. ``genzoo.model`` re-exports the public ones."""
+"""The on-disk format's reading and writing helpers: config.json (the one reader), safetensors
+weights (never pickle), tied tensors, and building a model without random initialisation before
+its weights are read. ``genzoo.model`` re-exports the public ones.
+
+Importing this module does not import torch (the functions that need it import it), so the
+catalog and the API read config.json with the same ``read_config`` as ``from_pretrained``.
+The file names live in ``genzoo.names``."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-import torch
-from torch import nn
-
 from genzoo.errors import WeightsError
+from genzoo.names import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 
 if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
     from genzoo.model import GenerativeModel
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
-CARD_NAME = "README.md"
+__all__ = ["CARD_NAME", "CONFIG_NAME", "WEIGHTS_NAME", "read_config", "read_safetensors",
+           "save_safetensors", "skip_init", "model_card_markdown"]
 
 
 _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_",
@@ -31,6 +38,7 @@ def skip_init() -> Iterator[None]:
     """Make ``torch.nn.init`` functions no-ops while a model is built only to be overwritten by
     its saved weights: random initialisation is most of the construction time of a small model.
     ``load_weights`` refuses a file that lacks any parameter, so nothing stays uninitialised."""
+    from torch import nn
     saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
     for name in _INIT_FUNCTIONS:
         setattr(nn.init, name, _keep)
@@ -50,19 +58,46 @@ def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     return tensor
 
 
-def read_config(folder: Path) -> dict[str, Any]:
-    """Read and check a genzoo config.json (a one-line error when absent or malformed)."""
+def read_config(folder: str | Path, required: bool = True) -> dict[str, Any]:
+    """The config.json of ``folder`` as a dict: a one-line ``WeightsError`` when it is not valid
+    JSON or not an object, or when it is absent and ``required`` (else ``{}``: a foreign
+    layout may keep its config elsewhere)."""
     path = Path(folder) / CONFIG_NAME
     if not path.is_file():
+        if not required:
+            return {}
         raise WeightsError(f"{folder}: no {CONFIG_NAME}; a genzoo model folder holds "
                            f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: not valid JSON ({e}); re-download or re-save the model") from e
+        raise WeightsError(f"{path}: not valid JSON ({_first_line(e)}); re-download or re-save "
+                           "the model") from None
     if not isinstance(config, dict):
         raise WeightsError(f"{path}: expected a JSON object")
     return config
+
+
+#: The OS error number safetensors' Rust side reports inside its message ("Os { code: 28 ...").
+_OS_CODE = re.compile(r"Os \{ code: (\d+)")
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: str | Path,
+                     metadata: dict[str, str] | None = None) -> None:
+    """``safetensors.torch.save_file``, with a failed write (a full disk, a read-only folder)
+    raised as the ``OSError`` it is: safetensors wraps it in its own error type, which the
+    callers that turn ``OSError`` into one line (``genzoo finetune``'s output errors) would
+    otherwise miss, printing a traceback instead."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as e:
+        found = _OS_CODE.search(str(e))
+        if found is None and "StorageFull" not in str(e):
+            raise
+        code = int(found.group(1)) if found else errno.ENOSPC
+        raise OSError(code, os.strerror(code), str(path)) from None
 
 
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:

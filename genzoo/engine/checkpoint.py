@@ -3,7 +3,9 @@
 A checkpoint is ``checkpoints/step-NNNNNNN/`` holding ``state.safetensors`` (model, EMA and
 optimizer tensors, RNG states) and ``state.json`` (step, hyper-parameters, optimizer scalars).
 It is written into a temp folder and renamed into place, then ``checkpoints/latest`` is
-replaced atomically: a kill at any instant leaves the previous complete checkpoint in use.
+replaced atomically: a kill at any instant leaves the previous complete checkpoint in use, and
+a write that fails (a full disk) removes its temp folder and raises the ``OSError`` (which the
+engine reports in one line), leaving ``latest`` on the previous checkpoint.
 """
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ import torch
 
 from genzoo.errors import WeightsError
 from genzoo.fsutil import atomic_write_text
+from genzoo.modelio import save_safetensors
+from genzoo.names import LATEST_NAME, STATE_JSON, STATE_WEIGHTS
 
 KEEP = 2
 
@@ -28,7 +32,6 @@ def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: 
 
     ``scalers`` (stage -> ``torch.amp.GradScaler``, fp16 runs only) are plain numbers: they go
     to state.json."""
-    from safetensors.torch import save_file
     folder.mkdir(parents=True, exist_ok=True)
     from genzoo.engine.parts import frozen_keys
     tensors: dict[str, torch.Tensor] = {}
@@ -60,8 +63,8 @@ def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: 
     final = folder / f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=f".step-{step:07d}.", suffix=".tmp"))
     try:
-        save_file(tensors, str(tmp / "state.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(meta, default=list))
+        save_safetensors(tensors, tmp / STATE_WEIGHTS)
+        (tmp / STATE_JSON).write_text(json.dumps(meta, default=list))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -71,7 +74,7 @@ def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_text(folder / "latest", final.name + "\n")
+    atomic_write_text(folder / LATEST_NAME, final.name + "\n")
     for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -79,11 +82,12 @@ def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: 
 
 def latest_checkpoint(folder: Path) -> Path | None:
     """The last complete checkpoint in ``folder`` (per ``latest``), or None."""
-    pointer = folder / "latest"
+    pointer = folder / LATEST_NAME
     if not pointer.is_file():
         return None
     path = folder / pointer.read_text().strip()
-    return path if (path / "state.json").is_file() and (path / "state.safetensors").is_file() else None
+    complete = (path / STATE_JSON).is_file() and (path / STATE_WEIGHTS).is_file()
+    return path if complete else None
 
 
 def load_checkpoint(path: Path, model, optimizers: dict, ema, device,
@@ -126,8 +130,8 @@ def _read_checkpoint(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     from safetensors.torch import load_file
     hint = "delete it to resume from an earlier one"
     try:
-        meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
-        tensors = load_file(str(path / "state.safetensors"))
+        meta = json.loads((path / STATE_JSON).read_text(encoding="utf-8"))
+        tensors = load_file(str(path / STATE_WEIGHTS))
     except (OSError, ValueError, SafetensorError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise WeightsError(f"{path}: unreadable checkpoint ({first}); {hint}") from None

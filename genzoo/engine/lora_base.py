@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genzoo.errors import WeightsError
+from genzoo.names import RUN_FILES
 
 if TYPE_CHECKING:
     from genzoo.model import GenerativeModel
@@ -21,7 +22,6 @@ if TYPE_CHECKING:
 #: What defines a model in its folder: weights, configs, tokenizer files. README.md is left
 #: out (``genzoo eval --write-card`` rewrites it) and so are a finetune's run files.
 _DEFINING = (".safetensors", ".json", ".txt", ".model")
-_RUN_FILES = {"checkpoints", "samples", "tensorboard"}
 
 
 def defining_files(folder: Path) -> list[str]:
@@ -29,7 +29,7 @@ def defining_files(folder: Path) -> list[str]:
     bytes define the model, as sorted relative paths."""
     found = []
     for top in sorted(os.scandir(folder), key=lambda e: e.name):
-        if top.name.startswith(".") or top.name in _RUN_FILES:
+        if top.name.startswith(".") or top.name in RUN_FILES:
             continue
         if top.is_file() and top.name.endswith(_DEFINING):
             found.append(top.name)
