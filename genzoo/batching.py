@@ -1,5 +1,6 @@
 """What ``GenerativeModel.sample`` does around a family's ``generate``: per-sample options
-sliced batch by batch, the provenance a sample records, and the progress bar."""
+sliced batch by batch, the provenance a sample records, and the progress bar (which the
+finetune engine shares)."""
 from __future__ import annotations
 
 import hashlib
@@ -74,24 +75,41 @@ def _json_value(v: Any) -> bool:
         isinstance(v, (list, tuple)) and all(_json_value(x) for x in v))
 
 
-def progress_bar(progress: bool | Callable[[int], None], total: int,
-              desc: str) -> Callable[..., None]:
-    """A callable ``bar(k, close=False)``: a tqdm bar on stderr, a user callback, or nothing."""
-    if callable(progress):
-        done = [0]
+class Progress:
+    """Progress over ``total`` units (samples, steps): a tqdm bar on stderr, a user's callback
+    (called with the count done so far), or nothing. ``update(k)`` after k more, ``set_postfix``
+    for figures beside the bar (a loss), ``close()`` at the end."""
 
-        def cb(k: int, close: bool = False) -> None:
-            done[0] += k
-            if k:
-                progress(done[0])
-        return cb
-    if not progress:
-        return lambda k, close=False: None
-    from tqdm.auto import tqdm
-    bar = tqdm(total=total, desc=desc, unit="sample", leave=False)
+    def __init__(self, progress: bool | Callable[[int], None], total: int, desc: str,
+                 unit: str = "sample", initial: int = 0, leave: bool = False):
+        self.done = initial
+        self.callback = progress if callable(progress) else None
+        self.bar: Any = None
+        if progress and self.callback is None:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=leave,
+                            dynamic_ncols=True)
 
-    def update(k: int, close: bool = False) -> None:
-        bar.update(k)
-        if close:
-            bar.close()
-    return update
+    def update(self, k: int) -> None:
+        """Count ``k`` more units done."""
+        self.done += k
+        if self.bar is not None:
+            self.bar.update(k)
+        elif self.callback is not None and k:
+            self.callback(self.done)
+
+    def set_postfix(self, values: dict[str, Any]) -> None:
+        """Show ``values`` beside the bar (a terminal bar only)."""
+        if self.bar is not None:
+            self.bar.set_postfix(values)
+
+    def close(self) -> None:
+        """End the bar (a no-op for a callback or nothing)."""
+        if self.bar is not None:
+            self.bar.close()
+
+
+def progress_bar(progress: bool | Callable[[int], None], total: int, desc: str,
+                 unit: str = "sample", initial: int = 0, leave: bool = False) -> Progress:
+    """The one progress display of sampling and training (see ``Progress``)."""
+    return Progress(progress, total, desc, unit, initial, leave)

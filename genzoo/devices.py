@@ -8,7 +8,7 @@ CLI can refuse a bad ``--dtype`` before the heavy imports; ``resolve_dtype`` and
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ContextManager
 
 from genzoo.errors import OptionError
 
@@ -71,7 +71,18 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-__all__ = ["DTYPES", "DTYPE_ALIASES", "DTYPE_HELP", "check_dtype", "resolve_device",
+def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextManager[Any]:
+    """The autocast context sampling and training run under: ``dtype`` on ``device``'s type,
+    or autocast turned off for None (plain fp32, even inside a caller's autocast)."""
+    import torch
+
+    kind = device.type if isinstance(device, torch.device) else torch.device(device).type
+    if dtype is None:
+        return torch.autocast(kind, enabled=False)
+    return torch.autocast(kind, dtype=dtype)
+
+
+__all__ = ["DTYPES", "DTYPE_ALIASES", "DTYPE_HELP", "autocast", "check_dtype", "resolve_device",
            "resolve_dtype"]
 
 

@@ -6,7 +6,6 @@ Importing this module (and running ``genzoo list``) does not import torch.
 """
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import traceback
@@ -16,6 +15,7 @@ import click
 
 from genzoo import __version__
 from genzoo.cli.complete import complete_model_name
+from genzoo.cli.echo import echo_json
 from genzoo.errors import GenzooError
 
 
@@ -35,10 +35,6 @@ class GenzooGroup(click.Group):
             if (ctx.obj or {}).get("debug"):
                 traceback.print_exc()
             raise _OneLineError(str(e)) from e
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 def _human_size(n: float | None) -> str:
@@ -129,7 +125,7 @@ def list_cmd(pattern: str | None, family: str | None, can: str | None, as_json: 
     cards = list_models(pattern, family, can)
     infos = [{**c.to_dict(), **model_status(c)} for c in cards]
     if as_json:
-        _echo_json(infos)
+        echo_json(infos)
         return
     if not infos:
         click.echo("no models match" + (f" {pattern!r}" if pattern else ""), err=True)
@@ -149,7 +145,7 @@ def info(name: str, as_json: bool) -> None:
     from genzoo.api import model_info
     data = model_info(name)  # the info dict: card fields + status + options
     if as_json:
-        _echo_json(data)
+        echo_json(data)
         return
     for key in ("name", "family", "arch", "summary", "source", "license", "package", "plugin",
                 "origin", "status", "path"):
@@ -227,7 +223,7 @@ def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
     found = plugin_infos()  # the catalog is built first: each plugin's cards and card errors
     infos = [p.to_dict() for p in found]
     if as_json:
-        _echo_json(infos)
+        echo_json(infos)
     elif not infos:
         click.echo("no plugins installed; try: pip install genzoo-diffusion", err=True)
     else:
@@ -256,7 +252,7 @@ def cache_ls(as_json: bool) -> None:
     from genzoo.catalog.hub import hub_cache_dir
     entries = cache_entries()
     if as_json:
-        _echo_json(entries)
+        echo_json(entries)
         return
     if not entries:
         click.echo(f"the cache is empty ({hub_cache_dir()})", err=True)

@@ -6,6 +6,8 @@ import importlib.util
 
 import click
 
+from genzoo.devices import DTYPE_HELP
+
 _PIP = 'pip install "genzoo[serve]"'
 
 
@@ -41,7 +43,7 @@ class _MissingExtra(click.ClickException):
               help="Never merge requests: every response is byte for byte what `genzoo "
                    "sample` writes, at the cost of throughput.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
-@click.option("--dtype", default="auto", show_default=True, help="auto, fp32, bf16, fp16.")
+@click.option("--dtype", default="auto", show_default=True, help=DTYPE_HELP)
 def serve_command(host: str, port: int, models: str | None, max_batch: int, max_queue: int,
                   token: str | None, allow_folders: bool, max_n: int, max_tokens: int,
                   max_body: int, timeout: float, memory_budget: int, exact: bool, device: str,
