@@ -8,22 +8,25 @@ On disk a model is a folder in Hugging Face layout::
 
 A family implements a few methods — ``generate`` (one batch of samples from per-sample random
 generators), ``training_loss`` (or ``train_stages`` for several optimizers) and, when it trains
-on data, ``prepare_data`` — and inherits loading, saving, batching, seeding, devices and the
-finetune engine.
+on data, ``prepare_data`` — and inherits loading, saving, batching, seeding and devices;
+``genzoo.finetune(model, data, ...)`` trains it. This module knows nothing of the finetune
+engine (which sits above it) but for the deprecated ``finetune`` alias.
 """
 from __future__ import annotations
 
 import itertools
-import math
 import json
+import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, ContextManager, Iterator
+from typing import Any, Callable, ClassVar, ContextManager, Iterator
 
 import torch
 from torch import nn
 
+from genzoo.devices import autocast as autocast_context
 from genzoo.devices import resolve_device, resolve_dtype  # re-exported: genzoo.model API
 from genzoo.errors import GenzooError, OptionError, SampleError, WeightsError
 from genzoo.options import Option, build_schema, validate
@@ -33,14 +36,12 @@ from genzoo.batching import (SamplingPlan, batch_rows, per_sample_values, progre
                        provenance)
 from genzoo.seeding import check_seed, sample_generators, slerp
 # the on-disk format's helpers, re-exported: genzoo.model API (``X as X``: explicit for mypy)
-from genzoo.modelio import CARD_NAME as CARD_NAME, CONFIG_NAME as CONFIG_NAME  # noqa: F401
-from genzoo.modelio import WEIGHTS_NAME as WEIGHTS_NAME, _first_line, _is_tied, _untie  # noqa: F401
+from genzoo.names import CARD_NAME as CARD_NAME, CONFIG_NAME as CONFIG_NAME  # noqa: F401
+from genzoo.names import WEIGHTS_NAME as WEIGHTS_NAME  # noqa: F401
+from genzoo.modelio import _first_line, _is_tied, _untie  # noqa: F401
 from genzoo.modelio import model_card_markdown as model_card_markdown  # noqa: F401
 from genzoo.modelio import read_config as read_config, read_safetensors as read_safetensors
-from genzoo.modelio import skip_init as skip_init
-
-if TYPE_CHECKING:
-    from genzoo.engine.train import FinetuneResult
+from genzoo.modelio import save_safetensors, skip_init as skip_init
 
 FORMAT_VERSION = 1
 
@@ -71,7 +72,7 @@ class GenerativeModel(nn.Module):
     modality: ClassVar[str] = "image"
     #: Whether the finetune engine keeps EMA weights and sampling should use them.
     uses_ema: ClassVar[bool] = False
-    #: Default training hyper-parameters; ``finetune`` keywords override them.
+    #: Default training hyper-parameters; ``genzoo.finetune``'s keywords override them.
     train_defaults: ClassVar[dict[str, Any]] = {}
     #: Default sampling options (``sample`` keywords override them; a card's ``sampling``
     #: overrides them per instance, see ``apply_card_sampling``).
@@ -83,8 +84,8 @@ class GenerativeModel(nn.Module):
     #: What ``genzoo eval`` uses unless asked otherwise: ``n`` and any sampling options
     #: (a text family keeps evaluation short: a few dozen samples of a few hundred tokens).
     eval_defaults: ClassVar[dict[str, Any]] = {}
-    #: True once weights were loaded: ``finetune`` then defaults to a gentler learning rate
-    #: and starts its EMA at the loaded weights (see ``genzoo.engine.train``).
+    #: True once weights were loaded: ``genzoo.finetune`` then defaults to a gentler learning
+    #: rate and starts its EMA at the loaded weights.
     pretrained: bool = False
 
     def __init__(self, config: dict[str, Any]):
@@ -212,11 +213,8 @@ class GenerativeModel(nn.Module):
         return self
 
     def autocast(self) -> ContextManager[Any]:
-        """The autocast context for this model's device and dtype (a no-op in fp32)."""
-        context: ContextManager[Any] = (
-            torch.autocast(self.device.type, enabled=False) if self.autocast_dtype is None
-            else torch.autocast(self.device.type, dtype=self.autocast_dtype))
-        return context
+        """The autocast context for this model's device and dtype (autocast off in fp32)."""
+        return autocast_context(self.device, self.autocast_dtype)
 
     def sample(self, n: int = 16, seed: int = 0, batch_size: int | None = None,
                progress: bool | Callable[[int], None] = False, **options: Any) -> Samples:
@@ -245,10 +243,10 @@ class GenerativeModel(nn.Module):
                                               for name, v in plan.per_sample.items()}}
                 with torch.inference_mode(), self.autocast():
                     out = self.generate(sample_generators(seed, k, start=start), **batch_opts)
-                bar(k)
+                bar.update(k)
                 yield self.to_samples(out, {**plan.meta, "start": start}, start)
         finally:
-            bar(0, close=True)
+            bar.close()
 
     def plan_sampling(self, n: int, seed: int = 0, batch_size: int | None = None,
                       **options: Any) -> SamplingPlan:
@@ -284,9 +282,11 @@ class GenerativeModel(nn.Module):
         return Samples(images=images.clamp(0, 1), meta=meta)
 
     def finetune(self, data: Any, steps: int = 1000,
-                 out: str | os.PathLike[str] | None = None, **options: Any) -> FinetuneResult:
-        """Train on ``data`` with the one engine (``genzoo.engine.train.finetune``); returns its result."""
-        from genzoo.engine.train import finetune
+                 out: str | os.PathLike[str] | None = None, **options: Any) -> Any:
+        """Deprecated alias of ``genzoo.finetune(model, data, steps=..., out=..., ...)``."""
+        warnings.warn("model.finetune(data, ...) is deprecated: use genzoo.finetune(model, data, "
+                      "...)", DeprecationWarning, stacklevel=2)
+        from genzoo.engine.train import finetune  # the one way up: the engine sits above
         return finetune(self, data, steps=steps, out=out, **options)
 
     # ---- the on-disk format -------------------------------------------------------------
@@ -301,19 +301,16 @@ class GenerativeModel(nn.Module):
                         dtype: torch.dtype | None = None) -> Path:
         """Write config.json, model.safetensors and README.md into ``folder`` atomically.
 
-        ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that precision. A model
-        carrying a LoRA adapter (``genzoo.engine.lora``) writes its adapter folder instead."""
-        from safetensors.torch import save_file
-        adapter = getattr(self, "lora_adapter", None)
-        if adapter is not None:  # genzoo.engine.lora's Adapter: saves peft's adapter folder
-            return Path(adapter.save(self, folder, card))
+        ``dtype`` (e.g. ``torch.float16``) stores floating tensors in that precision. (Code that
+        changes what a model is, such as an adapter attached to it, may give the instance its
+        own ``save_pretrained``.)"""
         folder = Path(folder)
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
         if dtype is not None:
             state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
         state = _untie(state)
         with atomic_dir(folder) as tmp:
-            save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+            save_safetensors(state, tmp / WEIGHTS_NAME, metadata={"format": "pt"})
             atomic_write_text(tmp / CONFIG_NAME, json.dumps(self.genzoo_config(), indent=2))
             atomic_write_text(tmp / CARD_NAME,
                               model_card_markdown(self, {**self.lineage(), **(card or {})}))

@@ -235,3 +235,42 @@ def test_the_nan_loss_error_comes_alone(tmp_path):
         with pytest.raises(TrainingDivergedError, match="at step 3"):
             _run(tmp_path / "run", steps=6, model=model)
     assert [str(w.message) for w in shown] == []
+
+
+def _safetensors_full_disk(*_a, **_k):
+    """What safetensors raises when the disk fills: its own error, the OS error inside it."""
+    from safetensors import SafetensorError
+    raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                          'message: "No space left on device" })')
+
+
+def _os_full_disk(*_a, **_k):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize("fill", [_os_full_disk, _safetensors_full_disk])
+def test_a_full_disk_during_a_cli_checkpoint_is_one_line_and_resumable(tmp_path, monkeypatch,
+                                                                       fill):
+    import safetensors.torch
+    real = safetensors.torch.save_file
+    calls = []
+
+    def fills_up(tensors, path, *a, **k):
+        calls.append(path)
+        if len(calls) > 1:  # the first checkpoint fits, the second does not
+            return fill()
+        return real(tensors, path, *a, **k)
+    monkeypatch.setattr(safetensors.torch, "save_file", fills_up)
+    np.save(tmp_path / "x.npy", np.random.rand(8, 1, 28, 28).astype(np.float32))
+    out = tmp_path / "run"
+    args = ["finetune", "vae-mnist", "--data", str(tmp_path / "x.npy"), "--steps", "6",
+            "--batch-size", "4", "--save-every", "2", "--out", str(out)]
+    line = _one_line(CliRunner().invoke(cli, args))
+    assert "the disk is full" in line and str(out) in line and "step-0000002" in line
+    checkpoints = out / "checkpoints"
+    assert latest_checkpoint(checkpoints).name == "step-0000002"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["latest", "step-0000002"]
+    monkeypatch.setattr(safetensors.torch, "save_file", real)  # space freed: resume finishes
+    done = CliRunner().invoke(cli, [*args, "--resume"])
+    assert done.exit_code == 0, done.output
+    assert (out / "model.safetensors").is_file()

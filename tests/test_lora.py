@@ -43,8 +43,9 @@ def base(tmp_path) -> Path:
 
 def _train(base: Path, out: Path, steps: int = 12, **options):
     model = genzoo.load(base, device="cpu")
-    result = model.finetune(base.parent / "docs.txt", steps=steps, out=out, progress=False,
-                            batch_size=4, lr=1e-2, **{"lora": {"rank": 4}, **options})
+    result = genzoo.finetune(model, base.parent / "docs.txt", steps=steps, out=out,
+                             progress=False, batch_size=4, lr=1e-2,
+                             **{"lora": {"rank": 4}, **options})
     return model, result
 
 
@@ -204,9 +205,9 @@ def _resume_script(base: Path, out: Path, stop_after: int | None, resume: bool) 
     return textwrap.dedent(f"""
         import genzoo
         model = genzoo.load({str(base)!r}, device="cpu")
-        model.finetune({str(base.parent / 'docs.txt')!r}, steps=8, out={str(out)!r},
-                       save_every=2, stop_after={stop_after}, resume={resume}, progress=False,
-                       batch_size=4, lr=1e-2, seed=3, lora={{"rank": 4}})
+        genzoo.finetune(model, {str(base.parent / 'docs.txt')!r}, steps=8, out={str(out)!r},
+                        save_every=2, stop_after={stop_after}, resume={resume}, progress=False,
+                        batch_size=4, lr=1e-2, seed=3, lora={{"rank": 4}})
     """)
 
 

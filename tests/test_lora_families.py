@@ -16,8 +16,8 @@ from genzoo.engine import lora  # noqa: E402
 
 def _roundtrip(model, data, out, **options):
     """Train an adapter; its folder must reload to the same outputs, and merge to them."""
-    model.finetune(data, steps=3, out=out, progress=False, batch_size=4, lr=5e-2,
-                   lora={"rank": 2}, **options)
+    genzoo.finetune(model, data, steps=3, out=out, progress=False, batch_size=4, lr=5e-2,
+                    lora={"rank": 2}, **options)
     assert 0 < lora.trainable_count(model) < 0.2 * model.num_parameters()
     if model.modality == "text":
         def draw(m):
@@ -49,8 +49,8 @@ def test_bundled_image_families_take_an_adapter(name, tmp_path):
 
 def test_the_gan_adapts_its_generator_and_keeps_training_its_discriminator(tmp_path):
     model = genzoo.load("gan-mnist", device="cpu")
-    model.finetune("mnist", steps=2, out=tmp_path / "run", progress=False, batch_size=4,
-                   lora=2)
+    genzoo.finetune(model, "mnist", steps=2, out=tmp_path / "run", progress=False,
+                    batch_size=4, lora=2)
     trained = {n.split(".")[0] for n, p in model.named_parameters() if p.requires_grad}
     assert {"generator", "discriminator"} <= trained
 

@@ -313,19 +313,60 @@ def test_a_loaded_model_finetunes_gently_from_its_weights(tmp_path):
     assert 0 < moved < 0.05
 
 
-def test_every_finetune_keyword_is_documented_with_its_default():
-    import dataclasses
+def test_every_finetune_keyword_is_documented_as_declared():
     import inspect
-    import re
-    from genzoo.engine.train import FinetuneOptions
+    from genzoo.engine.options import FINETUNE_OPTIONS, STEPS, OUT, options_table
     guide = (TESTS.parent / "docs" / "plugins.md").read_text(encoding="utf-8")
     section = guide.split("## Training: the one engine", 1)[1].split("\n## ", 1)[0]
-    rows = dict(re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section, flags=re.M))
+    assert options_table() in section, ("docs/plugins.md's finetune table differs from "
+                                        "genzoo.engine.options: paste python -m "
+                                        "genzoo.engine.options")
     keywords = [p for p in inspect.signature(finetune).parameters if p not in ("model", "data",
                                                                               "options")]
-    for f in [*keywords, *(f.name for f in dataclasses.fields(FinetuneOptions)), "precision"]:
-        assert f in rows, f"document finetune's `{f}` in the Training section's table"
-    for f in dataclasses.fields(FinetuneOptions):  # a plain default is written as the code has it
-        if f.default is not None and not isinstance(f.default, str):
-            assert rows[f.name].strip() == str(f.default), f"`{f.name}`: default {f.default}"
-    assert set(rows) - {*keywords, "precision"} == {f.name for f in dataclasses.fields(FinetuneOptions)}
+    assert keywords == [STEPS.name, OUT.name]
+    rows = [line.split("|")[1].strip().strip("`") for line in options_table().splitlines()[2:]]
+    assert rows == [*keywords, *FINETUNE_OPTIONS]
+
+
+def test_the_declaration_drives_the_keywords_the_flags_and_the_checks():
+    import dataclasses
+    from click.testing import CliRunner
+    from genzoo.cli import cli
+    from genzoo.engine.options import FINETUNE_OPTIONS, check_keywords
+    from genzoo.engine.train import FinetuneOptions
+    opts = FinetuneOptions()
+    assert opts.as_dict() == {n: o.default for n, o in FINETUNE_OPTIONS.items()
+                              if o.alias_of is None}
+    import re
+    from genzoo.engine.options import LORA_OPTIONS
+    shown = CliRunner().invoke(cli, ["finetune", "--help"]).output
+    flags = set(re.findall(r"^\s+(?:-\w, )?(--[\w-]+)", shown, flags=re.M))
+    offered = {o.flag for o in FINETUNE_OPTIONS.values() if o.cli and o.alias_of is None}
+    lora_flags = {f"--lora-{name}" for name in LORA_OPTIONS}
+    assert flags - {"--data", "--steps", "--out", "--json", "--help"} == offered | lora_flags
+    # a declared range is the check, for the API and the flag alike
+    narrowed = dataclasses.replace(FINETUNE_OPTIONS["grad_accum"], max=4)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(FINETUNE_OPTIONS, "grad_accum", narrowed)
+        with pytest.raises(OptionError, match=r"grad_accum must be between 1 and 4, got 5 "
+                                              r"\(--grad-accum\)"):
+            check_keywords({"grad_accum": 5})
+        result = CliRunner().invoke(cli, ["finetune", "x", "--data", "mnist", "-o", "o",
+                                          "--grad-accum", "5"])
+        assert "grad_accum must be between 1 and 4" in result.output
+    assert check_keywords({"lr": 1, "seed": 3})["lr"] == 1
+    for bad in (dict(resume="yes"), dict(seed=-1), dict(log_every=0), dict(device_id=1)):
+        with pytest.raises(OptionError):
+            check_keywords(bad)
+
+
+def test_model_finetune_is_a_deprecated_alias_of_genzoo_finetune():
+    import genzoo
+    direct, alias = _fresh(), _fresh()
+    torch.manual_seed(0)
+    genzoo.finetune(direct, tiny_data(), steps=3, progress=False)
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match=r"use genzoo\.finetune\(model, data"):
+        result = alias.finetune(tiny_data(), steps=3, progress=False)
+    assert result.steps == 3
+    assert all(torch.equal(v, direct.state_dict()[k]) for k, v in alias.state_dict().items())

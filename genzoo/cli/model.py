@@ -5,25 +5,26 @@ Thin by design: parse, call the API, print. torch is imported only inside the co
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from genzoo.cli.complete import complete_model_name
+from genzoo.cli.echo import echo_json
 from genzoo.cli.options import ModelCommand, images_given, model_options
+from genzoo.devices import DTYPE_HELP
+from genzoo.engine.options import (FINETUNE_OPTIONS, LORA_METAVARS, LORA_OPTIONS, OUT, STEPS,
+                                   check_keywords)
 from genzoo.errors import OptionError
+from genzoo.names import ADAPTER_CONFIG, WEIGHTS_NAME
+from genzoo.options import Option
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
     from genzoo.samples import Samples
-
-
-def _echo_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
 
 
 @click.command("sample", cls=ModelCommand,
@@ -44,7 +45,7 @@ def _echo_json(data: Any) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Samples per forward batch.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps.")
-@click.option("--dtype", default="auto", show_default=True, help="auto, fp32, bf16, fp16.")
+@click.option("--dtype", default="auto", show_default=True, help=DTYPE_HELP)
 @click.option("--revision", default=None, help="Hub revision (branch, tag or commit).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
@@ -96,7 +97,7 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
                    "written": written, "meta": meta}
         if model.modality == "text":
             payload["texts"] = texts
-        _echo_json(payload)
+        echo_json(payload)
         return
     if "stream" in opts:
         click.echo()
@@ -118,70 +119,59 @@ def _show_texts(batch: Samples, n: int, streamed: bool, keep: list[str] | None) 
             click.echo(text)
 
 
+_CLICK_TYPES = {"int": int, "float": float, "bool": bool}
+
+
+def _flag(option: Option, param: str, metavar: str | None = None,
+          shown_default: str | None = None, hidden: bool = False) -> Callable[..., Any]:
+    """One click option from a declared option: its flag, type, default and help."""
+    flag = "--" + param.replace("_", "-")
+    if option.type == "bool":
+        return click.option(flag, param, is_flag=True, default=bool(option.default),
+                            help=option.help, hidden=hidden)
+    shown = f" (default: {shown_default})" if option.default is None and shown_default else ""
+    return click.option(flag, param, type=_CLICK_TYPES.get(option.type, str),
+                        default=option.default, show_default=option.default is not None,
+                        metavar=metavar, help=option.help + shown, hidden=hidden)
+
+
+def finetune_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``genzoo finetune``'s flags, one per option ``genzoo.engine.options`` declares (in
+    its order), then the ``--lora-*`` flags that spell the ``lora`` keyword."""
+    flags = [_flag(o, name, o.metavar, o.shown_default, hidden=o.alias_of is not None)
+             for name, o in FINETUNE_OPTIONS.items() if o.cli]
+    flags += [_flag(o, f"lora_{name}", LORA_METAVARS.get(name)) for name, o in LORA_OPTIONS.items()]
+    for decorate in reversed(flags):  # click lists the last-applied decorator first
+        command = decorate(command)
+    return command
+
+
 @click.command("finetune")
 @click.argument("model_name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
 @click.option("--data", required=True,
               help="Training data: an image folder, .npz/.npy, 'mnist', or a text file/folder.")
-@click.option("--steps", type=int, default=1000, show_default=True, help="Optimizer steps.")
-@click.option("-o", "--out", required=True, type=click.Path(file_okay=False),
-              help="Output folder: checkpoints, metrics.jsonl, samples and the final model.")
-@click.option("--batch-size", type=int, default=None, help="Per-process batch (family default).")
-@click.option("--lr", type=float, default=None, help="Peak learning rate (family default).")
-@click.option("--grad-accum", type=int, default=1, show_default=True,
-              help="Micro-batches per optimizer step.")
-@click.option("--resume", is_flag=True, help="Continue from OUT's last complete checkpoint.")
-@click.option("--overwrite", is_flag=True,
-              help="Allow a non-empty OUT that genzoo did not create (its files are replaced).")
-@click.option("--save-every", type=int, default=None, help="Checkpoint every N steps.")
-@click.option("--sample-every", type=int, default=None, help="Write a sample grid every N steps.")
-@click.option("--stop-after", type=int, default=None,
-              help="Checkpoint and stop at step K (resume later with --resume).")
-@click.option("--dtype", default="auto", show_default=True,
-              help="auto, fp32, bf16, fp16: the autocast precision of training.")
-@click.option("--precision", default=None, hidden=True, help="Deprecated: use --dtype.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Seed for init, data order, noise.")
-@click.option("--device", default=None, help="auto, cpu, cuda (default: auto).")
-@click.option("--tensorboard", is_flag=True, help="Also log to OUT/tensorboard.")
-@click.option("--lora-rank", type=int, default=None, metavar="R",
-              help="Train a LoRA adapter of rank R (peft) instead of every weight; OUT is "
-                   "then an adapter folder. Needs genzoo[lora].")
-@click.option("--lora-alpha", type=float, default=None, metavar="A",
-              help="LoRA scale numerator (the update is scaled by A/R; default: R).")
-@click.option("--lora-targets", default=None, metavar="PATTERN",
-              help="Modules to adapt: comma-separated names (c_attn,c_proj) or a regex peft "
-                   "full-matches (default: the family's choice, else every Linear/Conv layer).")
+@click.option("--steps", type=int, default=STEPS.default, show_default=True, help=STEPS.help)
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help=OUT.help)
+@finetune_flags
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
-def finetune_command(model_name: str, data: str, steps: int, out: str,
-                     batch_size: int | None, lr: float | None, grad_accum: int, resume: bool,
-                     overwrite: bool, save_every: int | None, sample_every: int | None,
-                     stop_after: int | None, dtype: str, precision: str | None, seed: int,
-                     device: str | None, tensorboard: bool, lora_rank: int | None,
-                     lora_alpha: float | None, lora_targets: str | None,
-                     as_json: bool) -> None:
+def finetune_command(model_name: str, data: str, steps: int, out: str, as_json: bool,
+                     **flags: Any) -> None:
     """Finetune a model on your data with genzoo's engine (works under torchrun for DDP)."""
+    options = _finetune_keywords(flags)
+    options["progress"] = sys.stderr.isatty() and not as_json
+    STEPS.check(steps)  # checked before the model loads: a bad flag fails at once
+    check_keywords(options)
     from genzoo.api import load
-    from genzoo.engine.train import FinetuneOptions
-    if precision is not None:
-        click.echo("--precision is deprecated; use --dtype", err=True)
-        dtype = precision
-    options = dict(batch_size=batch_size, lr=lr, grad_accum=grad_accum, resume=resume,
-                   overwrite=overwrite, save_every=save_every, sample_every=sample_every,
-                   stop_after=stop_after, dtype=dtype, seed=seed, device=device,
-                   tensorboard=tensorboard, progress=sys.stderr.isatty() and not as_json,
-                   lora=_lora_option(lora_rank, lora_alpha, lora_targets))
-    if steps < 1:  # checked before the model loads: a bad flag fails at once
-        raise OptionError(f"steps must be at least 1, got {steps} (--steps)")
-    FinetuneOptions.from_keywords(options)
+    from genzoo.engine.train import finetune
     model = load(model_name, device="cpu")
-    result = model.finetune(data, steps=steps, out=out, **options)
+    result = finetune(model, data, steps=steps, out=out, **options)
     if int(os.environ.get("RANK", "0")) != 0:
         return  # under torchrun, rank 0 alone reports (and writes)
     summary = {"folder": str(result.folder) if result.folder else None, "steps": result.steps,
                "seconds": result.seconds, "metrics": result.metrics,
                "stopped_early": result.stopped_early}
     if as_json:
-        _echo_json(summary)
+        echo_json(summary)
     elif result.stopped_early:
         click.echo(f"stopped at step {result.steps} after {result.seconds:.1f} s; resume with "
                    f"--resume --out {out}")
@@ -190,15 +180,31 @@ def finetune_command(model_name: str, data: str, steps: int, out: str,
                    f"-> {result.folder} (sample it: genzoo sample {result.folder})")
 
 
-def _lora_option(rank: int | None, alpha: float | None,
-                 targets: str | None) -> dict[str, Any] | None:
+def _finetune_keywords(flags: dict[str, Any]) -> dict[str, Any]:
+    """``finetune``'s keywords from the flags: a deprecated flag becomes the option it names
+    (with a note on stderr), the ``--lora-*`` flags become ``lora``."""
+    options = {name: flags[name] for name in FINETUNE_OPTIONS if name in flags}
+    for name, option in FINETUNE_OPTIONS.items():
+        alias_of = option.alias_of
+        value = options.pop(name, None) if alias_of is not None else None
+        if alias_of is not None and value is not None:
+            click.echo(f"{option.flag} is deprecated; use {FINETUNE_OPTIONS[alias_of].flag}",
+                       err=True)
+            options[alias_of] = value
+    options["lora"] = _lora_option({name: flags[f"lora_{name}"] for name in LORA_OPTIONS})
+    return options
+
+
+def _lora_option(given: dict[str, Any]) -> dict[str, Any] | None:
     """``finetune``'s ``lora`` keyword from the --lora-* flags (None: full finetuning).
     A comma-separated list of plain names is a list; anything else is a regex."""
-    if rank is None:
-        if alpha is not None or targets is not None:
-            raise OptionError("--lora-alpha and --lora-targets need --lora-rank R")
+    if given["rank"] is None:
+        if any(v is not None for v in given.values()):
+            raise OptionError("--lora-alpha, --lora-targets and --lora-dropout need "
+                              "--lora-rank R")
         return None
-    spec: dict[str, Any] = {"rank": rank, "alpha": alpha}
+    spec = {k: v for k, v in given.items() if v is not None}
+    targets = given["targets"]
     if targets is not None:
         names = [t.strip() for t in targets.split(",")]
         plain = all(t.replace("_", "").replace(".", "").isalnum() for t in names)
@@ -217,8 +223,8 @@ def push_command(folder: str, repo_id: str, private: bool, revision: str | None,
     """Upload a genzoo model folder (config.json, model.safetensors, README.md) or a LoRA
     adapter folder (adapter_config.json, adapter_model.safetensors, README.md) to the Hub."""
     from genzoo.catalog.hub import upload_folder
-    from genzoo.model import read_config
-    if (Path(folder) / "adapter_config.json").is_file():
+    from genzoo.modelio import read_config
+    if (Path(folder) / ADAPTER_CONFIG).is_file():
         from genzoo.cli.lora import check_adapter_folder
         check_adapter_folder(Path(folder))
         url = upload_folder(folder, repo_id, token=token, private=private, revision=revision)
@@ -228,8 +234,8 @@ def push_command(folder: str, repo_id: str, private: bool, revision: str | None,
     if "genzoo" not in config:
         raise OptionError(f"{folder} is not a genzoo model folder (config.json has no genzoo "
                           "section); save it with model.save_pretrained first")
-    if not (Path(folder) / "model.safetensors").is_file():
-        raise OptionError(f"{folder} has no model.safetensors; only safetensors weights are pushed")
+    if not (Path(folder) / WEIGHTS_NAME).is_file():
+        raise OptionError(f"{folder} has no {WEIGHTS_NAME}; only safetensors weights are pushed")
     url = upload_folder(folder, repo_id, token=token, private=private, revision=revision)
     click.echo(f"pushed {folder} -> {url}")
 

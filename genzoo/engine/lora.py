@@ -20,19 +20,19 @@ from __future__ import annotations
 import json
 import math
 import os
+import types
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from genzoo.errors import GenzooError, OptionError, WeightsError
+from genzoo.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CARD_NAME
 
 if TYPE_CHECKING:
     import torch
     from genzoo.model import GenerativeModel
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 #: The key prefix ``PeftModel.save_pretrained`` writes, so peft itself can read our folders.
 PEFT_PREFIX = "base_model.model."
 ADAPTER_NAME = "default"
@@ -110,12 +110,6 @@ class Adapter:
     config: Any
     tuner: Any = field(repr=False)
     base: dict[str, Any]
-
-    def save(self, model: GenerativeModel, folder: str | os.PathLike[str],
-             card: dict[str, Any] | None = None) -> Path:
-        """``save_adapter``: what ``GenerativeModel.save_pretrained`` calls on an adapted model
-        (through this object, so that genzoo.model never imports genzoo.engine.lora)."""
-        return save_adapter(model, folder, card)
     #: parameters that trained before peft froze them (restored by ``merge``)
     trainable: set[str] = field(default_factory=set, repr=False)
 
@@ -191,7 +185,17 @@ def _inject(model: GenerativeModel, config: Any, base: dict[str, Any],
     model.to(device)
     adapter = Adapter(config, tuner, base, trainable)
     model.lora_adapter = adapter  # a plain attribute: the tuner wraps model, never the reverse
+    # an adapted model saves as its adapter folder, whatever its class's save_pretrained does;
+    # set on the instance (``merge`` removes it), so the model contract knows nothing of LoRA
+    model.save_pretrained = types.MethodType(_save_pretrained, model)
     return adapter
+
+
+def _save_pretrained(model: GenerativeModel, folder: str | os.PathLike[str],
+                     card: dict[str, Any] | None = None, dtype: Any = None) -> Path:
+    """``save_pretrained`` of an adapted model: its adapter folder (``save_adapter``); the
+    adapter's tensors keep their dtype, so ``dtype`` does not apply."""
+    return save_adapter(model, folder, card)
 
 
 def adapter_state(model: GenerativeModel) -> dict[str, torch.Tensor]:
@@ -227,10 +231,8 @@ def save_adapter(model: GenerativeModel, folder: str | os.PathLike[str],
                  card: dict[str, Any] | None = None) -> Path:
     """Write ``folder``: adapter_config.json, adapter_model.safetensors and a README.md card
     naming the base and its digests, atomically (files already there are kept)."""
-    from safetensors.torch import save_file
-
     from genzoo.fsutil import atomic_dir, atomic_write_text
-    from genzoo.modelio import model_card_markdown
+    from genzoo.modelio import model_card_markdown, save_safetensors
     adapter = adapter_of(model)
     if adapter is None:
         raise OptionError(f"{model.name_or_path}: no LoRA adapter to save")
@@ -242,10 +244,10 @@ def save_adapter(model: GenerativeModel, folder: str | os.PathLike[str],
                        + str(info.get("summary") or ""))
     info["tags"] = list(dict.fromkeys([*info.get("tags", []), "lora", "peft"]))
     with atomic_dir(folder) as tmp:
-        save_file(adapter_state(model), str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        save_safetensors(adapter_state(model), tmp / ADAPTER_WEIGHTS, metadata={"format": "pt"})
         adapter.config.save_pretrained(str(tmp))
         text = model_card_markdown(model, info)
-        atomic_write_text(tmp / "README.md", _with_base(text, base))
+        atomic_write_text(tmp / CARD_NAME, _with_base(text, base))
         # the base's own extra files (a tokenizer) are not copied: the base provides them
     return folder
 
@@ -264,7 +266,7 @@ def read_adapter_card(folder: Path) -> dict[str, Any]:
     """The base an adapter folder names: ``{name, revision, sha256}``; one line when the card
     is missing or names none."""
     import yaml
-    readme = folder / "README.md"
+    readme = folder / CARD_NAME
     try:
         text = readme.read_text(encoding="utf-8")
         front = yaml.safe_load(text.split("---\n", 2)[1]) if text.startswith("---\n") else {}
@@ -355,6 +357,7 @@ def merge(model: GenerativeModel) -> GenerativeModel:
     with torch.no_grad():  # weights a sampling pass touched may be inference tensors
         adapter.tuner.merge_and_unload()
     del model.lora_adapter
+    model.__dict__.pop("save_pretrained", None)  # its class's again: a full model folder
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name in adapter.trainable:  # a merged model finetunes like any other

@@ -1,8 +1,10 @@
 """The finetune engine's building blocks; ``genzoo.engine.train`` puts them together.
 
 Each piece has one job and no knowledge of the others: the DDP-visible stage router, EMA
-weights, deterministic resumable batches, the learning-rate schedule, the optimizer, autocast,
-the metrics writer, the run folder's claim (marker and lock) and the progress bar.
+weights, deterministic resumable batches, the learning-rate schedule, the optimizer, the
+metrics writer and the run folder's claim (marker and lock). Autocast and the progress bar are
+the ones sampling uses (``genzoo.devices.autocast``, ``genzoo.batching.progress_bar``); the
+options' checks are their declaration's (``genzoo.engine.options``).
 """
 from __future__ import annotations
 
@@ -12,7 +14,6 @@ import json
 import math
 import os
 import shutil
-from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -21,6 +22,8 @@ from torch import nn
 
 from genzoo.errors import OptionError, OutputError
 from genzoo.fsutil import LockHeld, atomic_write_text, exclusive_lock
+from genzoo.names import (CHECKPOINTS_DIR, LATEST_NAME, METRICS_NAME, RUN_LOCK, RUN_MARKER,
+                          TENSORBOARD_DIR)
 
 if TYPE_CHECKING:  # the engine sits below genzoo.model (model.finetune imports it)
     from genzoo.model import GenerativeModel
@@ -116,30 +119,6 @@ class Batches:
         return self.ds[parts[0] if len(parts) == 1 else torch.cat(parts)]
 
 
-# name -> (lowest allowed value, whole numbers only); lr must also be above 0 (checked apart).
-OPTION_RANGES: dict[str, tuple[float, bool]] = {
-    "batch_size": (1, True), "lr": (0, False), "warmup": (0, True), "weight_decay": (0, False),
-    "grad_clip": (0, False), "ema_decay": (0, False), "grad_accum": (1, True),
-    "save_every": (1, True), "sample_every": (1, True), "stop_after": (1, True),
-    "log_every": (1, True)}
-
-
-def check_number(name: str, value: Any, low: float, integer: bool) -> None:
-    """One-line OptionError unless ``value`` is None or a finite number >= ``low`` (> 0 for
-    lr), whole when ``integer``: a negative batch, a NaN lr or ``stop_after=-1`` would
-    otherwise crash later or silently train nothing."""
-    if value is None:
-        return
-    flag = "--" + name.replace("_", "-")
-    kind = "a whole number" if integer else "a number"
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or not math.isfinite(value):
-        raise OptionError(f"{name} must be {kind}, got {value!r} ({flag})")
-    if value < low or (name == "lr" and value == 0):
-        bound = "above 0" if name == "lr" else f"at least {low}"
-        raise OptionError(f"{name} must be {bound}, got {value!r} ({flag})")
-
-
 def lr_at(step: int, steps: int, lr: float, warmup: int, min_ratio: float) -> float:
     """Linear warm-up to ``lr``, then cosine decay to ``lr * min_ratio`` at ``steps``."""
     if step < warmup:
@@ -177,11 +156,6 @@ def dist_env() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def autocast(dev: torch.device, dtype: torch.dtype | None):
-    """Autocast to ``dtype`` on ``dev``'s type; a no-op context for None (plain fp32)."""
-    return torch.autocast(dev.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
 class MetricsWriter:
     """metrics.jsonl (rank 0 only) and, when asked and installed, TensorBoard.
 
@@ -195,14 +169,14 @@ class MetricsWriter:
         if not enabled:
             return
         out.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(out / "metrics.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.fd = os.open(out / METRICS_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as e:
                 raise OptionError("--tensorboard needs the tensorboard package: "
                                   "pip install tensorboard") from e
-            self.tb = SummaryWriter(str(out / "tensorboard"))
+            self.tb = SummaryWriter(str(out / TENSORBOARD_DIR))
 
     def write(self, row: dict) -> None:
         """Append ``row`` as one JSON line (and its numbers to TensorBoard)."""
@@ -225,12 +199,6 @@ class MetricsWriter:
             self.tb.close()
 
 
-#: Written into every folder genzoo creates for a run: its files are genzoo's to replace.
-RUN_MARKER = ".genzoo-run"
-#: The lock file of a run folder (``flock``-ed for the whole run).
-RUN_LOCK = ".genzoo-lock"
-
-
 @contextlib.contextmanager
 def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[None]:
     """Make ``out`` this run's folder for the ``with`` block, or refuse in one line.
@@ -243,7 +211,7 @@ def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[
     kernel if the process dies, so a second run is refused naming the holder's pid."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a folder; choose another --out")
-    ours = (out / RUN_MARKER).is_file() or (out / "checkpoints" / "latest").is_file()
+    ours = (out / RUN_MARKER).is_file() or (out / CHECKPOINTS_DIR / LATEST_NAME).is_file()
     theirs = sorted(p.name for p in out.iterdir() if p.name != RUN_LOCK) if out.is_dir() else []
     if theirs and not ours and not overwrite:
         shown = ", ".join(theirs[:4]) + (" ..." if len(theirs) > 4 else "")
@@ -252,7 +220,7 @@ def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[
     out.mkdir(parents=True, exist_ok=True)
     try:
         with exclusive_lock(out / RUN_LOCK):
-            checkpoints = out / "checkpoints"
+            checkpoints = out / CHECKPOINTS_DIR
             if checkpoints.is_dir() and not resume and any(checkpoints.iterdir()):
                 if not overwrite:
                     raise OutputError(f"--out {out} holds the checkpoints of an earlier run: pass "
@@ -269,13 +237,6 @@ def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[
                           "to finish or choose another --out") from None
 
 
-def progress_bar(enabled: bool, total: int, initial: int):
-    """A tqdm bar over the steps, or an object with the same three methods that does nothing."""
-    if not enabled:
-        class _Null:
-            def update(self, k): pass
-            def set_postfix(self, d): pass
-            def close(self): pass
-        return _Null()
-    from tqdm.auto import tqdm
-    return tqdm(total=total, initial=initial, desc="finetune", unit="step", dynamic_ncols=True)
+__all__ = ["StageRunner", "EMA", "Batches", "lr_at", "to_device", "make_optimizer",
+           "dist_env", "MetricsWriter", "claimed_run_folder", "frozen_keys", "RUN_MARKER",
+           "RUN_LOCK"]

@@ -7,13 +7,14 @@ EMA weights, seeding, atomic checkpoints with exact resume, a NaN guard, progres
 metrics, periodic sample grids, DistributedDataParallel under ``torchrun``, and at the end a
 ``save_pretrained`` folder that ``genzoo.load`` and ``genzoo sample`` accept.
 
-``finetune`` is the public function; ``Trainer`` runs it in named phases (prepare, resume,
-run_steps with checkpoint, finish). This module imports nothing from ``genzoo.model``
-(``GenerativeModel.finetune`` imports it): a model is used only through its methods.
+``finetune`` is the public function (``genzoo.finetune``); ``Trainer`` runs it in named phases
+(prepare, resume, run_steps with checkpoint, finish). Its keywords are declared once, in
+``genzoo.engine.options``. The engine sits above the model contract: it uses a model only
+through its methods and imports nothing from ``genzoo.model`` at run time.
 """
 from __future__ import annotations
 
-import dataclasses
+import errno
 import os
 import sys
 import time
@@ -26,12 +27,15 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import nn
 
+from genzoo.batching import progress_bar
+from genzoo.devices import autocast, resolve_device, resolve_dtype
 from genzoo.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from genzoo.devices import check_dtype, resolve_device, resolve_dtype
+from genzoo.engine.lora import adapter_of
+from genzoo.engine.options import FINETUNE_OPTIONS, STEPS, check_keywords
+from genzoo.engine.parts import (EMA, Batches, MetricsWriter, StageRunner, claimed_run_folder,
+                                 dist_env, lr_at, make_optimizer, to_device)
 from genzoo.errors import GenzooError, OptionError, OutputError, TrainingDivergedError
-from genzoo.engine.parts import (EMA, OPTION_RANGES, Batches, MetricsWriter, StageRunner, autocast,
-                          check_number, claimed_run_folder, dist_env, lr_at, make_optimizer, progress_bar,
-                          to_device)
+from genzoo.names import CHECKPOINTS_DIR, SAMPLES_DIR
 
 if TYPE_CHECKING:
     from genzoo.model import GenerativeModel
@@ -53,63 +57,28 @@ _HYPER = ("batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay"
 _make_optimizer = make_optimizer
 
 
-@dataclass
 class FinetuneOptions:
-    """Every keyword of ``finetune`` after ``steps`` and ``out``, with its default.
+    """Every keyword of ``finetune`` after ``steps`` and ``out``, checked, as attributes: the
+    options ``genzoo.engine.options.FINETUNE_OPTIONS`` declares, each at its default unless
+    given. None for a hyper-parameter means: the family's ``train_defaults``, else
+    ``DEFAULTS`` (for a loaded model, ``lr`` is then scaled by ``FINETUNE_LR_SCALE``); ``lora``
+    holds a ``genzoo.engine.lora.LoraSpec``."""
 
-    None for a hyper-parameter means: the family's ``train_defaults``, else ``DEFAULTS``
-    (for a loaded model, ``lr`` is then scaled by ``FINETUNE_LR_SCALE``)."""
+    def __init__(self, **options: Any) -> None:
+        self.__dict__.update(check_keywords(options, stacklevel=4))
 
-    batch_size: int | None = None
-    lr: float | None = None
-    warmup: int | None = None
-    weight_decay: float | None = None
-    grad_clip: float | None = None
-    ema_decay: float | None = None
-    grad_accum: int = 1
-    dtype: str = "auto"
-    seed: int = 0
-    save_every: int | None = None
-    sample_every: int | None = None
-    resume: bool = False
-    overwrite: bool = False
-    stop_after: int | None = None
-    progress: bool = True
-    log_every: int = 50
-    tensorboard: bool = False
-    device: str | None = None
-    save_dtype: torch.dtype | None = None
-    #: LoRA instead of full finetuning: a rank or {"rank", "alpha", "targets", "dropout"}
-    #: (see ``genzoo.engine.lora``); the result is an adapter folder.
-    lora: Any = None
+    if TYPE_CHECKING:  # the declared names are attributes; type checkers learn it here
+        def __getattr__(self, name: str) -> Any: ...
 
     @classmethod
     def from_keywords(cls, options: dict[str, Any]) -> FinetuneOptions:
         """Build from ``finetune``'s keywords: ``precision`` is the deprecated name of
-        ``dtype``; an unknown keyword or dtype is a one-line OptionError."""
-        options = dict(options)
-        if "precision" in options:
-            warnings.warn("finetune(precision=...) is deprecated: use dtype= (auto, fp32, bf16 "
-                          "or fp16)", DeprecationWarning, stacklevel=3)
-            precision = options.pop("precision")
-            if options.setdefault("dtype", precision) != precision:
-                raise OptionError(f"precision={precision!r} and dtype={options['dtype']!r} "
-                                  "disagree: pass only dtype")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise OptionError(f"unknown finetune option(s) {', '.join(unknown)}: use "
-                              f"{', '.join(sorted(known))}")
-        opts = cls(**options)
-        opts.dtype = check_dtype(opts.dtype)
-        for name, (low, integer) in OPTION_RANGES.items():
-            check_number(name, getattr(opts, name), low, integer)
-        if opts.ema_decay is not None and opts.ema_decay > 1:
-            raise OptionError(f"ema_decay must be between 0 and 1, got {opts.ema_decay}")
-        if opts.lora is not None:
-            from genzoo.engine.lora import LoraSpec
-            opts.lora = LoraSpec.parse(opts.lora)
-        return opts
+        ``dtype``; an unknown keyword or a bad value is a one-line OptionError."""
+        return cls(**options)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The options by name, in their declared order."""
+        return {name: self.__dict__[name] for name in FINETUNE_OPTIONS if name in self.__dict__}
 
 
 @dataclass
@@ -132,7 +101,7 @@ def hyper_parameters(model: GenerativeModel, opts: FinetuneOptions) -> dict[str,
     used as given."""
     cfg = {**DEFAULTS, **model.train_defaults}
     # an adapter's base is frozen and its zero-initialised update needs the full rate
-    if model.pretrained and getattr(model, "lora_adapter", None) is None:
+    if model.pretrained and adapter_of(model) is None:
         cfg["lr"] = cfg["lr"] * FINETUNE_LR_SCALE
     cfg.update({k: getattr(opts, k) for k in _HYPER if getattr(opts, k) is not None})
     return cfg
@@ -142,8 +111,9 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int,
              out: str | os.PathLike | None = None, **options: Any) -> FinetuneResult:
     """Train ``model`` on ``data`` for ``steps`` optimizer steps; see the module docstring.
 
-    ``options`` are the fields of :class:`FinetuneOptions` (``batch_size``, ``lr``, ``dtype``,
-    ``resume``, ...; ``precision`` is a deprecated alias of ``dtype``). ``out`` receives
+    ``options`` are the keywords ``genzoo.engine.options.FINETUNE_OPTIONS`` declares
+    (``batch_size``, ``lr``, ``dtype``, ``resume``, ...; ``precision`` is a deprecated alias of
+    ``dtype``). ``out`` receives
     checkpoints/, metrics.jsonl, samples/ and, at the end, the model folder itself; a
     non-empty ``out`` that genzoo did not create is refused unless ``overwrite=True``, and
     one run at a time holds it (an OS lock).
@@ -151,8 +121,9 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int,
     an uninterrupted run. ``stop_after=K`` checkpoints and stops at step K (a time-sliced run;
     resume it later). Returns a :class:`FinetuneResult`.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise OptionError(f"steps must be at least 1, got {steps!r} (--steps)")
+    if steps is None:
+        raise OptionError("steps is required: the number of optimizer steps (--steps)")
+    STEPS.check(steps)
     opts = FinetuneOptions.from_keywords(options)
     if opts.resume and out is None:
         raise OptionError("--resume needs --out (the folder holding the checkpoints)")
@@ -181,6 +152,9 @@ def _attach_lora(model: GenerativeModel, opts: FinetuneOptions) -> None:
 def _output_error(out: Path | None, e: OSError, kept: str = "") -> OutputError:
     """A write that failed (read-only folder, full disk) as one line saying what to do."""
     reason = e.strerror or str(e) or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"the disk is full: cannot write to --out {out} ({reason}){kept}; "
+                           "free some space and resume with --resume, or choose another --out")
     return OutputError(f"cannot write to --out {out} ({reason}){kept}; free some space or make "
                        "it writable, or choose another --out")
 
@@ -260,7 +234,7 @@ class Trainer:
         EMA, scalers, RNG), so the run continues as if never stopped. Otherwise, or when there
         is none yet, seed the global RNG (per rank) that families draw training noise from.
         Then open metrics.jsonl: appended to when resumed, else started afresh."""
-        ckpt = latest_checkpoint(self.out / "checkpoints") if self.opts.resume else None
+        ckpt = latest_checkpoint(self.out / CHECKPOINTS_DIR) if self.opts.resume else None
         if ckpt is not None:
             self.start_step = load_checkpoint(ckpt, self.model, self.optimizers, self.ema,
                                               self.dev, self.scalers)
@@ -273,8 +247,9 @@ class Trainer:
     def run_steps(self) -> None:
         """Steps ``start_step`` to ``end``: train, update the EMA, log every ``log_every``,
         checkpoint every ``save_every`` and write a sample grid every ``sample_every``."""
-        opts, bar = self.opts, progress_bar(self.opts.progress and self.is_main, self.steps,
-                                            self.start_step)
+        opts = self.opts
+        bar = progress_bar(opts.progress and self.is_main, self.steps, "finetune", unit="step",
+                           initial=self.start_step, leave=True)
         self.t0 = t_log = time.perf_counter()
         seen = 0
         self.model.train()
@@ -299,7 +274,7 @@ class Trainer:
                 self.checkpoint(done)
             if self.out is not None and self.is_main and opts.sample_every \
                     and done % opts.sample_every == 0:
-                self._sample_grid(self.out / "samples" / f"step-{done:07d}")
+                self._sample_grid(self.out / SAMPLES_DIR / f"step-{done:07d}")
         bar.close()
 
     def train_step(self, step: int) -> float:
@@ -343,7 +318,7 @@ class Trainer:
         """Write the full training state at ``step`` into ``out``/checkpoints (rank 0)."""
         if self.out is not None and self.is_main:
             with self._writing():
-                save_checkpoint(self.out / "checkpoints", step, self.model, self.optimizers,
+                save_checkpoint(self.out / CHECKPOINTS_DIR, step, self.model, self.optimizers,
                                 self.ema, self.cfg, self.scalers)
 
     def finish(self) -> FinetuneResult:
@@ -362,7 +337,8 @@ class Trainer:
                 card = {"summary": f"Finetuned for {self.steps} steps with genzoo.",
                         "metrics": {f"train_{k}": v for k, v in self.last.items()}}
                 with self._writing():
-                    folder = _save(self.model, self.out, card, self.opts.save_dtype)
+                    folder = self.model.save_pretrained(self.out, card=card,
+                                                        dtype=self.opts.save_dtype)
                     self.writer.write({"step": self.steps, "event": "saved",
                                        "folder": str(self.out)})
         self.writer.close()
@@ -387,12 +363,12 @@ class Trainer:
         try:
             yield
         except OSError as e:
-            ckpt = latest_checkpoint(self.out / "checkpoints") if self.out is not None else None
+            ckpt = latest_checkpoint(self.out / CHECKPOINTS_DIR) if self.out is not None else None
             kept = f"; the last complete checkpoint is {ckpt}" if ckpt else ""
             raise _output_error(self.out, e, kept) from None
 
     def _diverged(self, step: int, stage: str, loss: torch.Tensor) -> None:
-        ckpt = latest_checkpoint(self.out / "checkpoints") if self.out is not None else None
+        ckpt = latest_checkpoint(self.out / CHECKPOINTS_DIR) if self.out is not None else None
         kept = f"; the last good checkpoint is {ckpt}" if ckpt else ""
         raise TrainingDivergedError(f"the {stage} loss became {float(loss.detach())} at step "
                                     f"{step + 1}{kept}; lower --lr or check the data for NaN/Inf "
@@ -412,15 +388,5 @@ class Trainer:
             self.model.train()
 
 
-def _save(model: GenerativeModel, out: Path, card: dict[str, Any],
-          dtype: torch.dtype | None) -> Path:
-    """The run's result: an adapted model's adapter folder (even when its family overrides
-    ``save_pretrained``, as the transformers adapter does), else the full folder."""
-    if getattr(model, "lora_adapter", None) is not None:
-        from genzoo.engine.lora import save_adapter
-        return save_adapter(model, out, card=card)
-    return model.save_pretrained(out, card=card, dtype=dtype)
-
-
 __all__ = ["finetune", "Trainer", "FinetuneOptions", "FinetuneResult", "DEFAULTS",
-           "FINETUNE_LR_SCALE", "EMA", "lr_at", "hyper_parameters"]
+           "FINETUNE_LR_SCALE", "EMA", "lr_at", "hyper_parameters", "FINETUNE_OPTIONS"]
