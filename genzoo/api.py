@@ -7,7 +7,6 @@ module does not import torch; loading a model does.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -17,6 +16,8 @@ from genzoo.catalog import hub as hub
 from genzoo.catalog.hub import NOT_BUILT as NOT_BUILT  # re-exported: its old home
 from genzoo.catalog.registry import ModelCard, get_registry, shown
 from genzoo.errors import RegistryError, UnknownModelError, WeightsError
+from genzoo.modelio import read_config
+from genzoo.names import ADAPTER_CONFIG  # a folder holding it is a LoRA adapter
 from genzoo.plugins import manager as plugins
 from genzoo.plugins.manager import PluginInfo
 
@@ -25,8 +26,6 @@ logger = logging.getLogger(__name__)
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
     from genzoo.model import GenerativeModel
 
-#: peft's adapter config: a folder holding it is a LoRA adapter (see genzoo.engine.lora).
-ADAPTER_CONFIG = "adapter_config.json"
 
 
 def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str = "auto",
@@ -122,20 +121,9 @@ def _folder_files(folder: Path) -> list[str]:
     return sorted(found)
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    if not path.is_file():
-        return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: not valid JSON ({e})") from None
-    return config if isinstance(config, dict) else {}
-
-
 def _check_arch(folder: Path, arch: str) -> None:
     """A folder that names its arch must name the card's (a swapped folder is refused)."""
-    section = _read_config(folder).get("genzoo")
+    section = read_config(folder, required=False).get("genzoo")
     if isinstance(section, dict) and section.get("arch") not in (None, arch):
         raise WeightsError(f"{folder}: config.json is for arch {section.get('arch')!r}, the card "
                            f"expects {arch!r}")
@@ -144,7 +132,7 @@ def _check_arch(folder: Path, arch: str) -> None:
 def detect_folder_arch(folder: Path) -> str:
     """The arch of a folder: config.json's ``genzoo.arch``, else what a plugin recognises."""
     folder = Path(folder)
-    config = _read_config(folder)
+    config = read_config(folder, required=False)
     section = config.get("genzoo")
     if isinstance(section, dict) and isinstance(section.get("arch"), str):
         return str(section["arch"])
