@@ -37,6 +37,7 @@ from genzoo.errors import (GenzooError, HubError, IntegrityError, PluginMissingE
 from genzoo.catalog.hub_http import bound_hub_client, checked_endpoint, hub_timeout, probe_repo
 from genzoo.catalog.integrity import check_relative_names, verify_folder
 from genzoo.fsutil import genzoo_home
+from genzoo.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG_NAME, WEIGHTS_NAME
 
 __all__ = ["Source", "parse_source", "fetch", "local_folder", "is_available", "hub_cache_dir",
            "genzoo_home", "upload_folder", "cached_repos", "hub_repo_id", "remove_cached_repo",
@@ -266,7 +267,7 @@ def local_folder(source: str | Source, files: Mapping[str, str | None] | None = 
         return None
     if files:
         return folder if all((folder / f).is_file() for f in files) else None
-    return folder if (folder / "config.json").is_file() else None
+    return folder if (folder / CONFIG_NAME).is_file() else None
 
 
 #: What ``genzoo list``, ``load`` and ``download`` say of a card whose weights do not exist yet.
@@ -298,9 +299,8 @@ def upload_folder(folder: str | os.PathLike, repo_id: str, token: str | None = N
                   private: bool = False, revision: str | None = None) -> str:
     """Upload a genzoo model folder to the Hub (creating the repo if needed); returns its URL."""
     folder = Path(folder)
-    adapter = (folder / "adapter_config.json").is_file()  # a LoRA adapter (genzoo.engine.lora)
-    for needed in (("adapter_config.json", "adapter_model.safetensors") if adapter
-                   else ("config.json", "model.safetensors")):
+    adapter = (folder / ADAPTER_CONFIG).is_file()  # a LoRA adapter (genzoo.engine.lora)
+    for needed in ((ADAPTER_CONFIG, ADAPTER_WEIGHTS) if adapter else (CONFIG_NAME, WEIGHTS_NAME)):
         if not (folder / needed).is_file():
             raise WeightsError(f"{folder}: no {needed}; push a folder written by "
                                "save_pretrained or finetune")
