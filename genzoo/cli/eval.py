@@ -15,7 +15,9 @@ import click
 
 from genzoo.cli.complete import complete_model_name
 from genzoo.cli.options import ModelCommand, model_options
+from genzoo.devices import DTYPE_HELP
 from genzoo.errors import OptionError
+from genzoo.names import CARD_NAME
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
     from genzoo.model import GenerativeModel
@@ -68,7 +70,7 @@ def card_target(target: str) -> Path:
         if not folder.is_dir():
             raise OptionError(f"--write-card needs a card name or a local model folder, got "
                               f"{target!r}")
-        path = folder / "README.md"
+        path = folder / CARD_NAME
     writable = os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
     if not writable:
         raise OptionError(f"--write-card cannot write {path} (read-only); copy the model to a "
@@ -84,7 +86,7 @@ def write_card_metrics(target: str, metrics: dict[str, Any],
     from genzoo.modelcard import write_metrics
     from genzoo.catalog.registry import get_registry, reset, update_card
     path = card_target(target)
-    if path.name == "README.md" and target not in get_registry():
+    if path.name == CARD_NAME and target not in get_registry():
         write_metrics(path, metrics, name=path.parent.resolve().name,
                       modality=getattr(model, "modality", "image"),
                       options=model.options() if model is not None else ())
@@ -109,7 +111,7 @@ def write_card_metrics(target: str, metrics: dict[str, Any],
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sampling batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
 @click.option("--dtype", default="auto", show_default=True,
-              help="auto, fp32, bf16, fp16: measure the quality a precision gives.")
+              help=f"The precision whose quality is measured: {DTYPE_HELP}")
 @click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A sampling option as KEY=VALUE (repeatable); the same as its --KEY flag.")
 @click.option("-o", "--out", "out", type=click.Path(dir_okay=False),
