@@ -3,10 +3,17 @@
 Every loader returns something the engine can index with a tensor of indices
 (``dataset[idx] -> batch``) and that has ``len()``. Images are float tensors (N, C, H, W) in
 [0, 1]; text is a 1-D tensor of token ids served as (ctx + 1)-token windows.
+
+Image data carries class labels where it has them, read the way the ecosystems write them:
+an ``.npz`` with a ``labels`` array, class subfolders as torchvision's ``ImageFolder`` has them
+(``root/CLASS/x.png``, classes sorted by name), and a ``metadata.jsonl`` as Hugging Face's
+``imagefolder`` has it (``file_name`` and ``label`` per line).
 """
 from __future__ import annotations
 
 import functools
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -45,17 +52,36 @@ def _mnist_arrays():
     return mnist_data()
 
 
-class TensorImages:
-    """An in-memory image dataset: ``ds[idx]`` returns the images at those indices."""
+#: The file Hugging Face's ``imagefolder`` reads labels (and other columns) from.
+METADATA_NAME = "metadata.jsonl"
+#: ``.npz`` keys that hold class labels rather than images.
+LABEL_KEYS = ("labels", "y")
 
-    def __init__(self, images, labels=None, source: str = ""):
+
+class TensorImages:
+    """An in-memory image dataset: ``ds[idx]`` returns the images at those indices.
+
+    ``labels`` is an (N,) int64 tensor (-1: "no label") or None; ``classes`` names label k
+    where the data names its classes (class folders, string labels), else None."""
+
+    def __init__(self, images, labels=None, source: str = "", classes=None):
         self.images, self.labels, self.source = images, labels, source
+        self.classes = list(classes) if classes is not None else None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def __getitem__(self, idx):
         return self.images[idx]
+
+    def without_labels(self, model: str) -> TensorImages:
+        """These images for a model that takes no labels, saying once (a logged warning)
+        that the data's labels are ignored rather than dropping them silently."""
+        if self.labels is not None and bool((self.labels >= 0).any()):
+            logging.getLogger("genzoo.data").warning(
+                f"genzoo: {self.source or 'the data'} has class labels; {model} takes none and "
+                "ignores them (finetune a class-conditional model to train on them)")
+        return TensorImages(self.images, None, self.source)
 
 
 class LabelledImages:
@@ -104,9 +130,16 @@ class LabelledImages:
 def load_image_dataset(data: Any, shape: Sequence[int] = (1, 28, 28), quiet: bool = False) -> TensorImages:
     """Images for training or evaluation from ``data``: ``"mnist"`` / ``"mnist:SPLIT"``, a
     tensor, an ``.npz``/``.npy`` file, or a folder of PNG/JPEG files (searched recursively;
-    converted and resized to ``shape`` with a message saying so)."""
+    converted and resized to ``shape`` with a message saying so).
+
+    Labels come with the images where the data has them: MNIST's digits, an ``.npz``'s
+    ``labels`` (or ``y``) array, a folder's ``metadata.jsonl`` (Hugging Face ``imagefolder``:
+    ``{"file_name": "a.png", "label": 3}`` per line, relative to the file's folder; images
+    it does not list get -1, "no label"), else its class subfolders (torchvision
+    ``ImageFolder``: ``root/CLASS/x.png`` with no image directly in root and at least two
+    classes; class k is the k-th folder name in sorted order). String labels become indices
+    of their sorted names, kept in ``.classes``."""
     import torch
-    c, h, w = shape
     if isinstance(data, TensorImages):
         return data
     if isinstance(data, torch.Tensor):
@@ -120,31 +153,33 @@ def load_image_dataset(data: Any, shape: Sequence[int] = (1, 28, 28), quiet: boo
         raise DataError(f"data path {spec!r} does not exist: give a folder of images, an "
                         ".npz/.npy file, or 'mnist'")
     if path.is_dir():
-        return TensorImages(_load_folder(path, shape, quiet), source=str(path))
+        return _load_folder(path, shape, quiet)
     if path.suffix.lower() in (".npz", ".npy"):
-        return TensorImages(_fit(_load_array(path), shape, str(path), quiet), source=str(path))
+        images, labels, classes = _read_array(path)
+        _say_labels(path, labels, classes, "its labels array", quiet)
+        return TensorImages(_fit(images, shape, str(path), quiet), labels, str(path), classes)
     if path.suffix.lower() in IMAGE_SUFFIXES:
         return TensorImages(_decode([path], shape, path, quiet), source=str(path))
     raise DataError(f"{path}: unsupported data file; use a folder of images, .npz or .npy")
 
 
 def _load_array(path: Path):
-    """Read an (N, H, W), (N, H, W, C) or (N, C, H, W) array; uint8 0-255 or floats in [0, 1]."""
+    """The images of an ``.npz``/``.npy`` file (see ``_read_array``), without labels."""
+    return _read_array(path)[0]
+
+
+def _read_array(path: Path):
+    """Read an (N, H, W), (N, H, W, C) or (N, C, H, W) array, uint8 0-255 or floats in
+    [0, 1], and an ``.npz``'s labels: (images, labels or None, class names or None)."""
     import numpy as np
     import torch
     try:
         loaded = np.load(path, allow_pickle=False)  # never unpickle user files
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{path}: cannot read as a numpy array ({e})") from e
+    labels = None
     if isinstance(loaded, np.lib.npyio.NpzFile):
-        keys = [k for k in ("images", "x", "arr_0") if k in loaded.files] or loaded.files
-        if not keys:
-            raise DataError(f"{path}: the .npz file is empty")
-        try:
-            arr = loaded[keys[0]]
-        except (ValueError, OSError, EOFError) as e:  # an object array would need pickle
-            raise DataError(f"{path}: cannot read {keys[0]!r} as a numpy array ({e}); save "
-                            "plain numeric arrays") from e
+        arr, labels = _npz_arrays(loaded, path)
     else:
         arr = loaded
     if arr.dtype.kind not in "uifb":  # strings, objects, dates: not pixel values
@@ -160,14 +195,125 @@ def _load_array(path: Path):
     t = torch.from_numpy(np.ascontiguousarray(arr)).float()
     if arr.dtype == np.uint8 or t.max() > 1.5:
         t = t / 255.0
-    return t
+    if labels is None:
+        return t, None, None
+    return (t, *_label_indices(list(labels), len(t), f"{path}'s labels array"))
 
 
-def _load_folder(path: Path, shape, quiet: bool):
+def _npz_arrays(loaded, path: Path):
+    """(images, labels or None) of an ``.npz``: images under ``images``/``x``/``arr_0`` (else
+    its first array that is not labels), labels under ``labels``/``y``."""
+    label_keys = [k for k in LABEL_KEYS if k in loaded.files]
+    keys = [k for k in ("images", "x", "arr_0") if k in loaded.files] or \
+        [k for k in loaded.files if k not in label_keys]
+    if not keys:
+        raise DataError(f"{path}: the .npz file holds no images; save them as 'images'")
+    arrays = []
+    for key in (keys[0], *label_keys[:1]):
+        try:
+            arrays.append(loaded[key])
+        except (ValueError, OSError, EOFError) as e:  # an object array would need pickle
+            raise DataError(f"{path}: cannot read {key!r} as a numpy array ({e}); save "
+                            "plain numeric arrays") from e
+    if len(arrays) == 2 and arrays[1].ndim != 1:
+        raise DataError(f"{path}: {label_keys[0]!r} is shaped {arrays[1].shape}; save one "
+                        "class label per image, shaped (N,)")
+    return arrays[0], (arrays[1].tolist() if len(arrays) == 2 else None)
+
+
+def _label_indices(values: list, n: int, where: str):
+    """(labels, class names) from one label per image: integers (-1 or None: no label) are
+    class indices as they are; strings become indices of their sorted names."""
+    import torch
+    if len(values) != n:
+        raise DataError(f"{where} has {len(values)} labels for {n} images; give one per image")
+    given = [v for v in values if v is not None]
+    classes = None
+    if given and all(isinstance(v, str) for v in given):
+        classes = sorted(set(given))
+        index = {name: i for i, name in enumerate(classes)}
+        values = [index[v] if v is not None else -1 for v in values]
+    elif not all(_is_label_int(v) for v in given):
+        odd = next(v for v in given if not _is_label_int(v))
+        raise DataError(f"{where} holds {odd!r}; labels must be class indices 0, 1, ... "
+                        "(or all class names), -1 or null for none")
+    return torch.tensor([-1 if v is None else int(v) for v in values], dtype=torch.int64), classes
+
+
+def _is_label_int(value: Any) -> bool:
+    """A class index: an integer (a float that is one, as numpy saves them too) of -1 or more."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return float(value).is_integer() and value >= -1
+
+
+def _load_folder(path: Path, shape, quiet: bool) -> TensorImages:
+    """A folder's images (searched recursively) with labels from its metadata.jsonl or its
+    class subfolders, where it has them."""
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{path}: no images (.png, .jpg, ...) found in this folder or below")
-    return _decode(files, shape, path, quiet)
+    metadata = sorted(path.rglob(METADATA_NAME))
+    if metadata:  # as Hugging Face: metadata present, folder names are not labels
+        labels, classes = _metadata_labels(metadata, files)
+        how = METADATA_NAME
+    else:
+        labels, classes = _class_folder_labels(path, files)
+        how = "its class folders"
+    _say_labels(path, labels, classes, how, quiet)
+    return TensorImages(_decode(files, shape, path, quiet), labels, str(path), classes)
+
+
+def _class_folder_labels(root: Path, files: list[Path]):
+    """torchvision ImageFolder's labels: class k is the k-th subfolder of ``root`` by sorted
+    name (empty ones included, so a missing class shifts no index). None when images lie in
+    ``root`` itself or only one class folder holds images (a folder the images merely sit in)."""
+    tops = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else None
+            for f in files]
+    if None in tops or len(set(tops)) < 2:
+        return None, None
+    # hidden folders (.ipynb_checkpoints) are no class: ImageFolder would shift every index
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    index = {name: i for i, name in enumerate(classes)}
+    import torch
+    return torch.tensor([index.get(t, -1) for t in tops], dtype=torch.int64), classes
+
+
+def _metadata_labels(metadata: list[Path], files: list[Path]):
+    """Labels from Hugging Face imagefolder ``metadata.jsonl`` files (each ``file_name``
+    relative to its file's folder); (None, None) when no line has a ``label``."""
+    found: dict[Path, Any] = {}
+    for meta in metadata:
+        for number, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                name = row["file_name"]
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(f"{meta}:{number}: not a JSON object with a 'file_name' "
+                                f"({e.__class__.__name__}); fix that line") from e
+            if "label" in row:
+                found[(meta.parent / str(name)).resolve()] = row["label"]
+    if not found:
+        return None, None
+    present = {f.resolve() for f in files}
+    missing = next((p for p in found if p not in present), None)
+    if missing is not None:
+        raise DataError(f"{missing}: named in {METADATA_NAME} but not an image there; fix its "
+                        "file_name or add the image")
+    return _label_indices([found.get(f.resolve()) for f in files], len(files), METADATA_NAME)
+
+
+def _say_labels(path: Path, labels, classes, how: str, quiet: bool) -> None:
+    """Tell the user where the labels came from (a wrong guess is then visible at once)."""
+    if labels is None or quiet:
+        return
+    known = labels[labels >= 0]
+    names = f": {', '.join(classes[:10])}{' ...' if len(classes) > 10 else ''}" if classes else ""
+    k = len(classes) if classes else len(set(known.tolist()))
+    _say(f"genzoo: {path}: {len(known)} of {len(labels)} images labelled from {how} "
+         f"({k} classes{names})")
 
 
 def _decode(files, shape, path: Path, quiet: bool):
@@ -181,7 +327,6 @@ def _decode(files, shape, path: Path, quiet: bool):
 
 def _say(message: str) -> None:
     """A note for the user (the CLI shows it on stderr; a library user's logging decides)."""
-    import logging
     logging.getLogger("genzoo.data").info(message)
 
 

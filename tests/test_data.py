@@ -1,12 +1,16 @@
-"""Data loading for finetune/eval: MNIST splits, folders, arrays, and one-line errors."""
+"""Data loading for finetune/eval: MNIST splits, folders, arrays, the labels each source
+carries (.npz arrays, ImageFolder class folders, Hugging Face metadata.jsonl), and one-line
+errors."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from genzoo.data import MNIST_SPLITS, load_image_dataset, mnist_split
+from genzoo.data import MNIST_SPLITS, TensorImages, load_image_dataset, mnist_split
 from genzoo.errors import DataError
 
 
@@ -30,6 +34,7 @@ def test_folder_of_images_is_converted_to_the_model_shape(tmp_path, caplog):
     assert ds.images.shape == (3, 1, 28, 28)
     assert ds.images[2].mean().item() == pytest.approx(120 / 255, abs=1e-2)
     assert any("converted" in r.getMessage() for r in caplog.records)
+    assert ds.labels is None  # one subfolder is where the images sit, not a class
 
 
 def test_npz_and_npy_arrays_in_common_layouts(tmp_path):
@@ -81,3 +86,129 @@ def test_bad_data_is_a_one_line_error_naming_it(tmp_path, make, message):
         load_image_dataset(path)
     assert message in str(err.value) and "\n" not in str(err.value)
     assert path.name in str(err.value)
+
+
+# ---- labels ---------------------------------------------------------------------------------
+def _png(path, value):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((28, 28), value, np.uint8)).save(path)
+
+
+def test_npz_labels_array_comes_with_the_images(tmp_path):
+    images = np.arange(4, dtype=np.uint8)[:, None, None] * np.ones((4, 28, 28), np.uint8) * 60
+    np.savez(tmp_path / "d.npz", images=images, labels=np.array([3, 1, 4, 1]))
+    ds = load_image_dataset(tmp_path / "d.npz")
+    assert ds.labels.tolist() == [3, 1, 4, 1] and ds.labels.dtype == torch.int64
+    assert ds.images[2].mean().item() == pytest.approx(120 / 255)  # label i stays with image i
+    np.savez(tmp_path / "named.npz", x=images, y=np.array(["dog", "cat", "dog", "ant"]))
+    named = load_image_dataset(tmp_path / "named.npz")
+    assert named.classes == ["ant", "cat", "dog"] and named.labels.tolist() == [2, 1, 2, 0]
+    np.savez(tmp_path / "plain.npz", images=images)
+    assert load_image_dataset(tmp_path / "plain.npz").labels is None
+    np.savez(tmp_path / "only.npz", labels=np.array([0, 1, 0, 1]), pixels=images)
+    assert load_image_dataset(tmp_path / "only.npz").images.shape == (4, 1, 28, 28)
+
+
+def test_class_folders_are_labelled_as_torchvision_imagefolder(tmp_path):
+    root = tmp_path / "digits"
+    for k, name in enumerate(["7", "0", "3", "cat", "10"]):
+        for i in range(2):
+            _png(root / name / "deeper" / f"{i}.png" if i else root / name / f"{i}.png", 20 * k)
+    (root / "9").mkdir()  # an empty class still takes its index, as ImageFolder gives it
+    (root / ".ipynb_checkpoints").mkdir()  # hidden: no class
+    ds = load_image_dataset(root)
+    ImageFolder = pytest.importorskip("torchvision.datasets").ImageFolder
+    oracle = ImageFolder(str(root), allow_empty=True) if "allow_empty" in \
+        ImageFolder.__init__.__code__.co_varnames else None
+    assert ds.classes == ["0", "10", "3", "7", "9", "cat"]
+    if oracle is not None:
+        assert [c for c in oracle.classes if not c.startswith(".")] == ds.classes
+    files = sorted(p for p in root.rglob("*.png"))
+    assert ds.labels.tolist() == [ds.classes.index(f.relative_to(root).parts[0]) for f in files]
+    mean_of = {f.relative_to(root).parts[0]: ds.images[i].mean().item()
+               for i, f in enumerate(files)}
+    assert mean_of["cat"] == pytest.approx(60 / 255)  # pixels and labels stay paired
+
+
+def test_digit_folders_give_labels_0_to_9(tmp_path):
+    for k in range(10):
+        _png(tmp_path / str(k) / "a.png", 25 * k)
+    ds = load_image_dataset(tmp_path)
+    assert ds.labels.tolist() == list(range(10))
+    assert [round(float(x.mean()) * 255) for x in ds.images] == [25 * k for k in range(10)]
+
+
+def test_images_beside_class_folders_mean_no_labels(tmp_path):
+    _png(tmp_path / "a" / "x.png", 0)
+    _png(tmp_path / "b" / "x.png", 0)
+    _png(tmp_path / "loose.png", 0)
+    assert load_image_dataset(tmp_path).labels is None
+
+
+def _metadata(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_huggingface_imagefolder_metadata_labels(tmp_path, caplog):
+    for name in ("a.png", "b.png", "c.png", "sub/d.png"):
+        _png(tmp_path / "train" / name, 10)
+    _metadata(tmp_path / "train", [{"file_name": "a.png", "label": 2},
+                                   {"file_name": "sub/d.png", "label": 0, "text": "zero"},
+                                   {"file_name": "c.png", "label": None}])
+    _png(tmp_path / "train" / "5" / "e.png", 10)  # folder names are not labels beside metadata
+    with caplog.at_level("INFO", logger="genzoo"):
+        ds = load_image_dataset(tmp_path)
+    order = sorted((tmp_path / "train").rglob("*.png"))
+    expected = {"a.png": 2, "b.png": -1, "c.png": -1, "d.png": 0, "e.png": -1}
+    assert ds.labels.tolist() == [expected[f.name] for f in order]
+    assert any("labelled from metadata.jsonl" in r.getMessage() for r in caplog.records)
+    _metadata(tmp_path / "train", [{"file_name": "a.png", "label": "dog"},
+                                   {"file_name": "b.png", "label": "cat"}])
+    named = load_image_dataset(tmp_path)
+    assert named.classes == ["cat", "dog"]
+    assert named.labels.tolist() == [{"a.png": 1, "b.png": 0}.get(f.name, -1) for f in order]
+    _metadata(tmp_path / "train", [{"file_name": "a.png", "text": "a caption"}])
+    assert load_image_dataset(tmp_path).labels is None  # metadata without labels
+
+
+@pytest.mark.parametrize("write, message", [
+    (lambda p: np.savez(p / "d.npz", images=np.zeros((3, 28, 28)), labels=[0, 1]),
+     "2 labels for 3 images"),
+    (lambda p: np.savez(p / "d.npz", images=np.zeros((2, 28, 28)), labels=[0.5, 1]),
+     "holds 0.5"),
+    (lambda p: np.savez(p / "d.npz", images=np.zeros((2, 28, 28)), labels=np.zeros((2, 2))),
+     "one class label per image"),
+    (lambda p: _metadata(p / "d", [{"file_name": "gone.png", "label": 1}]), "gone.png"),
+    (lambda p: (p / "d" / "metadata.jsonl").write_text("{oops\n"),
+     "metadata.jsonl:1"),
+])
+def test_bad_labels_are_a_one_line_error(tmp_path, write, message):
+    _png(tmp_path / "d" / "a.png", 0)
+    write(tmp_path)
+    target = tmp_path / "d.npz" if (tmp_path / "d.npz").exists() else tmp_path / "d"
+    with pytest.raises(DataError) as err:
+        load_image_dataset(target)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_model_without_labels_says_once_that_it_ignores_them(caplog):
+    labelled = TensorImages(torch.rand(3, 1, 4, 4), torch.tensor([0, 1, -1]), source="my.npz")
+    with caplog.at_level("WARNING", logger="genzoo"):
+        plain = labelled.without_labels("this unconditional test model")
+        TensorImages(torch.rand(2, 1, 4, 4), source="x").without_labels("m")
+        TensorImages(torch.rand(2, 1, 4, 4), torch.tensor([-1, -1])).without_labels("m")
+    assert plain.labels is None and torch.equal(plain.images, labelled.images)
+    [record] = caplog.records
+    assert record.levelname == "WARNING" and "\n" not in record.getMessage()
+    assert "my.npz" in record.getMessage() and "ignores them" in record.getMessage()
+
+
+def test_labelled_data_trains_a_conditional_family_on_its_labels(tmp_path):
+    from genzoo.data import LabelledImages
+    for k in range(3):
+        _png(tmp_path / f"class_{k}" / "a.png", 80 * k)
+    labelled = LabelledImages.of(load_image_dataset(tmp_path), num_classes=3)
+    images, labels = labelled[torch.arange(3)]
+    assert labels.tolist() == [0, 1, 2]
+    assert [round(float(x.mean()) * 255) for x in images] == [0, 80, 160]

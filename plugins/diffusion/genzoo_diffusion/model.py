@@ -249,8 +249,8 @@ class DiffusionModel(GenerativeModel):
         data without them: finetuning on unlabelled images trains the unconditional path)."""
         from genzoo.data import LabelledImages
         images = super().prepare_data(data)
-        if not self.num_classes:
-            return images
+        if not self.num_classes:  # say so rather than drop the data's labels silently
+            return images.without_labels(f"this unconditional {self.arch} model")
         labelled = LabelledImages.of(images, self.num_classes)
         frequencies = labelled.class_frequencies(self.num_classes)
         if frequencies is not None:  # the class prior unlabelled sampling draws from

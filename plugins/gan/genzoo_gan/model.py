@@ -189,8 +189,8 @@ class DCGAN(GenerativeModel):
         labels' frequencies become the class prior that unlabelled sampling draws from."""
         from genzoo.data import LabelledImages
         images = super().prepare_data(data)
-        if not self.num_classes:
-            return images
+        if not self.num_classes:  # say so rather than drop the data's labels silently
+            return images.without_labels(f"this unconditional {self.arch} model")
         return LabelledImages.of(images, self.num_classes, prior=self.class_prior)
 
     def _split(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:

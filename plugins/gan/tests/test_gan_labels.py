@@ -89,3 +89,22 @@ class TestConformance(genzoo.testing.Conformance):
     arch = "gan-dcgan"
     config = TINY
     finetune_stages = ["discriminator"]
+
+
+def test_class_folders_train_the_labels_and_an_unconditional_gan_says_it_ignores_them(
+        cgan, tmp_path, caplog):
+    import numpy as np
+    from PIL import Image
+    for k, count in enumerate([3, 0, 1]):  # ImageFolder layout: root/CLASS/x.png
+        (tmp_path / f"c{k}").mkdir()
+        for i in range(count):
+            Image.fromarray(np.full((8, 8), 40 * k, np.uint8)).save(tmp_path / f"c{k}" / f"{i}.png")
+    data = cgan.prepare_data(tmp_path)
+    assert data[torch.arange(4)][1].tolist() == [0, 0, 0, 2]
+    assert torch.allclose(cgan.class_prior, torch.tensor([0.75, 0.0, 0.25]))
+    plain = DCGAN({**TINY, "num_classes": 0})
+    with caplog.at_level("WARNING", logger="genzoo"):
+        images = plain.prepare_data(tmp_path)
+    assert images[torch.arange(4)].shape == (4, 1, 8, 8)
+    [warning] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "ignores them" in warning.getMessage() and "gan-dcgan" in warning.getMessage()

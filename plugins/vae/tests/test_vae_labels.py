@@ -109,3 +109,14 @@ class TestConformance(genzoo.testing.Conformance):
 
     arch = "vae-conv"
     config = TINY
+
+
+def test_npz_labels_train_a_conditional_vae(cvae, tmp_path, caplog):
+    import numpy as np
+    np.savez(tmp_path / "d.npz", images=np.zeros((4, 8, 8), np.uint8), labels=[2, 2, 1, -1])
+    data = cvae.prepare_data(tmp_path / "d.npz")
+    assert data[torch.arange(4)][1].tolist() == [2, 2, 1, -1]
+    assert torch.allclose(cvae.class_prior, torch.tensor([0.0, 1 / 3, 2 / 3]))
+    with caplog.at_level("WARNING", logger="genzoo"):
+        ConvVAE({**TINY, "num_classes": 0}).prepare_data(tmp_path / "d.npz")
+    assert ["ignores them" in r.getMessage() for r in caplog.records] == [True]
