@@ -49,8 +49,8 @@ def _side(kind: str, folder: str, steps: int, result_path: str) -> None:
     ids = torch.randint(0, 256, (BATCH * CTX * 64,), generator=torch.Generator().manual_seed(0))
     data = TextWindows(ids, CTX, "random bytes")
     extra = {"lora": {"rank": RANK}} if kind == "lora" else {}
-    result = model.finetune(data, steps=steps, batch_size=BATCH, lr=1e-4, log_every=1,
-                            progress=False, **extra)
+    result = genzoo.finetune(model, data, steps=steps, batch_size=BATCH, lr=1e-4, log_every=1,
+                             progress=False, **extra)
     step_s = [BATCH / row["samples_per_s"] for row in result.history][2:]
     figures = {"step_s": statistics.median(step_s), "step_cpu_s": statistics.median(cpu[2:]),
                "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}

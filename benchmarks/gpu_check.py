@@ -56,8 +56,8 @@ def image_family(name: str, n: int, sample_opts: dict, steps: int, batch: int) -
     data = torch.rand(4096, *model.config["image_shape"])
     with tempfile.TemporaryDirectory() as d:
         model = genzoo.load(name, device=DEVICE)
-        r = model.finetune(data, steps=steps, out=d, batch_size=batch, dtype="bf16",
-                           progress=False, log_every=steps)
+        r = genzoo.finetune(model, data, steps=steps, out=d, batch_size=batch, dtype="bf16",
+                            progress=False, log_every=steps)
         out["finetune_bf16_s_per_step"] = r.seconds / steps
         out["finetune_bf16_samples_per_s"] = r.history[-1]["samples_per_s"]
         out["finetuned_folder_samples"] = bool(len(genzoo.load(d, device=DEVICE).sample(4)))
@@ -88,8 +88,8 @@ def text_family(steps: int, batch: int, tokens: int = 256) -> dict:
             text = Path(d) / "text.txt"
             import pydoc_data.topics as topics
             text.write_text("\n".join(topics.topics.values()))
-        r = model.finetune(str(text), steps=steps, out=d + "/ft", batch_size=batch,
-                           dtype="bf16", progress=False, log_every=steps)
+        r = genzoo.finetune(model, str(text), steps=steps, out=d + "/ft", batch_size=batch,
+                            dtype="bf16", progress=False, log_every=steps)
     from genzoo_textlm.base import DEFAULT_TRAIN_CTX
     ctx = model.train_ctx or min(model.max_context, DEFAULT_TRAIN_CTX)  # tokens per window
     tok_per_s = r.history[-1]["samples_per_s"] * ctx

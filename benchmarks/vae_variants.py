@@ -30,8 +30,8 @@ def main(name: str, config: dict, steps: int = 2500) -> dict:
     from genzoo_vae.model import ConvVAE
     out = f"runs/vae-variant-{name}"
     t0 = time.time()
-    ConvVAE(config).finetune("mnist:train", steps=steps, out=out, lr=2e-3, batch_size=128,
-                             weight_decay=0.1, progress=False)
+    genzoo.finetune(ConvVAE(config), "mnist:train", steps=steps, out=out, lr=2e-3, batch_size=128,
+                    weight_decay=0.1, progress=False)
     model = genzoo.load(out, device="cpu")
     res = evaluate(model, n=1000, seed=0)
     labels = measure(model, 1000, None)

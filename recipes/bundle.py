@@ -79,10 +79,12 @@ def mnist_recipe(name: str, weights_dir: Path, steps: int, make_model: Callable[
     def train(out, steps, resume, stop_after):
         """Train (or resume) the model into OUT."""
         import torch
+
+        import genzoo
         torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
-        result = make_model().finetune("mnist:train", steps=steps, out=out, resume=resume,
-                                       stop_after=stop_after, progress=sys.stderr.isatty(),
-                                       **finetune_options)
+        result = genzoo.finetune(make_model(), "mnist:train", steps=steps, out=out, resume=resume,
+                                 stop_after=stop_after, progress=sys.stderr.isatty(),
+                                 **finetune_options)
         click.echo(f"done: {result.steps} steps in {result.seconds:.0f} s, "
                    f"metrics {result.metrics}")
 

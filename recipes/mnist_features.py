@@ -50,11 +50,12 @@ def train(out, steps, resume, stop_after):
     """Train (or resume) the classifier into OUT and print its held-out accuracy."""
     import torch
     torch.set_num_threads(int(os.environ.get("GENZOO_THREADS", torch.get_num_threads())))
+    import genzoo
     from genzoo.eval.features import MnistClassifier
     model = MnistClassifier()
-    result = model.finetune("mnist:train", steps=steps, out=out, save_every=250, resume=resume,
-                            stop_after=stop_after, progress=sys.stderr.isatty(), log_every=100,
-                            device="cpu")
+    result = genzoo.finetune(model, "mnist:train", steps=steps, out=out, save_every=250,
+                             resume=resume, stop_after=stop_after, progress=sys.stderr.isatty(),
+                             log_every=100, device="cpu")
     click.echo(f"done: {result.steps} steps in {result.seconds:.0f} s, metrics {result.metrics}")
     if not result.stopped_early:
         click.echo(f"held-out accuracy (ref+floor, 1,000 digits): {heldout_accuracy(model):.4f}")

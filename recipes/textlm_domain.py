@@ -54,8 +54,8 @@ def train(kind: str, data: Path, out: Path, steps: int, resume: bool) -> dict:
     from genzoo.engine.lora import trainable_count
     model = genzoo.load(BASE, device="cpu", dtype="fp32")
     t0 = time.perf_counter()
-    result = model.finetune(data, steps=steps, out=out, resume=resume and out.exists(),
-                            overwrite=not resume, **COMMON, **RUNS[kind])
+    result = genzoo.finetune(model, data, steps=steps, out=out, resume=resume and out.exists(),
+                             overwrite=not resume, **COMMON, **RUNS[kind])
     seconds = time.perf_counter() - t0
     saved = sum(p.stat().st_size for p in out.glob("*.safetensors"))
     info = {"steps": result.steps, "train_loss": result.metrics.get("loss"),

@@ -36,8 +36,8 @@ def test_saved_card_carries_metrics_as_eval_results(tmp_path):
 
 def test_finetuned_folder_names_its_base_and_license(tmp_path):
     model = genzoo.load("vae-mnist", device="cpu")
-    result = model.finetune("mnist:train", steps=1, out=tmp_path / "ft", batch_size=8,
-                            progress=False)
+    result = genzoo.finetune(model, "mnist:train", steps=1, out=tmp_path / "ft", batch_size=8,
+                             progress=False)
     data = ModelCard.load(result.folder / "README.md").data
     assert data.base_model == "vae-mnist" and data.license == "apache-2.0"
     again = genzoo.load(str(result.folder), device="cpu")  # a folder passes its lineage on

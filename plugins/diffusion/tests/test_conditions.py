@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import genzoo
 from genzoo.errors import OptionError
 from genzoo_diffusion.model import DiffusionModel
 from genzoo_diffusion.samplers import first_step
@@ -124,7 +125,7 @@ def test_a_model_that_sampled_can_be_finetuned(monkeypatch):
     torch.manual_seed(0)
     model = DiffusionModel(CONFIG).to_device("cpu", "fp32")
     model.sample(2, seed=0, steps=2)
-    result = model.finetune(torch.rand(8, 1, 8, 8), steps=2, batch_size=4, progress=False)
+    result = genzoo.finetune(model, torch.rand(8, 1, 8, 8), steps=2, batch_size=4, progress=False)
     assert result.steps == 2
 
 

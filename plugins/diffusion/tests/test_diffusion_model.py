@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+import genzoo
 from genzoo.errors import OptionError, WeightsError
 from genzoo_diffusion.model import DiffusionModel
 
@@ -83,7 +84,7 @@ def test_a_few_engine_steps_lower_the_loss():
     torch.manual_seed(1)
     with torch.no_grad():
         before = sum(float(model.training_loss(data)) for _ in range(8)) / 8
-    model.finetune(data, steps=40, batch_size=32, lr=3e-3, progress=False)
+    genzoo.finetune(model, data, steps=40, batch_size=32, lr=3e-3, progress=False)
     torch.manual_seed(1)
     with torch.no_grad():
         after = sum(float(model.training_loss(data)) for _ in range(8)) / 8

@@ -129,16 +129,16 @@ def test_engine_runs_both_stages_with_separate_optimizers(tmp_path):
     x = torch.rand(16, 1, 8, 8)
     g0, d0 = _snapshot(model.generator), _snapshot(model.discriminator)
     out = tmp_path / "run"
-    res = model.finetune(x, steps=4, out=out, batch_size=8, warmup=1, stop_after=2,
-                         progress=False, log_every=1)
+    res = genzoo.finetune(model, x, steps=4, out=out, batch_size=8, warmup=1, stop_after=2,
+                          progress=False, log_every=1)
     assert res.stopped_early and set(res.history[-1]) >= {"loss/discriminator", "loss/generator"}
     state = json.loads((out / "checkpoints/step-0000002/state.json").read_text())
     assert set(state["optimizers"]) == {"discriminator", "generator"}
     assert state["config"]["betas"] == [0.5, 0.99]
     assert _changed(model.generator, g0) and _changed(model.discriminator, d0)
     # resume to the end; the saved folder (EMA generator) loads and samples
-    res = DCGAN(TINY).finetune(x, steps=4, out=out, batch_size=8, warmup=1, resume=True,
-                               progress=False)
+    res = genzoo.finetune(DCGAN(TINY), x, steps=4, out=out, batch_size=8, warmup=1, resume=True,
+                          progress=False)
     loaded = genzoo.load(res.folder, device="cpu")
     imgs = loaded.sample(4, seed=0).images
     assert imgs.shape == (4, 1, 8, 8) and 0 <= float(imgs.min()) and float(imgs.max()) <= 1

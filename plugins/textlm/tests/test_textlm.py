@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import genzoo
 from genzoo.errors import DataError, OptionError
 from genzoo.testing import conformance_tests
 from genzoo_textlm import genzoo_detect_arch
@@ -144,7 +145,8 @@ def test_finetune_on_a_text_file_lowers_its_nats(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text(TEXT)
     before = model.score_text(TEXT)["nats_per_char"]
-    result = model.finetune(str(path), steps=40, out=tmp_path / "run", lr=3e-3, progress=False)
+    result = genzoo.finetune(model, str(path), steps=40, out=tmp_path / "run", lr=3e-3,
+                             progress=False)
     after = model.score_text(TEXT)["nats_per_char"]
     assert after < before - 1.5, (before, after)
     reloaded = GPTModel.from_pretrained(result.folder, device="cpu")

@@ -170,8 +170,8 @@ def test_llama_finetunes_through_the_engine(llama, tmp_path):
     text = "\n".join(SENTENCES)
     (tmp_path / "corpus.txt").write_text(text)
     before = model.score_text(text, ctx=32)["nats_per_char"]
-    result = model.finetune(str(tmp_path / "corpus.txt"), steps=15, out=tmp_path / "run",
-                            lr=3e-3, batch_size=8, progress=False)
+    result = genzoo.finetune(model, str(tmp_path / "corpus.txt"), steps=15, out=tmp_path / "run",
+                             lr=3e-3, batch_size=8, progress=False)
     after = model.score_text(text, ctx=32)["nats_per_char"]
     assert after < before - 0.3, (before, after)
     reloaded = genzoo.load(str(result.folder), device="cpu")

@@ -81,7 +81,7 @@ def test_elbo_and_iw_nll_bound_the_exact_nll():
     The model is trained a little first so that the posterior is sharp and the ELBO gap real."""
     model = _tiny(seed=3, latent_dim=1)
     x = _blobs(6, seed=1)
-    model.finetune(x, steps=100, batch_size=6, lr=1e-2, warmup=5, progress=False)
+    genzoo.finetune(model, x, steps=100, batch_size=6, lr=1e-2, warmup=5, progress=False)
     z = torch.linspace(-8, 8, 4001)
     with torch.no_grad():
         logits = model.decoder(z[:, None])                                      # (G, 1, 8, 8)
@@ -117,8 +117,8 @@ def test_engine_steps_lower_the_loss_and_the_folder_loads(tmp_path):
     model = _tiny(seed=4)
     x = _blobs(32)
     before = float(model.elbo(x).mean())
-    result = model.finetune(x, steps=60, out=tmp_path / "ft", batch_size=32, lr=3e-3,
-                            warmup=5, progress=False, log_every=20)
+    result = genzoo.finetune(model, x, steps=60, out=tmp_path / "ft", batch_size=32, lr=3e-3,
+                             warmup=5, progress=False, log_every=20)
     after = float(model.elbo(x).mean())
     assert after < before - 5, (before, after)
     assert result.history[-1]["loss"] < result.history[0]["loss"]
