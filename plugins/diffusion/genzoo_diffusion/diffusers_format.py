@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from genzoo.errors import OptionError, PluginMissingError, WeightsError
+from genzoo.model import CONFIG_NAME
 
 from .model import DiffusionModel
 
@@ -108,10 +109,10 @@ class DiffusersUNetModel(DiffusionModel):
     def from_pretrained(cls, folder, device="auto", dtype="auto") -> "DiffusersUNetModel":
         """Load a diffusers UNet or pipeline folder (or a genzoo folder saved from one)."""
         folder = Path(folder)
-        if "genzoo" in _read_json(folder / "config.json", required=False):
+        if "genzoo" in _read_json(folder / CONFIG_NAME, required=False):
             return super().from_pretrained(folder, device=device, dtype=dtype)
         unet_dir, scheduler_path = locate(folder)
-        unet_config = _read_json(unet_dir / "config.json")
+        unet_config = _read_json(unet_dir / CONFIG_NAME)
         _check_unet_config(unet_dir, unet_config)
         scheduler = _read_json(scheduler_path)
         if scheduler.get("_class_name", "DDPMScheduler") not in VP_SCHEDULERS:
@@ -157,7 +158,7 @@ def default_sampler(scheduler: dict[str, Any]) -> str | None:
 def locate(folder: Path) -> tuple[Path, Path]:
     """(UNet folder, scheduler_config.json) of a diffusers UNet or pipeline folder."""
     folder = Path(folder)
-    own = _read_json(folder / "config.json", required=False)
+    own = _read_json(folder / CONFIG_NAME, required=False)
     if own.get("_class_name") is not None:
         unet_dir = folder
         candidates = [folder / SCHEDULER_CONFIG, folder / "scheduler" / SCHEDULER_CONFIG,

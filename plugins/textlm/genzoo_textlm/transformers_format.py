@@ -130,7 +130,7 @@ class TransformersCausalLM(TextLM):
                     self.hf.float()
             if self.tokenizer is not None:
                 self.tokenizer.tok.save_pretrained(tmp)
-            cfg = json.loads((tmp / CONFIG_NAME).read_text())
+            cfg = read_config(tmp)
             cfg["genzoo"] = self.genzoo_config()["genzoo"]
             atomic_write_text(tmp / CONFIG_NAME, json.dumps(cfg, indent=2))
             atomic_write_text(tmp / CARD_NAME, model_card_markdown(self, card or {}))
