@@ -94,7 +94,7 @@ def test_family_attributes_are_documented(name):
 
 
 def test_engine_hyper_parameters_are_documented():
-    tree = ast.parse((ROOT / "genzoo" / "train.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "genzoo" / "engine" / "train.py").read_text(encoding="utf-8"))
     [defaults] = [n.value for n in tree.body if isinstance(n, ast.AnnAssign)
                   and getattr(n.target, "id", None) == "DEFAULTS"]
     keys = [k.arg for k in defaults.keywords]
@@ -126,7 +126,7 @@ def test_commands_and_settings_named_in_the_guide_exist():
     for option in ("--dir", "--force", "--no-weights"):
         assert option in {o for p in new_plugin_command.params for o in p.opts} and option in GUIDE
     assert push_command.name == "push" and "genzoo push DIR ORG/REPO" in GUIDE
-    plugins_source = (ROOT / "genzoo" / "plugins.py").read_text()
+    plugins_source = (ROOT / "genzoo" / "plugins" / "manager.py").read_text()
     for var in ("GENZOO_STRICT_PLUGINS", "GENZOO_PLUGINS", "GENZOO_TRUSTED_PLUGINS"):
         assert f'"{var}"' in plugins_source and f"`{var}=" in GUIDE
 

@@ -209,7 +209,7 @@ def test_mnist_feature_weights_are_verified(tmp_path, monkeypatch):
     from genzoo.eval import features as features
     from genzoo.errors import IntegrityError
     text = features.FEATURES_CATALOG.read_text()
-    assert "name: mnist-features" in text and "source: pkg://genzoo/weights/mnist-features" in text
+    assert "name: mnist-features" in text and "source: pkg://genzoo/eval/weights/mnist-features" in text
     [digest] = [line.split()[-1] for line in text.splitlines()
                 if line.strip().startswith("model.safetensors:")]
     bad = tmp_path / "features.yaml"
