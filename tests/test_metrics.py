@@ -230,6 +230,72 @@ def test_evaluate_reports_label_accuracy_of_a_model_that_takes_labels():
     assert "label_accuracy" not in evaluate(NoiseModel(), n=20)
 
 
+def test_eval_cli_skips_the_labelled_draw_with_no_label_accuracy(monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    import genzoo.api
+    from genzoo.cli import cli
+    drawn = []
+
+    class Counted(LabelledDigits):
+        def generate(self, generators, kind="noise", label=None):
+            drawn.append(len(generators))
+            return super().generate(generators, kind, label)
+    monkeypatch.setattr(genzoo.api, "load", lambda *a, **k: Counted())
+    both = CliRunner().invoke(cli, ["eval", "digits", "-n", "20", "--json"])
+    assert both.exit_code == 0, both.output
+    assert "label_accuracy" in json.loads(both.stdout) and sum(drawn) == 40  # twice n
+    drawn.clear()
+    once = CliRunner().invoke(cli, ["eval", "digits", "-n", "20", "--json",
+                                    "--no-label-accuracy"])
+    assert once.exit_code == 0, once.output
+    assert "label_accuracy" not in json.loads(once.stdout) and sum(drawn) == 20
+    helped = CliRunner().invoke(cli, ["eval", "--help"])
+    assert "--no-label-accuracy" in helped.output and "n more" in helped.output
+
+
+class ReferenceSeer(NoiseModel):
+    """A family whose own metric looks at the reference labels (the newer keyword)."""
+
+    seen: dict = {}
+
+    def evaluate_metrics(self, reference, *, seed=0, labels=None):
+        ReferenceSeer.seen = {"images": reference, "labels": labels}
+        return {"labelled_refs": 0 if labels is None else int((labels >= 0).sum())}
+
+
+def test_evaluate_metrics_sees_the_reference_labels_when_it_asks():
+    from genzoo.data import mnist_split
+    out = evaluate(ReferenceSeer(), n=4)
+    images, labels = mnist_split("ref")
+    assert out["labelled_refs"] == 500
+    assert torch.equal(ReferenceSeer.seen["labels"], labels)
+    assert torch.equal(ReferenceSeer.seen["images"], images)  # labels paired with their images
+
+    class Kwargs(NoiseModel):
+        def evaluate_metrics(self, reference, **extra):
+            return {"got_labels": float(extra["labels"] is not None)}
+
+    class Older(NoiseModel):  # written before the keyword: still called as before
+        def evaluate_metrics(self, reference, *, seed=0):
+            return {"old": 1.0}
+    assert evaluate(Kwargs(), n=4)["got_labels"] == 1.0
+    assert evaluate(Older(), n=4)["old"] == 1.0
+
+
+def test_user_reference_labels_reach_evaluate_metrics(tmp_path):
+    images = np.zeros((6, 28, 28), np.uint8)
+    images[:, 5:20, 10:15] = 255
+    np.savez(tmp_path / "ref.npz", images=images, labels=[1, 1, 7, 7, 7, -1])
+    out = evaluate(ReferenceSeer(), n=4, data=str(tmp_path / "ref.npz"))
+    assert ReferenceSeer.seen["labels"].tolist() == [1, 1, 7, 7, 7, -1]
+    assert out["labelled_refs"] == 5
+    np.savez(tmp_path / "plain.npz", images=images)
+    assert evaluate(ReferenceSeer(), n=4, data=str(tmp_path / "plain.npz"))["labelled_refs"] == 0
+
+
 def test_evaluate_text_needs_a_text_file():
     class TextModel(NoiseModel):
         arch, family, modality = "test-text", "textlm", "text"

