@@ -5,7 +5,9 @@ So ``huggingface_hub.ModelCard.load(folder).data.eval_results`` lists what ``gen
 measured, and license, base_model and datasets travel with a model through save, finetune
 and push. A figure is a number the evaluation measured; the settings it was measured with
 (``n``, ``seed``, the reference set, the sampling options, facts of training) ride along
-as each result's ``metric_args``.
+as each result's ``metric_args``. The card's ``pipeline_tag`` and task tags follow what the
+model can do (its modality and conditions: ``card_task``); a family's own ``card_fields``
+win over them.
 """
 from __future__ import annotations
 
@@ -16,8 +18,14 @@ from typing import Any, Iterable
 SETTING_KEYS = frozenset({"n", "seed", "dtype", "feature", "reference", "reference_n", "data",
                           "iw_k", "eval_ctx", "eval_windows", "heldout_set", "train_set",
                           "val_chars", "tokens", "chars", "classes_covered_min_share"})
-#: What each modality's samples are, as the Hub names the task.
+#: What each modality's samples are, as the Hub names the task, for a model that takes no
+#: condition (the task of an evaluation's figures, which are measured without one).
 PIPELINE_TAGS = {"text": "text-generation", "image": "unconditional-image-generation"}
+#: The Hub task of a model whose samples a text ``prompt`` condition steers, by modality.
+PROMPT_TASKS = {"image": "text-to-image", "audio": "text-to-audio"}
+#: Tags a capability adds to a card (the Hub has no task for class-conditional generation:
+#: such a model says so in its tags rather than claiming "unconditional").
+CAPABILITY_TAGS = {"label": "class-conditional", "init": "image-to-image", "mask": "inpainting"}
 
 
 def split_metrics(metrics: dict[str, Any],
@@ -39,28 +47,57 @@ def split_metrics(metrics: dict[str, Any],
 
 
 def eval_results(name: str, metrics: dict[str, Any], modality: str,
-                 options: Iterable[str] = ()) -> list:
-    """``huggingface_hub.EvalResult``s of a flat metrics dict (see ``split_metrics``)."""
+                 options: Iterable[str] = (), task: str | None = None) -> list:
+    """``huggingface_hub.EvalResult``s of a flat metrics dict (see ``split_metrics``), for
+    the card's ``task`` (default: the modality's unconditional task, which is how the common
+    figures are measured)."""
     from huggingface_hub import EvalResult
     figures, settings = split_metrics(metrics, options)
     reference = str(settings.get("reference") or settings.get("data") or "samples")
-    return [EvalResult(task_type=PIPELINE_TAGS.get(modality, "other"),
+    return [EvalResult(task_type=task or PIPELINE_TAGS.get(modality, "other"),
                        dataset_type=f"genzoo/{reference}", dataset_name=reference,
                        metric_type=key, metric_name=key, metric_value=value,
                        metric_args=settings or None)
             for key, value in figures.items()]
 
 
+def card_task(modality: str, capabilities: Iterable[str]) -> tuple[str | None, list[str]]:
+    """``(pipeline_tag, tags)`` of a model that makes ``modality`` and can be asked for
+    ``capabilities`` (its condition options, ``interpolate`` ...). The pipeline tag names
+    the main task: a ``prompt`` condition makes text-to-image (or -audio); a class-conditional
+    image model gets none (the Hub has no such task, and "unconditional" would be wrong) but
+    the ``image-generation`` and ``class-conditional`` tags. Secondary conditions only add
+    tags (``init``: image-to-image, ``mask``: inpainting)."""
+    caps = list(capabilities)
+    tags = [CAPABILITY_TAGS[c] for c in caps if c in CAPABILITY_TAGS]
+    if "prompt" in caps and modality in PROMPT_TASKS:
+        return PROMPT_TASKS[modality], tags
+    if modality == "image" and "label" in caps:
+        return None, ["image-generation", *tags]
+    return PIPELINE_TAGS.get(modality, "feature-extraction"), tags
+
+
 def card_data(model, info: dict[str, Any]):
     """The ``ModelCardData`` of ``model`` from ``info`` (a registry card's fields or a
-    finetune's provenance: name, license, tags, metrics, base_model, datasets)."""
+    finetune's provenance: name, license, tags, metrics, base_model, datasets).
+
+    ``pipeline_tag`` and task tags come from the model's capabilities (``card_task``); the
+    family's ``card_fields`` (a class attribute: ``{"pipeline_tag": ..., "tags": [...]}``)
+    and then ``info``'s own ``pipeline_tag`` win over them."""
     from huggingface_hub import ModelCardData
     name = info.get("name") or model.arch
-    tags = list(dict.fromkeys(["genzoo", model.family, *info.get("tags", [])]))
+    fields = dict(getattr(model, "card_fields", None) or {})
+    pipeline_tag, task_tags = card_task(model.modality, getattr(model, "capabilities", ()))
+    for own in (fields, info):  # the family knows its task best (None: no pipeline_tag)
+        if "pipeline_tag" in own:
+            pipeline_tag = own["pipeline_tag"]
+    tags = list(dict.fromkeys(["genzoo", model.family, *task_tags, *fields.get("tags", []),
+                               *info.get("tags", [])]))
     options = model.options() if hasattr(model, "options") else {}
-    results = eval_results(name, info.get("metrics") or {}, model.modality, options)
+    results = eval_results(name, info.get("metrics") or {}, model.modality, options,
+                           task=pipeline_tag)
     return ModelCardData(library_name="genzoo", license=info.get("license"), tags=tags,
-                         pipeline_tag=PIPELINE_TAGS.get(model.modality, "feature-extraction"),
+                         pipeline_tag=pipeline_tag,
                          base_model=info.get("base_model"), datasets=info.get("datasets"),
                          model_name=name, eval_results=results or None)
 
@@ -101,7 +138,7 @@ def write_metrics(readme: Path, metrics: dict[str, Any], name: str, modality: st
     card = ModelCard.load(readme, ignore_metadata_errors=True) if readme.is_file() \
         else ModelCard("---\nlibrary_name: genzoo\n---\n")
     data: ModelCardData = card.data
-    new = eval_results(name, metrics, modality, options)
+    new = eval_results(name, metrics, modality, options, task=data.pipeline_tag)
     fresh = {(r.metric_type, r.dataset_type) for r in new}
     kept = [r for r in (data.eval_results or []) if (r.metric_type, r.dataset_type) not in fresh]
     data.eval_results = kept + new or None
@@ -111,5 +148,5 @@ def write_metrics(readme: Path, metrics: dict[str, Any], name: str, modality: st
     atomic_write_text(readme, f"---\n{data.to_yaml()}\n---\n{card.text}")
 
 
-__all__ = ["split_metrics", "eval_results", "card_data", "render", "read_card_data",
-           "write_metrics", "SETTING_KEYS", "PIPELINE_TAGS"]
+__all__ = ["split_metrics", "eval_results", "card_task", "card_data", "render", "read_card_data",
+           "write_metrics", "SETTING_KEYS", "PIPELINE_TAGS", "CAPABILITY_TAGS"]

@@ -4,10 +4,14 @@ finetune."""
 from __future__ import annotations
 
 import pytest
+import torch
 from huggingface_hub import ModelCard
+from torch import nn
 
 import genzoo
-from genzoo.modelcard import split_metrics
+from genzoo.model import GenerativeModel
+from genzoo.modelcard import card_task, split_metrics
+from genzoo.options import Option
 
 
 def test_figures_and_settings_are_told_apart():
@@ -52,3 +56,64 @@ def test_text_card_usage_prints_texts(tmp_path, name):
     model.save_pretrained(tmp_path / "t")
     text = (tmp_path / "t" / "README.md").read_text()
     assert "print(samples.texts)" in text and "samples.png" not in text
+    assert ModelCard.load(tmp_path / "t" / "README.md").data.pipeline_tag == "text-generation"
+
+
+# ---- pipeline_tag and tags follow what the model can do ---------------------------------------
+class Pixels(GenerativeModel):
+    """A stand-in image family; ``conditions`` decides which condition options it declares."""
+
+    arch, family, modality = "test-pixels", "test", "image"
+    conditions: tuple = ()
+
+    def __init__(self, config=None):
+        super().__init__(config or {"image_shape": [1, 4, 4]})
+        self.p = nn.Parameter(torch.zeros(1))
+
+    def options(self):
+        declared = {name: Option(name, "int", None, name, min=0, max=9, condition=True)
+                    for name in self.conditions}
+        return {**super().options(), **declared}
+
+
+class LabelPixels(Pixels):
+    conditions = ("label", "init", "mask")
+
+
+class OwnTask(LabelPixels):
+    card_fields = {"pipeline_tag": "image-to-image", "tags": ["digits"]}
+
+
+def _front(model, folder, card=None):
+    model.save_pretrained(folder, card=card)
+    return ModelCard.load(folder / "README.md").data
+
+
+def test_card_task_follows_modality_and_capabilities():
+    assert card_task("image", []) == ("unconditional-image-generation", [])
+    assert card_task("image", ["label", "init", "mask", "interpolate"]) == \
+        (None, ["image-generation", "class-conditional", "image-to-image", "inpainting"])
+    assert card_task("image", ["prompt", "init"]) == ("text-to-image", ["image-to-image"])
+    assert card_task("text", ["prompt"]) == ("text-generation", [])
+    assert card_task("audio", ["prompt"])[0] == "text-to-audio"
+
+
+def test_class_conditional_card_is_not_tagged_unconditional(tmp_path):
+    plain = _front(Pixels(), tmp_path / "plain")
+    assert plain.pipeline_tag == "unconditional-image-generation"
+    assert "class-conditional" not in plain.tags
+    conditional = _front(LabelPixels(), tmp_path / "cond", {"tags": ["mnist"]})
+    assert conditional.pipeline_tag is None
+    assert conditional.tags == ["genzoo", "test", "image-generation", "class-conditional",
+                                "image-to-image", "inpainting", "mnist"]
+    house = _front(genzoo.load("gan-mnist", device="cpu"), tmp_path / "gan")
+    assert house.pipeline_tag != "unconditional-image-generation"
+    assert "class-conditional" in house.tags
+
+
+def test_a_familys_own_card_fields_win(tmp_path):
+    own = _front(OwnTask(), tmp_path / "own")
+    assert own.pipeline_tag == "image-to-image" and "digits" in own.tags
+    assert "class-conditional" in own.tags  # derived tags stay beside the family's
+    saved = _front(OwnTask(), tmp_path / "saved", {"pipeline_tag": "text-to-image"})
+    assert saved.pipeline_tag == "text-to-image"  # and a card passed to save wins last
