@@ -9,8 +9,8 @@ digits, AdamW 3e-3 with warm-up and cosine decay, batch 128, 1,500 steps (48 epo
     python recipes/mnist_features.py train [--out runs/mnist-features] [--resume]
     python recipes/mnist_features.py bundle [--out runs/mnist-features]
 
-``bundle`` stores fp16 weights in genzoo/weights/mnist-features (only if the fp16 copy keeps
-the accuracy) and writes sha256s, size and held-out accuracy into genzoo/weights/features.yaml
+``bundle`` stores fp16 weights in genzoo/eval/weights/mnist-features (only if the fp16 copy keeps
+the accuracy) and writes sha256s, size and held-out accuracy into genzoo/eval/weights/features.yaml
 (the feature net's digests; not part of the model catalog).
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 ROOT = Path(__file__).resolve().parents[1]
-WEIGHTS = ROOT / "genzoo/weights/mnist-features"
+WEIGHTS = ROOT / "genzoo/eval/weights/mnist-features"
 STEPS = 1500
 
 
@@ -65,7 +65,7 @@ def train(out, steps, resume, stop_after):
 @click.option("--out", default=str(ROOT / "runs/mnist-features"), show_default=True)
 @click.option("--min-accuracy", default=0.98, show_default=True)
 def bundle(out, min_accuracy):
-    """Copy the trained classifier into genzoo/weights/mnist-features and update its card."""
+    """Copy the trained classifier into genzoo/eval/weights/mnist-features and update its card."""
     import torch
     sys.path.insert(0, str(ROOT / "recipes"))
     from bundle import bundle_model

@@ -10,6 +10,6 @@ from genzoo import hookimpl
 def genzoo_feature_nets():
     """The zoo's MNIST classifier, whose features score every 28x28 digit model."""
     return [{"name": "mnist", "target": "genzoo.eval.features:MnistFeatureNet",
-             "summary": "small MNIST classifier (genzoo/weights/mnist-features): 128-d "
+             "summary": "small MNIST classifier (genzoo/eval/weights/mnist-features): 128-d "
                         "penultimate features and digit classes",
              "input_shape": [1, 28, 28]}]
