@@ -30,7 +30,10 @@ class Option:
     ``condition`` marks a conditioning input (a class label, an init image) rather than a
     knob of the sampler; ``per_sample`` lets a value be one per sample (a list, or images
     stacked along the first dimension), which ``sample`` slices batch by batch so that sample
-    i gets value i. ``None`` is accepted wherever the default is ``None`` (unset)."""
+    i gets value i. ``None`` is accepted wherever the default is ``None`` (unset).
+    ``affects_output=False`` declares that the option never changes what is sampled on this
+    model (a speed knob, or one this model's configuration ignores); the conformance kit then
+    does not require that varying it changes the samples."""
 
     name: str
     type: str = "any"
@@ -41,6 +44,7 @@ class Option:
     choices: tuple[Any, ...] | None = None
     condition: bool = False
     per_sample: bool = False
+    affects_output: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.isidentifier():
@@ -58,8 +62,8 @@ class Option:
 
     def with_default(self, default: Any) -> "Option":
         """The same option with another default (a model card's sampling settings)."""
-        return Option(self.name, self.type, default, self.help, self.min, self.max,
-                      self.choices, self.condition, self.per_sample)
+        from dataclasses import replace
+        return replace(self, default=default)  # keeps every other field (and the subclass)
 
     def parse(self, value: Any) -> Any:
         """``value`` converted to the declared type and checked against bounds and choices.

@@ -52,6 +52,15 @@ class Conformance:
     - ``finetune_stages``: the optimizer stages whose loss must fall (default: all of them;
       a GAN may name only its discriminator);
     - ``seed_atol``: tolerance when comparing samples drawn in different batch sizes;
+    - ``merged_batches``: how samples drawn in different batch sizes compare: ``"close"``
+      (default: images within ``seed_atol``, texts equal), ``"exact"``, or ``"differ"`` for
+      discrete outputs whose argmax may flip after a 1e-6 difference in a merged batch (the
+      kit then draws one sample per batch on both sides);
+    - ``frozen_parameters``: names or ``fnmatch`` patterns of parameters that deliberately
+      do not train although they require a gradient (``requires_grad=False`` needs none);
+    - ``toward_data_steps``: finetune steps on the kit's probe data before
+      ``test_finetune_moves_samples_toward_data`` compares samples with it (default 100;
+      raise it for a family that learns slowly, 0 skips the check, say why);
     - ``config_inert``: config keys (dotted for nested ones) exempt from
       ``test_config_drives_the_model``, e.g. ``("note",)`` for a free-text field; say why in a
       comment;
@@ -65,8 +74,10 @@ class Conformance:
     ``test_config_drives_the_model``, ``test_cpu_fp32``, ``test_cuda_bf16``,
     ``test_bundled_cards_load``; and on one short finetune shared by the class:
     ``test_finetune_lowers_loss``, ``test_trained_output_in_range``,
-    ``test_trained_round_trip``, ``test_finetune_updates_staged_parameters`` and
-    ``test_loss_responds_to_data``.
+    ``test_trained_round_trip``, ``test_finetune_updates_staged_parameters``,
+    ``test_finetune_trains_every_parameter``, ``test_sampling_options_change_samples`` and
+    ``test_loss_responds_to_data``; and on a second finetune, on the kit's probe data,
+    ``test_finetune_moves_samples_toward_data``.
     """
 
     arch: str = ""
@@ -76,6 +87,9 @@ class Conformance:
     finetune_options: dict[str, Any] = {}
     finetune_stages: list[str] | None = None
     seed_atol: float = 1e-5
+    merged_batches: str = "close"
+    frozen_parameters: tuple[str, ...] = ()
+    toward_data_steps: int = 100
     config_inert: tuple[str, ...] = ()
     check_cards: bool = True
 
@@ -131,17 +145,36 @@ class Conformance:
     def test_per_sample_seeds(self):
         """Sample i depends only on (seed, i): prefixes and batch sizes do not change it."""
         from genzoo.kit import conformance as c
-        c.check_seeds(self.make_model(), atol=self.seed_atol)
+        c.check_seeds(self.make_model(), atol=self.seed_atol, merged=self.merged_batches)
 
+    # Class-scoped fixtures are classmethods: pytest runs them once per class, on no
+    # particular instance (as instance methods they are deprecated, PytestRemovedIn10Warning).
     @pytest.fixture(scope="class")
-    def genzoo_finetune_run(self, tmp_path_factory):
+    @classmethod
+    def genzoo_finetune_run(cls, tmp_path_factory):
         """One short finetune of a fresh model per class, shared by the training checks."""
         from genzoo.kit import train as t
-        model = self.make_model()
+        suite = cls()
+        model = suite.make_model()
         tmp = tmp_path_factory.mktemp("genzoo-finetune")
-        return t.run_finetune(model, self.make_data(model, tmp), tmp / "finetuned",
-                              steps=self.finetune_steps, options=dict(self.finetune_options),
-                              stages=self.finetune_stages)
+        return t.run_finetune(model, suite.make_data(model, tmp), tmp / "finetuned",
+                              steps=cls.finetune_steps, options=dict(cls.finetune_options),
+                              stages=cls.finetune_stages)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def genzoo_probe_run(cls, tmp_path_factory):
+        """A fresh model sampled, finetuned on the kit's probe data and sampled again."""
+        from genzoo.kit import learning as lr
+        suite = cls()
+        model = suite.make_model()
+        if model.modality != "image":
+            pytest.skip(f"{model.modality} samples have no pixels to compare with the data")
+        if not cls.toward_data_steps:
+            pytest.skip("toward_data_steps = 0")
+        tmp = tmp_path_factory.mktemp("genzoo-probe")
+        return lr.run_probe(model, tmp / "probe", steps=cls.toward_data_steps,
+                            options=dict(cls.finetune_options))
 
     def test_finetune_lowers_loss(self, genzoo_finetune_run):
         """A few steps of genzoo.engine.train.finetune on a tiny batch lower the training loss, and
@@ -165,6 +198,25 @@ class Conformance:
         from genzoo.kit import train as t
         t.check_staged_parameters_trained(genzoo_finetune_run)
 
+    def test_finetune_trains_every_parameter(self, genzoo_finetune_run):
+        """Every parameter that requires a gradient changed (each is in some stage and the
+        loss reaches it), except the ``frozen_parameters``."""
+        from genzoo.kit import train as t
+        t.check_every_parameter_trained(genzoo_finetune_run, tuple(self.frozen_parameters))
+
+    def test_sampling_options_change_samples(self, genzoo_finetune_run):
+        """On the finetuned model, every declared sampling option, varied within its range,
+        changes the samples for some seed, unless declared ``affects_output=False``."""
+        from genzoo.kit import config as cc
+        run = genzoo_finetune_run
+        cc.check_sampling_options_act(run.model, labelled=run.notes.get("labelled"))
+
+    def test_finetune_moves_samples_toward_data(self, genzoo_probe_run):
+        """Trained on the kit's probe data, samples move toward it and keep its range and
+        sense (mean intensity within 0.1, mean images positively correlated)."""
+        from genzoo.kit import learning as lr
+        lr.check_moves_toward_data(genzoo_probe_run)
+
     def test_loss_responds_to_data(self, genzoo_finetune_run):
         """The loss on the real batch differs from the loss on noise at the same seeds."""
         from genzoo.kit import train as t
@@ -172,15 +224,15 @@ class Conformance:
 
     def test_cpu_fp32(self):
         """device="cpu", dtype="fp32": parameters, autocast and samples are plain float32."""
-        from genzoo.kit import conformance as c
-        c.check_cpu_fp32(self.make_model())
+        from genzoo.kit import devices as d
+        d.check_cpu_fp32(self.make_model())
 
     def test_cuda_bf16(self, tmp_path):
         """On CUDA (skipped without one): bf16 sampling and two finetune steps stay finite."""
-        from genzoo.kit import conformance as c
-        c.require_cuda()
+        from genzoo.kit import devices as d
+        d.require_cuda()
         model = self.make_model()
-        c.check_cuda_bf16(model, self.make_data(model, tmp_path), tmp_path / "cuda")
+        d.check_cuda_bf16(model, self.make_data(model, tmp_path), tmp_path / "cuda")
 
     def test_bad_options_raise_option_error(self):
         """An unknown sampling option or a bad n raises OptionError with a one-line message."""

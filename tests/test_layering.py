@@ -25,7 +25,8 @@ LAYERS: dict[str, int] = {"plugins": 1, "catalog": 2, "engine": 3, "eval": 3, "a
 #: ``_moved`` aliases the old flat names.
 ALLOWED_UP: set[tuple[str, str]] = {
     ("model", "engine.train"), ("testing", "kit.conformance"), ("testing", "kit.train"),
-    ("testing", "kit.config"), ("testing", "kit.conditions"), ("__init__", "api"),
+    ("testing", "kit.config"), ("testing", "kit.conditions"), ("testing", "kit.devices"),
+    ("testing", "kit.learning"), ("__init__", "api"),
     ("__init__", "engine.train"), ("__main__", "cli"),
 }
 

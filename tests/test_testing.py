@@ -2,61 +2,22 @@
 contract violation with a message that says what to fix, and offers three ways to opt in
 (a Conformance subclass, module variables, ``pytest --genzoo-arch``).
 
-The plugins under test live in tests/kit_plugins and are installed for real: a site folder
-with a ``.dist-info`` per plugin, found through ``importlib.metadata``.
+The plugins under test live in tests/kit_plugins and are installed for real (tests/_kit.py);
+the checks added for the contract's later misses are tested in test_testing_checks.py.
 """
 from __future__ import annotations
 
-import importlib.metadata
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from _kit import finetuned as _finetuned
+from _kit import kit, kit_site  # noqa: F401 - fixtures
+from _kit import kit_plugin_args as _kit_plugin_args
 
-from genzoo.plugins import manager as plugins
-from genzoo.catalog import registry as registry
 from genzoo.testing import Conformance, conformance_tests
 
 pytest_plugins = ["pytester"]
-
-KIT_SRC = Path(__file__).resolve().parent / "kit_plugins"
-KIT_MODULES = ("kitgood", "kitbad", "kitmutants")
-
-
-def _kit_plugin_args() -> list[str]:
-    """``-p genzoo.testing`` unless pytest already loads it through its entry point."""
-    wired = any(ep.value == "genzoo.testing"
-                for ep in importlib.metadata.entry_points(group="pytest11"))
-    quiet = ["-W", "ignore::pytest.PytestAssertRewriteWarning"]  # it is imported already
-    return quiet if wired else [*quiet, "-p", "genzoo.testing"]
-
-
-@pytest.fixture(scope="session")
-def kit_site(tmp_path_factory) -> Path:
-    site = tmp_path_factory.mktemp("kitsite")
-    for module in KIT_MODULES:
-        shutil.copytree(KIT_SRC / module, site / module)
-        info = site / f"genzoo_{module}-1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: genzoo-{module}\nVersion: 1.0\n")
-        (info / "entry_points.txt").write_text(f"[genzoo]\n{module} = {module}\n")
-    return site
-
-
-@pytest.fixture
-def kit(kit_site, monkeypatch):
-    """The kit plugins installed (beside whatever else is installed) for this test."""
-    monkeypatch.syspath_prepend(str(kit_site))
-    plugins.reset()
-    registry.reset()
-    yield kit_site
-    for name in [m for m in sys.modules if m.split(".")[0] in KIT_MODULES]:
-        del sys.modules[name]
-    plugins.reset()
-    registry.reset()
-
 
 # ---- the module itself --------------------------------------------------------------------
 def test_importing_the_kit_leaves_torch_out():
@@ -89,10 +50,11 @@ def test_cli_config_accepts_json_or_a_file(tmp_path):
 
 
 # ---- the checks on conforming models --------------------------------------------------------
-@pytest.mark.parametrize("arch", ["kit-image", "kit-text"])
+@pytest.mark.parametrize("arch", ["kit-image", "kit-labels", "kit-text"])
 def test_conforming_models_pass_every_check(kit, arch, tmp_path):
     from genzoo.kit import conformance as c
     from genzoo.kit import config as cc
+    from genzoo.kit import devices as d
     from genzoo.kit import train as t
     c.check_registration(arch)
     c.check_plugin_health(arch)
@@ -101,18 +63,20 @@ def test_conforming_models_pass_every_check(kit, arch, tmp_path):
         c.check_save_load(c.make_model(arch, {}), tmp_path / "saved", mp)
     c.check_sample_output(c.make_model(arch, {}))
     c.check_seeds(c.make_model(arch, {}))
-    c.check_cpu_fp32(c.make_model(arch, {}))
+    d.check_cpu_fp32(c.make_model(arch, {}))
     c.check_bad_options(c.make_model(arch, {}))
     cc.check_option_values(c.make_model(arch, {}))
-    cc.check_config_drives_model(arch, {})
     model = c.make_model(arch, {})
+    cc.check_config_drives_model(arch, {}, data=c.default_data(model, tmp_path))
     run = t.run_finetune(model, c.default_data(model, tmp_path), tmp_path / "ft", steps=20)
     t.check_loss_lowered(run)
     with pytest.MonkeyPatch.context() as mp:
         t.check_trained_output(run, mp)
         t.check_trained_round_trip(run, tmp_path / "trained", mp)
     t.check_staged_parameters_trained(run)
+    t.check_every_parameter_trained(run)
     t.check_loss_uses_data(run)
+    cc.check_sampling_options_act(run.model, labelled=run.notes["labelled"])
     with pytest.raises(pytest.skip.Exception, match="no bundled or local cards"):
         c.check_cards(arch)
 
@@ -151,16 +115,6 @@ def test_violations_are_caught_with_a_useful_message(kit, check, message, tmp_pa
     }
     with pytest.raises(AssertionError, match=message):
         calls[check]()
-
-
-def _finetuned(arch: str, tmp_path: Path, steps: int = 20):
-    """A short finetune of a fresh ``arch``, checked to lower the loss; the run, for more checks."""
-    from genzoo.kit import conformance as c
-    from genzoo.kit import train as t
-    model = c.make_model(arch, {})
-    run = t.run_finetune(model, c.default_data(model, tmp_path), tmp_path / "ft", steps=steps)
-    t.check_loss_lowered(run)
-    return run
 
 
 # Each mutant in kit_plugins/kitmutants plants one violation that the kit used to miss: it
@@ -337,7 +291,7 @@ def test_command_line_opt_in(kit, pytester):
     args = [*_kit_plugin_args(), "-q", "--genzoo-arch", "kit-image",
             "--genzoo-config", '{"hidden": 8}']
     result = pytester.runpytest_inprocess(*args, "--co")
-    assert "18 tests collected" in result.stdout.str()
+    assert "21 tests collected" in result.stdout.str()
     result = pytester.runpytest_inprocess(*args, "-k", "class_contract or bad_options")
     assert _outcomes(result) == {"passed": 2}
     result = pytester.runpytest_inprocess(*_kit_plugin_args(), "--genzoo-arch", "kit-image",
@@ -352,14 +306,15 @@ def test_command_line_opt_in_keeps_the_projects_testpaths(kit, pytester):
                            "test_stray": "def test_stray():\n    pass\n"})
     args = [*_kit_plugin_args(), "-q", "--co", "--genzoo-arch", "kit-image"]
     result = pytester.runpytest_inprocess(*args)
-    assert "18 tests collected" in result.stdout.str() and "test_stray" not in result.stdout.str()
+    assert "21 tests collected" in result.stdout.str() and "test_stray" not in result.stdout.str()
     pytester.makeini("[pytest]\ntestpaths = tests\n")
     result = pytester.runpytest_inprocess(*args)
-    assert "19 tests collected" in result.stdout.str(), result.stdout.str()
+    assert "22 tests collected" in result.stdout.str(), result.stdout.str()
     result.stdout.fnmatch_lines(["*tests/test_own.py::test_own"])
     result = pytester.runpytest_inprocess(*_kit_plugin_args(), "-q", "--genzoo-arch", "kit-image",
-                                          "-k", "finetune or trained or responds")
-    assert _outcomes(result) == {"passed": 5}  # the five share one finetune
+                                          "-k", "finetune_lowers or trained_ or updates_staged or "
+                                          "every_parameter or sampling_options or responds")
+    assert _outcomes(result) == {"passed": 7}  # the seven share one finetune
 
 
 def test_a_violating_plugin_fails_its_suite(kit, pytester):

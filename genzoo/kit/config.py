@@ -4,7 +4,9 @@
   ``genzoo.errors.OptionError`` (one line), and hostile values for unbounded numeric options
   raise nothing else;
 - :func:`check_config_drives_model`: every numeric, bool or int-list config value changes the
-  built model (or is validated when changed), unless the author exempts it.
+  built model (or is validated when changed), unless the author exempts it;
+- :func:`check_sampling_options_act`: every declared sampling option, varied within its
+  range, changes the samples, unless declared ``affects_output=False``.
 """
 from __future__ import annotations
 
@@ -177,11 +179,13 @@ def check_config_drives_model(arch: str, config: dict[str, Any], inert=(), data:
     built model, or makes construction raise (the value is validated, so it is read). Keys
     in ``inert`` (dotted for nested ones) are exempt. With ``data`` (what finetune takes),
     a value that changes only training (dropout, a stage's learning-rate scale) counts too."""
+    from genzoo.kit.learning import has_labels, label_hint
     base = make_model(arch, config)
-    batch = None
+    batch, labelled = None, None
     if data is not None:
         dataset = base.prepare_data(data)
         batch = dataset[torch.arange(min(8, len(dataset)))]
+        labelled = has_labels(dataset)
     full = {k: v for k, v in base.config.items() if k != "genzoo"}
     ignored = []
     for path, changed in config_variants(full):
@@ -197,4 +201,126 @@ def check_config_drives_model(arch: str, config: dict[str, Any], inert=(), data:
         f"config value(s) {', '.join(ignored)} do not change the built model (changed one at "
         "a time, the model's tensors, repr, training losses and samples stay the same): build "
         "from them, validate them, or list them in the Conformance class's config_inert with "
-        "a reason")
+        "a reason" + label_hint(base, labelled))
+
+
+# ---- option effects ---------------------------------------------------------------------
+#: Samples compared per call: sample i depends only on (seed, i), so three samples are three
+#: seeds' worth of evidence.
+EFFECT_SAMPLES = 3
+
+
+def varied_values(opt, image_values: list[Any] | None = None) -> list[Any]:
+    """Values of ``opt`` other than its default and within its declared range, cheapest
+    first (small step counts before large ones): other choices, the flipped bool, the
+    bounds and halves/doubles of a number, a short text, image stacks (``image_values``). Empty
+    for what the kit cannot vary (``any``, callables) or what is declared inert."""
+    if not getattr(opt, "affects_output", True) or opt.type in ("any", "callable"):
+        return []
+    if opt.choices:
+        return [c for c in opt.choices if c != opt.default]
+    if opt.type == "bool":
+        return [v for v in (True, False) if v != opt.default]
+    if opt.type == "str":
+        return [v for v in ("genzoo", "a") if v != opt.default]
+    if opt.type == "image":
+        return list(image_values or [])
+    lo, hi, default = opt.min, opt.max, opt.default
+    base = default if default is not None else (lo if lo is not None else 1)
+    wanted = [lo, base / 2, base * 2, base + 1, hi]
+    out: list[Any] = []
+    for v in wanted:
+        if v is None or not math.isfinite(v):
+            continue
+        v = int(round(v)) if opt.type == "int" else float(v)
+        inside = (lo is None or v >= lo) and (hi is None or v <= hi)
+        if inside and v != default and v not in out:
+            out.append(v)
+    return out
+
+
+def _contexts(schema: dict[str, Any], image_values: list[Any] | None) -> list[dict[str, Any]]:
+    """The settings an option is varied under: the defaults, then one other option changed,
+    since an option may act only beside another (strength with an init image, guidance with
+    a label, ``eta`` with the DDIM sampler). Likeliest partners first, to stop early: image
+    conditions (and all of them together: a mask needs its init image), other conditions,
+    each other choice, then the first two values of each other option."""
+    ranked: list[tuple[int, dict[str, Any]]] = []
+    for name, opt in schema.items():
+        if name == "batch_size":
+            continue
+        values = varied_values(opt, image_values)
+        rank = 1 if opt.type == "image" else 2 if opt.condition else 3 if opt.choices else 4
+        # two values of a number: its lowest may be refused (strength 0) or act like the default
+        ranked += [(rank, {name: v}) for v in (values if opt.choices else values[:2])]
+    images = {name: image_values[0] for name, opt in schema.items()
+              if opt.type == "image" and getattr(opt, "affects_output", True)} \
+        if image_values else {}
+    if len(images) > 1:
+        ranked.append((1, images))
+    return [{}] + [context for _, context in sorted(ranked, key=lambda rc: rc[0])]
+
+
+def _key(options: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, id(v) if hasattr(v, "shape") else repr(v))
+                        for k, v in options.items()))
+
+
+def _try_sample(model: GenerativeModel, options: dict[str, Any], cache: dict):
+    """``sample(EFFECT_SAMPLES, seed=0, **options)`` (remembered in ``cache``), or None when
+    the options are refused together (a mask without its init image)."""
+    key = _key(options)
+    if key not in cache:
+        try:
+            cache[key] = model.sample(EFFECT_SAMPLES, seed=0, **options)
+        except OptionError:
+            cache[key] = None
+    return cache[key]
+
+
+def option_acts(model: GenerativeModel, name: str, schema: dict[str, Any],
+                image_values: list[Any] | None = None, cache: dict | None = None) -> bool | None:
+    """Whether some in-range value of option ``name`` changes the samples under some
+    context; None when the kit has no value to try or every value is refused. ``cache``
+    keys image stacks by identity: keep ``image_values`` alive while it is used."""
+    cache = {} if cache is None else cache
+    values = varied_values(schema[name], image_values)
+    tried = False
+    for context in _contexts(schema, image_values) if values else []:
+        if name in context:
+            continue
+        # the default and each value, compared with each other: where the default is refused
+        # in this context (init unset beside a strength), two values can still differ
+        seen = [_try_sample(model, context, cache)]
+        for value in values:
+            seen.append(_try_sample(model, {**context, name: value}, cache))
+            valid = [x for x in seen if x is not None]
+            if len(valid) >= 2:
+                tried = True
+                if not all(_same_samples(valid[0], x) for x in valid[1:]):
+                    return True
+    return False if tried else None
+
+
+def check_sampling_options_act(model: GenerativeModel, labelled: bool | None = None) -> None:
+    """Every declared sampling option, varied within its declared range, changes the
+    samples for some seed (alone, or beside one other option changed: another sampler, a
+    label, an init image), unless declared ``affects_output=False``. ``batch_size`` is
+    exempt: results never depend on it. ``labelled``: whether the model was trained on labelled data (named in the
+    message when a label-driven option looks ignored)."""
+    from genzoo.kit.conditions import _condition_values
+    from genzoo.kit.learning import label_hint
+    schema, _ = option_schema(model)
+    image_opt = next((o for o in schema.values() if o.type == "image"), None)
+    stack = _condition_values(model, image_opt) if image_opt is not None else None
+    # two stacks, the second mirrored left to right (an init image acts below strength 1 only
+    # and strength is refused without one: then two init images are compared)
+    images = None if stack is None else [stack, stack.flip(-1)]
+    cache: dict = {}
+    ignored = [name for name in schema if name != "batch_size"
+               and option_acts(model, name, schema, images, cache) is False]
+    assert not ignored, (
+        f"sampling option(s) {', '.join(ignored)} do not change the samples (sample("
+        f"{EFFECT_SAMPLES}, seed=0) with each in-range value tried, alone and beside each "
+        "other option changed): make generate use them, or declare "
+        "Option(..., affects_output=False) with a reason" + label_hint(model, labelled))

@@ -8,7 +8,8 @@ class-scoped fixture), so the stricter checks cost no extra training:
   folder (:func:`check_trained_output`): a fresh model can sit in range by luck of its init;
 - the trained model survives save/load exactly (:func:`check_trained_round_trip`): a
   parameter that load resets to its init is invisible on a fresh model;
-- every parameter that the stages name has moved (:func:`check_staged_parameters_trained`);
+- every parameter that the stages name has moved (:func:`check_staged_parameters_trained`),
+  and so has every other trainable one (:func:`check_every_parameter_trained`);
 - the loss responds to the data (:func:`check_loss_uses_data`).
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 import torch
 
 from genzoo.kit.conformance import _generate, check_raw_range, check_save_load, forbid_pickle
+from genzoo.kit.learning import has_labels
 from genzoo.model import GenerativeModel
 
 #: The RNG seeds each stage loss is averaged over (the same ones for every comparison, so that
@@ -80,7 +82,8 @@ def run_finetune(model: GenerativeModel, data, out: Path, steps: int = 30,
     result = finetune(model, data, steps=steps, out=out, batch_size=bs, progress=False,
                       log_every=steps, device="cpu", **options)
     after = stage_losses(model, batch, names)
-    return FinetuneRun(model, initial, batch, names, before, after, steps, result)
+    return FinetuneRun(model, initial, batch, names, before, after, steps, result,
+                       notes={"labelled": has_labels(dataset)})
 
 
 def check_loss_lowered(run: FinetuneRun) -> None:
@@ -129,6 +132,33 @@ def check_staged_parameters_trained(run: FinetuneRun) -> None:
         f"{len(stuck)} parameter(s) named by train_stages() did not change in {run.steps} "
         f"finetune steps: {', '.join(stuck[:6])}{' ...' if len(stuck) > 6 else ''}; does the "
         "loss reach them (no .detach(), no torch.no_grad), or should the stage leave them out?")
+
+
+def check_every_parameter_trained(run: FinetuneRun, frozen: tuple[str, ...] = ()) -> None:
+    """Every parameter that requires a gradient changed during finetuning, unless the
+    family declares it frozen (``requires_grad=False``, or a name or ``fnmatch`` pattern in
+    ``frozen``): a parameter left out of every ``train_stages()`` stage never trains."""
+    from fnmatch import fnmatchcase
+    staged = {id(p) for st in run.model.train_stages().values() for p in st.params}
+    unstaged, stuck = [], []
+    for name, p in run.model.named_parameters():
+        if not p.requires_grad or any(fnmatchcase(name, pat) for pat in frozen):
+            continue
+        if torch.equal(p.detach(), run.initial[name]):
+            (stuck if id(p) in staged else unstaged).append(name)
+    assert not unstaged, (
+        f"{len(unstaged)} trainable parameter(s) are in no train_stages() stage and did not "
+        f"change in {run.steps} finetune steps: {_some(unstaged)}; stage them (the default "
+        "stage takes every parameter), or declare them frozen: requires_grad=False, or the "
+        "Conformance class's frozen_parameters")
+    assert not stuck, (
+        f"{len(stuck)} trainable parameter(s) did not change in {run.steps} finetune steps: "
+        f"{_some(stuck)}; does the loss reach them (no .detach(), no torch.no_grad), or "
+        "declare them frozen: requires_grad=False, or the Conformance class's frozen_parameters")
+
+
+def _some(names: list[str], k: int = 6) -> str:
+    return ", ".join(names[:k]) + (" ..." if len(names) > k else "")
 
 
 def check_loss_uses_data(run: FinetuneRun) -> None:

@@ -6,5 +6,7 @@ import genzoo
 def genzoo_architectures():
     return [{"name": "kit-image", "family": "kitimg", "target": "kitgood.models:KitImage",
              "summary": "tiny MLP VAE for the kit's tests"},
+            {"name": "kit-labels", "family": "kitimg", "target": "kitgood.models:KitLabels",
+             "summary": "tiny class-conditional MLP VAE for the kit's tests"},
             {"name": "kit-text", "family": "kittext", "target": "kitgood.models:KitText",
              "summary": "byte bigram LM for the kit's tests"}]

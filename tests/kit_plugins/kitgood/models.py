@@ -1,12 +1,15 @@
-"""Two tiny conforming models: an MLP VAE over images and a byte-level bigram LM."""
+"""Tiny conforming models: an MLP VAE over images (and a class-conditional one) and a
+byte-level bigram LM."""
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genzoo.data import LabelledImages, load_image_dataset
 from genzoo.errors import DataError, OptionError
 from genzoo.model import GenerativeModel
+from genzoo.options import Option, with_classes
 from genzoo.seeding import per_sample_randn
 
 
@@ -35,6 +38,50 @@ class KitImage(GenerativeModel):
         x = images.flatten(1)
         mu, logvar = self.enc(x).chunk(2, dim=1)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        rec = F.binary_cross_entropy_with_logits(self.dec(z), x, reduction="sum")
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
+        return (rec + kl) / x.numel()
+
+
+class KitLabels(KitImage):
+    """KitImage conditioned on a class label: a label embedding (its last row means "no
+    label") is added to the latent; training drops labels with probability label_dropout,
+    which therefore acts only on labelled data."""
+
+    arch = "kit-labels"
+    sample_options = (Option("label", "int", None, "class to sample", min=0, condition=True,
+                             per_sample=True),)
+
+    def __init__(self, config=None):
+        config = {"num_classes": 3, "label_dropout": 0.5, **(config or {})}
+        super().__init__(config)
+        self.embed = nn.Embedding(config["num_classes"] + 1, self.config["latent"])
+
+    def options(self):
+        return with_classes(super().options(), self.config["num_classes"])
+
+    def prepare_data(self, data):
+        images = load_image_dataset(data, shape=tuple(self.config["image_shape"]))
+        return LabelledImages.of(images, self.config["num_classes"])
+
+    def _condition(self, labels):
+        return self.embed(torch.where(labels < 0, self.config["num_classes"], labels))
+
+    def generate(self, generators, temperature=1.0, label=None):
+        n = len(generators)
+        labels = torch.full((n,), -1) if label is None else \
+            torch.as_tensor(label).expand(n) if isinstance(label, int) else torch.as_tensor(label)
+        z = per_sample_randn(generators, (self.config["latent"],), device=self.device)
+        x = self.dec(z * temperature + self._condition(labels.to(self.device)))
+        return torch.sigmoid(x.float()).reshape(-1, *self.config["image_shape"])
+
+    def training_loss(self, batch):
+        images, labels = batch
+        drop = torch.rand(labels.shape, device=labels.device) < self.config["label_dropout"]
+        x = images.flatten(1)
+        mu, logvar = self.enc(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z = z + self._condition(torch.where(drop, -1, labels))
         rec = F.binary_cross_entropy_with_logits(self.dec(z), x, reduction="sum")
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
         return (rec + kl) / x.numel()

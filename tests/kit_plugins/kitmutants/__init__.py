@@ -13,6 +13,12 @@ MUTANTS = {
     "kit-inert-config": "KitInertConfig",   # a config value that builds nothing
     "kit-half-trained": "KitHalfTrained",   # the encoder is detached: never trained
     "kit-deaf": "KitDeaf",                  # the loss ignores the batch
+    "kit-bright": "KitBright",              # samples 1.5x too bright (clamped)
+    "kit-inverted": "KitInverted",          # samples inverted and halved
+    "kit-frozen-decoder": "KitFrozenDecoder",  # only the encoder is staged
+    "kit-ignored-option": "KitIgnoredOption",  # a declared option generate never reads
+    "kit-inert-option": "KitInertOption",   # the same, declared affects_output=False
+    "kit-text-merged": "KitTextMerged",     # merged batches give other texts (argmax ties)
 }
 
 

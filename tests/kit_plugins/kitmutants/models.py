@@ -1,7 +1,8 @@
 """Planted contract violations, each a small change to a conforming MLP VAE (``KitBase``).
 
 Each passes the checks that existed before it was planted (so the kit's older checks missed
-it) and fails exactly one newer check; tests/test_testing.py proves both."""
+it) and fails exactly one newer check; tests/test_testing.py and test_testing_checks.py prove
+both. KitInertOption and KitTextMerged conform once they declare what they do."""
 import math
 import pickle
 
@@ -9,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genzoo.model import GenerativeModel
+from genzoo.model import GenerativeModel, TrainStage
+from genzoo.options import Option
 from genzoo.seeding import per_sample_randn
 
 
@@ -165,3 +167,85 @@ class KitDeaf(KitBase):
 
     def training_loss(self, images):
         return super().training_loss(torch.rand_like(images))
+
+
+class KitBright(KitBase):
+    """Samples 1.5x too bright, clamped into [0, 1]: in range, finite, and its loss falls,
+    but the samples leave the data's statistics."""
+
+    arch = "kit-bright"
+
+    def generate(self, generators, temperature=1.0):
+        return (super().generate(generators, temperature) * 1.5).clamp(0, 1)
+
+
+class KitInverted(KitBase):
+    """Samples inverted and halved (0.5 * (1 - x)): in [0, 1], but against the data's sense."""
+
+    arch = "kit-inverted"
+
+    def generate(self, generators, temperature=1.0):
+        return 0.5 * (1 - super().generate(generators, temperature))
+
+
+class KitFrozenDecoder(KitBase):
+    """Stages only the encoder's parameters for the optimizer: the decoder never trains,
+    though every staged parameter moves and the loss (its KL term) falls."""
+
+    arch = "kit-frozen-decoder"
+
+    def train_stages(self):
+        return {"model": TrainStage(list(self.enc.parameters()), self.training_loss)}
+
+
+class KitIgnoredOption(KitBase):
+    """Declares a ``temperature`` option (a bounded float) that generate never reads."""
+
+    arch = "kit-ignored-option"
+    sample_options = (Option("temperature", "float", 1.0, "latent scale", min=0.0, max=2.0),)
+
+    def generate(self, generators, temperature=1.0):
+        return self.decode(per_sample_randn(generators, (self.config["latent"],),
+                                            device=self.device))
+
+
+class KitInertOption(KitIgnoredOption):
+    """The same, with the option declared inert (``affects_output=False``): conforming."""
+
+    arch = "kit-inert-option"
+    sample_options = (Option("temperature", "float", 1.0, "kept for old scripts", min=0.0,
+                             max=2.0, affects_output=False),)
+
+
+class KitTextMerged(GenerativeModel):
+    """A byte bigram LM decoding greedily after a random first letter, whose logits carry a
+    1e-6 wobble that depends on the batch size (as a merged batch's arithmetic can): its
+    zero-initialised logits tie, so merged batches give other texts. It conforms once it
+    declares ``merged_batches = "differ"``."""
+
+    arch = "kit-text-merged"
+    family = "kitmut"
+    modality = "text"
+    train_defaults = {"batch_size": 64, "lr": 5e-2, "warmup": 2}
+    sample_defaults = {"max_new_tokens": 8}
+
+    def __init__(self, config=None):
+        super().__init__({**(config or {})})
+        self.logits = nn.Parameter(torch.zeros(256, 256))
+
+    def generate(self, generators, max_new_tokens=8):
+        wobble = 1e-6 * torch.sin(torch.arange(256.0) * len(generators))
+        out = []
+        for g in generators:
+            ids = [97 + int(torch.randint(26, (1,), generator=g))]
+            for _ in range(int(max_new_tokens)):
+                ids.append(int((self.logits[ids[-1]].detach().float().cpu() + wobble).argmax()))
+            out.append(bytes(ids).decode("latin-1"))
+        return out
+
+    def prepare_data(self, data):
+        ids = torch.tensor(list(open(data, "rb").read()), dtype=torch.long)
+        return torch.stack([ids[:-1], ids[1:]], dim=1)
+
+    def training_loss(self, pairs):
+        return F.cross_entropy(self.logits[pairs[:, 0]], pairs[:, 1])
