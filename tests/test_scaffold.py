@@ -15,9 +15,14 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import yaml
+
+from genzoo.catalog import registry
+from genzoo.catalog.cards import load_catalog
 from genzoo.cli.plugin import new_plugin_command
 from genzoo.errors import OptionError
 from genzoo.kit.scaffold import create_plugin, plugin_names
+from genzoo.plugins import manager as plugins
 
 
 def test_names_derive_from_the_distribution_name():
@@ -42,12 +47,22 @@ def _env_with(*paths: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, paths), *old])}
 
 
+def _install(root: Path, site: Path) -> Path:
+    """"Install" the generated plugin: a dist-info with its entry point, as pip would write
+    (no pip, no network), in ``site``; returns ``site``."""
+    dist_info = site / "genzoo_toy-0.1.0.dist-info"
+    dist_info.mkdir(parents=True)
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: genzoo-toy\nVersion: 0.1.0\n")
+    (dist_info / "entry_points.txt").write_text("[genzoo]\ntoy = genzoo_toy\n")
+    return site
+
+
 def test_scaffold_writes_a_complete_light_project(tmp_path):
     root = create_plugin("genzoo-toy", tmp_path, weights=False)
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert files == [".gitignore", "README.md", "genzoo_toy/__init__.py", "genzoo_toy/build.py",
-                     "genzoo_toy/model.py", "pyproject.toml", "tests/test_conformance.py",
-                     "tests/test_model.py"]
+                     "genzoo_toy/model.py", "genzoo_toy/weights/cards.yaml", "pyproject.toml",
+                     "tests/test_conformance.py", "tests/test_model.py"]
     for f in files:
         text = (root / f).read_text()
         assert "{{" not in text and "__package__" not in text, f"unfilled placeholder in {f}"
@@ -59,12 +74,14 @@ def test_scaffold_writes_a_complete_light_project(tmp_path):
     assert meta["build-system"]["build-backend"] == "hatchling.build"
     assert meta["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["genzoo_toy"]
     assert 'arch = "toy-mlp"' in (root / "tests/test_conformance.py").read_text()
-    # The entry-point module is light and, before weights are built, ships no card.
+    # The entry-point module is light; its cards are a catalog file, empty until weights are built.
     code = ("import sys, genzoo_toy as p; a = p.genzoo_architectures(); c = p.genzoo_model_cards();"
-            "print(a[0]['name'], a[0]['target'], len(c), 'torch' in sys.modules)")
+            "print(a[0]['name'], a[0]['target'], *c, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], env=_env_with(root), capture_output=True,
                          text=True, check=True).stdout.split()
-    assert out == ["toy-mlp", "genzoo_toy.model:ToyModel", "0", "False"]
+    cards = root / "genzoo_toy" / "weights" / "cards.yaml"
+    assert out == ["toy-mlp", "genzoo_toy.model:ToyModel", str(cards), "False"]
+    assert load_catalog(cards) == []
 
 
 def test_an_existing_folder_is_refused_unless_forced(tmp_path):
@@ -100,24 +117,44 @@ def test_cli_command(tmp_path):
 @pytest.mark.slow
 def test_the_generated_plugin_passes_its_own_tests_and_lists_its_model(tmp_path):
     root = create_plugin("genzoo-toy", tmp_path / "src")
-    info = json.loads((root / "genzoo_toy" / "weights" / "toy.json").read_text())
-    assert set(info["files"]) == {"config.json", "model.safetensors"} and info["params"] > 0
-    # "Install" it: a dist-info with the entry point, as pip would write (no pip, no network).
-    site = tmp_path / "site"
-    dist_info = site / "genzoo_toy-0.1.0.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: genzoo-toy\nVersion: 0.1.0\n")
-    (dist_info / "entry_points.txt").write_text("[genzoo]\ntoy = genzoo_toy\n")
+    [card] = load_catalog(root / "genzoo_toy" / "weights" / "cards.yaml")
+    assert set(card.files) == {"config.json", "model.safetensors"} and card.params > 0
+    site = _install(root, tmp_path / "site")
     env = _env_with(root, site)
     env["OMP_NUM_THREADS"] = "1"
-    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          "-W", "error::pytest.PytestDeprecationWarning"],
                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
     summary = run.stdout.strip().splitlines()[-1] if run.stdout.strip() else run.stderr[-2000:]
     assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-2000:]
     passed = re.search(r"(\d+) passed", summary)
-    # 16 conformance tests (test_cuda_bf16 skips without a GPU) + the model's own 4
-    assert passed and int(passed.group(1)) >= 20 and "failed" not in summary, summary
+    # 19 conformance tests (test_cuda_bf16 skips without a GPU) + the model's own 4
+    assert passed and int(passed.group(1)) >= 23 and "failed" not in summary, summary
     listing = subprocess.run([sys.executable, "-m", "genzoo", "list", "toy", "--json"], env=env,
                              capture_output=True, text=True, check=True)
     [card] = [c for c in json.loads(listing.stdout) if c["name"] == "toy"]
     assert (card["arch"], card["status"], card["package"]) == ("toy-mlp", "ready", "genzoo-toy")
+
+
+def test_eval_write_card_writes_the_scaffolds_cards_yaml(tmp_path, monkeypatch):
+    """The built card lives in weights/cards.yaml (digests from the build), which
+    ``genzoo eval --write-card`` targets and updates, keeping the file's comments."""
+    from genzoo.cli.eval import card_target, write_card_metrics
+    root = create_plugin("genzoo-toy", tmp_path / "src")
+    cards = root / "genzoo_toy" / "weights" / "cards.yaml"
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.syspath_prepend(str(_install(root, tmp_path / "site")))
+    plugins.reset()
+    registry.reset()
+    try:
+        assert card_target("toy") == cards
+        assert write_card_metrics("toy", {"fd": 1.25}) == str(cards)
+        text = cards.read_text()
+        assert text.startswith("# The model cards genzoo-toy ships")
+        assert yaml.safe_load(text)["models"][0]["metrics"] == {"fd": 1.25}
+        assert registry.get_registry().get("toy").metrics["fd"] == 1.25
+    finally:
+        for name in [m for m in sys.modules if m.split(".")[0] == "genzoo_toy"]:
+            del sys.modules[name]
+        plugins.reset()
+        registry.reset()
