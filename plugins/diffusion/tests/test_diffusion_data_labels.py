@@ -30,4 +30,5 @@ def test_metadata_jsonl_labels_train_a_conditional_model(labelled, tmp_path, cap
     assert labelled.config["class_prior"] == [0.0, 0.75, 0.25]
     with caplog.at_level("WARNING", logger="genzoo"):
         DiffusionModel(CONFIG).prepare_data(tmp_path)
-    assert ["ignores them" in r.getMessage() for r in caplog.records] == [True]
+    assert sum("ignores them" in r.getMessage() for r in caplog.records) == 1, \
+        [r.getMessage() for r in caplog.records]  # said once (other loggers may speak too)

@@ -119,4 +119,5 @@ def test_npz_labels_train_a_conditional_vae(cvae, tmp_path, caplog):
     assert torch.allclose(cvae.class_prior, torch.tensor([0.0, 1 / 3, 2 / 3]))
     with caplog.at_level("WARNING", logger="genzoo"):
         ConvVAE({**TINY, "num_classes": 0}).prepare_data(tmp_path / "d.npz")
-    assert ["ignores them" in r.getMessage() for r in caplog.records] == [True]
+    assert sum("ignores them" in r.getMessage() for r in caplog.records) == 1, \
+        [r.getMessage() for r in caplog.records]  # said once (other loggers may speak too)
