@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from genzoo.errors import IntegrityError
-from genzoo.catalog.integrity import CACHE_NAME, genzoo_home, sha256_file, verify_folder
+from genzoo.catalog.integrity import CACHE_NAME, sha256_file, verify_folder
+from genzoo.fsutil import genzoo_home
 
 
 def _tamper_keeping_size_and_mtime(path: Path) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from genzoo import fsutil
+
 from conftest import DEAD_ENDPOINT, write_catalog, write_tiny_model
 from genzoo.catalog import cache as cache
 from genzoo.catalog import hub as hub
@@ -99,7 +101,7 @@ def test_verification_results_are_cached(local_hub, monkeypatch):
     digests = local_hub.digests[local_hub.v1]
     folder = _fetch(local_hub, local_hub.v1, digests)
     assert len(hashed) == 2
-    assert (integrity.genzoo_home() / integrity.CACHE_NAME).is_file()
+    assert (fsutil.genzoo_home() / integrity.CACHE_NAME).is_file()
     _fetch(local_hub, local_hub.v1, digests)
     assert len(hashed) == 2  # unchanged files are not hashed again
     config = Path(os.path.realpath(folder / "config.json"))

@@ -17,9 +17,7 @@ from pathlib import Path, PurePosixPath
 from typing import Mapping
 
 from genzoo.errors import IntegrityError, UnsafePathError, WeightsError
-# genzoo_home is re-exported: it lived here before the contract (fsutil) took it.
-from genzoo.fsutil import atomic_write_text
-from genzoo.fsutil import genzoo_home as genzoo_home
+from genzoo.fsutil import atomic_write_text, genzoo_home
 
 CACHE_NAME = "verified.json"
 _MAX_ENTRIES = 5000
