@@ -12,7 +12,7 @@ import genzoo
 
 @genzoo.hookimpl
 def genzoo_architectures():
-    """The native UNet diffusion model and diffusers-format UNets."""
+    """The native UNet diffusion model, diffusers-format UNets and text-to-image pipelines."""
     return [
         {"name": "diffusion-unet", "family": "diffusion",
          "target": "genzoo_diffusion.model:DiffusionModel",
@@ -20,6 +20,10 @@ def genzoo_architectures():
         {"name": "diffusers-unet", "family": "diffusion",
          "target": "genzoo_diffusion.diffusers_format:DiffusersUNetModel",
          "summary": "diffusers UNet2DModel folders and pipelines (needs genzoo-diffusion[diffusers])"},
+        {"name": "diffusers-text2image", "family": "diffusion",
+         "target": "genzoo_diffusion.text2image:TextToImageModel",
+         "summary": "Stable Diffusion 1.x/2.x and SDXL pipeline folders: text-to-image, "
+                    "image-to-image, inpainting (needs genzoo-diffusion[text2image])"},
     ]
 
 

@@ -1,7 +1,9 @@
 """Recognise diffusers-format folders (torch-free: the plugin's hook calls this on every load
 of a folder without a ``genzoo`` section, so it must stay as cheap as reading a file list).
 
-Two layouts are claimed for the "diffusers-unet" architecture:
+A text-to-image pipeline folder (``model_index.json`` with ``unet/``, ``vae/`` and
+``text_encoder/`` components: Stable Diffusion 1.x/2.x, SDXL) is claimed for
+"diffusers-text2image". Two layouts are claimed for the "diffusers-unet" architecture:
 
 - a UNet folder: ``config.json`` with ``"_class_name": "UNet2DModel"`` (the flat layout of
   the early ``google/ddpm-*`` repositories, a pipeline's ``unet/`` subfolder, or a bare
@@ -14,6 +16,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 ARCH = "diffusers-unet"
+TEXT2IMAGE = "diffusers-text2image"
+#: The components that make a folder a latent text-to-image pipeline.
+_TEXT2IMAGE_PARTS = {"unet", "vae", "text_encoder"}
 UNET_CLASSES = ("UNet2DModel",)
 #: Files that mark a top-level subfolder as a pipeline component.
 _COMPONENT_FILES = ("config.json", "scheduler_config.json", "tokenizer_config.json",
@@ -23,7 +28,8 @@ _PIPELINE_PARTS = {"unet", "scheduler"}
 
 def detect_arch(config: dict[str, Any], filenames: Iterable[str]) -> str | None:
     """``"diffusers-unet"`` when ``config`` (the parsed root config.json, or {}) and the
-    relative ``filenames`` of a folder form a diffusers UNet or unconditional pipeline."""
+    relative ``filenames`` of a folder form a diffusers UNet or unconditional pipeline,
+    ``"diffusers-text2image"`` for a text-to-image pipeline."""
     if isinstance(config, dict) and config.get("_class_name") in UNET_CLASSES:
         return ARCH
     files = {str(f).replace("\\", "/") for f in filenames}
@@ -31,4 +37,6 @@ def detect_arch(config: dict[str, Any], filenames: Iterable[str]) -> str | None:
         return None
     components = {f.split("/", 1)[0] for f in files
                   if f.count("/") == 1 and f.rsplit("/", 1)[1] in _COMPONENT_FILES}
-    return ARCH if components <= _PIPELINE_PARTS else None
+    if components <= _PIPELINE_PARTS:
+        return ARCH
+    return TEXT2IMAGE if _TEXT2IMAGE_PARTS <= components else None

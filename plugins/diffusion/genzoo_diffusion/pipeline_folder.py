@@ -1,0 +1,131 @@
+"""Reading and writing diffusers text-to-image pipeline folders, component by component.
+
+A Stable Diffusion folder as diffusers saves it: ``model_index.json`` naming the components,
+and one subfolder each: ``unet/`` (``UNet2DConditionModel``), ``vae/`` (``AutoencoderKL``),
+``text_encoder/`` (CLIP; SDXL adds ``text_encoder_2/``, with projection), ``tokenizer/``
+(``tokenizer_2/``) and ``scheduler/``. Each network is loaded by its own library (diffusers,
+transformers: imported only here, and this module only when such a model loads), from
+safetensors only: a component that has nothing but pickle ``.bin`` files is refused in one line.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genzoo.errors import PluginMissingError, WeightsError
+
+MODEL_INDEX = "model_index.json"
+SCHEDULER_CONFIG = "scheduler_config.json"
+#: component -> (library, class names accepted)
+NETWORKS = {
+    "unet": ("diffusers", ("UNet2DConditionModel",)),
+    "vae": ("diffusers", ("AutoencoderKL",)),
+    "text_encoder": ("transformers", ("CLIPTextModel", "CLIPTextModelWithProjection")),
+    "text_encoder_2": ("transformers", ("CLIPTextModelWithProjection", "CLIPTextModel")),
+}
+TOKENIZERS = ("tokenizer", "tokenizer_2")
+_WEIGHTS = {"diffusers": "diffusion_pytorch_model.safetensors",
+            "transformers": "model.safetensors"}
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from ``path``, or a one-line ``WeightsError`` naming the file."""
+    if not path.is_file():
+        raise WeightsError(f"{path}: missing; re-download the model")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise WeightsError(f"{path}: expected a JSON object")
+    return data
+
+
+def components(folder: Path) -> dict[str, str]:
+    """The pipeline's components as {name: class name}, from model_index.json (entries that
+    are null, such as a removed safety checker, are left out)."""
+    index = read_json(folder / MODEL_INDEX)
+    return {k: v[1] for k, v in index.items()
+            if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[1]}
+
+
+def load_network(folder: Path, name: str, cls_name: str) -> torch.nn.Module:
+    """Component ``name`` (a subfolder) loaded in float32 by its library."""
+    library, accepted = NETWORKS[name]
+    where = folder / name
+    if cls_name not in accepted:
+        raise WeightsError(f"{where}: the {name} is a {cls_name}; genzoo's text-to-image "
+                           f"models take {' or '.join(accepted)}")
+    _check_safetensors(where, _WEIGHTS[library])
+    cls = getattr(_import(library), cls_name)
+    kwargs: dict[str, Any] = {"use_safetensors": True}
+    if library == "diffusers":
+        # low_cpu_mem_usage needs accelerate; asking for it without warns on every load
+        kwargs.update(torch_dtype=torch.float32,
+                      low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+    else:
+        kwargs.update(dtype=torch.float32)
+    try:
+        return cls.from_pretrained(str(where), **kwargs).eval()
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{where}: {library} could not load the {name} ({first[:200]})"
+                           ) from e
+
+
+def load_tokenizer(folder: Path, name: str) -> Any:
+    """A CLIP tokenizer from subfolder ``name`` (tokenizer.json, or vocab.json + merges.txt)."""
+    where = folder / name
+    if not where.is_dir():
+        raise WeightsError(f"{where}: missing; re-download the model")
+    try:
+        return _import("transformers").CLIPTokenizer.from_pretrained(str(where))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WeightsError(f"{where}: not a CLIP tokenizer transformers can read ({first[:200]})"
+                           ) from e
+
+
+def save_components(model: Any, folder: Path, names: dict[str, str]) -> None:
+    """Write each network (safetensors), tokenizer and the scheduler config into ``folder``
+    in diffusers' layout, with a model_index.json naming them, so diffusers loads it too."""
+    index: dict[str, Any] = {"_class_name": model.config["pipeline"],
+                             "_diffusers_version": _import("diffusers").__version__}
+    for name, cls_name in names.items():
+        part = getattr(model, name, None)
+        if name in NETWORKS and part is not None:
+            part.save_pretrained(str(folder / name), safe_serialization=True)
+            index[name] = [NETWORKS[name][0], cls_name]
+        elif name in TOKENIZERS and part is not None:
+            part.save_pretrained(str(folder / name))
+            index[name] = ["transformers", type(part).__name__]
+    (folder / "scheduler").mkdir(exist_ok=True)
+    scheduler = dict(model.config["scheduler"])
+    (folder / "scheduler" / SCHEDULER_CONFIG).write_text(json.dumps(scheduler, indent=2))
+    index["scheduler"] = ["diffusers", scheduler.get("_class_name", "DDIMScheduler")]
+    (folder / MODEL_INDEX).write_text(json.dumps(index, indent=2))
+
+
+def _check_safetensors(where: Path, weights: str) -> None:
+    """Refuse a component without safetensors weights (pickle .bin is never loaded)."""
+    if (where / weights).is_file() or (where / (weights + ".index.json")).is_file():
+        return
+    if not where.is_dir():
+        raise WeightsError(f"{where}: missing; re-download the model")
+    pickle = any(where.glob("*.bin"))
+    raise WeightsError(f"{where}: no {weights}" + (
+        " (only pickle .bin weights, which genzoo never loads; convert them to safetensors)"
+        if pickle else "; re-download the model"))
+
+
+def _import(library: str) -> Any:
+    """diffusers or transformers, imported on first use, with the extra to install if absent."""
+    try:
+        return importlib.import_module(library)
+    except ImportError as e:
+        raise PluginMissingError("text-to-image models need diffusers and transformers: "
+                                 "pip install 'genzoo-diffusion[text2image]'") from e

@@ -1,0 +1,321 @@
+"""`TextToImageModel` ("diffusers-text2image"): Stable Diffusion 1.x/2.x and SDXL pipeline
+folders, sampled by genzoo's own samplers over the pipeline's UNet.
+
+The networks (UNet2DConditionModel, AutoencoderKL, CLIP text encoders) and tokenizers are
+loaded by diffusers and transformers (``pipeline_folder``); everything between them is
+genzoo's: the prompt conditioning (``prompts``), the per-sample initial latents, the samplers
+(DDIM, DPM-Solver++, Euler, Euler-ancestral, DDPM), classifier-free guidance, image-to-image
+and both inpainting methods. Each choice follows diffusers' pipelines, which are the oracle
+(``StableDiffusion{,XL,Img2Img,Inpaint}Pipeline`` with ``generator=[...]``: same images within
+1e-4 in fp32). Sample i depends only on (seed, i): every random draw of sample i (its latent
+noise, its init image's posterior sample, the ancestral samplers' noise) comes from its own
+generator, in the order diffusers draws them.
+
+- image-to-image: ``init`` (images in [0, 1] of the output size) and ``strength``: the last
+  ``int(strength * steps)`` steps run from the init latents noised to the first of them.
+- inpainting: ``mask`` (white regenerates): a 9-channel inpainting UNet takes the mask and the
+  masked image's latents as extra input channels; a 4-channel UNet blends its latents with
+  the init latents noised to each step's level (the "blend" method of diffusers' pipeline).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from genzoo.errors import OptionError, WeightsError
+from genzoo.model import GenerativeModel
+from genzoo.options import Option
+from genzoo.seeding import per_sample_randn
+
+from . import pipeline_folder as folders
+from .diffusers_format import default_sampler
+from .prompts import Conditioning, PromptEncoder
+from .samplers import SAMPLERS, sample as run_sampler
+from .schedule import NoiseSchedule
+
+#: diffusers' default classifier-free guidance scale for Stable Diffusion.
+DEFAULT_GUIDANCE = 7.5
+
+
+class TextToImageModel(GenerativeModel):
+    """A latent text-to-image diffusion pipeline (SD 1.x/2.x, SDXL) in genzoo."""
+
+    arch = "diffusers-text2image"
+    family = "diffusion"
+    modality = "image"
+    # a 512x512 SD sample holds a few GB of activations on a CPU: small batches bound memory
+    sample_defaults = {"sampler": "dpmsolver++", "steps": 25, "eta": 0.0, "batch_size": 4,
+                       "guidance": DEFAULT_GUIDANCE}
+    sample_options = (
+        Option("prompt", "str", "", "what to draw (repeat --prompt for one per sample)",
+               condition=True, per_sample=True),
+        Option("negative_prompt", "str", None, "what to steer away from (none: the pipeline's "
+               "default)", condition=True, per_sample=True),
+        Option("guidance", "float", DEFAULT_GUIDANCE, "classifier-free guidance scale (1: "
+               "none; more: closer to the prompt, less varied)", min=0.0, max=50.0),
+        Option("sampler", "str", "dpmsolver++", "the reverse-process solver", choices=SAMPLERS),
+        Option("steps", "int", 25, "denoising steps (more: slower, closer to the model)",
+               min=1, max=1000),
+        Option("eta", "float", 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", min=0.0,
+               max=1.0),
+        Option("height", "int", None, "image height in pixels, a multiple of the latent "
+               "factor (default: the model's size)", min=8, max=4096),
+        Option("width", "int", None, "image width in pixels, a multiple of the latent factor "
+               "(default: the model's size)", min=8, max=4096),
+        Option("init", "image", None, "start from this picture (image-to-image, or the "
+               "picture a mask completes)", condition=True, per_sample=True),
+        Option("strength", "float", None, "with init: how far to move from it (0-1]; "
+               "default 0.8 for image-to-image, 1 for inpainting", min=0.0, max=1.0),
+        Option("mask", "image", None, "with init: white regenerates, black keeps "
+               "(inpainting)", condition=True, per_sample=True),
+        Option("batch_size", "int", 4, "samples per network batch", min=1,
+               affects_output=False),
+    )
+
+    def __init__(self, config: dict[str, Any]):
+        super().__init__(config)
+        self.schedule = NoiseSchedule(config["scheduler"])
+        self.unet: torch.nn.Module | None = None
+        self.vae: torch.nn.Module | None = None
+        self.text_encoder: torch.nn.Module | None = None
+        self.text_encoder_2: torch.nn.Module | None = None
+        self.tokenizer: Any = None
+        self.tokenizer_2: Any = None
+        sampler = config.get("default_sampler")
+        if sampler is not None:
+            self.sample_defaults = {**self.sample_defaults, "sampler": sampler}
+
+    # ---- loading and saving ------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, folder, device="auto", dtype="auto") -> "TextToImageModel":
+        """Load a diffusers text-to-image pipeline folder (or a genzoo-saved one, which keeps
+        the same layout plus a genzoo config.json)."""
+        folder = Path(folder)
+        parts = folders.components(folder)
+        for need in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+            if need not in parts:
+                raise WeightsError(f"{folder}: model_index.json names no {need}; a "
+                                   "text-to-image pipeline needs unet, vae, text_encoder, "
+                                   "tokenizer and scheduler")
+        scheduler = folders.read_json(folder / "scheduler" / folders.SCHEDULER_CONFIG)
+        index = folders.read_json(folder / folders.MODEL_INDEX)
+        model = cls(_config(folder, index, scheduler))
+        for name, cls_name in parts.items():
+            if name in folders.NETWORKS:
+                setattr(model, name, folders.load_network(folder, name, cls_name))
+            elif name in folders.TOKENIZERS:
+                setattr(model, name, folders.load_tokenizer(folder, name))
+        model._check_unet(folder)
+        model.config["image_shape"] = [3, *model.default_size()]
+        model.name_or_path = str(folder)
+        model.origin = {"folder": str(folder)}
+        model.pretrained = True
+        return model.to_device(device, dtype).eval()
+
+    def save_pretrained(self, folder, card=None, dtype=None) -> Path:
+        """Write the pipeline in diffusers' layout (which diffusers loads too) plus genzoo's
+        config.json and README.md."""
+        import json
+
+        from genzoo.fsutil import atomic_dir, atomic_write_text
+        from genzoo.model import CARD_NAME, CONFIG_NAME, model_card_markdown
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            folders.save_components(self, tmp, self.config["components"])
+            atomic_write_text(tmp / CONFIG_NAME, json.dumps(self.genzoo_config(), indent=2))
+            atomic_write_text(tmp / CARD_NAME,
+                              model_card_markdown(self, {**self.lineage(), **(card or {})}))
+        return folder
+
+    def _check_unet(self, folder: Path) -> None:
+        """Refuse UNets the samplers cannot drive, in one line."""
+        cfg = self.unet.config
+        if cfg.get("time_cond_proj_dim") is not None:
+            raise WeightsError(f"{folder}/unet: a guidance-distilled UNet (time_cond_proj_dim, "
+                               "LCM-style) is not supported")
+        if cfg.out_channels != 4 and cfg.out_channels != self.vae.config.latent_channels:
+            raise WeightsError(f"{folder}/unet: out_channels {cfg.out_channels} differ from the "
+                               "autoencoder's latent channels")
+
+    # ---- shapes ------------------------------------------------------------------------
+    @property
+    def latent_factor(self) -> int:
+        """Pixels per latent cell: 2 ** (autoencoder blocks - 1), 8 for Stable Diffusion."""
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def default_size(self) -> tuple[int, int]:
+        """(height, width) the UNet was trained at: its sample size times the latent factor."""
+        size = self.unet.config.sample_size
+        h, w = (size, size) if isinstance(size, int) else size
+        return h * self.latent_factor, w * self.latent_factor
+
+    def _size(self, height: int | None, width: int | None, init) -> tuple[int, int]:
+        """The output size asked for (or the init images', or the model's), checked."""
+        default = tuple(init.shape[-2:]) if init is not None else self.default_size()
+        h, w = height or default[0], width or default[1]
+        f = self.latent_factor
+        if h % f or w % f:
+            raise OptionError(f"height and width must be multiples of {f} (the latent factor); "
+                              f"got {h}x{w}")
+        if init is not None and tuple(init.shape[-2:]) != (h, w):
+            raise OptionError(f"init images are {init.shape[-2]}x{init.shape[-1]}, the output "
+                              f"is {h}x{w}; resize them or pass matching --height/--width")
+        return h, w
+
+    # ---- sampling ----------------------------------------------------------------------
+    def generate(self, generators, prompt="", negative_prompt=None, guidance=DEFAULT_GUIDANCE,
+                 sampler="dpmsolver++", steps=25, eta=0.0, height=None, width=None, init=None,
+                 strength=None, mask=None, progress=None):
+        """Images in [0, 1] for the prompts, one per generator (see the module docstring)."""
+        n = len(generators)
+        if mask is not None and init is None:
+            raise OptionError("mask needs init: the picture whose masked part is redrawn")
+        h, w = self._size(height, width, init)
+        f = self.latent_factor
+        shape = (self.unet.config.out_channels, h // f, w // f)
+        cond = self._conditioning(_per_sample(prompt, n), _per_sample(negative_prompt, n),
+                                  (h, w), guidance)
+        strength = (1.0 if mask is not None else 0.8) if strength is None else strength
+        start = _first_step(steps, strength) if init is not None else 0
+        steer = self._steering(generators, init, mask, shape, start, strength)
+        x_T = per_sample_randn(generators, shape, device=self.device, dtype=torch.float32)
+        extra = steer.pop("extra", None)
+        if extra is not None:  # the masked image's latents are drawn after the noise
+            extra = extra()
+        fn = self._unet_fn(cond, guidance, extra)
+        latents = run_sampler(fn, x_T, self.schedule, sampler=sampler, steps=steps,
+                              generators=generators, eta=eta, progress=progress, start=start,
+                              **steer)
+        return self.decode(latents)
+
+    def _conditioning(self, prompts, negatives, size, guidance) -> Conditioning:
+        """The prompts' conditioning, the negative one first when guidance is on."""
+        encoder = PromptEncoder([t for t in (self.tokenizer, self.tokenizer_2) if t],
+                                [e for e in (self.text_encoder, self.text_encoder_2) if e],
+                                self.config.get("force_zeros_for_empty_prompt", True))
+        cond = encoder.encode(prompts, size)
+        if guidance <= 1.0:
+            return cond
+        return Conditioning.cat(encoder.encode(negatives, size, negative=True), cond)
+
+    def _unet_fn(self, cond: Conditioning, guidance: float, extra: torch.Tensor | None):
+        """The UNet as the sampler calls it, with classifier-free guidance (one call on the
+        doubled batch, unconditional half first, as diffusers)."""
+        dtype = self.autocast_dtype or torch.float32
+        kwargs = cond.kwargs()
+        guided = guidance > 1.0
+
+        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            if guided:
+                x, t = torch.cat([x, x]), torch.cat([t, t])
+            if extra is not None:  # the inpainting UNet's mask and masked-image channels
+                x = torch.cat([x, torch.cat([extra, extra]) if guided else extra], dim=1)
+            out = self.unet(x.to(dtype), t, **kwargs, return_dict=False)[0].float()
+            if not guided:
+                return out
+            uncond, text = out.chunk(2)
+            return uncond + guidance * (text - uncond)
+        return fn
+
+    def _steering(self, generators, init, mask, shape, start: int, strength: float):
+        """The sampler's image-to-image and inpainting arguments; the random draws of the
+        init latents happen here, before the noise, in diffusers' order."""
+        if init is None:
+            return {}
+        image = init.to(self.device, torch.float32) * 2 - 1
+        if mask is None:
+            return {"init": self.encode(image, generators)}
+        full = _binary_mask(mask.to(self.device), image.shape[-2:])
+        small = torch.nn.functional.interpolate(full, size=shape[-2:])
+        nine = self.unet.config.in_channels == 9
+        out: dict[str, Any] = {}
+        if not nine or strength < 1.0:
+            out["init"] = self.encode(image, generators)
+        masked = image * (full < 0.5)
+        if nine:
+            # the extra channels are encoded after the noise is drawn (each generator draws
+            # its posterior sample then); the sampler noises init without a keeper mask
+            out["extra"] = lambda: torch.cat([small, self.encode(masked, generators)], dim=1)
+        else:
+            out.update(mask=small, mask_noise="initial")
+            # diffusers encodes the masked image even for a 4-channel UNet: its draws count
+            out["extra"] = lambda: (self.encode(masked, generators), None)[1]
+        return out
+
+    def encode(self, images: torch.Tensor, generators=None) -> torch.Tensor:
+        """Latents of images in [-1, 1]: a posterior sample per image, drawn from its own
+        generator (the mean without generators), times the autoencoder's scaling factor."""
+        latents = []
+        for i in range(images.shape[0]):  # one by one, as diffusers does with a generator list
+            dist = self.vae.encode(images[i:i + 1].to(self._vae_dtype())).latent_dist
+            z = dist.mean if generators is None else _posterior_sample(dist, generators[i])
+            latents.append(z.float())
+        return self._to_model_space(torch.cat(latents))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images in [0, 1] from latents in the UNet's space."""
+        cfg = self.vae.config
+        mean, std = cfg.get("latents_mean"), cfg.get("latents_std")
+        if mean is not None and std is not None:
+            mean = torch.tensor(mean).view(1, -1, 1, 1).to(z)
+            z = z * torch.tensor(std).view(1, -1, 1, 1).to(z) / cfg.scaling_factor + mean
+        else:
+            z = z / cfg.scaling_factor + (cfg.get("shift_factor") or 0.0)
+        image = self.vae.decode(z.to(self._vae_dtype()), return_dict=False)[0].float()
+        return (image / 2 + 0.5).clamp(0, 1)
+
+    def _to_model_space(self, z: torch.Tensor) -> torch.Tensor:
+        """Autoencoder latents scaled (and shifted) into the space the UNet was trained on."""
+        cfg = self.vae.config
+        mean, std = cfg.get("latents_mean"), cfg.get("latents_std")
+        if mean is not None and std is not None:
+            mean = torch.tensor(mean).view(1, -1, 1, 1).to(z)
+            return (z - mean) * cfg.scaling_factor / torch.tensor(std).view(1, -1, 1, 1).to(z)
+        return (z - (cfg.get("shift_factor") or 0.0)) * cfg.scaling_factor
+
+    def _vae_dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+
+def _config(folder: Path, index: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
+    """The model config: the pipeline's class, components and scheduler (for saving and the
+    schedule), the default sampler its scheduler class picks."""
+    return {"pipeline": index.get("_class_name", "StableDiffusionPipeline"),
+            "components": folders.components(folder),
+            "force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True),
+            "scheduler": {k: v for k, v in scheduler.items() if k != "_diffusers_version"},
+            "default_sampler": default_sampler(scheduler)}
+
+
+def _per_sample(value, n: int) -> list:
+    """One value per sample from a value for all or a list of n."""
+    return list(value) if isinstance(value, list) else [value] * n
+
+
+def _first_step(steps: int, strength: float) -> int:
+    """diffusers' image-to-image start: the last ``int(strength * steps)`` steps run."""
+    if not 0.0 < float(strength) <= 1.0:
+        raise OptionError(f"strength must be in (0, 1], got {strength!r}")
+    run = min(int(steps * float(strength)), steps)
+    if run < 1:
+        raise OptionError(f"strength {strength} with {steps} steps runs no step; raise either")
+    return steps - run
+
+
+def _binary_mask(mask: torch.Tensor, size) -> torch.Tensor:
+    """(N, 1, H, W) of 0/1: the mask's mean over channels, thresholded at 0.5 as diffusers'
+    mask processor binarizes it."""
+    if tuple(mask.shape[-2:]) != tuple(size):
+        raise OptionError(f"the mask is {mask.shape[-2]}x{mask.shape[-1]}, the init images "
+                          f"{size[0]}x{size[1]}; give them the same size")
+    gray = mask.float().mean(dim=1, keepdim=True)
+    return (gray >= 0.5).float()
+
+
+def _posterior_sample(dist, generator: torch.Generator) -> torch.Tensor:
+    """A sample of a diagonal Gaussian posterior with noise from ``generator`` (on the CPU,
+    as diffusers' ``randn_tensor`` draws it for a CPU generator)."""
+    noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean)
+    return dist.mean + dist.std * noise
