@@ -125,7 +125,9 @@ class Option:
                 raise OptionError(f"option {self.name!r} takes images; as text it needs a "
                                   "reader of image paths")
             return self.parse(read_image(text))
-        if self.per_sample and self.type not in ("image", "any") and "," in text:
+        # text is never split: commas belong to it ("a cat, in the snow"); a repeated flag
+        # gives one text per sample instead (parse_flags)
+        if self.per_sample and self.type not in ("image", "any", "str") and "," in text:
             return self.parse([part.strip() for part in text.split(",")])
         if self.type == "any":
             try:
@@ -292,7 +294,9 @@ def parse_key_values(pairs: Iterable[str]) -> dict[str, Any]:
 def parse_flags(args: Iterable[str], schema: Mapping[str, Option], owner: str,
                 read_image: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Model option flags left over by click (``--steps 20 --no-ema --top-p=0.9``) read against
-    ``schema``: ``--name VALUE`` or ``--name=VALUE``, ``--flag`` / ``--no-flag`` for bools."""
+    ``schema``: ``--name VALUE`` or ``--name=VALUE``, ``--flag`` / ``--no-flag`` for bools; a
+    per-sample text option given more than once (``--prompt A --prompt B``) takes one text per
+    sample."""
     by_flag = {o.flag: o for o in schema.values() if o.type != "callable"}
     args = list(args)
     out: dict[str, Any] = {}
@@ -317,7 +321,12 @@ def parse_flags(args: Iterable[str], schema: Mapping[str, Option], owner: str,
             value, i = args[i + 1], i + 1
         else:
             raise OptionError(f"option {opt.flag} needs a value")
-        out[opt.name] = opt.parse_text(value, read_image)
+        parsed = opt.parse_text(value, read_image)
+        if opt.name in out and opt.per_sample and opt.type == "str":
+            # --prompt A --prompt B: one value per sample, in order
+            before = out[opt.name]
+            parsed = (before if isinstance(before, list) else [before]) + [parsed]
+        out[opt.name] = parsed
         i += 1
     return out
 

@@ -115,3 +115,16 @@ def test_options_module_does_not_import_torch():
     code = "import sys, genzoo.options; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_per_sample_text_keeps_commas_and_repeats_give_one_per_sample():
+    schema = {"prompt": Option("prompt", "str", "", per_sample=True),
+              "label": Option("label", "int", None, per_sample=True)}
+    one = parse_flags(["--prompt", "a cat, in the snow"], schema, "m")
+    assert one == {"prompt": "a cat, in the snow"}
+    two = parse_flags(["--prompt", "a cat, asleep", "--prompt=a dog", "--prompt", "x"],
+                      schema, "m")
+    assert two == {"prompt": ["a cat, asleep", "a dog", "x"]}
+    assert parse_flags(["--label", "3,1"], schema, "m") == {"label": [3, 1]}
+    # a repeated option that is not per-sample text: the last one wins, as before
+    assert parse_flags(["--label", "3", "--label", "4"], schema, "m") == {"label": 4}
