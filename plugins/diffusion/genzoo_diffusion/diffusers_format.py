@@ -47,7 +47,9 @@ VP_SCHEDULERS = {"DDPMScheduler", "DDIMScheduler", "PNDMScheduler", "DPMSolverMu
 #: The genzoo sampler that runs what a repository's scheduler class runs: the repository's
 #: default (a DPM-Solver scheduler only with the ++ algorithm, the one genzoo implements).
 SCHEDULER_SAMPLERS = {"DDPMScheduler": "ddpm", "DDIMScheduler": "ddim",
-                      "DPMSolverMultistepScheduler": "dpmsolver++"}
+                      "DPMSolverMultistepScheduler": "dpmsolver++",
+                      "EulerDiscreteScheduler": "euler",
+                      "EulerAncestralDiscreteScheduler": "euler-a"}
 
 
 class DiffusersUNetModel(DiffusionModel):

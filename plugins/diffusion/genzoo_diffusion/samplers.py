@@ -7,14 +7,21 @@
 - ``ddim``: diffusers' ``DDIMScheduler`` (eta = 0 deterministic; eta > 0 adds noise).
 - ``dpmsolver++``: diffusers' ``DPMSolverMultistepScheduler`` with algorithm_type
   "dpmsolver++" (solver_order 2, midpoint, lower_order_final, final_sigmas_type "zero").
+- ``euler`` / ``euler-a``: diffusers' ``EulerDiscreteScheduler`` and
+  ``EulerAncestralDiscreteScheduler``, in sigma space (``euler.py``).
 
-Each sampler first builds its per-step coefficient table, vectorised over the steps in
-float32 with diffusers' own formulas, so each coefficient equals the float32 scalar diffusers
-computes at that step (near t = 0 DDPM's float32 round-off is visible, and matching it keeps
-the two loops together). The loop then does one model call and a few tensor ops per step on
-the model's device, with the coefficients as Python numbers. Stochastic samplers draw the
-noise of sample i from ``generators[i]`` on the CPU with shape (C, H, W) and move it to the
-device: the same draws diffusers' ``randn_tensor`` makes from a list of generators.
+Each sampler first builds its per-step coefficient table in float32 with diffusers' own
+formulas, so each coefficient equals the float32 scalar diffusers computes at that step (near
+t = 0 DDPM's float32 round-off is visible, and matching it keeps the two loops together). The
+loop then does one model call and a few tensor ops per step on the model's device, with the
+coefficients as Python numbers. Stochastic samplers draw the noise of sample i from
+``generators[i]`` on the CPU with shape (C, H, W) and move it to the device: the same draws
+diffusers' ``randn_tensor`` makes from a list of generators.
+
+``sample`` drives a solver through four calls: ``from_noise(x_T)`` (the start from pure
+noise), ``noised(i, x0, eps)`` (x0 noised to step i's timestep), ``model_input(i, x)`` (what
+the network sees) and ``step(i, out, x)``. The VP samplers' state is x_t itself; the Euler
+samplers' is x0 + sigma * eps.
 """
 from __future__ import annotations
 
@@ -27,11 +34,14 @@ import torch
 from genzoo.errors import OptionError
 from genzoo.seeding import per_sample_randn
 
+from .euler import EULER_SAMPLERS, EulerSolver, euler_timesteps
 from .schedule import NoiseSchedule
 
-SAMPLERS = ("ddpm", "ddim", "dpmsolver++")
+SAMPLERS = ("ddpm", "ddim", "dpmsolver++", *EULER_SAMPLERS)
 #: diffusers' default timestep spacing per scheduler, used when the config names none.
-DEFAULT_SPACING = {"ddpm": "leading", "ddim": "leading", "dpmsolver++": "linspace"}
+DEFAULT_SPACING = {"ddpm": "leading", "ddim": "leading", "dpmsolver++": "linspace",
+                   "euler": "linspace", "euler-a": "linspace"}
+MASK_NOISE = ("fresh", "initial")
 
 ModelFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -41,24 +51,56 @@ def sample(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule,
            generators: Sequence[torch.Generator] | None = None,
            progress: Callable[[int, int], None] | None = None, eta: float = 0.0, *,
            init: torch.Tensor | None = None, strength: float = 1.0,
-           mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Denoise ``x_T`` (N, C, H, W) into x0 with ``sampler`` in ``steps`` model calls.
+           mask: torch.Tensor | None = None, start: int | None = None,
+           mask_noise: str = "fresh") -> torch.Tensor:
+    """Denoise ``x_T`` (N, C, H, W, standard normal) into x0 with ``sampler`` in ``steps`` steps.
 
-    ``model_fn(x, t)`` returns the network output for latents x and a LongTensor t of one
-    timestep per sample, in the schedule's prediction_type. ``generators`` (one CPU generator
-    per sample) feed the stochastic samplers (ddpm, ddim with eta > 0); None draws from torch's
-    global generator. ``progress(done, total)`` is called after each step. ``eta`` is DDIM's.
+    ``model_fn(x, t)`` returns the network output for latents x (in the variance-preserving
+    scale it was trained on) and a tensor t of one timestep per sample, in the schedule's
+    prediction_type: a LongTensor for ddpm/ddim/dpmsolver++, float32 for euler/euler-a (whose
+    "linspace" timesteps are fractional). ``generators`` (one CPU generator per sample) feed
+    the stochastic samplers (ddpm, ddim with eta > 0, euler-a); None draws from torch's global
+    generator. ``progress(done, total)`` is called after each step. ``eta`` is DDIM's.
 
-    Steering without retraining, with ``init`` (N, C, H, W) in the model's [-1, 1] space:
+    Steering without retraining, with ``init`` (N, C, H, W) in the model's latent space:
 
     - image-to-image (SDEdit, Meng et al. 2022): with ``strength`` s < 1 the last
-      ``round(s * steps)`` steps run, from ``init`` noised with ``x_T`` to the first of them
-      (diffusers' img2img convention); s = 1 ignores ``init`` unless ``mask`` is given.
+      ``round(s * steps)`` steps run, from ``init`` noised with ``x_T`` to the first of them;
+      s = 1 ignores ``init`` unless ``mask`` is given. ``start`` (a step index) overrides
+      the rounding: diffusers' img2img pipelines pass ``steps - int(s * steps)``, and an
+      explicit ``start`` of 0 still starts from ``init`` noised to the first timestep.
     - inpainting: ``mask`` (N, 1 or C, H, W; 1 = regenerate, 0 = keep) replaces the kept
       region after every step with ``init`` noised to the level the next step starts from,
       and with ``init`` itself at the end: the replacement method that RePaint (Lugmayr et
-      al. 2022) builds on, without its resampling jumps.
+      al. 2022) builds on, without its resampling jumps. ``mask_noise`` "fresh" draws new
+      noise for it each step; "initial" reuses ``x_T``, as diffusers'
+      StableDiffusionInpaintPipeline does with a 4-channel UNet. A masked run that starts at
+      step 0 starts from pure noise, as that pipeline does at strength 1.
     """
+    _check_args(sampler, eta, generators, x_T, mask_noise)
+    timesteps = make_timesteps(schedule, sampler, steps)
+    n = len(timesteps)
+    begin = _first_index(n, init, strength, start)
+    noise = _noise_fn(x_T, generators)
+    t_dtype = torch.float32 if sampler in EULER_SAMPLERS else torch.long
+    t_batches = torch.tensor(timesteps, dtype=t_dtype).to(x_T.device)[:, None]
+    t_batches = t_batches.repeat(1, x_T.shape[0])
+    solver = _solver(schedule, sampler, timesteps, noise, eta, t_batches)
+    from_noise = init is None or (begin == 0 and (mask is not None or start is None))
+    x = solver.from_noise(x_T) if from_noise else solver.noised(begin, init, x_T)
+    keep = None if mask is None else _keeper(solver, init, mask, noise, x_T, mask_noise)
+    for i in range(begin, n):
+        out = model_fn(solver.model_input(i, x), t_batches[i]).to(x.dtype)
+        x = solver.step(i, out, x)
+        if keep is not None:
+            x = keep(i, x)
+        if progress is not None:
+            progress(i + 1 - begin, n - begin)
+    return x
+
+
+def _check_args(sampler: str, eta: float, generators, x_T: torch.Tensor, mask_noise: str):
+    """One-line refusals of the options ``sample`` cannot run."""
     if sampler not in SAMPLERS:
         raise OptionError(f"unknown sampler {sampler!r}; use one of {', '.join(SAMPLERS)}")
     if sampler != "ddim" and eta:
@@ -68,23 +110,19 @@ def sample(model_fn: ModelFn, x_T: torch.Tensor, schedule: NoiseSchedule,
     if generators is not None and len(generators) != x_T.shape[0]:
         raise OptionError(f"got {len(generators)} generators for {x_T.shape[0]} samples; "
                           "pass one per sample")
-    timesteps = make_timesteps(schedule, sampler, steps)
-    start = first_step(len(timesteps), strength) if init is not None else 0
-    noise = _noise_fn(x_T, generators)
-    t_batches = torch.tensor(timesteps, dtype=torch.long).to(x_T.device)[:, None]
-    t_batches = t_batches.repeat(1, x_T.shape[0])
-    step_fns = {"ddpm": _ddpm, "ddim": _ddim, "dpmsolver++": _dpmsolver_pp}
-    run = step_fns[sampler](schedule, timesteps, noise, eta)
-    x = x_T if start == 0 else schedule.add_noise(init, x_T, t_batches[start])
-    keep = _keeper(schedule, init, mask, timesteps, t_batches, noise) if mask is not None else None
-    for i in range(start, len(timesteps)):
-        out = model_fn(x, t_batches[i]).to(x.dtype)
-        x = run(i, out, x)
-        if keep is not None:
-            x = keep(i, x)
-        if progress is not None:
-            progress(i + 1 - start, len(timesteps) - start)
-    return x
+    if mask_noise not in MASK_NOISE:
+        raise OptionError(f"unknown mask_noise {mask_noise!r}; use one of {', '.join(MASK_NOISE)}")
+
+
+def _first_index(n: int, init, strength: float, start: int | None) -> int:
+    """The index of the first step to run: ``start`` if given, else from ``strength``."""
+    if start is None:
+        return first_step(n, strength) if init is not None else 0
+    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start < n:
+        raise OptionError(f"start must be a step index from 0 to {n - 1}, got {start!r}")
+    if start > 0 and init is None:
+        raise OptionError("start after step 0 needs init (the image to start from)")
+    return int(start)
 
 
 def first_step(steps: int, strength: float) -> int:
@@ -94,29 +132,61 @@ def first_step(steps: int, strength: float) -> int:
     return steps - max(1, min(steps, round(float(strength) * steps)))
 
 
-def _keeper(schedule: NoiseSchedule, init, mask, timesteps, t_batches, noise):
+def _keeper(solver, init, mask, noise, x_T, mask_noise: str):
     """``keep(i, x)``: after step i, the kept region (mask 0) becomes ``init`` noised to the
     timestep step i + 1 starts from (the clean ``init`` after the last step)."""
     if init is None:
         raise OptionError("a mask needs an init image (the picture to complete)")
     mask = mask.to(init.dtype)
+    last = len(solver.timesteps) - 1
 
     def keep(i, x):
-        known = init if i + 1 == len(timesteps) else \
-            schedule.add_noise(init, noise(), t_batches[i + 1])
+        eps = (noise() if mask_noise == "fresh" else x_T) if i < last else None
+        known = init if i == last else solver.noised(i + 1, init, eps)
         return mask * x + (1 - mask) * known
     return keep
 
 
-def make_timesteps(schedule: NoiseSchedule, sampler: str, steps: int) -> list[int]:
+class _VPSolver:
+    """ddpm/ddim/dpmsolver++ in ``sample``'s solver interface: the state is x_t itself."""
+
+    def __init__(self, schedule: NoiseSchedule, timesteps, step, t_batches: torch.Tensor):
+        self.schedule, self.timesteps, self.step, self.t = schedule, timesteps, step, t_batches
+
+    def from_noise(self, x_T):
+        """Pure noise is x_T itself (init_noise_sigma 1)."""
+        return x_T
+
+    def noised(self, i, x0, eps):
+        """``x0`` noised to step i's timestep (diffusers' ``add_noise``)."""
+        return self.schedule.add_noise(x0, eps, self.t[i])
+
+    def model_input(self, i, x):
+        """The network sees the state unscaled."""
+        return x
+
+
+def _solver(schedule: NoiseSchedule, sampler: str, timesteps, noise, eta: float, t_batches):
+    """The solver ``sample`` drives for ``sampler`` over ``timesteps``."""
+    if sampler in EULER_SAMPLERS:
+        return EulerSolver(schedule, sampler, timesteps, noise)
+    step_fns = {"ddpm": _ddpm, "ddim": _ddim, "dpmsolver++": _dpmsolver_pp}
+    step = step_fns[sampler](schedule, timesteps, noise, eta)
+    return _VPSolver(schedule, timesteps, step, t_batches)
+
+
+def make_timesteps(schedule: NoiseSchedule, sampler: str, steps: int) -> list[int] | list[float]:
     """The descending training timesteps ``sampler`` visits in ``steps`` steps, exactly as the
-    matching diffusers scheduler's ``set_timesteps`` makes them."""
+    matching diffusers scheduler's ``set_timesteps`` makes them: ints, and for euler/euler-a
+    floats (fractional under "linspace" spacing)."""
     T = schedule.num_train_timesteps
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or not 1 <= steps <= T:
         raise OptionError(f"steps must be an integer from 1 to {T}, got {steps!r}")
     spacing = schedule.timestep_spacing or DEFAULT_SPACING[sampler]
     if sampler == "dpmsolver++":
         ts = _dpm_timesteps(schedule, spacing, steps)
+    elif sampler in EULER_SAMPLERS:
+        ts = euler_timesteps(schedule, spacing, steps)
     elif spacing == "linspace":
         ts = np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
     elif spacing == "leading":
@@ -124,11 +194,12 @@ def make_timesteps(schedule: NoiseSchedule, sampler: str, steps: int) -> list[in
         ts = ts + schedule.steps_offset
     else:  # trailing
         ts = np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1
-    ts = [int(t) for t in ts]
-    if len(set(ts)) != len(ts) or not all(0 <= t < T for t in ts):
+    kind = float if sampler in EULER_SAMPLERS else int
+    out: list = [kind(t) for t in ts]
+    if len(set(out)) != len(out) or not all(0 <= t <= T - 1 for t in out):
         raise OptionError(f"{steps} steps is too many for {sampler} with {spacing!r} timestep "
                           f"spacing over {T} training steps; use fewer steps")
-    return ts
+    return out
 
 
 def _dpm_timesteps(schedule: NoiseSchedule, spacing: str, steps: int) -> np.ndarray:
