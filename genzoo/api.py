@@ -2,19 +2,24 @@
 ``plugin_infos``.
 
 ``load`` joins the other parts and holds no logic of its own: registry (card) -> plugins
-(arch -> class) -> hub (verified local folder) -> ``cls.from_pretrained``. Importing this
-module does not import torch; loading a model does.
+(arch -> class) -> hub (verified local folder) -> ``cls.from_pretrained``. An ``hf://``
+repository without a card downloads only the files the plugins choose for it
+(``file_selector``: their ``genzoo_select_files`` hook, asked by ``genzoo.catalog.hub_files``),
+pinned to a commit and verified. Importing this module does not import torch; loading a model
+does.
 """
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from genzoo.catalog import hub as hub
+from genzoo.catalog import hub_files as hub_files
 from genzoo.catalog.hub import NOT_BUILT as NOT_BUILT  # re-exported: its old home
 from genzoo.catalog.registry import ModelCard, get_registry, shown
+from genzoo.devices import check_dtype
 from genzoo.errors import RegistryError, UnknownModelError, WeightsError
 from genzoo.modelio import read_config
 from genzoo.names import ADAPTER_CONFIG  # a folder holding it is a LoRA adapter
@@ -51,8 +56,9 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
         model.apply_card_sampling(card.sampling)
         model.card_files = dict(card.files or {})  # verified digests an adapter records
     elif target.startswith(hub.HF_PREFIX) or _is_dir(target):
-        folder = hub.fetch(target, None, revision) if target.startswith(hub.HF_PREFIX) \
-            else Path(target)
+        pinned = hub_files.fetch_selected(target, file_selector(dtype), revision) \
+            if target.startswith(hub.HF_PREFIX) else None
+        folder = pinned.folder if pinned is not None else Path(target)
         if (folder / ADAPTER_CONFIG).is_file():  # a LoRA adapter: its base, verified, + it
             from genzoo.engine.lora import load_adapter
             return load_adapter(folder, load, device=device, dtype=dtype,
@@ -60,14 +66,27 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
         cls = plugins.load_arch_class(detect_folder_arch(folder))
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = target
-        if target.startswith(hub.HF_PREFIX):
+        if pinned is not None:
             model.origin = {"folder": str(folder),
                             "base_model": hub.hub_repo_id(target)}
+            model.card_files = dict(pinned.files)  # each file's sha256, verified at fetch
     else:
         raise _not_a_model(target)
     model.revision = hub.resolved_revision(folder) or revision
     model.loaded_from = folder  # what an adapter trained on it names and hashes
     return model
+
+
+def file_selector(dtype: str | None = None) -> hub_files.Selector:
+    """What an ``hf://`` repository without a card downloads: the files the plugins'
+    ``genzoo_select_files`` choose for ``dtype`` (``auto``/None: none asked), else the hub's
+    default patterns. Checks ``dtype`` before anything is downloaded."""
+    asked = check_dtype(dtype)
+    wanted = None if asked == "auto" else asked
+
+    def select(filenames: list[str], read_json: Callable[[str], Any]) -> list[str] | None:
+        return plugins.select_files(filenames, read_json, wanted)
+    return select
 
 
 def _is_dir(target: str) -> bool:
@@ -257,9 +276,15 @@ def _folder_info(folder: Path, options: bool) -> dict[str, Any]:
     return info
 
 
-def download(name: str, revision: str | None = None) -> Path:
-    """Fetch a card's weights into the cache (or verify bundled ones); returns the folder."""
-    card = get_registry().get(name)
+def download(name: str, revision: str | None = None, dtype: str | None = None) -> Path:
+    """Fetch a card's weights into the cache (or verify bundled ones); returns the folder.
+
+    ``name`` may also be an ``hf://org/repo[@revision]`` without a card: the files its
+    plugin chooses for ``dtype`` are fetched, pinned and verified, as ``load`` would."""
+    registry = get_registry()
+    if name not in registry and name.startswith(hub.HF_PREFIX):
+        return hub_files.fetch_selected(name, file_selector(dtype), revision, name=name).folder
+    card = registry.get(name)
     if hub.not_built(card.source, card.files):
         raise WeightsError(f"{card.name}: {NOT_BUILT}; nothing to download")
     return hub.fetch(card.source, card.files, revision, name=card.name)

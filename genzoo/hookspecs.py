@@ -10,7 +10,8 @@ precedence order, with a private copy of the arguments, and checks each result t
 plugin that raises (``SystemExit`` included) or returns the wrong type is recorded against
 itself (see ``genzoo plugins``) and the others still work. pluggy's call options therefore
 do not apply (no ``firstresult``, no ``hookwrapper`` ordering): the list hooks gather every
-plugin's entries, and ``genzoo_detect_arch`` takes the first answer that is not None. Names are unique across plugins; when two
+plugin's entries, and ``genzoo_detect_arch`` and ``genzoo_select_files`` take the first
+answer that is not None. Names are unique across plugins; when two
 plugins provide one name, **precedence** decides: first-party plugins (genzoo,
 genzoo-diffusion, genzoo-vae, genzoo-gan, genzoo-textlm) and the entry points named in
 ``GENZOO_TRUSTED_PLUGINS`` first, then the others in discovery order (``sys.path`` order) —
@@ -19,7 +20,7 @@ never by alphabet. The loser is marked ``conflict``, with one warning line on st
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
@@ -88,4 +89,31 @@ def genzoo_detect_arch(config: dict[str, Any], filenames: list[str]) -> str | No
     None when the layout is not yours. The manager asks one plugin at a time in precedence
     order and takes the first answer that is not None (an unregistered name is that plugin's
     error and the next is asked).
+    """
+
+
+@hookspec
+def genzoo_select_files(filenames: list[str], read_json: Callable[[str], Any],
+                        dtype: str | None) -> list[str] | None:
+    """Choose the files of a Hub repository that a model of yours needs (None: not yours).
+
+    Called when ``genzoo.load``, ``genzoo sample`` or ``genzoo download`` is given an
+    ``hf://org/repo[@revision]`` that no card describes, before anything but the listing is
+    downloaded. ``filenames`` are the repository's files at the commit the revision resolves
+    to (relative paths, ``/``-separated, sorted). ``read_json(name)`` returns the parsed
+    content of one of them (downloaded at that commit, at most 16 MiB), for a layout whose
+    index file says what it needs (a diffusers ``model_index.json``). ``dtype`` is the dtype
+    asked for (``"fp32"``, ``"bf16"``, ``"fp16"``), or None when none was (``auto``); for
+    ``"fp16"``/``"bf16"`` a plugin may choose a half-precision variant of the weights.
+
+    Return the names to download, each one of ``filenames``; genzoo fetches exactly those,
+    verifies each against the Hub's listing and records its sha256 (the repository stays
+    pinned to that commit). Pickle files (``*.bin``, ``*.ckpt``, ``*.pt`` ...) are refused
+    whoever chooses them. Return None when the layout is not yours: when no plugin answers,
+    genzoo fetches what ``genzoo.catalog.hub.DEFAULT_PATTERNS`` match. The manager asks one
+    plugin at a time in precedence order and takes the first answer that is not None; an
+    answer naming a file not in ``filenames``, an empty list, or an exception is recorded
+    against that plugin and the next is asked — except a ``genzoo.errors.GenzooError``
+    (e.g. ``WeightsError``), which is how a plugin refuses a repository that is its own but
+    cannot be loaded: the user sees its one line.
     """

@@ -18,10 +18,12 @@ the repository and, where there was one, the HTTP status (404: "not found"; 5xx:
 error, retried; a 200 that is not the Hub's JSON, e.g. an HTML page: said so).
 
 Every file the card lists with a sha256 is verified (``genzoo.catalog.integrity``). The bounds live in
-``genzoo.catalog.hub_http``. File names are
-checked before any I/O. ``huggingface_hub`` is imported only when the Hub is actually used.
-This module sits below the registry (which parses sources with it) and never imports it: the
-card-aware cache operations (``genzoo cache``) live in ``genzoo.catalog.cache``.
+``genzoo.catalog.hub_http``. An ``hf://`` repository named without a card is fetched by
+``genzoo.catalog.hub_files.fetch_selected``: only the files the plugins choose, pinned to a
+commit and verified. File names are checked before any I/O. ``huggingface_hub`` is imported
+only when the Hub is actually used. This module sits below the registry (which parses
+sources with it) and never imports it: the card-aware cache operations (``genzoo cache``)
+live in ``genzoo.catalog.cache``.
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from typing import Mapping
 
 from genzoo.errors import (GenzooError, HubError, IntegrityError, PluginMissingError,
                      UnsafePathError, WeightsError)
-from genzoo.catalog.hub_http import bound_hub_client, checked_endpoint, hub_timeout, probe_repo
+from genzoo.catalog.hub_http import (bound_hub_client, checked_endpoint, hub_errors,
+                                     hub_offline, hub_timeout, probe_repo)
 from genzoo.catalog.integrity import check_relative_names, verify_folder
 from genzoo.fsutil import genzoo_home
 from genzoo.names import ADAPTER_CONFIG, ADAPTER_WEIGHTS, CONFIG_NAME, WEIGHTS_NAME
@@ -113,10 +116,6 @@ def hub_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
         "huggingface")
     return Path(os.path.expanduser(home)) / "hub"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def _as_source(source: str | Source) -> Source:
@@ -203,7 +202,6 @@ def _fetch_hf(src: Source, files: dict, revision: str | None, allow_patterns, na
         if cached is not None:  # a commit never changes: no need to ask the Hub
             return cached
     endpoint = checked_endpoint()  # before huggingface_hub, whose import fails on a bad one
-    from huggingface_hub import errors as hf_errors
     from huggingface_hub import snapshot_download
 
     from genzoo import __version__
@@ -211,35 +209,17 @@ def _fetch_hf(src: Source, files: dict, revision: str | None, allow_patterns, na
     where = f"hf://{src.repo_id}" + (f"@{rev}" if rev else "")
     # a network failure (refused, no answer) may still be served from the cache; an HTTP
     # answer (404, 5xx, HTML) is the Hub's word and raises in probe_repo
-    unreachable = "offline (HF_HUB_OFFLINE)" if _offline() else probe_repo(
+    unreachable = "offline (HF_HUB_OFFLINE)" if hub_offline() else probe_repo(
         endpoint or "https://huggingface.co", src.repo_id, rev or "main", where)
     local_only = unreachable is not None
     bound_hub_client()
-    try:
+    hint = (f"run `genzoo download {name or src.text}` while online or unset HF_HUB_OFFLINE "
+            f"({unreachable or 'the download stalled'})")
+    with hub_errors(where, rev, endpoint, hint):
         folder = snapshot_download(
             src.repo_id, revision=rev, cache_dir=hub_cache_dir(), endpoint=endpoint,
             allow_patterns=patterns, ignore_patterns=list(NEVER_PATTERNS),
             local_files_only=local_only, library_name="genzoo", library_version=__version__)
-    except hf_errors.LocalEntryNotFoundError:
-        raise HubError(f"{where}: not in the local cache and the Hub is unreachable; run "
-                       f"`genzoo download {name or src.text}` while online or unset "
-                       f"HF_HUB_OFFLINE ({unreachable or 'the download stalled'})") from None
-    except hf_errors.GatedRepoError:
-        raise HubError(f"{where}: the repository is gated; accept its terms on the Hub and log "
-                       "in with `hf auth login`") from None
-    except hf_errors.RevisionNotFoundError:
-        raise HubError(f"{where}: revision {rev!r} not found in the repository") from None
-    except hf_errors.RepositoryNotFoundError:
-        raise HubError(f"{where}: repository or revision not found on "
-                       f"{endpoint or 'huggingface.co'} (private? log in with `hf auth login`)"
-                       ) from None
-    except Exception as e:  # noqa: BLE001 - HTTP, OS and httpx errors alike: one line
-        if isinstance(e, GenzooError):
-            raise
-        status = getattr(getattr(e, "response", None), "status_code", None)
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise HubError(f"{where}: download failed ({f'HTTP {status}: ' if status else ''}"
-                       f"{type(e).__name__}: {first[:200]})") from None
     folder = Path(folder)
     missing = [f for f in files if not (folder / f).is_file()]
     if missing:

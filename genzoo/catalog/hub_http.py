@@ -4,12 +4,14 @@ forever. ``genzoo.catalog.hub`` uses these; nothing here imports huggingface_hub
 """
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
-from genzoo.errors import HubError
+from genzoo.errors import GenzooError, HubError
 
-__all__ = ["DEFAULT_HUB_TIMEOUT", "hub_timeout", "checked_endpoint", "probe_repo",
-           "bound_hub_client"]
+__all__ = ["DEFAULT_HUB_TIMEOUT", "hub_timeout", "checked_endpoint", "probe_repo", "ask_repo",
+           "bound_hub_client", "hub_errors", "hub_offline"]
 
 #: Seconds, when ``GENZOO_HUB_TIMEOUT`` is not set.
 DEFAULT_HUB_TIMEOUT = 20.0
@@ -29,6 +31,11 @@ def hub_timeout() -> float:
     if not value > 0 or value == float("inf"):
         raise HubError(f"GENZOO_HUB_TIMEOUT={raw!r}: expected a number of seconds above 0")
     return value
+
+
+def hub_offline() -> bool:
+    """Whether ``HF_HUB_OFFLINE`` asks for the local cache only."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def checked_endpoint() -> str | None:
@@ -58,6 +65,14 @@ def probe_repo(endpoint: str, repo_id: str, rev: str, where: str) -> str | None:
     Returns None when it answered with the repository, or why it could not be reached (the
     caller then tries the local cache). An HTTP answer that is not the repository (404,
     401/403, 5xx after ``_PROBE_TRIES`` tries, a 200 page that is not JSON) is a HubError."""
+    return ask_repo(endpoint, repo_id, rev, where)[1]
+
+
+def ask_repo(endpoint: str, repo_id: str, rev: str,
+             where: str) -> tuple[dict | None, str | None]:
+    """``probe_repo`` that keeps the answer: ``(the Hub's JSON about the repository at rev,
+    whose "sha" is the commit rev resolves to, None)``, or ``(None, why it could not be
+    reached)``; the same bounds and the same HubErrors."""
     import json
     import time
     import urllib.error
@@ -80,12 +95,13 @@ def probe_repo(endpoint: str, repo_id: str, rev: str, where: str) -> str | None:
         except (TimeoutError, urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", e)
             if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-                return f"no answer from {endpoint} within {limit:g} s (GENZOO_HUB_TIMEOUT)"
-            return f"cannot connect to {endpoint}: {reason}"
+                return None, f"no answer from {endpoint} within {limit:g} s (GENZOO_HUB_TIMEOUT)"
+            return None, f"cannot connect to {endpoint}: {reason}"
         if status == 200:
             try:
-                if isinstance(json.loads(body), dict):
-                    return None
+                info = json.loads(body)
+                if isinstance(info, dict):
+                    return info, None
             except ValueError:
                 pass
             kind = "an HTML page" if body.lstrip()[:1] == b"<" else "something that is not JSON"
@@ -104,7 +120,7 @@ def probe_repo(endpoint: str, repo_id: str, rev: str, where: str) -> str | None:
             raise HubError(f"{where}: {endpoint} answered HTTP {status}")
         time.sleep(min(0.5 * 2 ** (tries - 1), max(0.0, deadline - time.monotonic())))
     if not status:
-        return f"no answer from {endpoint} within {limit:g} s (GENZOO_HUB_TIMEOUT)"
+        return None, f"no answer from {endpoint} within {limit:g} s (GENZOO_HUB_TIMEOUT)"
     raise HubError(f"{where}: {endpoint} answered HTTP {status} (a server error) {tries} time(s) "
                    f"in {time.monotonic() - started:.1f} s; the Hub has a problem, try again later")
 
@@ -172,3 +188,33 @@ def bound_hub_client() -> None:
                              transport=_StallBounded())
 
     set_client_factory(factory)
+
+
+@contextlib.contextmanager
+def hub_errors(where: str, rev: str | None, endpoint: str | None,
+               not_cached: str) -> Iterator[None]:
+    """Turn what a huggingface_hub call raises into one-line HubErrors naming ``where`` (the
+    repository, at ``rev``) and, where there was one, the HTTP status. ``not_cached`` ends the
+    message of a file that is neither in the cache nor reachable (what the user can do)."""
+    from huggingface_hub import errors as hf_errors
+    try:
+        yield
+    except hf_errors.LocalEntryNotFoundError:
+        raise HubError(f"{where}: not in the local cache and the Hub is unreachable; "
+                       f"{not_cached}") from None
+    except hf_errors.GatedRepoError:
+        raise HubError(f"{where}: the repository is gated; accept its terms on the Hub and log "
+                       "in with `hf auth login`") from None
+    except hf_errors.RevisionNotFoundError:
+        raise HubError(f"{where}: revision {rev!r} not found in the repository") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise HubError(f"{where}: repository or revision not found on "
+                       f"{endpoint or 'huggingface.co'} (private? log in with `hf auth login`)"
+                       ) from None
+    except Exception as e:  # noqa: BLE001 - HTTP, OS and httpx errors alike: one line
+        if isinstance(e, GenzooError):
+            raise
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise HubError(f"{where}: download failed ({f'HTTP {status}: ' if status else ''}"
+                       f"{type(e).__name__}: {first[:200]})") from None

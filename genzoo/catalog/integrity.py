@@ -92,12 +92,13 @@ class _VerifyCache:
 
 
 def verify_folder(folder: Path, files: Mapping[str, str | None], *, source: str = "",
-                  force: bool = False) -> dict[str, str | None]:
+                  force: bool = False, expected_by: str = "the card") -> dict[str, str | None]:
     """Check that each file of ``files`` exists in ``folder`` and matches its sha256.
 
     Files listed with ``None`` only have to exist. Returns ``{name: digest or None}``. A
-    mismatch raises ``IntegrityError`` naming the file, the expected and the found digest.
-    ``force`` re-hashes even files the cache says are unchanged."""
+    mismatch raises ``IntegrityError`` naming the file, the expected and the found digest, and
+    ``expected_by`` (where the expected digest comes from). ``force`` re-hashes even files the
+    cache says are unchanged."""
     check_relative_names(files)
     folder = Path(folder)
     root = os.path.realpath(folder)
@@ -116,9 +117,9 @@ def verify_folder(folder: Path, files: Mapping[str, str | None], *, source: str 
                 continue
             digest = cache.digest(path, force=force)
             if digest != expected.lower():
-                raise IntegrityError(f"{source or folder}: {name} has sha256 {digest}, the card "
-                                     f"expects {expected}; the file is refused — delete it "
-                                     "(`genzoo cache rm NAME`) and download again")
+                raise IntegrityError(f"{source or folder}: {name} has sha256 {digest}, "
+                                     f"{expected_by} expects {expected}; the file is refused — "
+                                     "delete it (`genzoo cache rm NAME`) and download again")
             found[name] = digest
     finally:
         cache.save()

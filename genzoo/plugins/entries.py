@@ -1,4 +1,5 @@
-"""What a plugin's hooks may return, checked one entry at a time (torch-free).
+"""What a plugin's hooks may return, checked one entry at a time, and the record genzoo keeps
+of each plugin (``PluginInfo``) (torch-free).
 
 The plugin manager calls each hook of each plugin on its own and hands the result to the
 checks here; a check raises ``TypeError``/``ValueError`` with a one-line message, which the
@@ -11,7 +12,7 @@ import collections.abc
 import importlib
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,32 @@ class FeatureNetInfo:
                 "plugin": self.plugin}
 
 
+@dataclass
+class PluginInfo:
+    """What ``genzoo plugins`` shows about one entry point."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    value: str
+    #: "ok", "error" (failed), "conflict" (lost a name to a plugin of higher precedence)
+    #: or "disabled" (left out by GENZOO_PLUGINS)
+    status: str = "ok"
+    error: str | None = None
+    first_party: bool = False  # a first-party or GENZOO_TRUSTED_PLUGINS plugin
+    architectures: list[str] = field(default_factory=list)
+    cards: list[str] = field(default_factory=list)
+    feature_nets: list[str] = field(default_factory=list)
+    traceback: str | None = field(default=None, repr=False)  # shown by `genzoo --debug plugins`
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly dict (the traceback is left out: see ``--debug``)."""
+        return {"name": self.name, "distribution": self.distribution, "version": self.version,
+                "value": self.value, "status": self.status, "error": self.error,
+                "first_party": self.first_party, "architectures": list(self.architectures),
+                "cards": list(self.cards), "feature_nets": list(self.feature_nets)}
+
+
 class BadResult(TypeError):
     """A hook returned a value of the wrong type (recorded against its plugin)."""
 
@@ -68,6 +95,17 @@ def optional_str(result: Any) -> str | None:
     if result is None or isinstance(result, str):
         return result
     raise BadResult(f"returned {type(result).__name__}, expected an architecture name or None")
+
+
+def optional_names(result: Any) -> list[str] | None:
+    """``genzoo_select_files``'s answer: a non-empty list of file names, or None."""
+    if result is None:
+        return None
+    names = as_list(result) if not isinstance(result, (str, bytes, dict)) else None
+    if not names or not all(isinstance(n, str) and n for n in names):
+        raise BadResult(f"returned {type(result).__name__}{' (empty)' if names == [] else ''}, "
+                        "expected a non-empty list of file names or None")
+    return names
 
 
 def _check_target(entry: dict[str, Any], what: str) -> None:

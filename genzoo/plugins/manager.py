@@ -34,16 +34,16 @@ import logging
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import pluggy
 
 from genzoo import hookspecs
-from genzoo.errors import PluginError, PluginMissingError
-from genzoo.plugins.entries import (ArchInfo, BadResult, FeatureNetInfo, arch_info, as_list,
-                             card_entry, feature_net_info, import_target, optional_str)
+from genzoo.errors import GenzooError, PluginError, PluginMissingError
+from genzoo.plugins.entries import (ArchInfo, BadResult, FeatureNetInfo, PluginInfo, arch_info,
+                                    as_list, card_entry, feature_net_info, import_target,
+                                    optional_names, optional_str)
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
     from genzoo.model import GenerativeModel
@@ -54,32 +54,6 @@ FIRST_PARTY = frozenset({"genzoo", "genzoo-diffusion", "genzoo-vae", "genzoo-gan
                          "genzoo-textlm"})
 log = logging.getLogger("genzoo.plugins.manager")
 __all__ = ["ArchInfo", "FeatureNetInfo", "PluginInfo", "PluginManager", "FIRST_PARTY"]
-
-
-@dataclass
-class PluginInfo:
-    """What ``genzoo plugins`` shows about one entry point."""
-
-    name: str
-    distribution: str | None
-    version: str | None
-    value: str
-    #: "ok", "error" (failed), "conflict" (lost a name to a plugin of higher precedence)
-    #: or "disabled" (left out by GENZOO_PLUGINS)
-    status: str = "ok"
-    error: str | None = None
-    first_party: bool = False  # a first-party or GENZOO_TRUSTED_PLUGINS plugin
-    architectures: list[str] = field(default_factory=list)
-    cards: list[str] = field(default_factory=list)
-    feature_nets: list[str] = field(default_factory=list)
-    traceback: str | None = field(default=None, repr=False)  # shown by `genzoo --debug plugins`
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-friendly dict (the traceback is left out: see ``--debug``)."""
-        return {"name": self.name, "distribution": self.distribution, "version": self.version,
-                "value": self.value, "status": self.status, "error": self.error,
-                "first_party": self.first_party, "architectures": list(self.architectures),
-                "cards": list(self.cards), "feature_nets": list(self.feature_nets)}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -201,7 +175,7 @@ class PluginManager:
         return Path(module_file).resolve().parent if module_file else None
 
     def _call(self, hook_name: str, check: Callable[[Any], Any],
-              **kwargs: Any) -> Iterator[tuple[str, Any]]:
+              passthrough: tuple[type, ...] = (), **kwargs: Any) -> Iterator[tuple[str, Any]]:
         """Call one hook on each plugin in precedence order, yielding ``(plugin,
         check(result))``; the next plugin is called only when the caller asks for it (so
         ``detect_arch`` stops at the first answer, as the hook's spec says).
@@ -209,7 +183,8 @@ class PluginManager:
         pluggy's ``pm.hook.NAME(...)`` would call every plugin in one go, and one raising would
         end the call for all: here each implementation runs on its own. The check runs inside
         the same guard, so a generator that raises while it is consumed or a result of the
-        wrong type is that plugin's error, like an exception."""
+        wrong type is that plugin's error, like an exception; one of ``passthrough`` is the
+        plugin's deliberate answer and reaches the caller."""
         hook = getattr(self.pm.hook, hook_name)
         order = {name: i for i, name in enumerate(self.infos)}
         impls = sorted(hook.get_hookimpls(), key=lambda impl: order.get(impl.plugin_name, 1 << 30))
@@ -225,6 +200,8 @@ class PluginManager:
                 self.record_error(impl.plugin_name, f"hook {hook_name} {e}")
                 continue
             except BaseException as e:  # noqa: BLE001 - SystemExit included
+                if isinstance(e, passthrough):
+                    raise
                 self.record_error(impl.plugin_name, f"hook {hook_name} raised {_one_line(e)}", e)
                 continue
             yield impl.plugin_name, result
@@ -337,6 +314,24 @@ class PluginManager:
                                       f"{answer!r}")
         return None
 
+    def select_files(self, filenames: list[str], read_json: Callable[[str], Any],
+                     dtype: str | None) -> list[str] | None:
+        """The files of a Hub repository a plugin's model needs (first plugin that answers, in
+        precedence order); None when none does. A GenzooError a plugin raises is its refusal
+        of the repository and reaches the caller."""
+        known = set(filenames)
+        for plugin, answer in self._call("genzoo_select_files", optional_names, (GenzooError,),
+                                         filenames=list(filenames), read_json=read_json,
+                                         dtype=dtype):
+            if answer is None:
+                continue
+            stray = [a for a in answer if a not in known]
+            if not stray:
+                return answer
+            self.record_error(plugin, f"genzoo_select_files chose {stray[0]!r}, which is not "
+                                      "in the repository")
+        return None
+
     def plugins(self) -> list[PluginInfo]:
         """Every entry point seen, with its status. Architectures and feature nets are
         collected first, so a hook that fails or loses a name shows here; cards show once the
@@ -435,3 +430,9 @@ def load_arch_class(arch: str, package_hint: str | None = None) -> type[Generati
 def detect_arch(config: dict[str, Any], filenames: list[str]) -> str | None:
     """Ask the plugins which architecture a foreign-layout folder holds."""
     return get_manager().detect_arch(config, filenames)
+
+
+def select_files(filenames: list[str], read_json: Callable[[str], Any],
+                 dtype: str | None) -> list[str] | None:
+    """Ask the plugins which files of a Hub repository to fetch (None: no plugin knows it)."""
+    return get_manager().select_files(filenames, read_json, dtype)

@@ -39,3 +39,12 @@ def genzoo_model_cards():
     """The diffusion-mnist card and its sha256 digests, in the catalog file beside its weights
     (exactly as a third-party plugin ships its cards)."""
     return [Path(__file__).parent / "weights" / "cards.yaml"]
+
+
+@genzoo.hookimpl
+def genzoo_select_files(filenames, read_json, dtype):
+    """Choose a diffusers pipeline repository's files: model_index.json and, for each
+    component it lists, its configuration files and one safetensors weight set (the fp16
+    variant only when half precision is asked for); None for any other layout."""
+    from .files import select_files
+    return select_files(filenames, read_json, dtype)
