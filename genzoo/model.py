@@ -84,6 +84,13 @@ class GenerativeModel(nn.Module):
     #: What ``genzoo eval`` uses unless asked otherwise: ``n`` and any sampling options
     #: (a text family keeps evaluation short: a few dozen samples of a few hundred tokens).
     eval_defaults: ClassVar[dict[str, Any]] = {}
+    #: Condition options that ``sample`` cannot do without: a model that only transforms its
+    #: inputs (an autoencoder reconstructs its ``init`` images; its prior gives no pictures)
+    #: and refuses, in its own words, a call without them. Empty (the default): the model
+    #: samples from its prior. ``genzoo eval`` gives a required image condition the reference
+    #: images (what it measures is then the model's output for them) and the conformance kit
+    #: gives each one values of its own.
+    required_conditions: ClassVar[tuple[str, ...]] = ()
     #: True once weights were loaded: ``genzoo.finetune`` then defaults to a gentler learning
     #: rate and starts its EMA at the loaded weights.
     pretrained: bool = False

@@ -66,6 +66,12 @@ class Conformance:
       comment;
     - ``check_cards``: also load the bundled/local model cards of this arch.
 
+    A model that samples only given some conditions declares them itself
+    (``GenerativeModel.required_conditions``, e.g. an autoencoder's ``("init",)``): every
+    check then samples with the kit's values for them (images of the model's shape, the probe
+    images for ``test_finetune_moves_samples_toward_data``), interpolates from a first value
+    to a second, and accepts samples that do not change with the seed.
+
     The checks (one test each): ``test_registers_without_torch`` (no heavy module such as
     torch or numpy imported at registration), ``test_plugin_is_healthy``,
     ``test_class_contract``, ``test_save_load_round_trip`` (no pickle by name or content; load

@@ -65,8 +65,8 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     model = load(model_name, device=device, dtype=dtype, revision=revision)
     opts = model_options(model, ctx.args, options)
     if n is None:
-        n = images_given(opts) or (1 if model.modality == "text" else
-                                   8 if to_seed is not None else 16)
+        given = None if to_seed is not None else images_given(opts, model.required_conditions)
+        n = given or (1 if model.modality == "text" else 8 if to_seed is not None else 16)
     if out is None and model.modality != "text":
         out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
     streaming = model.modality == "text" and n == 1 and out is None and not as_json

@@ -37,11 +37,12 @@ def _image_reader(model: GenerativeModel) -> Callable[[str], Any]:
     return read
 
 
-def images_given(options: dict[str, Any]) -> int | None:
+def images_given(options: dict[str, Any], required: tuple[str, ...] = ()) -> int | None:
     """How many samples the images given as options ask for (a folder of N init images gives
-    N outputs): the largest stack of more than one, else None."""
-    counts = [len(v) for v in options.values()
-              if getattr(v, "ndim", 0) == 4 and len(v) > 1]
+    N outputs): the largest stack of more than one, or of any size for a condition the model
+    cannot sample without (``required``: one picture to reconstruct gives one), else None."""
+    counts = [len(v) for name, v in options.items()
+              if getattr(v, "ndim", 0) == 4 and (len(v) > 1 or name in required)]
     return max(counts) if counts else None
 
 

@@ -22,7 +22,7 @@ import os
 import time
 import warnings
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -238,7 +238,9 @@ def evaluate(model: GenerativeModel, n: int | None = None,
     2 ... in turn, the share the classifier reads as their label. Those extra samples double
     the sampling time; ``labels=False`` skips them (``genzoo eval --no-label-accuracy``).
     ``n`` and unset sampling options default to the family's ``eval_defaults`` (else
-    n=1000). Extra keywords are sampling options. Returns a flat dict."""
+    n=1000). A model that samples only given images (``required_conditions``: an
+    autoencoder) is measured on its outputs for the first n reference images (n at most the
+    reference set's size). Extra keywords are sampling options. Returns a flat dict."""
     if isinstance(model, (str, os.PathLike)):  # names are the API's to resolve
         raise OptionError(f"evaluate takes a loaded model, got {type(model).__name__} "
                           f"{os.fspath(model)!r}; genzoo.evaluate loads names and folders")
@@ -282,18 +284,41 @@ def _evaluate_images(model: GenerativeModel, run: SampleRun, *, data: Any, featu
     from genzoo.eval.refstats import reference_stats
     check_feature(feature, shape)  # cheap checks first, then the slow loads
     reference = reference_set(data, shape)
+    run = _given_reference(model, run, reference)
     net = feature_net(feature, model.device)
     ref = reference_stats(reference.images, reference.source, net)
     t0 = time.perf_counter()
     samples = run.draw(model)
     seconds = time.perf_counter() - t0
     feats, probs = net(samples.images)
-    out = {**head, "feature": net.name, "reference": reference.source, "reference_n": ref.n,
+    out = {**head, "n": run.n, "feature": net.name, "reference": reference.source,
+           "reference_n": ref.n,
            **image_metrics(feats, probs, ref), "samples_per_s": run.n / max(seconds, 1e-9),
            "sample_seconds": seconds}
     if labels and "label" not in run.options:
         out.update(_label_accuracy(model, run, net, probs))
     return reference, out
+
+
+def _given_reference(model: GenerativeModel, run: SampleRun,
+                     reference: ReferenceSet) -> SampleRun:
+    """``run`` for a model that samples only given conditions (``required_conditions``):
+    each required image condition not set by the caller gets the first n reference images,
+    so the samples measured are the model's outputs for them (an autoencoder's
+    reconstructions); n is capped at the reference set's size. A required condition of
+    another type, unset, is refused: evaluation has no values for it."""
+    required = [name for name in getattr(model, "required_conditions", ())
+                if name not in run.options]
+    if not required:
+        return run
+    schema = model.options()
+    other = [name for name in required if name not in schema or schema[name].type != "image"]
+    if other:
+        raise OptionError(f"{model.name_or_path or model.arch} samples only given "
+                          f"{', '.join(other)}; pass them as sampling options to evaluate it")
+    n = min(run.n, len(reference.images))
+    given = {name: reference.images[:n] for name in required}
+    return replace(run, n=n, options={**run.options, **given})
 
 
 def _label_accuracy(model: GenerativeModel, run: SampleRun, net: Any,

@@ -8,14 +8,16 @@ import pytest
 import torch
 
 from genzoo.kit.conformance import _assert_same
-from genzoo.kit.learning import image_shape
+from genzoo.kit.learning import image_shape, required_values
 from genzoo.model import GenerativeModel
 
 
 def check_conditions(model: GenerativeModel) -> None:
     """Every declared condition works and keeps per-sample seeds: a per-sample value list
     (labels) or image stack gives sample i what it gives alone; ``interpolate`` starts at
-    sample 0 of the seed and ends at sample 0 of the target seed."""
+    sample 0 of the seed and ends at sample 0 of the target seed. A model with
+    ``required_conditions`` gets the kit's values for them, two for ``interpolate``, which
+    must go from the first (at the seed) to the second (at the target seed)."""
     schema = model.options()
     conditions = {name: opt for name, opt in schema.items() if opt.condition}
     if not conditions and "interpolate" not in model.capabilities:
@@ -25,19 +27,23 @@ def check_conditions(model: GenerativeModel) -> None:
         if values is None:
             continue
         extra = {"init": values} if name == "mask" and "init" in schema else {}
-        three = model.sample(3, seed=5, batch_size=2, **{name: values}, **extra)
-        one = model.sample(1, seed=5, **{name: values[:1]}, **{k: v[:1] for k, v in extra.items()})
+        three = model.sample(3, seed=5, batch_size=2,
+                             **{**required_values(model, 3), name: values, **extra})
+        one = model.sample(1, seed=5, **{**required_values(model, 1), name: values[:1],
+                                         **{k: v[:1] for k, v in extra.items()}})
         _assert_same(one, _first(three, 1), 1e-5, f"with condition {name!r}: sample 0 of 3 "
                      "differs from sample 0 alone (slice per-sample values by index)")
         assert name in model.capabilities, f"condition {name!r} is missing from capabilities"
     if "interpolate" in model.capabilities:
-        frames = model.interpolate(5, 6, 3)
+        given = required_values(model, 2)
+        first, second = ({k: v[i:i + 1] for k, v in given.items()} for i in (0, 1))
+        frames = model.interpolate(5, 6, 3, **given)
         assert len(frames) == 3, f"interpolate(5, 6, 3) gave {len(frames)} frames"
-        _assert_same(_first(frames, 1), model.sample(1, seed=5), 1e-5,
+        _assert_same(_first(frames, 1), model.sample(1, seed=5, **first), 1e-5,
                      "between interpolate's first frame and sample 0 of its seed")
         last = type(frames)(images=frames.images[2:]) if frames.kind == "image" else None
         if last is not None:
-            _assert_same(last, model.sample(1, seed=6), 1e-5,
+            _assert_same(last, model.sample(1, seed=6, **second), 1e-5,
                          "between interpolate's last frame and sample 0 of the target seed")
 
 

@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import torch
 
 from genzoo.kit.conformance import _expect_option_error, make_model
+from genzoo.kit.learning import required_values
 from genzoo.errors import OptionError
 from genzoo.model import GenerativeModel
 
@@ -72,16 +73,17 @@ def check_option_values(model: GenerativeModel) -> None:
     OptionError with a one-line message, and hostile values (-1e9, NaN) for an unbounded
     numeric option raise OptionError or nothing (never ValueError, TypeError, ...)."""
     schema, declared = option_schema(model)
+    given = required_values(model, 1)  # a model that samples only given them gets them
     for name, opt in schema.items():
         if name == "batch_size":  # sample()'s own keyword, not an option of generate
             continue
         must, hostile = bad_values(opt, declared)
         for value in must:
-            _expect_option_error(lambda: model.sample(1, seed=0, **{name: value}),
+            _expect_option_error(lambda: model.sample(1, seed=0, **{**given, name: value}),
                                  f"sample(1, {name}={value!r})")
         for value in hostile:
             try:
-                model.sample(1, seed=0, **{name: value})
+                model.sample(1, seed=0, **{**given, name: value})
             except OptionError as e:
                 assert "\n" not in str(e).strip(), \
                     f"sample(1, {name}={value!r}): the message must be one line, got {str(e)!r}"
@@ -137,7 +139,9 @@ def _same_model(a: GenerativeModel, b: GenerativeModel, batch: Any = None) -> bo
         # a value may act only under a non-default choice (a scheduler setting that one
         # sampler reads): sample under each declared choice too, stopping at the first change
         for options in [{}, *_choice_options(a)]:
-            if not _same_samples(a.sample(2, seed=0, **options), b.sample(2, seed=0, **options)):
+            given = required_values(a, 2)
+            if not _same_samples(a.sample(2, seed=0, **options, **given),
+                                 b.sample(2, seed=0, **options, **given)):
                 return False
     except Exception:  # noqa: BLE001 - a variant that cannot train or sample was changed
         return False

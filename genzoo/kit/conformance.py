@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import torch
 
-from genzoo.kit.learning import image_shape, with_labels
+from genzoo.kit.learning import image_shape, required_values, with_labels
 from genzoo.plugins import manager as plugins
 from genzoo.errors import GenzooError, OptionError
 from genzoo.model import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GenerativeModel
@@ -143,6 +143,11 @@ def check_class_contract(arch: str) -> None:
     assert not extra, f"train_defaults has keys the engine ignores: {sorted(extra)}; " \
                       f"allowed: {sorted(TRAIN_KEYS)}"
     assert isinstance(cls.uses_ema, bool), "uses_ema must be a bool"
+    declared = {o.name if hasattr(o, "name") else o.get("name") for o in cls.sample_options}
+    required = getattr(cls, "required_conditions", ())
+    assert isinstance(required, tuple) and set(required) <= declared, (
+        f"required_conditions {required!r} must be a tuple of declared sample_options "
+        f"(declared: {sorted(declared)})")
     for name in ("generate",):
         assert getattr(cls, name) is not getattr(GenerativeModel, name), \
             f"{cls.__name__} must implement {name}()"
@@ -183,7 +188,9 @@ def check_save_load(model: GenerativeModel, folder: Path, monkeypatch,
         assert torch.equal(mine[k], theirs[k]), (
             f"tensor {k} differs after the round trip {when}: save_pretrained/load must keep "
             "every parameter and buffer (does load_extra_files or from_config reset it?)")
-    _assert_same(model.sample(2, seed=0), loaded.sample(2, seed=0), 0.0, f"after reload {when}")
+    given = required_values(model, 2)
+    _assert_same(model.sample(2, seed=0, **given), loaded.sample(2, seed=0, **given), 0.0,
+                 f"after reload {when}")
 
 
 def forbid_pickle(monkeypatch) -> None:
@@ -230,7 +237,7 @@ def _normalise(config: dict) -> str:
 
 # ---- sampling ---------------------------------------------------------------------------
 def _generate(model: GenerativeModel, n: int, seed: int = 0):
-    opts = model.check_options({})
+    opts = model.check_options(required_values(model, n))
     opts.pop("batch_size", None)
     model.eval()
     with torch.inference_mode(), model.autocast():
@@ -240,7 +247,7 @@ def _generate(model: GenerativeModel, n: int, seed: int = 0):
 def check_sample_output(model: GenerativeModel) -> None:
     """``generate`` honours its contract, and ``sample`` returns a Samples of n items."""
     out = _generate(model, 3)
-    samples = model.sample(3, seed=0)
+    samples = model.sample(3, seed=0, **required_values(model, 3))
     assert len(samples) == 3, f"sample(3) returned {len(samples)} items"
     if model.modality == "text":
         assert isinstance(out, list) and len(out) == 3 and all(isinstance(t, str) for t in out), \
@@ -288,14 +295,17 @@ MERGED_BATCHES = ("exact", "close", "differ")
 def check_seeds(model: GenerativeModel, atol: float = 1e-5, merged: str = "close") -> None:
     """Per-sample seeding: the first k of sample(n, s) equal sample(k, s) whatever the batch
     size (``merged``: see ``MERGED_BATCHES``; with "differ" both are drawn one sample per
-    batch); another seed, and another index, give another sample."""
+    batch); another seed, and another index, give another sample. A model with
+    ``required_conditions`` gets the kit's values for them (one per sample) and may ignore the
+    seed (an autoencoder's reconstruction at its posterior mode)."""
     assert merged in MERGED_BATCHES, \
         f"merged_batches is {merged!r}; use one of {', '.join(MERGED_BATCHES)}"
     one = 1 if merged == "differ" else None  # None: the model's own batch size
-    full = model.sample(5, seed=7, batch_size=one or 5)
-    _assert_same(model.sample(5, seed=7, batch_size=one or 5), full, 0.0, "between identical "
-                 "calls; draw all randomness from the generators passed to generate()")
-    head = model.sample(3, seed=7, batch_size=one or 2)
+    given5, given3 = required_values(model, 5), required_values(model, 3)
+    full = model.sample(5, seed=7, batch_size=one or 5, **given5)
+    _assert_same(model.sample(5, seed=7, batch_size=one or 5, **given5), full, 0.0, "between "
+                 "identical calls; draw all randomness from the generators passed to generate()")
+    head = model.sample(3, seed=7, batch_size=one or 2, **given3)
     first = type(full)(images=full.images[:3] if full.kind == "image" else None,
                        texts=full.texts[:3] if full.kind == "text" else None)
     _assert_same(head, first, 0.0 if merged == "exact" else atol, "between sample(5, seed=7) "
@@ -303,11 +313,13 @@ def check_seeds(model: GenerativeModel, atol: float = 1e-5, merged: str = "close
                  "depend only on (seed, i)" + ("" if one else "; if merged batches may "
                  "differ (discrete outputs), set merged_batches = 'differ' on the Conformance "
                  "class"))
-    other = model.sample(5, seed=8, batch_size=5)
+    other = model.sample(5, seed=8, batch_size=5, **given5)
     if full.kind == "text":
         assert full.texts != other.texts, "seeds 7 and 8 gave identical texts"
         return
-    assert not torch.equal(full.images, other.images), "seeds 7 and 8 gave identical samples"
+    assert getattr(model, "required_conditions", ()) or \
+        not torch.equal(full.images, other.images), \
+        "seeds 7 and 8 gave identical samples"
     assert not torch.equal(full.images[0], full.images[1]), \
         "samples 0 and 1 are identical: use generators[i] for sample i's randomness"
 
@@ -350,7 +362,7 @@ def check_cards(arch: str) -> None:
     for card in local:
         model = load(card.name, device="cpu", dtype="fp32")
         assert type(model) is arch_class(arch)
-        samples = model.sample(1, seed=0)
+        samples = model.sample(1, seed=0, **required_values(model, 1))
         assert len(samples) == 1, f"card {card.name!r} sampled {len(samples)} items"
         assert sorted(card.capabilities) == sorted(model.capabilities), (
             f"card {card.name!r} lists capabilities {sorted(card.capabilities)} but the model "

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genzoo.kit.learning import required_values
 from genzoo.model import GenerativeModel
 
 
@@ -18,7 +19,7 @@ def check_cpu_fp32(model: GenerativeModel) -> None:
     for name, p in model.named_parameters():
         assert p.device.type == "cpu", f"{name} is on {p.device}"
         assert p.dtype == torch.float32, f"{name} is {p.dtype}; keep parameters in float32"
-    samples = model.sample(2, seed=0)
+    samples = model.sample(2, seed=0, **required_values(model, 2))
     if samples.kind == "image":
         assert samples.images.dtype == torch.float32
 
@@ -36,7 +37,7 @@ def check_cuda_bf16(model: GenerativeModel, data, out: Path) -> None:
     dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     model.to_device("cuda", dtype)
     assert model.device.type == "cuda"
-    samples = model.sample(2, seed=0)
+    samples = model.sample(2, seed=0, **required_values(model, 2))
     if samples.kind == "image":
         imgs = samples.images
         assert imgs.device.type == "cpu" and imgs.dtype == torch.float32

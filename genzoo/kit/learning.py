@@ -55,6 +55,33 @@ def image_shape(model: GenerativeModel) -> tuple[int, int, int]:
     return tuple(model.sample(1, seed=0).images.shape[1:])
 
 
+def required_values(model: GenerativeModel, n: int,
+                    images: torch.Tensor | None = None) -> dict[str, Any]:
+    """The values the kit gives a model's ``required_conditions`` for ``n`` samples ({} for a
+    model that samples from its prior): an image condition gets ``images`` cycled to n rows,
+    or the kit's own images (image i drawn from seed 1000 + i, so the first k of n are the
+    k); a per-sample int condition gets lo, lo + 1 ... in turn within its range."""
+    out: dict[str, Any] = {}
+    required = tuple(getattr(model, "required_conditions", ()))  # stand-ins may lack it
+    schema = model.options() if required else {}
+    for name in required:
+        opt = schema.get(name)
+        assert opt is not None, f"required condition {name!r} is not one of the model's options"
+        if opt.type == "image":
+            rows = [images[i % len(images)] for i in range(n)] if images is not None else \
+                [torch.rand(image_shape(model), generator=torch.Generator().manual_seed(1000 + i))
+                 for i in range(n)]
+            out[name] = torch.stack(rows)
+        elif opt.type == "int" and opt.per_sample:
+            lo = int(opt.min or 0)
+            hi = int(opt.max) if opt.max is not None else lo + 2
+            out[name] = [lo + i % (hi - lo + 1) for i in range(n)]
+        else:
+            raise AssertionError(f"the kit cannot make values for required condition {name!r} "
+                                 f"({opt.type}); it makes images and per-sample ints")
+    return out
+
+
 def label_count(model: GenerativeModel) -> int:
     """How many classes the kit's data uses for a model that takes ``label`` (0: it does
     not): the declared range of the label option, at most 3."""
@@ -92,14 +119,16 @@ def probe_images(model: GenerativeModel, n: int = 16) -> torch.Tensor:
 def run_probe(model: GenerativeModel, out: Path, steps: int = 100,
               options: dict[str, Any] | None = None) -> ProbeRun:
     """Sample ``model``, finetune it (in place, on the CPU) on the probe data for ``steps``,
-    and sample it again."""
+    and sample it again (a model with ``required_conditions`` is given the probe images: its
+    outputs for them must move toward them)."""
     from genzoo.engine.train import finetune
     images = probe_images(model)
-    before = model.sample(PROBE_SAMPLES, seed=0).images
+    given = required_values(model, PROBE_SAMPLES, images)
+    before = model.sample(PROBE_SAMPLES, seed=0, **given).images
     options = {"batch_size": len(images), **(options or {})}
     finetune(model, with_labels(model, images), steps=steps, out=out, progress=False,
              log_every=steps, device="cpu", **options)
-    return ProbeRun(images, before, model.sample(PROBE_SAMPLES, seed=0).images, steps)
+    return ProbeRun(images, before, model.sample(PROBE_SAMPLES, seed=0, **given).images, steps)
 
 
 def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:
