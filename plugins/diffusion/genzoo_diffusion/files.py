@@ -7,7 +7,8 @@ its root (``v1-5-pruned.safetensors``, 4-7 GB), half-precision and EMA-free vari
 component's weights (``unet/diffusion_pytorch_model.fp16.safetensors``), pickle ``.bin`` and
 ``.ckpt`` files, Flax, ONNX and OpenVINO exports, folders no pipeline names (SDXL's
 ``vae_1_0/``). A pipeline needs ``model_index.json`` and, for each component it lists (a null
-entry, such as a removed safety checker, lists none): the component's configuration and
+entry, such as a removed safety checker, lists none; the safety checker, feature extractor
+and image encoder, which genzoo never reads, are skipped): the component's configuration and
 tokenizer files directly in its folder (``*.json``, ``*.txt``, ``*.model``) and ONE safetensors
 weight set — a single file, or shards with their index, as diffusers and transformers look for
 them — the set without a variant, unless ``fp16``/``bf16`` is asked for and the component has
@@ -27,6 +28,9 @@ from genzoo.errors import WeightsError
 __all__ = ["MODEL_INDEX", "select_files", "pipeline_components", "component_variant"]
 
 MODEL_INDEX = "model_index.json"
+#: Components genzoo's pipelines never read (SD 1.x's 1.2 GB safety checker, its image
+#: processor, IP-adapter image encoders): not downloaded.
+UNUSED_COMPONENTS = ("safety_checker", "feature_extractor", "image_encoder")
 #: A component's files besides its weights: configs, tokenizer vocabularies, merges and
 #: sentencepiece models.
 _CONFIG_SUFFIXES = (".json", ".txt", ".model")
@@ -56,7 +60,8 @@ def select_files(filenames: Iterable[str], read_json: Callable[[str], Any],
     names = sorted({str(f).replace("\\", "/") for f in filenames})
     if MODEL_INDEX not in names:
         return None
-    components = pipeline_components(read_json(MODEL_INDEX))
+    components = [c for c in pipeline_components(read_json(MODEL_INDEX))
+                  if c not in UNUSED_COMPONENTS]
     folders = _by_folder(names)
     if not any(c in folders for c in components):
         return None

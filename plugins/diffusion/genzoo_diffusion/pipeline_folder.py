@@ -60,9 +60,9 @@ def load_network(folder: Path, name: str, cls_name: str) -> torch.nn.Module:
     if cls_name not in accepted:
         raise WeightsError(f"{where}: the {name} is a {cls_name}; genzoo's text-to-image "
                            f"models take {' or '.join(accepted)}")
-    _check_safetensors(where, _WEIGHTS[library])
+    variant = _check_safetensors(where, _WEIGHTS[library])
     cls = getattr(_import(library), cls_name)
-    kwargs: dict[str, Any] = {"use_safetensors": True}
+    kwargs: dict[str, Any] = {"use_safetensors": True, "variant": variant}
     if library == "diffusers":
         # low_cpu_mem_usage needs accelerate; asking for it without warns on every load
         kwargs.update(torch_dtype=torch.float32,
@@ -110,12 +110,19 @@ def save_components(model: Any, folder: Path, names: dict[str, str]) -> None:
     (folder / MODEL_INDEX).write_text(json.dumps(index, indent=2))
 
 
-def _check_safetensors(where: Path, weights: str) -> None:
-    """Refuse a component without safetensors weights (pickle .bin is never loaded)."""
+def _check_safetensors(where: Path, weights: str) -> str | None:
+    """The variant of a component's safetensors weights (None: the plain set, which is
+    preferred; "fp16" when only ``--dtype fp16`` variants were downloaded); a component without
+    safetensors weights is refused (pickle .bin is never loaded)."""
     if (where / weights).is_file() or (where / (weights + ".index.json")).is_file():
-        return
+        return None
     if not where.is_dir():
         raise WeightsError(f"{where}: missing; re-download the model")
+    stem = weights.removesuffix(".safetensors")
+    for variant in ("fp16", "bf16"):
+        if (where / f"{stem}.{variant}.safetensors").is_file() or \
+                (where / f"{stem}.safetensors.index.{variant}.json").is_file():
+            return variant
     pickle = any(where.glob("*.bin"))
     raise WeightsError(f"{where}: no {weights}" + (
         " (only pickle .bin weights, which genzoo never loads; convert them to safetensors)"

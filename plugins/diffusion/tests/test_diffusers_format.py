@@ -61,7 +61,8 @@ def test_detect_arch_claims_diffusers_layouts(folders):
                                             "scheduler/scheduler_config.json"}
     sd = ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
           "tokenizer/tokenizer_config.json", "scheduler/scheduler_config.json"]
-    assert detect_arch({}, sd) is None  # a text-to-image pipeline is not ours
+    assert detect_arch({}, sd) == "diffusers-text2image"  # a text-to-image pipeline
+    assert detect_arch({}, [f for f in sd if not f.startswith("vae/")]) is None
     assert detect_arch({"_class_name": "UNet2DConditionModel"}, ["config.json"]) is None
     assert detect_arch({"genzoo": {"arch": "x"}}, ["config.json", "model.safetensors"]) is None
     assert detect_arch({"model_type": "gpt2"}, ["config.json", "model.safetensors"]) is None

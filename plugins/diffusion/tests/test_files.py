@@ -89,10 +89,9 @@ def reader(index: dict, asked: list | None = None):
 
 
 def sd15(variant: str = "") -> list[str]:
-    """The files an SD 1.5 pipeline needs, with ``variant`` ("" or ".fp16") weights."""
-    return sorted(["model_index.json", "feature_extractor/preprocessor_config.json",
-                   "safety_checker/config.json", f"safety_checker/model{variant}.safetensors",
-                   "scheduler/scheduler_config.json", "text_encoder/config.json",
+    """The files an SD 1.5 pipeline needs, with ``variant`` ("" or ".fp16") weights: not its
+    safety checker or feature extractor, which genzoo never reads."""
+    return sorted(["model_index.json", "scheduler/scheduler_config.json", "text_encoder/config.json",
                    f"text_encoder/model{variant}.safetensors", *TOKENIZER, "unet/config.json",
                    f"unet/diffusion_pytorch_model{variant}.safetensors", "vae/config.json",
                    f"vae/diffusion_pytorch_model{variant}.safetensors"])
@@ -178,12 +177,13 @@ def test_only_variant_weights_say_which_dtype_takes_them():
 
 
 def test_a_listed_component_without_files_is_refused():
-    files = [f for f in SD15 if not f.startswith("safety_checker/")]
-    with pytest.raises(WeightsError, match="component 'safety_checker', which has no files"):
+    files = [f for f in SD15 if not f.startswith("vae/")]
+    with pytest.raises(WeightsError, match="component 'vae', which has no files"):
         select_files(files, reader(SD15_INDEX), None)
-    index = {**SD15_INDEX, "safety_checker": [None, None]}  # removed: not listed
-    assert not any(f.startswith("safety_checker/")
-                   for f in select_files(files, reader(index), None))
+    # components genzoo never reads are neither fetched nor required
+    files = [f for f in SD15 if not f.startswith("safety_checker/")]
+    assert not any(f.startswith(("safety_checker/", "feature_extractor/"))
+                   for f in select_files(files, reader(SD15_INDEX), None))
 
 
 def test_other_layouts_are_not_claimed():

@@ -198,3 +198,15 @@ def test_cli_prompts_one_per_sample(sd, sd_model, tmp_path):
     bad = CliRunner().invoke(cli, ["sample", str(sd[0]), "--steps", "1", "--height", "33"])
     assert bad.exit_code == 1 and "multiples of 2" in bad.output
     assert "Traceback" not in bad.output
+
+
+def test_variant_only_folder_loads(sd_model, tmp_path):
+    """A folder fetched with --dtype fp16 holds only the fp16 variant weight files."""
+    import shutil
+    folder = tmp_path / "pipe"
+    shutil.copytree(sd_model.name_or_path, folder)
+    for path in list(folder.glob("*/*.safetensors")):
+        path.rename(path.with_name(path.name.replace(".safetensors", ".fp16.safetensors")))
+    again = genzoo.load(str(folder), device="cpu")
+    kw = dict(prompt=PROMPT, steps=2, sampler="ddim")
+    assert torch.equal(sd_model.sample(1, **kw).images, again.sample(1, **kw).images)
