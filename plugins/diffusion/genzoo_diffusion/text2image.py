@@ -35,8 +35,10 @@ from .prompts import Conditioning, PromptEncoder
 from .samplers import SAMPLERS, sample as run_sampler
 from .schedule import NoiseSchedule
 
-#: diffusers' default classifier-free guidance scale for Stable Diffusion.
+#: diffusers' default classifier-free guidance scale for Stable Diffusion 1.x/2.x ...
 DEFAULT_GUIDANCE = 7.5
+#: ... and for SDXL (two text encoders), whose pipeline defaults to 5.
+SDXL_GUIDANCE = 5.0
 
 
 class TextToImageModel(GenerativeModel):
@@ -86,6 +88,8 @@ class TextToImageModel(GenerativeModel):
         sampler = config.get("default_sampler")
         if sampler is not None:
             self.sample_defaults = {**self.sample_defaults, "sampler": sampler}
+        if "text_encoder_2" in config.get("components", {}):
+            self.sample_defaults = {**self.sample_defaults, "guidance": SDXL_GUIDANCE}
 
     # ---- loading and saving ------------------------------------------------------------
     @classmethod
