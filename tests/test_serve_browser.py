@@ -52,6 +52,7 @@ def browse(url: str, screenshot: Path | None = None) -> dict:
                 for key in ("model", "seed", "truncation")}
 
             text = page.locator("#model-textlm-shakespeare")
+            seen["prompt_box"] = text.locator("textarea[data-option=prompt]").count()
             text.locator("[data-option=prompt]").fill("ROMEO:")
             text.locator("[data-option=max_new_tokens]").fill("80")
             text.locator("button").click()
@@ -84,6 +85,7 @@ def test_gallery_generates_with_provenance(tmp_path):
     assert seen["cards"] == 5 and seen["metric_fd"] == 1
     assert seen["gan_images"] == 9 and seen["gan_loaded"] is True
     assert seen["gan_provenance"] == {"model": "gan-mnist", "seed": "7", "truncation": "0.7"}
+    assert seen["prompt_box"] == 1  # a "str" option is a text box, from the schema alone
     assert seen["text"].startswith("ROMEO:") and len(seen["text"]) > 20
     assert seen["text_seed"] == "0"
     assert seen["digits"] == 8

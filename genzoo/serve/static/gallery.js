@@ -52,6 +52,10 @@ function optionField(fields, opt) {
     if (opt.min !== null) input.min = opt.min;
     if (opt.max !== null) input.max = opt.max;
     if (opt.default !== null) input.value = opt.default;
+  } else if (opt.type === "str") {
+    // a text box that grows (a prompt): text keeps its commas, so one text serves all samples
+    input = el("textarea", { rows: "2", placeholder: opt.help || "" });
+    if (opt.default !== null && opt.default !== undefined) input.value = opt.default;
   } else {
     input = el("input", { type: "text", placeholder: opt.per_sample ? "one, or a,b,c per sample" : "" });
     if (opt.default !== null && opt.default !== undefined) input.value = fmt(opt.default);
