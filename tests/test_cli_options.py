@@ -31,8 +31,8 @@ def test_help_lists_the_named_models_options():
 
 @pytest.mark.parametrize("args,message", [
     (["--steps", "0"], "Error: option 'steps' must be between 1 and 10000; got '0'"),
-    (["-O", "sampler=euler"], "Error: option 'sampler' must be one of ddpm, ddim, dpmsolver++; "
-                              "got 'euler'"),
+    (["-O", "sampler=heun"], "Error: option 'sampler' must be one of ddpm, ddim, dpmsolver++, "
+                             "euler, euler-a; got 'heun'"),
     (["--temperature", "0.5"], "Error: no such option '--temperature' for diffusion-mnist; its "
                                "options: --batch-size, --eta, --guidance, --init, --label, "
                                "--mask, --sampler, --steps, --strength (`genzoo info NAME` "
