@@ -3,7 +3,7 @@
 A compact UNet learns the velocity v (v-prediction) under a cosine noise schedule, trained
 with min-SNR-gamma loss weighting — a parameterisation and weighting chosen because they
 converge quickly, which is what a CPU budget needs. Samples come from the native samplers
-(DDPM, DDIM, DPM-Solver++), which match diffusers' schedulers step for step.
+(DDPM, DDIM, DPM-Solver++, Euler, Euler-ancestral), which match diffusers' schedulers step for step.
 """
 from __future__ import annotations
 
