@@ -90,24 +90,28 @@ def load_tokenizer(folder: Path, name: str) -> Any:
                            ) from e
 
 
-def save_components(model: Any, folder: Path, names: dict[str, str]) -> None:
-    """Write each network (safetensors), tokenizer and the scheduler config into ``folder``
-    in diffusers' layout, with a model_index.json naming them, so diffusers loads it too."""
-    index: dict[str, Any] = {"_class_name": model.config["pipeline"],
-                             "_diffusers_version": _import("diffusers").__version__}
-    for name, cls_name in names.items():
-        part = getattr(model, name, None)
-        if name in NETWORKS and part is not None:
-            part.save_pretrained(str(folder / name), safe_serialization=True)
-            index[name] = [NETWORKS[name][0], cls_name]
-        elif name in TOKENIZERS and part is not None:
-            part.save_pretrained(str(folder / name))
-            index[name] = ["transformers", type(part).__name__]
-    (folder / "scheduler").mkdir(exist_ok=True)
-    scheduler = dict(model.config["scheduler"])
-    (folder / "scheduler" / SCHEDULER_CONFIG).write_text(json.dumps(scheduler, indent=2))
-    index["scheduler"] = ["diffusers", scheduler.get("_class_name", "DDIMScheduler")]
-    (folder / MODEL_INDEX).write_text(json.dumps(index, indent=2))
+def network_spec(name: str, module: torch.nn.Module) -> dict[str, Any]:
+    """What rebuilds a loaded network without its folder: its class and config (JSON), kept in
+    the genzoo config.json of a saved model."""
+    library = NETWORKS[name][0]
+    config = (dict(module.config) if library == "diffusers"
+              else module.config.to_dict())
+    return {"class": type(module).__name__,
+            "config": json.loads(json.dumps(config, default=str))}
+
+
+def build_network(name: str, spec: dict[str, Any]) -> torch.nn.Module:
+    """A freshly initialised network from ``network_spec``'s record (weights are read next)."""
+    library, accepted = NETWORKS[name]
+    if spec.get("class") not in accepted:
+        raise WeightsError(f"config.json: network {name} is a {spec.get('class')!r}, not "
+                           f"{' or '.join(accepted)}")
+    cls = getattr(_import(library), spec["class"])
+    if library == "diffusers":
+        return cls.from_config(spec["config"]).eval()
+    config_cls = getattr(_import(library), spec["class"].replace("WithProjection", "")
+                         .replace("Model", "Config"))
+    return cls(config_cls.from_dict(spec["config"])).eval()
 
 
 def _check_safetensors(where: Path, weights: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from genzoo.errors import OptionError, WeightsError
-from genzoo.model import GenerativeModel
+from genzoo.model import GenerativeModel, read_config
 from genzoo.options import Option
 from genzoo.seeding import per_sample_randn
 
@@ -94,9 +94,11 @@ class TextToImageModel(GenerativeModel):
     # ---- loading and saving ------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, folder, device="auto", dtype="auto") -> "TextToImageModel":
-        """Load a diffusers text-to-image pipeline folder (or a genzoo-saved one, which keeps
-        the same layout plus a genzoo config.json)."""
+        """Load a diffusers text-to-image pipeline folder, or a genzoo-saved one (genzoo's
+        format: config.json, model.safetensors, README.md, tokenizer folders)."""
         folder = Path(folder)
+        if "genzoo" in read_config(folder, required=False):
+            return super().from_pretrained(folder, device=device, dtype=dtype)
         parts = folders.components(folder)
         for need in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             if need not in parts:
@@ -105,33 +107,44 @@ class TextToImageModel(GenerativeModel):
                                    "tokenizer and scheduler")
         scheduler = folders.read_json(folder / "scheduler" / folders.SCHEDULER_CONFIG)
         index = folders.read_json(folder / folders.MODEL_INDEX)
-        model = cls(_config(folder, index, scheduler))
+        model = cls(_config(index, scheduler))
         for name, cls_name in parts.items():
             if name in folders.NETWORKS:
                 setattr(model, name, folders.load_network(folder, name, cls_name))
             elif name in folders.TOKENIZERS:
                 setattr(model, name, folders.load_tokenizer(folder, name))
         model._check_unet(folder)
+        model.config["networks"] = {name: folders.network_spec(name, getattr(model, name))
+                                    for name in folders.NETWORKS if getattr(model, name)}
         model.config["image_shape"] = [3, *model.default_size()]
         model.name_or_path = str(folder)
         model.origin = {"folder": str(folder)}
         model.pretrained = True
         return model.to_device(device, dtype).eval()
 
-    def save_pretrained(self, folder, card=None, dtype=None) -> Path:
-        """Write the pipeline in diffusers' layout (which diffusers loads too) plus genzoo's
-        config.json and README.md."""
-        import json
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> "TextToImageModel":
+        """Networks rebuilt from the saved config (weights are read next); tokenizers are
+        read by ``load_extra_files``."""
+        model = cls(config)
+        for name, spec in (config.get("networks") or {}).items():
+            if name not in folders.NETWORKS:
+                raise WeightsError(f"config.json: unknown network {name!r}")
+            setattr(model, name, folders.build_network(name, spec))
+        return model
 
-        from genzoo.fsutil import atomic_dir, atomic_write_text
-        from genzoo.model import CARD_NAME, CONFIG_NAME, model_card_markdown
-        folder = Path(folder)
-        with atomic_dir(folder) as tmp:
-            folders.save_components(self, tmp, self.config["components"])
-            atomic_write_text(tmp / CONFIG_NAME, json.dumps(self.genzoo_config(), indent=2))
-            atomic_write_text(tmp / CARD_NAME,
-                              model_card_markdown(self, {**self.lineage(), **(card or {})}))
-        return folder
+    def save_extra_files(self, folder: Path) -> None:
+        """The tokenizers, in transformers' format (model.safetensors holds every network)."""
+        for name in folders.TOKENIZERS:
+            tokenizer = getattr(self, name)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(str(folder / name))
+
+    def load_extra_files(self, folder: Path) -> None:
+        """The tokenizers a saved model keeps beside its weights."""
+        for name in folders.TOKENIZERS:
+            if (folder / name).is_dir():
+                setattr(self, name, folders.load_tokenizer(folder, name))
 
     def _check_unet(self, folder: Path) -> None:
         """Refuse UNets the samplers cannot drive, in one line."""
@@ -283,11 +296,14 @@ class TextToImageModel(GenerativeModel):
         return next(self.vae.parameters()).dtype
 
 
-def _config(folder: Path, index: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
-    """The model config: the pipeline's class, components and scheduler (for saving and the
-    schedule), the default sampler its scheduler class picks."""
+
+def _config(index: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
+    """The model config: the pipeline's class, components and scheduler (the schedule), the
+    default sampler its scheduler class picks."""
     return {"pipeline": index.get("_class_name", "StableDiffusionPipeline"),
-            "components": folders.components(folder),
+            "components": {k: v[1] for k, v in index.items()
+                           if not k.startswith("_") and isinstance(v, list) and len(v) == 2
+                           and v[1]},
             "force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True),
             "scheduler": {k: v for k, v in scheduler.items() if k != "_diffusers_version"},
             "default_sampler": default_sampler(scheduler)}
