@@ -7,7 +7,8 @@ Every loader returns something the engine can index with a tensor of indices
 Image data carries class labels where it has them, read the way the ecosystems write them:
 an ``.npz`` with a ``labels`` array, class subfolders as torchvision's ``ImageFolder`` has them
 (``root/CLASS/x.png``, classes sorted by name), and a ``metadata.jsonl`` as Hugging Face's
-``imagefolder`` has it (``file_name`` and ``label`` per line).
+``imagefolder`` has it (``file_name`` and ``label`` per line). The same file gives each image
+its caption (``text``, else ``caption``), for text-to-image families (``CaptionedImages``).
 """
 from __future__ import annotations
 
@@ -56,17 +57,22 @@ def _mnist_arrays():
 METADATA_NAME = "metadata.jsonl"
 #: ``.npz`` keys that hold class labels rather than images.
 LABEL_KEYS = ("labels", "y")
+#: ``metadata.jsonl`` columns that hold an image's caption, the first present wins (``text``:
+#: the column diffusers' text-to-image training scripts read by default).
+CAPTION_KEYS = ("text", "caption")
 
 
 class TensorImages:
     """An in-memory image dataset: ``ds[idx]`` returns the images at those indices.
 
     ``labels`` is an (N,) int64 tensor (-1: "no label") or None; ``classes`` names label k
-    where the data names its classes (class folders, string labels), else None."""
+    where the data names its classes (class folders, string labels), else None; ``captions``
+    is one string (or None) per image where a metadata.jsonl gives them, else None."""
 
-    def __init__(self, images, labels=None, source: str = "", classes=None):
+    def __init__(self, images, labels=None, source: str = "", classes=None, captions=None):
         self.images, self.labels, self.source = images, labels, source
         self.classes = list(classes) if classes is not None else None
+        self.captions = list(captions) if captions is not None else None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -81,7 +87,39 @@ class TensorImages:
             logging.getLogger("genzoo.data").warning(
                 f"genzoo: {self.source or 'the data'} has class labels; {model} takes none and "
                 "ignores them (finetune a class-conditional model to train on them)")
-        return TensorImages(self.images, None, self.source)
+        return TensorImages(self.images, None, self.source, captions=self.captions)
+
+
+class CaptionedImages:
+    """Images with captions for text-to-image training: ``ds[idx] -> (images[idx], [caption
+    of each index])`` (an image without a caption gets "", the empty prompt)."""
+
+    def __init__(self, images, captions: Sequence[str | None], source: str = ""):
+        if len(images) != len(captions):
+            raise DataError(f"{source or 'data'}: {len(images)} images but {len(captions)} "
+                            "captions")
+        self.images, self.source = images, source
+        self.captions = [str(c) if c is not None else "" for c in captions]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, idx):
+        rows = idx.tolist() if hasattr(idx, "tolist") else idx  # a tensor of indices, or an int
+        if isinstance(rows, int):
+            return self.images[idx], self.captions[rows]
+        return self.images[idx], [self.captions[i] for i in rows]
+
+    @classmethod
+    def of(cls, images: TensorImages, model: str) -> CaptionedImages:
+        """``images`` with their captions; data without any (a tensor, an array, a folder
+        without metadata.jsonl captions) is a one-line DataError saying how to give them."""
+        captions = getattr(images, "captions", None)
+        if not captions or all(c is None for c in captions):
+            raise DataError(f"{images.source or 'the data'} has no captions; {model} trains on "
+                            f"image-caption pairs: put a {METADATA_NAME} beside the images with "
+                            '{"file_name": "a.png", "text": "a caption"} per line')
+        return cls(images.images, captions, images.source)
 
 
 class LabelledImages:
@@ -249,19 +287,23 @@ def _is_label_int(value: Any) -> bool:
 
 def _load_folder(path: Path, shape, quiet: bool) -> TensorImages:
     """A folder's images (searched recursively) with labels from its metadata.jsonl or its
-    class subfolders, where it has them."""
+    class subfolders, and captions from its metadata.jsonl, where it has them."""
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not files:
         raise DataError(f"{path}: no images (.png, .jpg, ...) found in this folder or below")
     metadata = sorted(path.rglob(METADATA_NAME))
+    captions = None
     if metadata:  # as Hugging Face: metadata present, folder names are not labels
-        labels, classes = _metadata_labels(metadata, files)
+        labels, classes, captions = _metadata_columns(metadata, files)
         how = METADATA_NAME
     else:
         labels, classes = _class_folder_labels(path, files)
         how = "its class folders"
     _say_labels(path, labels, classes, how, quiet)
-    return TensorImages(_decode(files, shape, path, quiet), labels, str(path), classes)
+    if captions is not None and not quiet:
+        _say(f"genzoo: {path}: {sum(c is not None for c in captions)} of {len(files)} images "
+             f"captioned from {METADATA_NAME}")
+    return TensorImages(_decode(files, shape, path, quiet), labels, str(path), classes, captions)
 
 
 def _class_folder_labels(root: Path, files: list[Path]):
@@ -279,30 +321,40 @@ def _class_folder_labels(root: Path, files: list[Path]):
     return torch.tensor([index.get(t, -1) for t in tops], dtype=torch.int64), classes
 
 
-def _metadata_labels(metadata: list[Path], files: list[Path]):
-    """Labels from Hugging Face imagefolder ``metadata.jsonl`` files (each ``file_name``
-    relative to its file's folder); (None, None) when no line has a ``label``."""
-    found: dict[Path, Any] = {}
+def _metadata_columns(metadata: list[Path], files: list[Path]):
+    """(labels, classes, captions) from Hugging Face imagefolder ``metadata.jsonl`` files
+    (each ``file_name`` relative to its file's folder): labels and classes are (None, None)
+    when no line has a ``label``, captions None when no line has one (``CAPTION_KEYS``)."""
+    labels: dict[Path, Any] = {}
+    captions: dict[Path, str | None] = {}
     for meta in metadata:
         for number, line in enumerate(meta.read_text(encoding="utf-8").splitlines(), 1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
-                name = row["file_name"]
+                path = (meta.parent / str(row["file_name"])).resolve()
             except (json.JSONDecodeError, KeyError, TypeError) as e:
                 raise DataError(f"{meta}:{number}: not a JSON object with a 'file_name' "
                                 f"({e.__class__.__name__}); fix that line") from e
             if "label" in row:
-                found[(meta.parent / str(name)).resolve()] = row["label"]
-    if not found:
-        return None, None
+                labels[path] = row["label"]
+            key = next((k for k in CAPTION_KEYS if k in row), None)
+            if key is not None:
+                if row[key] is not None and not isinstance(row[key], str):
+                    raise DataError(f"{meta}:{number}: {key!r} holds {str(row[key])[:40]!r}; "
+                                    "a caption is one string (or null for none)")
+                captions[path] = row[key]
     present = {f.resolve() for f in files}
-    missing = next((p for p in found if p not in present), None)
+    missing = next((p for p in (*labels, *captions) if p not in present), None)
     if missing is not None:
         raise DataError(f"{missing}: named in {METADATA_NAME} but not an image there; fix its "
                         "file_name or add the image")
-    return _label_indices([found.get(f.resolve()) for f in files], len(files), METADATA_NAME)
+    resolved = [f.resolve() for f in files]
+    texts = [captions.get(f) for f in resolved] if captions else None
+    if not labels:
+        return None, None, texts
+    return (*_label_indices([labels.get(f) for f in resolved], len(files), METADATA_NAME), texts)
 
 
 def _say_labels(path: Path, labels, classes, how: str, quiet: bool) -> None:

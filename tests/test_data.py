@@ -212,3 +212,40 @@ def test_labelled_data_trains_a_conditional_family_on_its_labels(tmp_path):
     images, labels = labelled[torch.arange(3)]
     assert labels.tolist() == [0, 1, 2]
     assert [round(float(x.mean()) * 255) for x in images] == [0, 80, 160]
+
+
+def test_huggingface_imagefolder_captions_pair_with_their_images(tmp_path, caplog):
+    """metadata.jsonl's ``text`` (else ``caption``) column: one caption per image, in the
+    images' order; ``CaptionedImages`` serves (images, captions), "" for an uncaptioned one."""
+    from genzoo.data import CaptionedImages
+    for name, value in (("a.png", 10), ("b.png", 20), ("sub/c.png", 30), ("d.png", 40)):
+        _png(tmp_path / name, value)
+    _metadata(tmp_path, [{"file_name": "b.png", "text": "bee", "caption": "not this"},
+                         {"file_name": "sub/c.png", "caption": "sea"},
+                         {"file_name": "a.png", "text": "ay", "label": 1}])
+    with caplog.at_level("INFO", logger="genzoo"):
+        ds = load_image_dataset(tmp_path, shape=(1, 4, 4))
+    assert ds.captions == ["ay", "bee", None, "sea"]  # sorted files: a, b, d, sub/c
+    assert any("3 of 4 images captioned" in r.getMessage() for r in caplog.records)
+    pairs = CaptionedImages.of(ds, "a text-to-image model")
+    images, captions = pairs[torch.tensor([3, 1, 2])]
+    assert captions == ["sea", "bee", ""]
+    assert [round(float(x.mean()) * 255) for x in images] == [30, 20, 40]
+    assert pairs[0][1] == "ay" and len(pairs) == 4
+    assert ds.without_labels("m").captions == ds.captions
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: TensorImages(torch.rand(2, 1, 4, 4), source="t.npz"), "t.npz has no captions"),
+    (lambda p: (_metadata(p, [{"file_name": "a.png", "text": ["two", "captions"]}]),
+                load_image_dataset(p))[1], "a caption is one string"),
+    (lambda p: (_metadata(p, [{"file_name": "gone.png", "text": "x"}]),
+                load_image_dataset(p))[1], "gone.png"),
+    (lambda p: load_image_dataset(p), "has no captions"),
+])
+def test_data_without_captions_is_a_one_line_error(tmp_path, make, message):
+    from genzoo.data import CaptionedImages
+    _png(tmp_path / "a.png", 0)
+    with pytest.raises(DataError, match=message) as err:
+        CaptionedImages.of(make(tmp_path), "a text-to-image model")
+    assert "\n" not in str(err.value)
