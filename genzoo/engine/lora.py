@@ -12,7 +12,9 @@ injects the adapter. The LoRA layers are peft's own (``peft.LoraModel`` on the p
 A family needs nothing to take an adapter: every ``nn.Linear``, ``nn.Conv1d/2d/3d`` and
 transformers ``Conv1D`` is adapted. It may narrow that with a ``lora_targets`` class
 attribute (module names, or a regex peft full-matches), opt out with ``lora_targets = ()``,
-and swap layers peft does not know for equivalent ones in a ``prepare_lora()`` method.
+and swap layers peft does not know for equivalent ones in a ``prepare_lora()`` method. A
+family that reads its ecosystem's LoRA files (diffusers' ``pytorch_lora_weights.safetensors``)
+injects them with ``attach_config`` (a peft ``LoraConfig`` it built) and ``load_adapter_state``.
 peft is imported only here, only when an adapter is used (the ``genzoo[lora]`` extra).
 """
 from __future__ import annotations
@@ -160,6 +162,32 @@ def attach(model: GenerativeModel, spec: Any, base: dict[str, Any] | None = None
         lora_dropout=spec.dropout, target_modules=None, bias="none",
         base_model_name_or_path=base["name"], revision=base.get("revision"))
     return _inject(model, config, base, spec)
+
+
+def attach_config(model: GenerativeModel, config: Any,
+                  base: dict[str, Any] | None = None) -> Adapter:
+    """Inject LoRA layers built from a ready peft ``LoraConfig`` (its exact target modules,
+    per-module ``rank_pattern``/``alpha_pattern``: a LoRA file converted by a family) into
+    ``model`` in place, as ``attach`` does; load their weights with ``load_adapter_state``."""
+    if adapter_of(model) is not None:
+        raise OptionError(f"{model.name_or_path} already carries a LoRA adapter; merge it first "
+                          "(genzoo merge) to apply another")
+    return _inject(model, config, base or base_reference(model))
+
+
+def load_adapter_state(model: GenerativeModel, state: dict[str, torch.Tensor],
+                       where: Any) -> None:
+    """Copy adapter tensors (peft's names without the ``base_model.model.`` prefix) into the
+    injected layers; every LoRA tensor must be there and nothing else (one line naming
+    ``where`` otherwise)."""
+    peft = peft_module()
+    expected = set(peft.get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME,
+                                                  save_embedding_layers=False))
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise WeightsError(f"{where}: adapter tensors do not fit its config (missing "
+                           f"{missing[:2]}, unexpected {unexpected[:2]})")
+    peft.set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME)
 
 
 def _inject(model: GenerativeModel, config: Any, base: dict[str, Any],
@@ -335,16 +363,9 @@ def load_adapter(folder: str | os.PathLike[str], loader: Callable[..., Generativ
 def _load_weights(model: GenerativeModel, path: Path) -> None:
     """Read the adapter tensors into the injected layers; every LoRA tensor must be there."""
     from genzoo.modelio import read_safetensors
-    peft = peft_module()
     state = read_safetensors(path)
     state = {k[len(PEFT_PREFIX):] if k.startswith(PEFT_PREFIX) else k: v for k, v in state.items()}
-    expected = set(peft.get_peft_model_state_dict(model, adapter_name=ADAPTER_NAME,
-                                                  save_embedding_layers=False))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise WeightsError(f"{path}: adapter tensors do not fit its config (missing "
-                           f"{missing[:2]}, unexpected {unexpected[:2]})")
-    peft.set_peft_model_state_dict(model, state, adapter_name=ADAPTER_NAME)
+    load_adapter_state(model, state, path)
 
 
 def merge(model: GenerativeModel) -> GenerativeModel:
@@ -368,6 +389,7 @@ def merge(model: GenerativeModel) -> GenerativeModel:
     return model
 
 
-__all__ = ["LoraSpec", "Adapter", "attach", "adapter_of", "save_adapter", "load_adapter",
-           "merge", "is_adapter_folder", "adapter_state", "supported_layers", "trainable_count",
-           "peft_module", "ADAPTER_CONFIG", "ADAPTER_WEIGHTS"]
+__all__ = ["LoraSpec", "Adapter", "attach", "attach_config", "load_adapter_state", "adapter_of",
+           "save_adapter", "load_adapter", "merge", "is_adapter_folder", "adapter_state",
+           "supported_layers", "trainable_count", "peft_module", "ADAPTER_CONFIG",
+           "ADAPTER_WEIGHTS"]

@@ -24,6 +24,10 @@ def genzoo_architectures():
          "target": "genzoo_diffusion.text2image:TextToImageModel",
          "summary": "Stable Diffusion 1.x/2.x and SDXL pipeline folders: text-to-image, "
                     "image-to-image, inpainting (needs genzoo-diffusion[text2image])"},
+        {"name": "diffusers-lora", "family": "diffusion",
+         "target": "genzoo_diffusion.diffusers_lora:DiffusersLoraFolder",
+         "summary": "diffusers LoRA folders (pytorch_lora_weights.safetensors): the "
+                    "text-to-image base their README names, with the LoRA applied"},
     ]
 
 

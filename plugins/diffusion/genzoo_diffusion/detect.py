@@ -10,6 +10,10 @@ A text-to-image pipeline folder (``model_index.json`` with ``unet/``, ``vae/`` a
   ``UNet2DModel.save_pretrained`` folder);
 - an unconditional pipeline folder: ``model_index.json`` with ``unet/`` and, at most,
   ``scheduler/`` as components (a text-to-image pipeline, with a VAE or text encoder, is not).
+
+A diffusers LoRA folder (``pytorch_lora_weights.safetensors``, or only its pickle ``.bin``,
+which loading then refuses in one line, at the top and no ``model_index.json``) is claimed for
+"diffusers-lora": its README.md names the base pipeline the file is applied to.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ from typing import Any, Iterable
 
 ARCH = "diffusers-unet"
 TEXT2IMAGE = "diffusers-text2image"
+LORA = "diffusers-lora"
+#: What ``pipe.save_lora_weights`` writes (safetensors, or pickle with safe_serialization=False).
+_LORA_FILES = ("pytorch_lora_weights.safetensors", "pytorch_lora_weights.bin")
 #: The components that make a folder a latent text-to-image pipeline.
 _TEXT2IMAGE_PARTS = {"unet", "vae", "text_encoder"}
 UNET_CLASSES = ("UNet2DModel",)
@@ -29,10 +36,13 @@ _PIPELINE_PARTS = {"unet", "scheduler"}
 def detect_arch(config: dict[str, Any], filenames: Iterable[str]) -> str | None:
     """``"diffusers-unet"`` when ``config`` (the parsed root config.json, or {}) and the
     relative ``filenames`` of a folder form a diffusers UNet or unconditional pipeline,
-    ``"diffusers-text2image"`` for a text-to-image pipeline."""
+    ``"diffusers-text2image"`` for a text-to-image pipeline, ``"diffusers-lora"`` for a
+    diffusers LoRA folder."""
     if isinstance(config, dict) and config.get("_class_name") in UNET_CLASSES:
         return ARCH
     files = {str(f).replace("\\", "/") for f in filenames}
+    if "model_index.json" not in files and any(f in files for f in _LORA_FILES):
+        return LORA
     if "model_index.json" not in files or "unet/config.json" not in files:
         return None
     components = {f.split("/", 1)[0] for f in files

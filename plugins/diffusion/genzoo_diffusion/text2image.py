@@ -30,6 +30,7 @@ from genzoo.options import Option
 from genzoo.seeding import per_sample_randn
 
 from . import pipeline_folder as folders
+from . import text2image_train as training
 from .diffusers_format import default_sampler
 from .prompts import Conditioning, PromptEncoder
 from .samplers import SAMPLERS, sample as run_sampler
@@ -295,6 +296,39 @@ class TextToImageModel(GenerativeModel):
     def _vae_dtype(self) -> torch.dtype:
         return next(self.vae.parameters()).dtype
 
+    # ---- finetuning and LoRA files (see text2image_train and diffusers_lora) -------------
+    #: ``--lora-rank`` adapts the UNet's attention projections, as diffusers' LoRA script.
+    lora_targets = training.LORA_TARGETS
+    train_defaults = training.TRAIN_DEFAULTS
+
+    def prepare_data(self, data: Any):
+        """Image-caption pairs (a folder with a metadata.jsonl), resized to the model's size."""
+        return training.prepare_data(self, data)
+
+    def train_stages(self):
+        """The UNet (or its LoRA layers) trains; the autoencoder and text encoders are frozen."""
+        return training.train_stages(self)
+
+    def training_loss(self, batch) -> torch.Tensor:
+        """diffusers' text-to-image loss: MSE to the noise (or velocity) on noised latents."""
+        return training.training_loss(self, batch)
+
+    def train(self, mode: bool = True) -> "TextToImageModel":
+        """Train mode for the UNet only: the frozen components stay in eval mode."""
+        super().train(mode)
+        training.keep_frozen_in_eval(self)
+        return self
+
+    def load_lora(self, path, scale: float = 1.0) -> Path:
+        """Apply a diffusers-format LoRA file (or a folder holding
+        pytorch_lora_weights.safetensors) at ``scale``, as ``pipe.load_lora_weights`` does."""
+        from .diffusers_lora import load_lora
+        return load_lora(self, path, scale)
+
+    def save_lora(self, folder) -> Path:
+        """Write this model's LoRA adapter as diffusers' pytorch_lora_weights.safetensors."""
+        from .diffusers_lora import save_lora
+        return save_lora(self, folder)
 
 
 def _config(index: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
