@@ -6,7 +6,9 @@
 Sources: benchmarks/results.json (``benchmarks/run.py``: speed and memory beside peers),
 benchmarks/eval_results.json (``benchmarks/eval_table.py``: image models against the
 real-data floor), benchmarks/label_results.json (``benchmarks/eval_labels.py``: class
-labels, guidance and image-to-image), and benchmarks/card_eval_*.json (``benchmarks/card_metrics.py``: what
+labels, guidance and image-to-image), benchmarks/text2image_results.json
+(``benchmarks/bench_text2image.py``: text-to-image beside diffusers' StableDiffusionPipeline),
+and benchmarks/card_eval_*.json (``benchmarks/card_metrics.py``: what
 each card records). tests/test_readme_tables.py fails when README and the JSON disagree.
 """
 from __future__ import annotations
@@ -120,8 +122,69 @@ def performance_table() -> str:
             f"on {where}, {meta.get('threads', '?')} threads, torch {meta.get('torch', '?')}.")
 
 
+def _split(r: dict) -> str:
+    """genzoo/diffusers seconds per call in the text encoder, UNet, VAE decoder and the rest."""
+    g, d = r["genzoo"]["split_s"], r["diffusers"]["split_s"]
+    return ", ".join(f"{g.get(k, 0.0):.2f}/{d.get(k, 0.0):.2f}"
+                     for k in ("text_encoder", "unet", "vae_decoder", "rest"))
+
+
+def text2image_table() -> str:
+    """benchmarks/bench_text2image.py's figures (text2image_results.json): speed, images
+    and peak RSS beside diffusers' StableDiffusionPipeline, the lever experiments if run."""
+    data = _load("text2image_results.json")
+    meta, configs = data.get("meta", {}), data.get("configs", {})
+    lines = ["| pipeline | output | batch | genzoo | diffusers | genzoo/diffusers | "
+             "max abs image diff | seconds genzoo/diffusers: text encoder, UNet, VAE decoder, "
+             "rest | met |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, c in configs.items():
+        for n, r in c["batches"].items():
+            g, d = r["genzoo"], r["diffusers"]
+            ok = r["ratio"] >= 1.0 and r["max_abs_diff"] <= 1e-4
+            lines.append(f"| {name} | {c['output']} | {n} | {g['images_per_s']:.3g} images/s "
+                         f"({g['s_per_image']:.2f} s/image) | {d['images_per_s']:.3g} images/s "
+                         f"({d['s_per_image']:.2f} s/image) | {r['ratio']:.2f}x | "
+                         f"{r['max_abs_diff']:.1e} | {_split(r)} | {'yes' if ok else 'NO'} |")
+    lines += ["", "| pipeline | parameters (UNet, text encoder, VAE) | batch | genzoo peak RSS | "
+              "diffusers peak RSS | genzoo/diffusers | met |", "|---|---|---|---|---|---|---|"]
+    for name, c in configs.items():
+        m, p = c["rss"], c["parameters"]
+        params = ", ".join(f"{p[k] / 1e6:.2f}M" for k in ("unet", "text_encoder", "vae"))
+        lines.append(f"| {name} | {params} | {m['batch']} | {m['genzoo_mib']:.1f} MiB | "
+                     f"{m['diffusers_mib']:.1f} MiB | {m['ratio']:.2f}x | "
+                     f"{'yes' if m['ratio'] <= 1.0 else 'NO'} |")
+    steps = sorted({c["steps"] for c in configs.values()})
+    rounds = sorted({c["rounds"] for c in configs.values()})
+    mode = "--quick" if meta.get("quick") else "full"
+    lines += ["", f"Goal: {meta.get('goal', '?')}. DPM-Solver++ {'/'.join(map(str, steps))} "
+              f"steps, guidance {meta.get('guidance', '?')}, medians of "
+              f"{'/'.join(map(str, rounds))} alternating rounds after a warm-up. Measured "
+              f"{meta.get('date', '?')} ({mode} run) on {meta.get('lscpu_model', '?')} "
+              f"({meta.get('cpu', '?')}), {meta.get('threads', '?')} thread(s), torch "
+              f"{meta.get('torch', '?')}, diffusers {meta.get('diffusers', '?')}: "
+              f"`{meta.get('command', '?')}`."]
+    prof = data.get("profile")
+    if prof:
+        lines += ["", "| lever, sd15-shaped batch 1 | s/image | diffusers' time / this | "
+                  "max abs image diff vs diffusers |", "|---|---|---|---|"]
+        for name, v in prof["variants"].items():
+            lines.append(f"| {name} | {v['s_per_image']:.2f} | {v['vs_diffusers']:.2f}x | "
+                         f"{v['max_abs_diff']:.1e} |")
+        loop = prof.get("loop_overhead", {})
+        pm = prof.get("meta", {})
+        per_step = ", ".join(f"{side} {v['loop_ms_per_step']:.2f} ms"
+                             for side, v in loop.items())
+        lines += ["", f"Loop cost per step outside the networks: {per_step or '-'}. DPM-Solver++ "
+                  f"{prof.get('steps', '?')} steps, medians of {prof.get('rounds', '?')} "
+                  f"alternating rounds; measured {pm.get('date', '?')} on "
+                  f"{pm.get('lscpu_model', '?')}, {pm.get('threads', '?')} thread(s): "
+                  f"`{pm.get('command', '?')}`."]
+    return "\n".join(lines)
+
+
 TABLES = {"image models": image_table, "labels": label_table, "cards": card_table,
-          "performance": performance_table, "lora recipe": lora_recipe_table}
+          "performance": performance_table, "lora recipe": lora_recipe_table,
+          "text2image": text2image_table}
 
 
 def render(readme: str) -> str:

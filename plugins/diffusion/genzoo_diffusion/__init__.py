@@ -16,7 +16,7 @@ def genzoo_architectures():
     return [
         {"name": "diffusion-unet", "family": "diffusion",
          "target": "genzoo_diffusion.model:DiffusionModel",
-         "summary": "compact native UNet, v-prediction, DDPM/DDIM/DPM-Solver++ samplers"},
+         "summary": "compact native UNet, v-prediction, DDPM/DDIM/DPM-Solver++/Euler samplers"},
         {"name": "diffusers-unet", "family": "diffusion",
          "target": "genzoo_diffusion.diffusers_format:DiffusersUNetModel",
          "summary": "diffusers UNet2DModel folders and pipelines (needs genzoo-diffusion[diffusers])"},
