@@ -58,8 +58,9 @@ def test_sampling_layout_follows_precision(monkeypatch):
 
 
 def test_bad_sampling_options_are_one_line_errors(tiny):
-    with pytest.raises(OptionError, match=r"option 'sampler' must be one of ddpm, ddim, dpmsolver\+\+; got 'euler'"):
-        tiny.sample(1, sampler="euler")
+    with pytest.raises(OptionError, match=r"option 'sampler' must be one of ddpm, ddim, "
+                       r"dpmsolver\+\+, euler, euler-a; got 'heun'"):
+        tiny.sample(1, sampler="heun")
     with pytest.raises(OptionError, match=r"unknown option\(s\)"):
         tiny.sample(1, guidance=3)
     with pytest.raises(OptionError, match="positive integer"):
