@@ -19,8 +19,9 @@ prompt with the same steps (20), guidance (7.5) and per-sample generators
 batch 1 and a larger batch; their images must agree within 1e-4.
 
 Speed: one warm-up call each (2 steps: oneDNN primitives and allocator pools are made per
-shape, not per step), then ``--rounds`` rounds alternating genzoo, diffusers, genzoo, ...
-so that load from the other jobs on the machine hits both alike; medians. Each call's time
+shape, not per step), then 3 rounds (1 with --quick) alternating genzoo, diffusers, then
+diffusers, genzoo, ..., so that load from the other jobs on the machine hits both alike;
+medians. Each call's time
 is split by forward hooks into the text encoder, the UNet, the VAE decoder and the rest (the
 sampler or scheduler loop, latents, guidance arithmetic, post-processing).
 
@@ -28,14 +29,16 @@ Memory: each side's peak RSS (VmHWM, benchmarks/peak_rss.py) in its own fresh pr
 imports, loads the folder and draws one batch.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_text2image.py            # about 10 minutes here
-    OMP_NUM_THREADS=1 python benchmarks/bench_text2image.py --quick    # smoke run, 1 minute
-    OMP_NUM_THREADS=1 python benchmarks/bench_text2image.py --profile  # the experiments below
+    OMP_NUM_THREADS=1 python benchmarks/bench_text2image.py --quick    # smoke run, 2 minutes
+    OMP_NUM_THREADS=1 python benchmarks/bench_text2image.py --profile  # below, 15 minutes
 
 ``--profile`` (written under "profile" in the JSON, kept by later plain runs) measures, on
 the sd15-shaped pipeline at batch 1 and in this harness only, what each candidate lever
-would change: diffusers under inference_mode instead of its no_grad, channels-last
-networks, bf16 autocast, SDPA's math kernel instead of the flash one; and torch.profiler's
-top operators. Results go to benchmarks/text2image_results.json; README's text-to-image table
+would change: diffusers under inference_mode instead of its no_grad, channels-last UNet
+and VAE, SDPA's math kernel instead of the flash one, bf16 autocast on the UNet (the VAE
+decode kept in fp32; one VAE decode in bf16 is timed apart, on a smaller latent, as it takes
+minutes on a CPU without AVX512-BF16), torch.compile's steady state and compile time; then
+torch.profiler's top operators and the loop's own cost per step (the UNet stubbed out). Results go to benchmarks/text2image_results.json; README's text-to-image table
 is generated from it (benchmarks/readme_tables.py).
 """
 from __future__ import annotations
@@ -115,7 +118,8 @@ def build(name: str, folder: Path) -> Path:
     text = CLIPTextModel(CLIPTextConfig(vocab_size=_tiny_sd.VOCAB_SIZE,
                                         **SD15_SHAPED["text_encoder"])).eval()
     pipe = StableDiffusionPipeline(
-        unet=unet, vae=vae, text_encoder=text, tokenizer=CLIPTokenizer.from_pretrained(str(tok_dir)),
+        unet=unet, vae=vae, text_encoder=text,
+        tokenizer=CLIPTokenizer.from_pretrained(str(tok_dir)),
         scheduler=PNDMScheduler.from_config(_tiny_sd.SD15_SCHEDULER), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     pipe.save_pretrained(str(folder), safe_serialization=True)
@@ -310,7 +314,8 @@ def profile(folder: Path, steps: int, rounds: int, compile_unet: bool) -> dict:
 
     none = contextlib.nullcontext
     variants = {
-        "diffusers (no_grad, its default)": ("diffusers", none, lambda: run_diffusers(pipe, 1, steps)),
+        "diffusers (no_grad, its default)": ("diffusers", none,
+                                             lambda: run_diffusers(pipe, 1, steps)),
         "diffusers under torch.inference_mode": ("diffusers", torch.inference_mode,
                                                  lambda: run_diffusers(pipe, 1, steps)),
         "genzoo (fp32, its default)": ("genzoo", none, lambda: run_genzoo(model, 1, steps)),
@@ -386,8 +391,8 @@ def top_ops(model, steps: int) -> list[dict]:
         run_genzoo(model, 1, steps)
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
     total = sum(e.self_cpu_time_total for e in events)
-    return [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6, "share": e.self_cpu_time_total / total,
-             "calls": e.count} for e in events[:12]]
+    return [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6,
+             "share": e.self_cpu_time_total / total, "calls": e.count} for e in events[:12]]
 
 
 def per_step_overhead(model, pipe, splits: dict, steps: int = STEPS, n: int = 1) -> dict:
@@ -496,7 +501,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     sys.path.insert(0, str(HERE))
     import diffusers
-    import torch
     import transformers
     from run import machine_meta
     out_path = Path(args.out)
@@ -527,7 +531,6 @@ def main(argv: list[str] | None = None) -> int:
     bad = [r for r in data["rows"] if r.get("max_abs_diff", 0.0) > MAX_DIFF]
     for r in bad:
         print(f"images differ by {r['max_abs_diff']:.2e} > {MAX_DIFF:g}: {r['benchmark']}")
-    del torch
     return 1 if bad else 0
 
 

@@ -135,8 +135,8 @@ def text2image_table() -> str:
     data = _load("text2image_results.json")
     meta, configs = data.get("meta", {}), data.get("configs", {})
     lines = ["| pipeline | output | batch | genzoo | diffusers | genzoo/diffusers | "
-             "max abs image diff | seconds genzoo/diffusers: text encoder, UNet, VAE decoder, "
-             "rest | met |", "|---|---|---|---|---|---|---|---|---|"]
+             "max abs image diff | seconds per call, genzoo/diffusers: text encoder, UNet, VAE "
+             "decoder, rest | met |", "|---|---|---|---|---|---|---|---|---|"]
     for name, c in configs.items():
         for n, r in c["batches"].items():
             g, d = r["genzoo"], r["diffusers"]
@@ -159,8 +159,10 @@ def text2image_table() -> str:
     lines += ["", f"Goal: {meta.get('goal', '?')}. DPM-Solver++ {'/'.join(map(str, steps))} "
               f"steps, guidance {meta.get('guidance', '?')}, medians of "
               f"{'/'.join(map(str, rounds))} alternating rounds after a warm-up. Measured "
-              f"{meta.get('date', '?')} ({mode} run) on {meta.get('lscpu_model', '?')} "
-              f"({meta.get('cpu', '?')}), {meta.get('threads', '?')} thread(s), torch "
+              f"{meta.get('date', '?')} ({mode} run) on {meta.get('lscpu_model', '?')}, "
+              f"{meta.get('cpus', '?')} cores (lever flags: "
+              f"{', '.join(meta.get('cpu_flags') or []) or 'none'}), "
+              f"{meta.get('threads', '?')} thread(s), torch "
               f"{meta.get('torch', '?')}, diffusers {meta.get('diffusers', '?')}: "
               f"`{meta.get('command', '?')}`."]
     prof = data.get("profile")
@@ -168,12 +170,22 @@ def text2image_table() -> str:
         lines += ["", "| lever, sd15-shaped batch 1 | s/image | diffusers' time / this | "
                   "max abs image diff vs diffusers |", "|---|---|---|---|"]
         for name, v in prof["variants"].items():
+            if "compile_s" in v:
+                name += f" (first call {v['compile_s']:.0f} s: compiling; less with inductor's cache warm)"
             lines.append(f"| {name} | {v['s_per_image']:.2f} | {v['vs_diffusers']:.2f}x | "
                          f"{v['max_abs_diff']:.1e} |")
         loop = prof.get("loop_overhead", {})
         pm = prof.get("meta", {})
         per_step = ", ".join(f"{side} {v['loop_ms_per_step']:.2f} ms"
                              for side, v in loop.items())
+        vae = prof.get("vae_decode_bf16")
+        if vae:
+            lines += ["", f"One VAE decode of a {vae['latent']}x{vae['latent']} latent: "
+                      f"{vae['fp32_s']:.2f} s in fp32, {vae['bf16_s']:.1f} s under bf16 autocast."]
+        ops = prof.get("top_ops", [])[:3]
+        if ops:
+            lines += ["", "Top operators (torch.profiler, genzoo fp32): " + ", ".join(
+                f"{o['op']} {100 * o['share']:.0f}%" for o in ops) + "."]
         lines += ["", f"Loop cost per step outside the networks: {per_step or '-'}. DPM-Solver++ "
                   f"{prof.get('steps', '?')} steps, medians of {prof.get('rounds', '?')} "
                   f"alternating rounds; measured {pm.get('date', '?')} on "
