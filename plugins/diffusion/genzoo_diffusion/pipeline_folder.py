@@ -33,16 +33,10 @@ _WEIGHTS = {"diffusers": "diffusion_pytorch_model.safetensors",
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or a one-line ``WeightsError`` naming the file."""
-    if not path.is_file():
-        raise WeightsError(f"{path}: missing; re-download the model")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
-    return data
+    """A JSON object from ``path``, or a one-line ``WeightsError`` naming the file (the
+    diffusers-format reader, shared)."""
+    from .diffusers_format import _read_json
+    return _read_json(path)
 
 
 def components(folder: Path) -> dict[str, str]:
