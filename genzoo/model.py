@@ -41,6 +41,8 @@ from genzoo.names import WEIGHTS_NAME as WEIGHTS_NAME  # noqa: F401
 from genzoo.modelio import _first_line, _is_tied, _untie  # noqa: F401
 from genzoo.modelio import model_card_markdown as model_card_markdown  # noqa: F401
 from genzoo.modelio import read_config as read_config, read_safetensors as read_safetensors
+from genzoo.modelio import read_json as read_json  # noqa: F401  (for plugins)
+from genzoo.modelio import safetensors_weights as safetensors_weights  # noqa: F401
 from genzoo.modelio import save_safetensors, skip_init as skip_init
 
 FORMAT_VERSION = 1

@@ -58,24 +58,54 @@ def _keep(tensor: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     return tensor
 
 
-def read_config(folder: str | Path, required: bool = True) -> dict[str, Any]:
-    """The config.json of ``folder`` as a dict: a one-line ``WeightsError`` when it is not valid
-    JSON or not an object, or when it is absent and ``required`` (else ``{}``: a foreign
-    layout may keep its config elsewhere)."""
-    path = Path(folder) / CONFIG_NAME
+def read_json(path: str | Path, required: bool = True) -> dict[str, Any]:
+    """A JSON object from ``path`` (a config.json, a scheduler or pipeline index): a one-line
+    ``WeightsError`` naming the file when it is not valid JSON or not an object, or when it is
+    absent and ``required`` (else ``{}``)."""
+    path = Path(path)
     if not path.is_file():
         if not required:
             return {}
-        raise WeightsError(f"{folder}: no {CONFIG_NAME}; a genzoo model folder holds "
-                           f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}")
+        raise WeightsError(f"{path}: missing; re-download the model")
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise WeightsError(f"{path}: not valid JSON ({_first_line(e)}); re-download or re-save "
                            "the model") from None
-    if not isinstance(config, dict):
+    if not isinstance(data, dict):
         raise WeightsError(f"{path}: expected a JSON object")
-    return config
+    return data
+
+
+def safetensors_weights(folder: str | Path, name: str,
+                        variants: tuple[str, ...] = ()) -> str | None:
+    """Check that ``folder`` holds the safetensors weights ``name`` (one file, or shards with
+    ``name.index.json``): None when it does, else the first of ``variants`` present
+    (``name`` with ``.fp16`` before its suffix, as diffusers names variants). Without them,
+    one ``WeightsError`` line: pickle ``.bin`` weights alone are named as never loaded."""
+    folder = Path(folder)
+    if (folder / name).is_file() or (folder / (name + ".index.json")).is_file():
+        return None
+    stem = name.removesuffix(".safetensors")
+    for variant in variants:
+        if (folder / f"{stem}.{variant}.safetensors").is_file() or \
+                (folder / f"{stem}.safetensors.index.{variant}.json").is_file():
+            return variant
+    pickle = folder.is_dir() and any(folder.glob("*.bin"))
+    raise WeightsError(f"{folder}: no {name}" + (
+        " (only pickle .bin weights, which genzoo never loads; convert them to safetensors)"
+        if pickle else "; re-download the model"))
+
+
+def read_config(folder: str | Path, required: bool = True) -> dict[str, Any]:
+    """The config.json of ``folder`` as a dict (``read_json``'s checks); absent and
+    ``required``, the one-line error says what a genzoo folder holds (not required: ``{}``, a
+    foreign layout may keep its config elsewhere)."""
+    path = Path(folder) / CONFIG_NAME
+    if required and not path.is_file():
+        raise WeightsError(f"{folder}: no {CONFIG_NAME}; a genzoo model folder holds "
+                           f"{CONFIG_NAME}, {WEIGHTS_NAME} and {CARD_NAME}")
+    return read_json(path, required=False)
 
 
 #: The OS error number safetensors' Rust side reports inside its message ("Os { code: 28 ...").

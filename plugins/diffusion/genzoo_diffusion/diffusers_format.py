@@ -25,14 +25,13 @@ section holding the UNet and scheduler configs, model.safetensors), which loads 
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from genzoo.errors import OptionError, PluginMissingError, WeightsError
-from genzoo.model import CONFIG_NAME
+from genzoo.model import CONFIG_NAME, read_json, safetensors_weights
 
 from .model import DiffusionModel
 
@@ -111,21 +110,16 @@ class DiffusersUNetModel(DiffusionModel):
     def from_pretrained(cls, folder, device="auto", dtype="auto") -> "DiffusersUNetModel":
         """Load a diffusers UNet or pipeline folder (or a genzoo folder saved from one)."""
         folder = Path(folder)
-        if "genzoo" in _read_json(folder / CONFIG_NAME, required=False):
+        if "genzoo" in read_json(folder / CONFIG_NAME, required=False):
             return super().from_pretrained(folder, device=device, dtype=dtype)
         unet_dir, scheduler_path = locate(folder)
-        unet_config = _read_json(unet_dir / CONFIG_NAME)
+        unet_config = read_json(unet_dir / CONFIG_NAME)
         _check_unet_config(unet_dir, unet_config)
-        scheduler = _read_json(scheduler_path)
+        scheduler = read_json(scheduler_path)
         if scheduler.get("_class_name", "DDPMScheduler") not in VP_SCHEDULERS:
             raise WeightsError(f"{scheduler_path}: scheduler {scheduler['_class_name']} is not a "
                                "discrete beta-schedule scheduler; genzoo's samplers cannot run it")
-        if not ((unet_dir / UNET_WEIGHTS).is_file()
-                or (unet_dir / (UNET_WEIGHTS + ".index.json")).is_file()):
-            pickle = any(unet_dir.glob("*.bin"))
-            raise WeightsError(f"{unet_dir}: no {UNET_WEIGHTS}" + (
-                " (only pickle .bin weights, which genzoo never loads; convert them to "
-                "safetensors)" if pickle else "; re-download the model"))
+        safetensors_weights(unet_dir, UNET_WEIGHTS)
         try:
             # low_cpu_mem_usage needs accelerate; asking for it without warns on every load
             unet = _unet_class().from_pretrained(
@@ -160,7 +154,7 @@ def default_sampler(scheduler: dict[str, Any]) -> str | None:
 def locate(folder: Path) -> tuple[Path, Path]:
     """(UNet folder, scheduler_config.json) of a diffusers UNet or pipeline folder."""
     folder = Path(folder)
-    own = _read_json(folder / CONFIG_NAME, required=False)
+    own = read_json(folder / CONFIG_NAME, required=False)
     if own.get("_class_name") is not None:
         unet_dir = folder
         candidates = [folder / SCHEDULER_CONFIG, folder / "scheduler" / SCHEDULER_CONFIG,
@@ -204,21 +198,6 @@ def _check_unet_config(unet_dir: Path, config: dict[str, Any]) -> None:
     if config.get("out_channels", 3) != config.get("in_channels", 3):
         raise WeightsError(f"{unet_dir}: out_channels != in_channels (a learned-variance UNet); "
                            "genzoo's samplers need a plain noise/velocity/sample prediction")
-
-
-def _read_json(path: Path, required: bool = True) -> dict[str, Any]:
-    """A JSON object from ``path``; {} when absent and not required."""
-    if not path.is_file():
-        if required:
-            raise WeightsError(f"{path}: missing; re-download the model")
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
-    return data
 
 
 def _unet_class():

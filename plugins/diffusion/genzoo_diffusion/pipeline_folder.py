@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from genzoo.errors import PluginMissingError, WeightsError
+from genzoo.model import read_json, safetensors_weights  # noqa: F401  (read_json re-exported)
 
 MODEL_INDEX = "model_index.json"
 SCHEDULER_CONFIG = "scheduler_config.json"
@@ -32,17 +33,9 @@ _WEIGHTS = {"diffusers": "diffusion_pytorch_model.safetensors",
             "transformers": "model.safetensors"}
 
 
-def read_json(path: Path) -> dict[str, Any]:
-    """A JSON object from ``path``, or a one-line ``WeightsError`` naming the file (the
-    diffusers-format reader, shared)."""
-    from .diffusers_format import _read_json
-    return _read_json(path)
-
-
-def components(folder: Path) -> dict[str, str]:
-    """The pipeline's components as {name: class name}, from model_index.json (entries that
-    are null, such as a removed safety checker, are left out)."""
-    index = read_json(folder / MODEL_INDEX)
+def components(index: dict[str, Any]) -> dict[str, str]:
+    """A pipeline's components as {name: class name}, from its parsed model_index.json
+    (entries that are null, such as a removed safety checker, are left out)."""
     return {k: v[1] for k, v in index.items()
             if not k.startswith("_") and isinstance(v, list) and len(v) == 2 and v[1]}
 
@@ -54,7 +47,10 @@ def load_network(folder: Path, name: str, cls_name: str) -> torch.nn.Module:
     if cls_name not in accepted:
         raise WeightsError(f"{where}: the {name} is a {cls_name}; genzoo's text-to-image "
                            f"models take {' or '.join(accepted)}")
-    variant = _check_safetensors(where, _WEIGHTS[library])
+    if not where.is_dir():
+        raise WeightsError(f"{where}: missing; re-download the model")
+    # the plain set, else the fp16/bf16 variant a --dtype fp16 download kept
+    variant = safetensors_weights(where, _WEIGHTS[library], variants=("fp16", "bf16"))
     cls = getattr(_import(library), cls_name)
     kwargs: dict[str, Any] = {"use_safetensors": True, "variant": variant}
     if library == "diffusers":
@@ -106,25 +102,6 @@ def build_network(name: str, spec: dict[str, Any]) -> torch.nn.Module:
     config_cls = getattr(_import(library), spec["class"].replace("WithProjection", "")
                          .replace("Model", "Config"))
     return cls(config_cls.from_dict(spec["config"])).eval()
-
-
-def _check_safetensors(where: Path, weights: str) -> str | None:
-    """The variant of a component's safetensors weights (None: the plain set, which is
-    preferred; "fp16" when only ``--dtype fp16`` variants were downloaded); a component without
-    safetensors weights is refused (pickle .bin is never loaded)."""
-    if (where / weights).is_file() or (where / (weights + ".index.json")).is_file():
-        return None
-    if not where.is_dir():
-        raise WeightsError(f"{where}: missing; re-download the model")
-    stem = weights.removesuffix(".safetensors")
-    for variant in ("fp16", "bf16"):
-        if (where / f"{stem}.{variant}.safetensors").is_file() or \
-                (where / f"{stem}.safetensors.index.{variant}.json").is_file():
-            return variant
-    pickle = any(where.glob("*.bin"))
-    raise WeightsError(f"{where}: no {weights}" + (
-        " (only pickle .bin weights, which genzoo never loads; convert them to safetensors)"
-        if pickle else "; re-download the model"))
 
 
 def _import(library: str) -> Any:

@@ -100,15 +100,15 @@ class TextToImageModel(GenerativeModel):
         folder = Path(folder)
         if "genzoo" in read_config(folder, required=False):
             return super().from_pretrained(folder, device=device, dtype=dtype)
-        parts = folders.components(folder)
+        index = folders.read_json(folder / folders.MODEL_INDEX)
+        parts = folders.components(index)
         for need in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             if need not in parts:
                 raise WeightsError(f"{folder}: model_index.json names no {need}; a "
                                    "text-to-image pipeline needs unet, vae, text_encoder, "
                                    "tokenizer and scheduler")
         scheduler = folders.read_json(folder / "scheduler" / folders.SCHEDULER_CONFIG)
-        index = folders.read_json(folder / folders.MODEL_INDEX)
-        model = cls(_config(index, scheduler))
+        model = cls(_config(index, parts, scheduler))
         for name, cls_name in parts.items():
             if name in folders.NETWORKS:
                 setattr(model, name, folders.load_network(folder, name, cls_name))
@@ -197,11 +197,10 @@ class TextToImageModel(GenerativeModel):
                                   (h, w), guidance)
         strength = (1.0 if mask is not None else 0.8) if strength is None else strength
         start = _first_step(steps, strength) if init is not None else 0
-        steer = self._steering(generators, init, mask, shape, start, strength)
+        steer, after_noise = self._steering(generators, init, mask, shape, strength)
         x_T = per_sample_randn(generators, shape, device=self.device, dtype=torch.float32)
-        extra = steer.pop("extra", None)
-        if extra is not None:  # the masked image's latents are drawn after the noise
-            extra = extra()
+        # the masked image's latents are drawn after the noise, as diffusers draws them
+        extra = after_noise() if after_noise is not None else None
         fn = self._unet_fn(cond, guidance, extra)
         latents = run_sampler(fn, x_T, self.schedule, sampler=sampler, steps=steps,
                               generators=generators, eta=eta, progress=progress, start=start,
@@ -237,14 +236,16 @@ class TextToImageModel(GenerativeModel):
             return uncond + guidance * (text - uncond)
         return fn
 
-    def _steering(self, generators, init, mask, shape, start: int, strength: float):
-        """The sampler's image-to-image and inpainting arguments; the random draws of the
-        init latents happen here, before the noise, in diffusers' order."""
+    def _steering(self, generators, init, mask, shape, strength: float):
+        """(the sampler's image-to-image and inpainting arguments, the draw to make after the
+        noise or None): the init latents are drawn here, before the noise, and the masked
+        image's after it, in diffusers' order; the second returns the inpainting UNet's extra
+        input channels (None for a 4-channel UNet)."""
         if init is None:
-            return {}
+            return {}, None
         image = init.to(self.device, torch.float32) * 2 - 1
         if mask is None:
-            return {"init": self.encode(image, generators)}
+            return {"init": self.encode(image, generators)}, None
         full = _binary_mask(mask.to(self.device), image.shape[-2:])
         small = torch.nn.functional.interpolate(full, size=shape[-2:])
         nine = self.unet.config.in_channels == 9
@@ -252,15 +253,14 @@ class TextToImageModel(GenerativeModel):
         if not nine or strength < 1.0:
             out["init"] = self.encode(image, generators)
         masked = image * (full < 0.5)
-        if nine:
-            # the extra channels are encoded after the noise is drawn (each generator draws
-            # its posterior sample then); the sampler noises init without a keeper mask
-            out["extra"] = lambda: torch.cat([small, self.encode(masked, generators)], dim=1)
-        else:
+        if not nine:  # the blend method; the sampler noises init without a keeper otherwise
             out.update(mask=small, mask_noise="initial")
-            # diffusers encodes the masked image even for a 4-channel UNet: its draws count
-            out["extra"] = lambda: (self.encode(masked, generators), None)[1]
-        return out
+
+        def after_noise() -> torch.Tensor | None:
+            # diffusers encodes the masked image for a 4-channel UNet too: its draws count
+            latents = self.encode(masked, generators)
+            return torch.cat([small, latents], dim=1) if nine else None
+        return out, after_noise
 
     def encode(self, images: torch.Tensor, generators=None) -> torch.Tensor:
         """Latents of images in [-1, 1]: a posterior sample per image, drawn from its own
@@ -274,24 +274,26 @@ class TextToImageModel(GenerativeModel):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] from latents in the UNet's space."""
-        cfg = self.vae.config
-        mean, std = cfg.get("latents_mean"), cfg.get("latents_std")
-        if mean is not None and std is not None:
-            mean = torch.tensor(mean).view(1, -1, 1, 1).to(z)
-            z = z * torch.tensor(std).view(1, -1, 1, 1).to(z) / cfg.scaling_factor + mean
-        else:
-            z = z / cfg.scaling_factor + (cfg.get("shift_factor") or 0.0)
+        shift, scale = self._latent_map(z)
+        z = z / scale + shift
         image = self.vae.decode(z.to(self._vae_dtype()), return_dict=False)[0].float()
         return (image / 2 + 0.5).clamp(0, 1)
 
     def _to_model_space(self, z: torch.Tensor) -> torch.Tensor:
         """Autoencoder latents scaled (and shifted) into the space the UNet was trained on."""
+        shift, scale = self._latent_map(z)
+        return (z - shift) * scale
+
+    def _latent_map(self, like: torch.Tensor):
+        """(shift, scale) with UNet latents = (autoencoder latents - shift) * scale: per
+        channel from ``latents_mean``/``latents_std`` where the autoencoder records them,
+        else its shift and scaling factors."""
         cfg = self.vae.config
         mean, std = cfg.get("latents_mean"), cfg.get("latents_std")
         if mean is not None and std is not None:
-            mean = torch.tensor(mean).view(1, -1, 1, 1).to(z)
-            return (z - mean) * cfg.scaling_factor / torch.tensor(std).view(1, -1, 1, 1).to(z)
-        return (z - (cfg.get("shift_factor") or 0.0)) * cfg.scaling_factor
+            return (torch.tensor(mean).view(1, -1, 1, 1).to(like),
+                    cfg.scaling_factor / torch.tensor(std).view(1, -1, 1, 1).to(like))
+        return cfg.get("shift_factor") or 0.0, cfg.scaling_factor
 
     def _vae_dtype(self) -> torch.dtype:
         return next(self.vae.parameters()).dtype
@@ -331,13 +333,12 @@ class TextToImageModel(GenerativeModel):
         return save_lora(self, folder)
 
 
-def _config(index: dict[str, Any], scheduler: dict[str, Any]) -> dict[str, Any]:
+def _config(index: dict[str, Any], parts: dict[str, str],
+            scheduler: dict[str, Any]) -> dict[str, Any]:
     """The model config: the pipeline's class, components and scheduler (the schedule), the
     default sampler its scheduler class picks."""
     return {"pipeline": index.get("_class_name", "StableDiffusionPipeline"),
-            "components": {k: v[1] for k, v in index.items()
-                           if not k.startswith("_") and isinstance(v, list) and len(v) == 2
-                           and v[1]},
+            "components": parts,
             "force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True),
             "scheduler": {k: v for k, v in scheduler.items() if k != "_diffusers_version"},
             "default_sampler": default_sampler(scheduler)}

@@ -20,27 +20,15 @@ VOCAB_SIZE = 49408
 _MERGES = VOCAB_SIZE - 256 - 256 - 2
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2/CLIP's reversible map from bytes to printable characters."""
-    bs = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-          + list(range(ord("®"), ord("ÿ") + 1)))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def write_clip_tokenizer(folder: Path, pad_token: str = "<|endoftext|>") -> Path:
     """Write CLIP's tokenizer (vocab.json, merges.txt and transformers' files) into ``folder``
     (SD 1.x pads with <|endoftext|>, SD 2.x and SDXL's second tokenizer with "!")."""
     import open_clip
+    from open_clip.tokenizer import bytes_to_unicode
     from transformers import CLIPTokenizer
     bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
     merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1:_MERGES + 1]
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
     folder.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from genzoo.errors import OptionError, PluginMissingError, WeightsError
-from genzoo.model import CONFIG_NAME, GenerativeModel
+from genzoo.model import CONFIG_NAME, GenerativeModel, read_json, safetensors_weights
 from genzoo.options import Option
 from genzoo.samples import Samples
 from genzoo.seeding import check_seed, per_sample_randn, sample_generators
@@ -230,7 +230,7 @@ class AutoencoderKLModel(GenerativeModel):
     def from_pretrained(cls, folder, device="auto", dtype="auto") -> "AutoencoderKLModel":
         """Load a diffusers AutoencoderKL folder (or a genzoo folder saved from one)."""
         folder = Path(folder)
-        config = _read_json(folder / CONFIG_NAME, required=False)
+        config = read_json(folder / CONFIG_NAME, required=False)
         if "genzoo" in config:
             return super().from_pretrained(folder, device=device, dtype=dtype)
         vae = load_diffusers_vae(folder, config)
@@ -248,12 +248,7 @@ def load_diffusers_vae(folder: Path, config: dict[str, Any]) -> torch.nn.Module:
     if name != VAE_CLASS:
         raise WeightsError(f"{folder}: config.json describes {name or 'no diffusers class'}, "
                            f"not an {VAE_CLASS}")
-    if not ((folder / VAE_WEIGHTS).is_file()
-            or (folder / (VAE_WEIGHTS + ".index.json")).is_file()):
-        pickle = any(folder.glob("*.bin"))
-        raise WeightsError(f"{folder}: no {VAE_WEIGHTS}" + (
-            " (only pickle .bin weights, which genzoo never loads; convert them to "
-            "safetensors)" if pickle else "; re-download the model"))
+    safetensors_weights(folder, VAE_WEIGHTS)
     cls = _vae_class()
     from safetensors import SafetensorError
     try:
@@ -329,21 +324,6 @@ def _provenance(model: GenerativeModel, opts: dict[str, Any]) -> dict[str, Any]:
     """Options as a sample's provenance records them (images by their sha256)."""
     from genzoo.batching import provenance
     return provenance(model.options(), opts)
-
-
-def _read_json(path: Path, required: bool = True) -> dict[str, Any]:
-    """A JSON object from ``path``; {} when absent and not required."""
-    if not path.is_file():
-        if required:
-            raise WeightsError(f"{path}: missing; re-download the model")
-        return {}
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise WeightsError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise WeightsError(f"{path}: expected a JSON object")
-    return data
 
 
 def _vae_class():
