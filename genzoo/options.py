@@ -17,8 +17,15 @@ from genzoo.errors import OptionError
 #: The value types an option may declare. ``any`` accepts what JSON or YAML can say;
 #: ``callable`` is an API-only hook (a streaming callback) that the CLI never offers;
 #: ``image`` is a (N, C, H, W) or (C, H, W) float tensor in [0, 1] (the CLI reads a picture
-#: or a folder of them, converted to the model's shape).
-TYPES = ("int", "float", "str", "bool", "any", "callable", "image")
+#: or a folder of them, converted to the model's shape). ``strs`` is a string or a list of
+#: strings (a repeated CLI flag gives a list); ``json`` is a JSON document (lists, objects,
+#: strings, numbers, booleans, null; nested at most ``JSON_DEPTH`` deep) whose CLI text is
+#: inline JSON or the path of a ``.json`` file (only the command line reads files).
+TYPES = ("int", "float", "str", "bool", "any", "callable", "image", "strs", "json")
+#: How deeply a ``json`` option's value may nest (a bound on work, not on honest use).
+JSON_DEPTH = 32
+#: The largest ``.json`` file a ``json`` option reads from the command line.
+JSON_FILE_BYTES = 16 * 1024 * 1024
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -134,7 +141,34 @@ class Option:
                 return self.parse(json.loads(text))
             except ValueError:
                 return self.parse(text)
+        if self.type == "json":
+            return self.parse(self._read_json_text(text))
         return self.parse(text)
+
+    def _read_json_text(self, text: str) -> Any:
+        """A ``json`` option's command-line text: inline JSON (``[...]``, ``{...}``) or the
+        path of a JSON file; a missing, unreadable or malformed file is a one-line error."""
+        from pathlib import Path
+        inline = text.lstrip()[:1] in ("[", "{")
+        where = "inline JSON" if inline else text
+        if not inline:
+            path = Path(text).expanduser()
+            try:
+                if path.stat().st_size > JSON_FILE_BYTES:
+                    raise OptionError(f"option {self.flag}: {text} is larger than "
+                                      f"{JSON_FILE_BYTES // 2**20} MiB")
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as e:
+                reason = getattr(e, "strerror", None) or "not UTF-8 text"
+                raise OptionError(f"option {self.flag} takes a .json file or inline JSON; "
+                                  f"cannot read {where}: {reason}") from None
+        try:
+            return json.loads(text)
+        except RecursionError:
+            raise OptionError(f"option {self.flag}: {where} nests too deeply") from None
+        except ValueError as e:
+            raise OptionError(f"option {self.flag}: {where} is not valid JSON "
+                              f"({str(e).splitlines()[0]})") from None
 
     def describe_range(self) -> str:
         """``"between 0 and 2"``, ``">= 1"`` or ``"any number"``, for messages and help."""
@@ -149,7 +183,9 @@ class Option:
     def _bad(self, value: Any) -> OptionError:
         want = {"int": "a whole number", "float": "a number", "bool": "true or false",
                 "str": "a string of valid UTF-8 text", "any": "a value",
-                "image": "images"}[self.type]
+                "image": "images", "strs": "a string or a list of strings",
+                "json": f"JSON (lists, objects, strings, numbers, booleans, null; at most "
+                        f"{JSON_DEPTH} levels deep)"}[self.type]
         if self.type in ("int", "float") and (self.min is not None or self.max is not None):
             want += f" {self.describe_range()}"
         shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:80] + "..."
@@ -171,13 +207,13 @@ def _convert(kind: str, value: Any) -> Any:
     if kind == "any":
         return value
     if kind == "str":
-        if not isinstance(value, str):
-            return _INVALID
-        try:  # undecodable bytes from the terminal arrive as lone surrogates
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return _INVALID
-        return value
+        return value if _utf8_text(value) else _INVALID
+    if kind == "strs":
+        if isinstance(value, (list, tuple)):
+            return list(value) if all(_utf8_text(v) for v in value) else _INVALID
+        return value if _utf8_text(value) else _INVALID
+    if kind == "json":
+        return value if _json_document(value, JSON_DEPTH) else _INVALID
     if kind == "bool":
         if isinstance(value, bool):
             return value
@@ -196,6 +232,36 @@ def _convert(kind: str, value: Any) -> Any:
             return int(value)
         return value if isinstance(value, int) else _INVALID
     return float(value) if isinstance(value, (int, float)) else _INVALID
+
+
+def _utf8_text(value: Any) -> bool:
+    """True for a ``str`` that encodes as UTF-8 (undecodable bytes from the terminal arrive
+    as lone surrogates, which would fail later, far from their cause)."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_document(value: Any, depth: int) -> bool:
+    """True when ``value`` is what JSON can say (string keys, finite numbers), nested at most
+    ``depth`` levels; iterative checks would be longer and the depth already bounds recursion."""
+    if value is None or isinstance(value, (bool, int)):
+        return True
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return _utf8_text(value)
+    if depth <= 0:
+        return False
+    if isinstance(value, (list, tuple)):
+        return all(_json_document(v, depth - 1) for v in value)
+    if isinstance(value, dict):
+        return all(_utf8_text(k) and _json_document(v, depth - 1) for k, v in value.items())
+    return False
 
 
 def _num(x: float) -> str:
@@ -296,7 +362,7 @@ def parse_flags(args: Iterable[str], schema: Mapping[str, Option], owner: str,
     """Model option flags left over by click (``--steps 20 --no-ema --top-p=0.9``) read against
     ``schema``: ``--name VALUE`` or ``--name=VALUE``, ``--flag`` / ``--no-flag`` for bools; a
     per-sample text option given more than once (``--prompt A --prompt B``) takes one text per
-    sample."""
+    sample, and a ``strs`` option given more than once (``--stop A --stop B``) a list."""
     by_flag = {o.flag: o for o in schema.values() if o.type != "callable"}
     args = list(args)
     out: dict[str, Any] = {}
@@ -322,8 +388,8 @@ def parse_flags(args: Iterable[str], schema: Mapping[str, Option], owner: str,
         else:
             raise OptionError(f"option {opt.flag} needs a value")
         parsed = opt.parse_text(value, read_image)
-        if opt.name in out and opt.per_sample and opt.type == "str":
-            # --prompt A --prompt B: one value per sample, in order
+        if opt.name in out and (opt.type == "strs" or (opt.per_sample and opt.type == "str")):
+            # --prompt A --prompt B: one value per sample, in order; --stop A --stop B: a list
             before = out[opt.name]
             parsed = (before if isinstance(before, list) else [before]) + [parsed]
         out[opt.name] = parsed

@@ -128,3 +128,52 @@ def test_per_sample_text_keeps_commas_and_repeats_give_one_per_sample():
     assert parse_flags(["--label", "3,1"], schema, "m") == {"label": [3, 1]}
     # a repeated option that is not per-sample text: the last one wins, as before
     assert parse_flags(["--label", "3", "--label", "4"], schema, "m") == {"label": 4}
+
+
+STRS = Option("stop", "strs", None, "strings that end a sample")
+DOC = Option("messages", "json", None, "a conversation")
+
+
+def test_strs_takes_a_string_or_a_list_of_strings_only():
+    assert STRS.parse("END") == "END"
+    assert STRS.parse(["a", "b"]) == ["a", "b"] and STRS.parse(("a",)) == ["a"]
+    assert STRS.parse([]) == [] and STRS.parse(None) is None
+    assert STRS.parse_text("[\"a\"]") == "[\"a\"]"  # CLI text is taken as it is, never JSON
+    for bad in (5, [5], True, [["x"]], {"a": "b"}, ["ok", None], 1.5, ["\udcff"]):
+        with pytest.raises(OptionError) as e:
+            STRS.parse(bad)
+        assert "a string or a list of strings" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_repeated_strs_flag_gives_a_list():
+    schema = {"stop": STRS}
+    assert parse_flags(["--stop", "a"], schema, "m") == {"stop": "a"}
+    assert parse_flags(["--stop", "a, b", "--stop=\n\n", "--stop", "c"], schema, "m") == \
+        {"stop": ["a, b", "\n\n", "c"]}
+
+
+def test_json_option_reads_inline_json_or_a_file_on_the_command_line(tmp_path):
+    convo = [{"role": "user", "content": "hi"}]
+    assert DOC.parse(convo) == convo
+    assert DOC.parse_text(' [{"role": "user", "content": "hi"}]') == convo
+    path = tmp_path / "chat.json"
+    path.write_text('[{"role": "user", "content": "hi"}]')
+    assert DOC.parse_text(str(path)) == convo
+    assert parse_flags(["--messages", str(path)], {"messages": DOC}, "m") == {"messages": convo}
+    (tmp_path / "bad.json").write_text("[{")
+    for text, needle in ((str(tmp_path / "none.json"), "cannot read"),
+                         (str(tmp_path / "bad.json"), "not valid JSON"),
+                         ("[" * 50_000, "nests too deeply")):
+        with pytest.raises(OptionError, match=needle) as e:
+            DOC.parse_text(text)
+        assert "\n" not in str(e.value)
+
+
+def test_json_option_refuses_what_json_cannot_say_and_deep_nesting():
+    deep: list = []
+    for _ in range(40):
+        deep = [deep]
+    for bad in (math.nan, {1: "x"}, object(), deep, b"x"):
+        with pytest.raises(OptionError, match="JSON"):
+            DOC.parse(bad)
+    assert DOC.parse({"a": [1, 2.5, True, None, "s"]}) == {"a": [1, 2.5, True, None, "s"]}

@@ -60,6 +60,10 @@ def bad_values(opt, declared: bool) -> tuple[list[Any], list[Any]]:
             must.append(hi + 1)
     elif kind == "bool":
         must.append("not-a-bool")
+    elif kind == "strs":
+        must.append([5])
+    elif kind == "json":
+        must.append(math.nan)
     if choices:
         numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in choices)
         must.append(max(choices) + 1 if numeric else "genzoo-no-such-choice")
@@ -218,8 +222,10 @@ def varied_values(opt, image_values: list[Any] | None = None) -> list[Any]:
     """Values of ``opt`` other than its default and within its declared range, cheapest
     first (small step counts before large ones): other choices, the flipped bool, the
     bounds and halves/doubles of a number, a short text, image stacks (``image_values``). Empty
-    for what the kit cannot vary (``any``, callables) or what is declared inert."""
-    if not getattr(opt, "affects_output", True) or opt.type in ("any", "callable"):
+    for what the kit cannot vary (``any``, ``strs``, ``json``, callables) or what is declared
+    inert."""
+    if not getattr(opt, "affects_output", True) or \
+            opt.type in ("any", "callable", "strs", "json"):
         return []
     if opt.choices:
         return [c for c in opt.choices if c != opt.default]

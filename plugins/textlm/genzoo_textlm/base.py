@@ -38,7 +38,7 @@ class TextLM(GenerativeModel):
         Option("top_k", "int", None, "keep the k most likely tokens", min=1),
         Option("top_p", "float", None, "keep the smallest set of tokens holding this mass",
                min=1e-6, max=1.0),
-        Option("stop", "any", None, "a string (or list) that ends a sample"),
+        Option("stop", "strs", None, "a string that ends a sample (repeat the flag for several)"),
         Option("stream", "callable", None, "API only: receives the text piece by piece (n=1)"),
         Option("batch_size", "int", 16, "samples generated together", min=1),
     )
