@@ -111,6 +111,30 @@ class GenerativeModel(nn.Module):
         images or a list of strings for text."""
         raise NotImplementedError
 
+    #: Whether the model offers step-by-step sampling (the three methods below), so that a
+    #: server can run concurrent requests' samples as one batch that they join and leave
+    #: between steps (continuous batching). Read from the class; core never asks the family.
+    supports_stepping: ClassVar[bool] = False
+
+    def start_sequence(self, generator: torch.Generator, **options: Any) -> Any:
+        """Optional (``supports_stepping``): begin ONE sample drawn from ``generator`` with
+        checked options (``plan_sampling``'s ``opts``, without ``stream``), run its first
+        unit (e.g. a prompt's prefill and first token) and return its state. A state has
+        ``done`` (bool), ``take_piece()`` (the output since the last call, for streaming) and
+        ``stop()`` (end it now, freeing its memory). The sample equals row 0 of
+        ``generate([generator], **options)``, whatever it was stepped with."""
+        raise NotImplementedError
+
+    def step_sequences(self, states: list[Any]) -> None:
+        """Optional: advance every state of ``states`` that is not done by one unit, in one
+        batched call; states started at different times may be mixed freely."""
+        raise NotImplementedError
+
+    def collect_sequences(self, states: list[Any], meta: dict[str, Any]) -> Samples:
+        """Optional: the finished ``states`` of one request as ``Samples`` with ``meta``
+        (plus what the family records per sample)."""
+        raise NotImplementedError
+
     def training_loss(self, batch: Any) -> torch.Tensor:
         """The scalar loss of one batch (families with one optimizer)."""
         raise NotImplementedError

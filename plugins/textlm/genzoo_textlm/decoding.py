@@ -1,0 +1,223 @@
+"""Step-by-step decoding: many requests' sequences advanced together, one token per step.
+
+This is genzoo's optional stepping contract (``GenerativeModel.start_sequence`` /
+``step_sequences``) for the text LMs. Each sequence owns its key/value cache, its generator
+and its stopping rules; a step stacks every live sequence's last token and runs ONE forward
+over the batch, so a server can admit a request between two steps and retire another as soon
+as it ends (continuous batching).
+
+Exactness: a sequence's tokens are picked with ``sampling.pick_tokens`` on its own row and
+generator, and ended by the same rules as ``sampling.generate_ids`` (an end id, ``on_token``,
+``max_new_tokens``), so it gets the tokens it would get alone, up to the float rounding of a
+batched matmul:
+
+* the native GPT uses *ragged* attention: the projections and MLPs run batched, attention
+  runs per row against that row's own cache (no padding, no mask: the same kernel call as an
+  unbatched step);
+* a transformers model runs with its caches *left-padded* to a common length, a 0/1 attention
+  mask and per-row ``position_ids``; the padded keys are masked out, so each row sees exactly
+  its own past.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .sampling import pick_tokens
+
+OnToken = Callable[[list[int]], bool]
+
+
+class TokenSequence:
+    """One sequence's decoding state at the level of token ids.
+
+    ``ids`` are the new tokens so far; ``done`` and ``finish_reason`` ("stop": an end id or
+    ``on_token`` said so; "length": ``max_new_tokens`` reached) say whether it ended.
+    ``next_id`` is the token the next step feeds (None when done); ``cache`` belongs to the
+    model's stepper."""
+
+    def __init__(self, prompt_ids: list[int], generator: torch.Generator, max_new_tokens: int,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 end_ids: Sequence[int] = (), on_token: OnToken | None = None):
+        self.prompt_ids = list(prompt_ids)
+        self.generator, self.max_new_tokens = generator, max_new_tokens
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+        self.end_ids, self.on_token = frozenset(int(i) for i in end_ids), on_token
+        self.ids: list[int] = []
+        self.done, self.finish_reason = False, None
+        self.next_id: int | None = None
+        self.cache: Any = None
+
+    def accept(self, logits: torch.Tensor) -> None:
+        """Pick the next token from this row's (1, V) logits and apply the stopping rules, in
+        the order ``sampling.generate_ids`` applies them."""
+        tok = pick_tokens(logits, [self.generator], [True], self.temperature, self.top_k,
+                          self.top_p)[0]
+        self.next_id = None
+        if tok in self.end_ids:
+            self.done, self.finish_reason = True, "stop"
+            return
+        self.ids.append(tok)
+        if self.on_token is not None and self.on_token(self.ids):
+            self.done, self.finish_reason = True, "stop"
+        elif len(self.ids) >= self.max_new_tokens:
+            self.done, self.finish_reason = True, "length"
+        else:
+            self.next_id = tok
+
+    def stop(self, reason: str = "cancelled") -> None:
+        """End the sequence now (its request was cancelled) and free its cache."""
+        self.done, self.finish_reason, self.next_id, self.cache = True, reason, None, None
+
+
+def stepper_for(model: Any) -> "GPTStepper | HFStepper":
+    """The stepper of a text LM: ragged attention for the native GPT, padded caches for a
+    transformers model (told apart by what the model holds, not by its name)."""
+    if hasattr(model, "hf"):
+        return HFStepper(model.hf)
+    return GPTStepper(model)
+
+
+def start(stepper: "GPTStepper | HFStepper", seq: TokenSequence) -> TokenSequence:
+    """Prefill ``seq``'s prompt alone and pick its first token."""
+    seq.accept(stepper.prefill(seq))
+    if seq.done:
+        seq.cache = None
+    return seq
+
+
+def step(stepper: "GPTStepper | HFStepper", seqs: Sequence[TokenSequence]) -> None:
+    """Advance every live sequence of ``seqs`` by one token with one batched forward."""
+    live = [s for s in seqs if not s.done and s.next_id is not None]
+    if not live:
+        return
+    logits = stepper.step(live)
+    for i, s in enumerate(live):
+        s.accept(logits[i:i + 1])
+        if s.done:
+            s.cache = None  # memory goes back at once, not when the request is collected
+
+
+# ---- the native GPT: ragged attention over per-sequence caches ------------------------------
+class GPTStepper:
+    """Batched steps of ``gpt.GPT`` over per-sequence ``KVCache``s (batch 1 each). When a
+    sequence's context is full its cache restarts from its last ``n_positions // 2`` tokens,
+    as ``model._CachedDecoder`` does, alone (a rare, one-off re-read)."""
+
+    def __init__(self, model: Any):
+        self.model, self.n = model, model.gpt_config.n_positions
+
+    def _restart(self, seq: TokenSequence, ids: list[int]) -> torch.Tensor:
+        seq.cache = self.model.new_cache(1)
+        x = torch.tensor([ids], dtype=torch.long, device=self.model.device)
+        return self.model(x, seq.cache, last_only=True)[:, -1]
+
+    def prefill(self, seq: TokenSequence) -> torch.Tensor:
+        """(1, V) logits after the prompt (its last ``n_positions`` tokens)."""
+        return self._restart(seq, seq.prompt_ids[-self.n:])
+
+    def step(self, seqs: Sequence[TokenSequence]) -> torch.Tensor:
+        """(B, V) next-token logits after feeding each sequence its ``next_id``."""
+        out: list[torch.Tensor | None] = [None] * len(seqs)
+        batch = []
+        for i, s in enumerate(seqs):
+            if s.cache.pos >= self.n:
+                out[i] = self._restart(s, (s.prompt_ids + s.ids)[-max(1, self.n // 2):])[0]
+            else:
+                batch.append(i)
+        if batch:
+            logits = self._forward([seqs[i] for i in batch])
+            for j, i in enumerate(batch):
+                out[i] = logits[j]
+        return torch.stack(out)  # type: ignore[arg-type]
+
+    def _forward(self, seqs: Sequence[TokenSequence]) -> torch.Tensor:
+        m, dev = self.model, self.model.device
+        t = m.transformer
+        idx = torch.tensor([[s.next_id] for s in seqs], dtype=torch.long, device=dev)
+        pos = torch.tensor([[s.cache.pos] for s in seqs], dtype=torch.long, device=dev)
+        x = t.drop(t.wte(idx) + t.wpe(pos))
+        for block in t.h:
+            x = x + _ragged_attention(block.attn, block.ln_1(x), [s.cache for s in seqs])
+            x = x + block.mlp(block.ln_2(x))
+        for s in seqs:
+            s.cache.pos += 1
+        return m.lm_head(t.ln_f(x))[:, -1]
+
+
+def _ragged_attention(attn: Any, x: torch.Tensor, caches: list[Any]) -> torch.Tensor:
+    """``gpt.CausalSelfAttention`` for one new token per row, row i attending to its own
+    cache: the projections batched, the attention per row (as an unbatched step computes it)."""
+    B, T, C = x.shape
+    q, k, v = attn.c_attn(x).split(C, dim=2)
+    q, k, v = (u.view(B, T, attn.n_head, C // attn.n_head).transpose(1, 2) for u in (q, k, v))
+    rows = []
+    for i, cache in enumerate(caches):
+        keys, values = cache.update(attn.layer_idx, k[i:i + 1], v[i:i + 1])
+        rows.append(F.scaled_dot_product_attention(q[i:i + 1], keys, values, scale=attn.scale))
+    y = torch.cat(rows).transpose(1, 2).reshape(B, T, C)
+    return attn.resid_dropout(attn.c_proj(y))
+
+
+# ---- transformers: left-padded caches, a mask and per-row positions ------------------------
+class HFStepper:
+    """Batched steps of a transformers causal LM. Each sequence keeps its own keys/values
+    ((1, heads, length, dim) per layer); a step left-pads them to the longest, masks the
+    padding and gives each row its own position, then keeps each row's new key/value."""
+
+    def __init__(self, hf: Any):
+        import inspect
+        self.hf = hf
+        # the argument is ``cache`` in newer transformers, ``past_key_values`` before
+        self.key = "cache" if "cache" in inspect.signature(hf.forward).parameters \
+            else "past_key_values"
+
+    def _run(self, ids: torch.Tensor, cache: Any = None, **kw: Any):
+        out = self.hf(input_ids=ids, use_cache=True, **{self.key: cache}, **kw)
+        return out.logits[:, -1], _layers(getattr(out, self.key))
+
+    def prefill(self, seq: TokenSequence) -> torch.Tensor:
+        """(1, V) logits after the prompt, as ``transformers_format._HFDecoder.prefill``."""
+        x = torch.tensor([seq.prompt_ids], dtype=torch.long, device=self.hf.device)
+        logits, seq.cache = self._run(x)
+        return logits
+
+    def step(self, seqs: Sequence[TokenSequence]) -> torch.Tensor:
+        """(B, V) next-token logits after feeding each sequence its ``next_id``."""
+        from transformers import DynamicCache
+        dev = self.hf.device
+        lengths = [s.cache[0][0].size(2) for s in seqs]
+        longest = max(lengths)
+        cache = DynamicCache()
+        for layer in range(len(seqs[0].cache)):
+            k = torch.cat([_pad_left(s.cache[layer][0], longest) for s in seqs])
+            v = torch.cat([_pad_left(s.cache[layer][1], longest) for s in seqs])
+            cache.update(k, v, layer)
+        mask = torch.zeros(len(seqs), longest + 1, dtype=torch.long, device=dev)
+        for i, n in enumerate(lengths):
+            mask[i, longest - n:] = 1
+        ids = torch.tensor([[s.next_id] for s in seqs], dtype=torch.long, device=dev)
+        pos = torch.tensor([[n] for n in lengths], dtype=torch.long, device=dev)
+        logits, layers = self._run(ids, cache, attention_mask=mask, position_ids=pos)
+        for i, s in enumerate(seqs):
+            s.cache = [(torch.cat([k0, k[i:i + 1, :, -1:]], 2),
+                        torch.cat([v0, v[i:i + 1, :, -1:]], 2))
+                       for (k0, v0), (k, v) in zip(s.cache, layers)]
+        return logits
+
+
+def _pad_left(t: torch.Tensor, length: int) -> torch.Tensor:
+    """(1, H, n, D) -> (1, H, length, D), zeros first (masked out by the attention mask)."""
+    n = t.size(2)
+    return t if n == length else F.pad(t, (0, 0, length - n, 0))
+
+
+def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per-layer (keys, values) of a transformers cache, whichever cache API it has."""
+    if hasattr(cache, "layers"):  # transformers >= 4.56
+        return [(layer.keys, layer.values) for layer in cache.layers]
+    if hasattr(cache, "key_cache"):
+        return list(zip(cache.key_cache, cache.value_cache))
+    return [(k, v) for k, v, *_ in cache]  # the legacy tuple of tuples
