@@ -126,13 +126,9 @@ class App:
                              "rss_mib": _rss_mib()})
 
     async def models(self, request: Request) -> Response:
-        def listing() -> list[dict[str, Any]]:
-            from genzoo.api import list_models, model_status
-            served = set(self.pool.names())
-            return [{**c.to_dict(), **model_status(c)} for c in list_models()
-                    if c.name in served]
-        return JSONResponse(json.loads(json.dumps(await run_in_threadpool(listing),
-                                                  default=str)))
+        """OpenAI's model list; each entry's "genzoo" key holds genzoo's card fields (H3)."""
+        from genzoo.serve.openai_api import model_list
+        return await model_list(self, request)
 
     async def model(self, request: Request) -> Response:
         name = self.pool.check(request.path_params["name"])
@@ -326,6 +322,7 @@ def create_app(config: ServeConfig) -> Starlette | BearerAuth:
               Route("/v1/models", state.models),
               Route("/v1/models/{name:path}/samples", state.samples, methods=["POST"]),
               Route("/v1/models/{name:path}", state.model)]
+    routes += __import__("genzoo.serve.openai_api", fromlist=["_"]).openai_routes(state)  # H3
 
     async def on_genzoo_error(request: Request, e: Exception) -> Response:
         assert isinstance(e, GenzooError)  # the handler is registered for GenzooError only

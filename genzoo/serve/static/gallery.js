@@ -223,9 +223,10 @@ async function main() {
     const root = document.getElementById("models");
     root.replaceChildren();
     try {
-      const models = await getJSON("/v1/models");
+      // GET /v1/models answers in OpenAI's list shape: {"object": "list", "data": [{"id", ...}]}
+      const models = (await getJSON("/v1/models")).data;
       for (const m of models) {
-        root.appendChild(modelCard(await getJSON("/v1/models/" + encodeURIComponent(m.name))));
+        root.appendChild(modelCard(await getJSON("/v1/models/" + encodeURIComponent(m.id))));
       }
       status.textContent = models.length + " models";
     } catch (e) {

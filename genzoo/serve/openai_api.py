@@ -1,0 +1,394 @@
+"""OpenAI's API beside genzoo's own routes, so the clients people already use (the ``openai``
+package, LangChain, curl scripts) talk to ``genzoo serve`` unchanged (docs/openai.md).
+
+    GET  /v1/models               the served models in OpenAI's list shape
+    POST /v1/chat/completions     models that take ``messages`` (a chat template)
+    POST /v1/completions          text models that take a ``prompt`` string
+    POST /v1/images/generations   models that draw images (b64_json PNGs)
+
+Each request is translated into genzoo's own sampling body and goes through the same path as
+``POST /v1/models/{name}/samples`` (``App._plan``: the limits, the option checks, the queue,
+its deadline and cancellation), so nothing here calls a model itself. Which models a route
+serves is read from what each model declares (its options schema and served formats), never
+from a family name. Errors use OpenAI's shape ``{"error": {message, type, param, code}}``.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import re
+import secrets
+import time
+import uuid
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+from pydantic import BaseModel, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from genzoo.errors import GenzooError
+from genzoo.samples import Samples
+from genzoo.serve import schemas as S
+from genzoo.serve.app import App, _Error, _read_json, _status_of, model_info_of
+from genzoo.serve.queue import Cancelled, Job, QueueFull
+
+log = logging.getLogger("genzoo.serve.openai")
+Handler = Callable[[Request], Awaitable[Response]]
+#: OpenAI's error type for each status genzoo answers with.
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+          499: "invalid_request_error", 503: "server_error", 504: "timeout"}
+_CODES = {404: "model_not_found", 413: "request_too_large", 503: "overloaded", 504: "timeout"}
+
+
+class OpenAIError(Exception):
+    """A request error answered in OpenAI's shape with ``status``, naming ``param``."""
+
+    def __init__(self, status: int, message: str, param: str | None = None):
+        super().__init__(message)
+        self.status, self.param = status, param
+
+
+def openai_error(status: int, message: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> JSONResponse:
+    """``{"error": {"message", "type", "param", "code"}}`` with ``status`` (one line)."""
+    line = " ".join(str(message).split())[:500]
+    body = S.ErrorResponse(error=S.ErrorDetail(message=line, type=_TYPES.get(status, "server_error"),
+                                               param=param, code=_CODES.get(status)))
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+def _error_of(e: BaseException) -> JSONResponse:
+    """The OpenAI-shaped answer to anything a handler raised (a 500 only for a bug)."""
+    if isinstance(e, OpenAIError):
+        return openai_error(e.status, str(e), e.param)
+    if isinstance(e, ValidationError):
+        first = e.errors()[0]
+        param = ".".join(str(p) for p in first["loc"]) or None
+        return openai_error(400, f"{param or 'body'}: {first['msg']}", param)
+    if isinstance(e, QueueFull):
+        return openai_error(503, str(e), headers={"Retry-After": str(e.retry_after)})
+    if isinstance(e, GenzooError):
+        status = _status_of(e)
+        return openai_error(400 if status == 422 else status, str(e),
+                            "model" if status == 404 else None)
+    if isinstance(e, _Error):
+        return openai_error(e.status, str(e), headers=e.headers)
+    if isinstance(e, HTTPException):
+        return openai_error(e.status_code, e.detail or "error")
+    log.error("internal error in an OpenAI route", exc_info=e)
+    return openai_error(500, "internal server error (the server log has the details)")
+
+
+def _openai_errors(handler: Handler) -> Handler:
+    """Answer whatever ``handler`` raises in OpenAI's error shape."""
+    @functools.wraps(handler)
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except Exception as e:  # noqa: BLE001 - every failure becomes an OpenAI error body
+            return _error_of(e)
+    return wrapped
+
+
+async def model_list(state: App, request: Request) -> Response:
+    """``GET /v1/models``: OpenAI's list; each entry's ``genzoo`` key holds the card fields and
+    status ``genzoo list --json`` prints for that model."""
+    def listing() -> S.ModelList:
+        from genzoo.api import list_models, model_status
+        served = set(state.pool.names())
+        cards = [json.loads(json.dumps({**c.to_dict(), **model_status(c)}, default=str))
+                 for c in list_models() if c.name in served]
+        created = int(state.started)
+        return S.ModelList(data=[S.ModelEntry(id=c["name"], created=created, genzoo=c)
+                                 for c in cards])
+    return JSONResponse((await run_in_threadpool(listing)).model_dump())
+
+
+class _Routes:
+    """The OpenAI handlers over one ``App`` (its pool, limits and queue)."""
+
+    def __init__(self, state: App):
+        self.state = state
+        self._serving: dict[str, dict[str, Any]] = {}
+
+    # ---- what a model serves ---------------------------------------------------------------
+    def _model(self, name: str, route: str) -> tuple[Any, dict[str, Any]]:
+        """The loaded model and its options schema, if it serves ``route`` (from what it
+        declares: ``messages`` -> chat; a ``prompt`` string and text out -> completions;
+        images out -> images), else a 400 naming the route that would."""
+        name = self.state.pool.check(name)
+        model = self.state.pool.get(name)
+        options = model.options()
+        if name not in self._serving:
+            self._serving[name] = model_info_of(name)["serving"]
+        images = "png" in self._serving[name]["formats"]
+        prompt = "prompt" in options and options["prompt"].type == "str"
+        serves = {"chat": "messages" in options, "completions": prompt and not images,
+                  "images": images}
+        if not serves[route]:
+            other = [r for r, ok in serves.items() if ok]
+            where = f"; it serves /v1/{'/'.join(other[:1])}" if other else ""
+            raise OpenAIError(400, f"model {name!r} does not serve /v1/{route}{where}", "model")
+        return model, options
+
+    def _text_body(self, req: S._Sampling, options: dict[str, Any],
+                   extra: dict[str, Any]) -> dict[str, Any]:
+        """genzoo's sampling body for a chat or completion request."""
+        if req.stream and req.n != 1:
+            raise OpenAIError(400, "stream: true takes n = 1", "n")
+        if req.logprobs:
+            raise OpenAIError(400, "logprobs are not served by genzoo", "logprobs")
+        limit = self.state.config.limits.max_new_tokens
+        default = options["max_new_tokens"].default if "max_new_tokens" in options else None
+        tokens = getattr(req, "max_completion_tokens", None) or req.max_tokens
+        opts: dict[str, Any] = {**extra, "max_new_tokens": tokens or
+                                (min(default, limit) if isinstance(default, int) else None)}
+        for key in ("temperature", "top_p", "stop"):
+            if getattr(req, key) is not None:
+                opts[key] = getattr(req, key)
+        opts = {k: v for k, v in opts.items() if v is not None}
+        seed = req.seed if req.seed is not None else secrets.randbelow(2 ** 31)
+        return {"n": req.n, "seed": seed, "options": opts, "format": "json",
+                "stream": req.stream}
+
+    # ---- the routes ---------------------------------------------------------------------
+    async def chat(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``."""
+        req = S.ChatCompletionRequest.model_validate(await self._json(request))
+        if req.tools or req.functions:
+            raise OpenAIError(400, "tools and functions are not served by genzoo", "tools")
+        if not req.messages:
+            raise OpenAIError(400, "messages must hold at least one message", "messages")
+        model, options = await run_in_threadpool(self._model, req.model, "chat")
+        messages = [{"role": "system" if m.role == "developer" else m.role,
+                     "content": m.content if isinstance(m.content, str) else
+                     "".join(p.text for p in m.content or [])} for m in req.messages]
+        body = self._text_body(req, options, {"messages": messages})
+        return await self._text(request, req, body, chat=True, skip=0)
+
+    async def completions(self, request: Request) -> Response:
+        """``POST /v1/completions``: the continuation (after the prompt, unless ``echo``)."""
+        req = S.CompletionRequest.model_validate(await self._json(request))
+        model, options = await run_in_threadpool(self._model, req.model, "completions")
+        body = self._text_body(req, options, {"prompt": req.prompt})
+        return await self._text(request, req, body, chat=False,
+                                skip=0 if req.echo else len(req.prompt))
+
+    async def images(self, request: Request) -> Response:
+        """``POST /v1/images/generations``: ``n`` base64 PNGs."""
+        req = S.ImageGenerationRequest.model_validate(await self._json(request))
+        if req.response_format not in (None, "b64_json"):
+            raise OpenAIError(400, f"response_format {req.response_format!r} is not served: "
+                                   "genzoo returns images inline, ask for b64_json",
+                              "response_format")
+        model, options = await run_in_threadpool(self._model, req.model, "images")
+        opts = {**req.options, **_size_options(model, options, req.size)}
+        if req.prompt:
+            if "prompt" not in options:
+                raise OpenAIError(400, f"model {req.model!r} draws without a prompt: send an "
+                                       "empty prompt", "prompt")
+            opts["prompt"] = req.prompt
+        seed = req.seed if req.seed is not None else secrets.randbelow(2 ** 31)
+        body = {"n": req.n, "seed": seed, "options": opts, "format": "json"}
+        job, samples = await self._run(request, req.model, body)
+        from genzoo.serve.formats import json_payload
+        pngs = (await run_in_threadpool(json_payload, samples, req.model, req.n, seed, 0.0))
+        data = [S.ImageData(b64_json=b) for b in pngs.get("images", [])]
+        return JSONResponse(S.ImagesResponse(created=int(time.time()), data=data).model_dump(
+            exclude_none=True))
+
+    # ---- running through genzoo's queue ------------------------------------------------------
+    async def _json(self, request: Request) -> Any:
+        return await _read_json(request, self.state.config.limits.max_body)
+
+    async def _run(self, request: Request, name: str,
+                   body: dict[str, Any]) -> tuple[Job, Samples]:
+        """Plan ``body`` as genzoo's sampling route does, queue it, wait for its samples."""
+        loop = asyncio.get_running_loop()
+        job, _ = await run_in_threadpool(self.state._plan, name, body, loop, None)
+        self.state.batcher.submit(job)
+        return job, await self.state._wait(request, job)
+
+    async def _text(self, request: Request, req: S._Sampling, body: dict[str, Any], chat: bool,
+                    skip: int) -> Response:
+        """A chat or completion answer; streamed as server-sent events when asked."""
+        if req.stream:
+            return await self._stream(request, req, body, chat, skip)
+        job, samples = await self._run(request, req.model, body)
+        texts = [t[skip:] for t in samples.texts or []]
+        usage, reasons = _usage(samples, job)
+        ident, created = _ident(chat), int(time.time())
+        if chat:
+            out: BaseModel = S.ChatCompletion(
+                id=ident, created=created, model=req.model, usage=usage,
+                choices=[S.ChatChoice(index=i, message=S.AssistantMessage(content=t),
+                                      finish_reason=reasons[i]) for i, t in enumerate(texts)])
+        else:
+            out = S.Completion(id=ident, created=created, model=req.model, usage=usage,
+                               choices=[S.CompletionChoice(index=i, text=t,
+                                                           finish_reason=reasons[i])
+                                        for i, t in enumerate(texts)])
+        return JSONResponse(out.model_dump())
+
+    async def _stream(self, request: Request, req: S._Sampling, body: dict[str, Any],
+                      chat: bool, skip: int) -> Response:
+        """Plan and queue a streaming job; its pieces become OpenAI chunks (see ``_events``)."""
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue[str] = asyncio.Queue()
+        holder: dict[str, Job] = {}
+
+        def on_piece(piece: str) -> None:
+            if holder["job"].cancelled:
+                raise Cancelled()  # stops generation between tokens
+            loop.call_soon_threadsafe(pieces.put_nowait, piece)
+
+        job, _ = await run_in_threadpool(self.state._plan, req.model, body, loop, on_piece)
+        holder["job"] = job
+        self.state.batcher.submit(job)
+        usage = bool(req.stream_options and req.stream_options.include_usage)
+        chunks = _Chunks(_ident(chat), req.model, chat, usage)
+        return StreamingResponse(self._events(job, pieces, chunks, skip),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def _events(self, job: Job, pieces: "asyncio.Queue[str]", chunks: "_Chunks",
+                      skip: int) -> AsyncIterator[str]:
+        """``data: {chunk}`` events as text arrives (``skip`` characters of echoed prompt
+        dropped), a last chunk with the finish reason, then ``data: [DONE]``; an error or the
+        deadline ends the stream with an OpenAI error event. Leaving stops the generation."""
+        try:
+            yield chunks.first()
+            while True:
+                get = asyncio.ensure_future(pieces.get())
+                done, _ = await asyncio.wait({get, job.future},
+                                             return_when=asyncio.FIRST_COMPLETED,
+                                             timeout=max(0.0, job.deadline - time.monotonic()))
+                if get in done:
+                    text, skip = _after(get.result(), skip)
+                    if text:
+                        yield chunks.piece(text)
+                    continue
+                get.cancel()
+                if not job.future.done():
+                    self.state.batcher.cancel(job, "timed_out")
+                    yield _sse(openai_error(504, "the request took longer than "
+                                                 f"{self.state.config.limits.timeout:g} s"))
+                    return
+                while not pieces.empty():
+                    text, skip = _after(pieces.get_nowait(), skip)
+                    if text:
+                        yield chunks.piece(text)
+                try:
+                    samples = job.future.result()
+                except Exception as e:  # noqa: BLE001 - reported to the client, in its shape
+                    yield _sse(_error_of(e))
+                    return
+                usage, reasons = _usage(samples, job)
+                yield chunks.last(reasons[0], usage)
+                yield "data: [DONE]\n\n"
+                return
+        finally:
+            if not job.future.done():
+                self.state.batcher.cancel(job)  # the client went away mid-stream
+
+
+class _Chunks:
+    """The server-sent events of one streamed reply (chat chunks or completion pieces)."""
+
+    def __init__(self, ident: str, model: str, chat: bool, usage: bool):
+        self.ident, self.model, self.chat, self.usage = ident, model, chat, usage
+        self.created = int(time.time())
+
+    def _event(self, delta: S.Delta, text: str, reason: str | None,
+               usage: S.Usage | None = None) -> str:
+        if self.chat:
+            out: BaseModel = S.ChatCompletionChunk(
+                id=self.ident, created=self.created, model=self.model, usage=usage,
+                choices=[S.ChunkChoice(delta=delta, finish_reason=reason)])
+        else:
+            out = S.Completion(id=self.ident, created=self.created, model=self.model,
+                               usage=usage, choices=[S.CompletionChoice(
+                                   index=0, text=text, finish_reason=reason)])
+        return "data: " + out.model_dump_json() + "\n\n"
+
+    def first(self) -> str:
+        """The opening chunk: the assistant's role (an empty piece for completions)."""
+        return self._event(S.Delta(role="assistant", content=""), "", None)
+
+    def piece(self, text: str) -> str:
+        """A piece of the reply as it is generated."""
+        return self._event(S.Delta(content=text), text, None)
+
+    def last(self, reason: str | None, usage: S.Usage) -> str:
+        """The closing chunk with the finish reason (and the usage when asked for)."""
+        return self._event(S.Delta(), "", reason, usage if self.usage else None)
+
+
+def _after(text: str, skip: int) -> tuple[str, int]:
+    """``text`` without its first ``skip`` characters, and how many remain to skip."""
+    cut = min(skip, len(text))
+    return text[cut:], skip - cut
+
+
+def _sse(response: JSONResponse) -> str:
+    return "data: " + bytes(response.body).decode() + "\n\n"
+
+
+def _ident(chat: bool) -> str:
+    return ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+
+
+def _usage(samples: Samples, job: Job) -> tuple[S.Usage, list[str | None]]:
+    """Token counts and finish reasons from the samples' meta (``prompt_tokens``,
+    ``completion_tokens`` per sample, ``finish_reasons``), gathered from the job's batches
+    when the joined samples do not carry them."""
+    meta = samples.meta
+    if "completion_tokens" not in meta and job.parts:
+        meta = {"prompt_tokens": job.parts[0].meta.get("prompt_tokens", 0),
+                "completion_tokens": [c for p in job.parts
+                                      for c in p.meta.get("completion_tokens", [])],
+                "finish_reasons": [r for p in job.parts
+                                   for r in p.meta.get("finish_reasons", [])]}
+    n = len(samples.texts or [])
+    prompt = int(meta.get("prompt_tokens") or 0)
+    completion = sum(int(c) for c in meta.get("completion_tokens") or [])
+    reasons = list(meta.get("finish_reasons") or [])
+    reasons += ["stop"] * (n - len(reasons))
+    return S.Usage(prompt_tokens=prompt * n, completion_tokens=completion,
+                   total_tokens=prompt * n + completion), reasons
+
+
+def _size_options(model: Any, options: dict[str, Any], size: str | None) -> dict[str, Any]:
+    """``size`` ("WxH") as the model's height/width options, or checked against the shape it
+    draws at; None or "auto" leaves the model's own size."""
+    if size in (None, "auto"):
+        return {}
+    match = re.fullmatch(r"(\d{1,5})x(\d{1,5})", size or "")
+    if not match:
+        raise OpenAIError(400, f"size must be 'WIDTHxHEIGHT' such as '28x28', got {size!r}",
+                          "size")
+    width, height = int(match[1]), int(match[2])
+    if "height" in options and "width" in options:
+        return {"height": height, "width": width}
+    shape = model.config.get("image_shape") if isinstance(model.config, dict) else None
+    if shape and (int(shape[-1]), int(shape[-2])) == (width, height):
+        return {}
+    own = f"{shape[-1]}x{shape[-2]}" if shape else "its own size"
+    raise OpenAIError(400, f"this model draws at {own} only, got size {size!r}", "size")
+
+
+def openai_routes(state: App) -> list[Route]:
+    """The OpenAI-compatible routes over ``state`` (``GET /v1/models`` is ``App.models``)."""
+    routes = _Routes(state)
+    return [Route("/v1/chat/completions", _openai_errors(routes.chat), methods=["POST"]),
+            Route("/v1/completions", _openai_errors(routes.completions), methods=["POST"]),
+            Route("/v1/images/generations", _openai_errors(routes.images), methods=["POST"])]
+
+
+__all__ = ["openai_routes", "model_list", "openai_error", "OpenAIError"]
