@@ -42,12 +42,15 @@ class _MissingExtra(click.ClickException):
 @click.option("--exact", is_flag=True,
               help="Never merge requests: every response is byte for byte what `genzoo "
                    "sample` writes, at the cost of throughput.")
+@click.option("--allow-origin", "allow_origins", multiple=True, metavar="ORIGIN",
+              help="Let web pages from ORIGIN (e.g. https://app.example) call the API from a "
+                   "browser (repeatable); other origins get 403.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, mps.")
 @click.option("--dtype", default="auto", show_default=True, help=DTYPE_HELP)
 def serve_command(host: str, port: int, models: str | None, max_batch: int, max_queue: int,
                   token: str | None, allow_folders: bool, max_n: int, max_tokens: int,
-                  max_body: int, timeout: float, memory_budget: int, exact: bool, device: str,
-                  dtype: str) -> None:
+                  max_body: int, timeout: float, memory_budget: int, exact: bool,
+                  allow_origins: tuple[str, ...], device: str, dtype: str) -> None:
     """Serve the models over HTTP: a JSON API (/v1/models, /openapi.json) and a gallery page
     at / that makes samples in the browser. Concurrent requests are batched together."""
     if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
@@ -57,5 +60,6 @@ def serve_command(host: str, port: int, models: str | None, max_batch: int, max_
     config = ServeConfig(host=host, port=port, models=models, max_batch=max_batch,
                          max_queue=max_queue, token=token, allow_folders=allow_folders,
                          memory_budget_mib=memory_budget, merge=not exact, device=device,
-                         dtype=dtype, limits=Limits(max_n, max_tokens, max_body, timeout))
+                         dtype=dtype, limits=Limits(max_n, max_tokens, max_body, timeout),
+                         allow_origins=tuple(allow_origins))
     serve(config)

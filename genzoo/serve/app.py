@@ -9,8 +9,10 @@ Routes (docs/serve.md has the reference; ``/openapi.json`` the schema):
     POST /v1/models/{name}/samples      {"n", "seed", "options", "format", "stream"}
 
 Errors are JSON ``{"error": "one line"}``: 404 unknown model, 422 bad request, 413 body too
-large, 401 missing token, 503 queue full (with Retry-After), 504 over the time limit; never a
-traceback. Needs the ``serve`` extra (starlette, uvicorn).
+large, 415 a POST body not labelled application/json, 403 a cross-origin request not allowed
+(``--allow-origin``), 401 missing token, 503 queue full or shutting down (with Retry-After),
+504 over the time limit; never a traceback. Every response carries ``X-Content-Type-Options:
+nosniff``. Needs the ``serve`` extra (starlette, uvicorn).
 """
 from __future__ import annotations
 
@@ -28,17 +30,18 @@ from typing import Any, AsyncIterator, Callable
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from genzoo.errors import GenzooError, OptionError, UnknownModelError
 from genzoo.samples import Samples
-from genzoo.serve.formats import (Limits, SampleRequest, decode_images, json_payload, npz_bytes,
-                            parse_request, png_grid)
+from genzoo.serve.formats import (Limits, SampleRequest, check_caps, decode_images, json_payload,
+                                  load_json, npz_bytes, parse_request, png_grid)
+from genzoo.serve.guard import OriginGuard
 from genzoo.serve.pool import ModelPool
-from genzoo.serve.queue import Batcher, Cancelled, Job, QueueFull, plan_job
+from genzoo.serve.queue import Batcher, Cancelled, Job, QueueFull, ShuttingDown, plan_job
 
 log = logging.getLogger("genzoo.serve.app")
 STATIC = Path(__file__).parent / "static"
@@ -65,6 +68,8 @@ class ServeConfig:
     device: str = "auto"
     dtype: str = "auto"
     limits: Limits = field(default_factory=Limits)
+    #: Origins (``scheme://host[:port]``) whose pages may call the API; others get 403.
+    allow_origins: tuple[str, ...] = ()
 
 
 def is_loopback(host: str) -> bool:
@@ -106,7 +111,7 @@ def error_response(status: int, message: str,
 def _status_of(e: GenzooError) -> int:
     if isinstance(e, UnknownModelError):
         return 404
-    return 503 if isinstance(e, QueueFull) else 422
+    return 503 if isinstance(e, (QueueFull, ShuttingDown)) else 422
 
 
 class App:
@@ -137,7 +142,7 @@ class App:
 
     async def samples(self, request: Request) -> Response:
         name = self.pool.check(request.path_params["name"])
-        body = await _read_json(request, self.config.limits.max_body)
+        body = await read_json(request, self.config.limits.max_body)
         loop = asyncio.get_running_loop()
         if isinstance(body, dict) and body.get("stream"):
             return await self._stream(request, name, body, loop)
@@ -151,11 +156,13 @@ class App:
               stream: Callable[[str], None] | None) -> tuple[Job, SampleRequest]:
         """Load the model (once), check the request and its options: a queued job."""
         model = self.pool.get(name)
-        req = parse_request(body, model.modality, self.config.limits)
+        limits = self.config.limits
+        req = parse_request(body, model.modality, limits)
         shape = model.config.get("image_shape")
-        options = decode_images(model.options(), req.options, tuple(shape) if shape else None)
-        job = plan_job(model, name, req.n, req.seed, options, loop, self.config.limits.timeout,
-                       stream)
+        options = decode_images(model.options(), req.options, tuple(shape) if shape else None,
+                                limits.max_image_pixels)
+        job = plan_job(model, name, req.n, req.seed, options, loop, limits.timeout, stream)
+        check_caps(job.opts, limits)  # the values the model's schema parsed, defaults included
         return job, req
 
     async def _wait(self, request: Request, job: Job) -> Samples:
@@ -164,6 +171,9 @@ class App:
         try:
             done, _ = await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED,
                                          timeout=max(0.0, job.deadline - time.monotonic()))
+        except BaseException:  # this handler was cancelled (shutdown): nobody waits any more
+            self.batcher.cancel(job)
+            raise
         finally:
             gone.cancel()
         if job.future in done:
@@ -262,21 +272,36 @@ def _event(kind: str, data: dict[str, Any]) -> str:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
 
 
-async def _read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, refused past ``limit`` bytes (413) whatever Content-Length says."""
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON: labelled ``application/json`` (else 415: a browser cannot send that
+    cross-origin without asking first), at most ``limit`` bytes whatever Content-Length says
+    (413), nested at most ``formats.MAX_JSON_DEPTH`` levels (422). A client that hangs up
+    mid-body ends the request quietly (``ClientGone``). Every JSON route reads through here."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise _Error(415, "send the body as JSON with 'Content-Type: application/json'"
+                          + (f" (got {kind[:60]!r})" if kind else ""))
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _Error(413, f"the body is over {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Error(413, f"the body is over {limit} bytes")
-        chunks.append(chunk)
     try:
-        return json.loads(b"".join(chunks) or b"{}")
-    except (ValueError, UnicodeDecodeError):
-        raise OptionError("the body is not valid JSON") from None
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _Error(413, f"the body is over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone() from None
+    return load_json(b"".join(chunks))
+
+
+_read_json = read_json  # the earlier private name
+
+
+class ClientGone(Exception):
+    """The client hung up before its request was complete: nothing to answer, nothing to log
+    beyond one debug line (a cheap way to flood a log otherwise)."""
 
 
 async def _disconnected(request: Request) -> None:
@@ -308,7 +333,7 @@ async def static(request: Request) -> Response:
     return FileResponse(STATIC / name, media_type=_STATIC_FILES[name])
 
 
-def create_app(config: ServeConfig) -> Starlette | BearerAuth:
+def create_app(config: ServeConfig) -> OriginGuard:
     """The ASGI app for ``config`` (its batching worker starts now, stops at shutdown)."""
     from genzoo.serve.openapi import openapi_schema
     check_config(config)
@@ -326,7 +351,9 @@ def create_app(config: ServeConfig) -> Starlette | BearerAuth:
 
     async def on_genzoo_error(request: Request, e: Exception) -> Response:
         assert isinstance(e, GenzooError)  # the handler is registered for GenzooError only
-        headers = {"Retry-After": str(e.retry_after)} if isinstance(e, QueueFull) else None
+        retry = getattr(e, "retry_after", None) if isinstance(e, (QueueFull, ShuttingDown)) \
+            else None
+        headers = {"Retry-After": str(retry)} if retry else None
         return error_response(_status_of(e), str(e), headers)
 
     async def on_error(request: Request, e: Exception) -> Response:
@@ -337,7 +364,13 @@ def create_app(config: ServeConfig) -> Starlette | BearerAuth:
         assert isinstance(e, HTTPException)
         return error_response(e.status_code, e.detail or "error")
 
+    async def on_gone(request: Request, e: Exception) -> Response:
+        log.debug("client left before its request was complete: %s", request.url.path)
+        return error_response(499, "client closed the request")
+
     async def on_crash(request: Request, e: Exception) -> Response:
+        if isinstance(e, RecursionError):  # a JSON reader without a depth bound: bad input
+            return error_response(422, "the body nests too deeply")
         log.error("internal error on %s", request.url.path, exc_info=e)
         return error_response(500, "internal server error (the server log has the details)")
 
@@ -348,9 +381,11 @@ def create_app(config: ServeConfig) -> Starlette | BearerAuth:
 
     app = Starlette(routes=routes, exception_handlers={
         GenzooError: on_genzoo_error, _Error: on_error, HTTPException: on_http,
-        Exception: on_crash}, lifespan=lifespan)
+        ClientGone: on_gone, ClientDisconnect: on_gone, Exception: on_crash}, lifespan=lifespan)
     app.state.genzoo = state
-    return BearerAuth(app, config.token) if config.token else app
+    # the guard sits outside the token check: a browser's preflight carries no token
+    return OriginGuard(BearerAuth(app, config.token) if config.token else app,
+                       config.allow_origins)
 
 
 class BearerAuth:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import json
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,16 +20,65 @@ if TYPE_CHECKING:
 
 FORMATS = ("png", "npz", "json")
 _KEYS = {"n", "seed", "options", "format", "stream"}
+#: How deeply a request body may nest: honest bodies nest a few levels; the bound keeps
+#: every later walk over the body (validation, logging, echoing) cheap and recursion-safe.
+MAX_JSON_DEPTH = 64
+#: The most pixels an uploaded image's header may declare (width x height). Decoding is
+#: refused above it, before any pixel is read: a 27 kB 1-bit PNG can declare 225 Mpx.
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 @dataclass
 class Limits:
-    """Per-request limits: samples, text tokens, body bytes and seconds."""
+    """Per-request limits: samples, text tokens, body bytes, seconds and image pixels."""
 
     max_n: int = 256
     max_new_tokens: int = 1024
     max_body: int = 8 << 20
     timeout: float = 120.0
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+
+    def caps(self) -> dict[str, int]:
+        """Server-wide maxima of model options, by option name: applied to the value after
+        the model's schema parsed it (``check_caps``), so "1025", 1025.0 and 1025 are one."""
+        return {"max_new_tokens": self.max_new_tokens}
+
+
+def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """``raw`` parsed as JSON (an empty body is ``{}``), nested at most ``max_depth`` levels;
+    otherwise a one-line ``OptionError``. Never recurses over the document itself."""
+    try:
+        value = json.loads(raw or b"{}")
+    except RecursionError:  # the C decoder's own guard on absurd nesting
+        raise OptionError(f"the body nests deeper than {max_depth} levels") from None
+    except (ValueError, UnicodeDecodeError):
+        raise OptionError("the body is not valid JSON") from None
+    if json_depth(value) > max_depth:
+        raise OptionError(f"the body nests deeper than {max_depth} levels")
+    return value
+
+
+def json_depth(value: Any) -> int:
+    """How many levels of lists and objects ``value`` nests (0 for a scalar), walked with an
+    explicit stack so that no document can exhaust Python's recursion limit."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            stack.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def check_caps(options: dict[str, Any], limits: Limits) -> None:
+    """Refuse parsed option values over the server's caps (one line; the server answers 422).
+    ``options`` must be what the model's schema returned (``GenerativeModel.check_options``),
+    so that a string or a float is compared as the number the model would use."""
+    for name, cap in limits.caps().items():
+        value = options.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > cap:
+            raise OptionError(f"{name} must be at most {cap} on this server, got {value}")
 
 
 @dataclass
@@ -42,8 +93,9 @@ class SampleRequest:
 
 
 def parse_request(body: Any, modality: str, limits: Limits) -> SampleRequest:
-    """The JSON body checked against ``limits``; anything wrong is a one-line ``OptionError``
-    (the server answers 422)."""
+    """The JSON body's fields checked (strict JSON types) against ``limits``; anything wrong is
+    a one-line ``OptionError`` (the server answers 422). The model options are checked later,
+    by the model's schema and then ``check_caps``."""
     if not isinstance(body, dict):
         raise OptionError('the body must be a JSON object such as {"n": 4, "seed": 0}')
     unknown = sorted(set(body) - _KEYS)
@@ -54,27 +106,29 @@ def parse_request(body: Any, modality: str, limits: Limits) -> SampleRequest:
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limits.max_n:
         raise OptionError(f"n must be a whole number from 1 to {limits.max_n}, got {n!r}")
     seed = body.get("seed", 0)
-    options = body.get("options") or {}
-    if not isinstance(options, dict):
-        raise OptionError('"options" must be a JSON object of model options')
+    options = body.get("options")
+    options = {} if options is None else options
+    if not isinstance(options, dict):  # [], 0, false and "" are not "no options"
+        raise OptionError('"options" must be a JSON object of model options, got '
+                          f"{json.dumps(options)[:40]}")
     fmt = body.get("format", "json" if modality == "text" else "png")
     if fmt not in FORMATS or (modality == "text" and fmt != "json"):
         allowed = "json" if modality == "text" else ", ".join(FORMATS)
         raise OptionError(f"format must be one of {allowed} for a {modality} model, got {fmt!r}")
-    tokens = options.get("max_new_tokens")
-    if isinstance(tokens, int) and tokens > limits.max_new_tokens:
-        raise OptionError(f"max_new_tokens must be at most {limits.max_new_tokens} on this "
-                          f"server, got {tokens}")
     stream = body.get("stream", False)
-    if stream not in (True, False) or (stream and (modality != "text" or n != 1)):
+    if not isinstance(stream, bool):  # 0, 1, "true" are not booleans
+        raise OptionError(f'"stream" must be true or false, got {json.dumps(stream)[:40]}')
+    if stream and (modality != "text" or n != 1):
         raise OptionError('"stream": true is for text models with n = 1')
     return SampleRequest(n, seed, dict(options), fmt, bool(stream))
 
 
 def decode_images(schema: dict[str, Any], options: dict[str, Any],
-                  shape: tuple[int, ...] | None) -> dict[str, Any]:
+                  shape: tuple[int, ...] | None,
+                  max_pixels: int = MAX_IMAGE_PIXELS) -> dict[str, Any]:
     """Image options arrive as base64 PNG/JPEG strings (or lists of them): decode each into
-    a (C, H, W) float tensor in [0, 1] at the model's image shape, stacked to (N, C, H, W)."""
+    a (C, H, W) float tensor in [0, 1] at the model's image shape, stacked to (N, C, H, W).
+    An image whose header declares more than ``max_pixels`` is refused before decoding."""
     out = dict(options)
     for name, option in schema.items():
         if option.type != "image" or options.get(name) is None:
@@ -84,21 +138,48 @@ def decode_images(schema: dict[str, Any], options: dict[str, Any],
         if not items or not all(isinstance(v, str) for v in items):
             raise OptionError(f"option {name!r} takes base64-encoded images (a string or a list)")
         import torch
-        out[name] = torch.stack([_image_tensor(name, v, shape) for v in items])
+        out[name] = torch.stack([_image_tensor(name, v, shape, max_pixels) for v in items])
     return out
 
 
-def _image_tensor(name: str, data: str, shape: tuple[int, ...] | None) -> Any:
+def _image_tensor(name: str, data: str, shape: tuple[int, ...] | None,
+                  max_pixels: int) -> Any:
     """One base64 image (a ``data:`` URL prefix allowed) as a float tensor at ``shape``,
     decoded and converted exactly as ``genzoo sample --init FILE`` converts a file."""
+    from PIL import Image
     from genzoo.data import read_images
     from genzoo.errors import DataError
     try:
         raw = base64.b64decode(data.split(",", 1)[-1], validate=True)
-        images, _ = read_images([io.BytesIO(raw)], shape)
+        check_image_size(name, raw, max_pixels)
+        with warnings.catch_warnings():
+            # PIL only warns between its two bomb thresholds: make that a refusal too
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            images, _ = read_images([io.BytesIO(raw)], shape)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise OptionError(f"option {name!r}: the image declares too many pixels") from None
     except (binascii.Error, ValueError, DataError):
         raise OptionError(f"option {name!r}: not a base64-encoded PNG or JPEG image") from None
     return images[0]
+
+
+def check_image_size(name: str, raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Refuse an encoded image whose header declares more than ``max_pixels`` (one line),
+    reading only the header: PIL's ``open`` is lazy, no pixel is decoded here."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(raw)) as im:
+                width, height = im.size
+    except Image.DecompressionBombError:  # PIL's own header check: far over any bound
+        raise OptionError(f"option {name!r}: the image declares too many pixels; send a "
+                          "smaller one") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise OptionError(f"option {name!r}: not a base64-encoded PNG or JPEG image") from None
+    if width * height > max_pixels:
+        raise OptionError(f"option {name!r}: a {width}x{height} image is over this server's "
+                          f"{max_pixels} pixels; send a smaller one")
 
 
 def png_grid(samples: Samples) -> bytes:

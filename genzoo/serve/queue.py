@@ -8,12 +8,17 @@ of up to ``max_batch`` samples: each job brings its own per-sample generators
 (``sample_generators(seed, k, start)``), so the samples a job gets depend only on its own seed
 and options, never on what it was batched with.
 
-A job whose client went away, or whose time ran out, is dropped before its next batch; a
-streaming text job is stopped between tokens.
+A job whose client went away, or whose time ran out, is dropped before its next batch. A
+batch whose every job is cancelled is interrupted where it runs: ``Cancelled`` is raised in
+the worker thread (``PyThreadState_SetAsyncExc``) at its next Python instruction, which for a
+sampler is the next token or step, whatever the family (no model has to poll a flag). At
+most one interrupt is sent per batch and any undelivered one is withdrawn as the batch ends,
+so it can never land outside the batch it was meant for.
 """
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import json
 import logging
 import math
@@ -37,7 +42,14 @@ class QueueFull(GenzooError):
 
 
 class Cancelled(Exception):
-    """Raised inside a streaming ``generate`` to stop a job whose client went away."""
+    """Raised inside ``generate`` to stop a batch whose every client went away or ran out of
+    time (by a streaming callback, or by ``Batcher`` interrupting its worker thread)."""
+
+
+class ShuttingDown(GenzooError):
+    """The server is stopping: queued and running work is dropped (the server answers 503)."""
+
+    retry_after = 5
 
 
 @dataclass
@@ -70,7 +82,10 @@ class Job:
                 self.future.set_exception(error)
             else:
                 self.future.set_result(result)
-        self.loop.call_soon_threadsafe(settle)
+        try:
+            self.loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # the server's loop is closed: nobody is left to answer
+            pass
 
 
 def plan_job(model: Any, model_name: str, n: int, seed: int, options: dict[str, Any],
@@ -99,6 +114,8 @@ class Batcher:
                       "max_batch_seen": 0, "cancelled": 0, "timed_out": 0, "rejected": 0,
                       "errors": 0}
         self.batch_seconds = 1.0  # running mean, for Retry-After
+        self.current: list[Job] | None = None  # the jobs of the batch running now
+        self.interrupted = False  # whether this batch was sent its one interrupt
         self.thread = threading.Thread(target=self._work, name="genzoo-batcher", daemon=True)
         self.thread.start()
 
@@ -116,20 +133,51 @@ class Batcher:
             self.cond.notify()
 
     def cancel(self, job: Job, reason: str = "cancelled") -> None:
-        """Drop ``job`` (its client went away, or its time ran out) before its next batch."""
+        """Drop ``job`` (its client went away, or its time ran out) before its next batch, and
+        stop the running batch at once if no job in it is wanted any more."""
         with self.cond:
             if not job.cancelled and job.future is not None and not job.future.done():
                 self.stats["timed_out" if reason == "timed_out" else "cancelled"] += 1
             job.cancelled = True
             if job in self.pending:
                 self.pending.remove(job)
+            if self.current and job in self.current and all(j.cancelled for j in self.current):
+                self._interrupt()
 
-    def stop(self) -> None:
-        """Stop the worker after its current batch."""
+    def stop(self, wait: float = 5.0) -> None:
+        """Stop the worker: queued jobs fail with ``ShuttingDown``, the running batch is
+        interrupted; waits at most ``wait`` seconds for the thread (it is a daemon)."""
         with self.cond:
             self.running = False
+            dropped = self.pending + (self.current or [])
+            self.pending = []
+            for job in dropped:
+                job.cancelled = True
+                job.finish(error=ShuttingDown("the server is shutting down; retry on another "
+                                              "replica or after it restarts"))
+            if self.current:
+                self._interrupt()
             self.cond.notify_all()
-        self.thread.join(timeout=30)
+        self.thread.join(timeout=wait)
+
+    def _interrupt(self) -> None:
+        """Raise ``Cancelled`` in the worker at its next instruction (once per batch; the
+        caller holds ``cond`` and has checked that a batch is running)."""
+        if self.interrupted or self.thread.ident is None:
+            return
+        self.interrupted = True
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread.ident),
+                                                   ctypes.py_object(Cancelled))
+
+    def _leave_batch(self) -> None:
+        """The batch is over: no interrupt may target it any more; withdraw one not yet
+        delivered (SetAsyncExc with NULL clears the thread's pending exception)."""
+        with self.cond:
+            self.current = None
+            if self.interrupted and self.thread.ident is not None:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread.ident),
+                                                           None)
+            self.interrupted = False
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and queue length (for /healthz and the tests)."""
@@ -169,20 +217,30 @@ class Batcher:
 
     def _work(self) -> None:
         while True:
-            chunks = self._next_batch()
-            if chunks is None:
-                return
-            if chunks:
-                self._run(chunks)
+            try:
+                chunks = self._next_batch()
+                if chunks is None:
+                    return
+                if chunks:
+                    self._run(chunks)
+            except Cancelled:
+                # an interrupt delivered just as its batch ended: every job of that batch
+                # was cancelled already, nobody waits for it
+                self._leave_batch()
 
     def _run(self, chunks: list[tuple[Job, int, int]]) -> None:
         """One generate call for ``chunks``; each job gets its rows, finished jobs their
         result. An error fails every job of the batch (and only them)."""
         t0 = time.perf_counter()
+        jobs = [job for job, _, _ in chunks]
         try:
+            with self.cond:
+                self.current, self.interrupted = jobs, False
             outputs = run_chunks(chunks)
+            self._leave_batch()
         except BaseException as e:  # noqa: BLE001 - any failure goes to the waiting clients
-            self._fail([job for job, _, _ in chunks], e)
+            self._leave_batch()  # (again, if the interrupt landed in the first one)
+            self._fail(jobs, e)
             return
         seconds = time.perf_counter() - t0
         total = sum(k for _, _, k in chunks)
@@ -206,6 +264,8 @@ class Batcher:
                 if job in self.pending:
                     self.pending.remove(job)
                 if isinstance(error, Cancelled):
+                    if not job.cancelled:  # a job of the batch still wanted (cannot be)
+                        job.finish(error=ShuttingDown("the request was cancelled"))
                     continue
                 if not isinstance(error, GenzooError):
                     self.stats["errors"] += 1
