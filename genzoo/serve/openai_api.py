@@ -68,9 +68,7 @@ def _error_of(e: BaseException) -> JSONResponse:
     if isinstance(e, OpenAIError):
         return openai_error(e.status, str(e), e.param)
     if isinstance(e, ValidationError):
-        first = e.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
-        return openai_error(400, f"{param or 'body'}: {first['msg']}", param)
+        return _invalid(e)
     if isinstance(e, QueueFull):
         return openai_error(503, str(e), headers={"Retry-After": str(e.retry_after)})
     if isinstance(e, GenzooError):
@@ -83,6 +81,32 @@ def _error_of(e: BaseException) -> JSONResponse:
         return openai_error(e.status_code, e.detail or "error")
     log.error("internal error in an OpenAI route", exc_info=e)
     return openai_error(500, "internal server error (the server log has the details)")
+
+
+#: What a field takes, for the one-line message of a refused value.
+_HINTS = {"stop": "a string or a list of strings", "max_tokens": "a whole number of tokens",
+          "max_completion_tokens": "a whole number of tokens", "n": "a whole number",
+          "seed": "a whole number >= 0", "temperature": "a number from 0 to 2",
+          "top_p": "a number in (0, 1]", "stream": "true or false",
+          "messages": 'a list of {"role": str, "content": str} objects',
+          "options": "an object of the model's sampling options"}
+
+
+def _invalid(e: ValidationError) -> JSONResponse:
+    """A refused request body: the first wrong field, what it takes and what it got."""
+    first = e.errors()[0]
+    if not first["loc"]:
+        return openai_error(400, "the body must be a JSON object such as "
+                                 '{"model": "NAME", ...}')
+    param = str(first["loc"][0])
+    if first["type"] == "missing" and len(first["loc"]) == 1:
+        return openai_error(400, f"{param} is required", param)
+    given = first.get("input")
+    shown = json.dumps(given, default=str) if given is not None else "null"
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    what = _HINTS.get(param, first["msg"].lower())
+    return openai_error(400, f"{param} must be {what}, got {shown}"
+                        if param in _HINTS else f"{param}: {what}", param)
 
 
 def _openai_errors(handler: Handler) -> Handler:
