@@ -25,7 +25,10 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from .sampling import pick_tokens
+from genzoo.errors import OptionError
+from genzoo.samples import Samples
+
+from .sampling import _cut_at_stop, _Streamer, check_sampling, pick_tokens
 
 OnToken = Callable[[list[int]], bool]
 
@@ -221,3 +224,93 @@ def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
     if hasattr(cache, "key_cache"):
         return list(zip(cache.key_cache, cache.value_cache))
     return [(k, v) for k, v, *_ in cache]  # the legacy tuple of tuples
+
+
+# ---- text: what ``TextLM.start_sequence`` / ``step_sequences`` / ``collect_sequences`` give ----
+class TextSequence:
+    """One text sample being decoded: its ``TokenSequence`` plus the text rules of
+    ``sampling.generate_texts`` (cut before the first stop string; pieces held back while
+    they may still be the start of a stop string or an incomplete character)."""
+
+    def __init__(self, tokenizer: Any, prompt: str, prompt_ids: list[int], stops: list[str]):
+        self.tokenizer, self.prompt, self.prompt_ids, self.stops = \
+            tokenizer, prompt, prompt_ids, stops
+        self.prefix = tokenizer.decode(prompt_ids)
+        self.text = ""  # the continuation so far, cut at a stop string
+        self._pieces: list[str] = []
+        self._streamer = _Streamer(self._pieces.append,
+                                   max((len(s) for s in stops), default=1) - 1, prompt)
+        self.tokens: TokenSequence | None = None
+
+    @property
+    def done(self) -> bool:
+        """Whether the sample has ended (stop, end id, length or ``stop()``)."""
+        return self.tokens is None or self.tokens.done
+
+    def on_token(self, ids: list[int]) -> bool:
+        """``TokenSequence``'s callback: update the text; True once a stop string appears."""
+        full = self.tokenizer.decode(self.prompt_ids + ids)
+        # as generate_texts: decode with the prompt so a leading space joins correctly
+        text = full[len(self.prefix):] if full.startswith(self.prefix) \
+            else self.tokenizer.decode(ids)
+        cut = _cut_at_stop(text, self.stops) if self.stops else None
+        self.text = text if cut is None else text[:cut]
+        self._streamer.update(self.prompt + self.text, final=cut is not None)
+        return cut is not None
+
+    def settle(self) -> None:
+        """After the last token: send what was held back."""
+        self._streamer.update(self.prompt + self.text, final=True)
+
+    def take_piece(self) -> str:
+        """The text produced since the last call ("" when nothing new)."""
+        out = "".join(self._pieces)
+        self._pieces.clear()
+        return out
+
+    def stop(self) -> None:
+        """End now (the request was cancelled); the cache is freed."""
+        if self.tokens is not None:
+            self.tokens.stop()
+
+    def result(self) -> str:
+        """The sample as ``generate`` returns it: the prompt plus the continuation."""
+        return self.prompt + self.text
+
+
+def start_text(model: Any, generator: torch.Generator, prompt: str = "",
+               max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, stop: str | Sequence[str] | None = None,
+               **_: Any) -> TextSequence:
+    """``TextLM.start_sequence``: check the options as ``generate_texts`` does, prefill the
+    prompt and pick the first token."""
+    check_sampling(max_new_tokens, temperature, top_k, top_p)
+    if not isinstance(prompt, str):
+        raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
+    tok = model.tokenizer
+    stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
+    prompt_ids = tok.encode(prompt) if prompt else []
+    if not prompt_ids:
+        prompt_ids, prompt = tok.start_ids(), ""
+    seq = TextSequence(tok, prompt, prompt_ids, stops)
+    end_ids = [tok.eos_id] if tok.eos_id is not None else []
+    seq.tokens = TokenSequence(prompt_ids, generator, max_new_tokens, temperature, top_k, top_p,
+                               end_ids, seq.on_token)
+    start(stepper_for(model), seq.tokens)
+    if seq.done:
+        seq.settle()
+    return seq
+
+
+def step_texts(model: Any, seqs: Sequence[TextSequence]) -> None:
+    """``TextLM.step_sequences``: one batched step of every live sequence."""
+    live = [s for s in seqs if not s.done]
+    step(stepper_for(model), [s.tokens for s in live])  # type: ignore[misc]
+    for s in live:
+        if s.done:
+            s.settle()
+
+
+def collect_texts(seqs: Sequence[TextSequence], meta: dict[str, Any]) -> Samples:
+    """``TextLM.collect_sequences``: the texts of one request, with its usage figures."""
+    return Samples(texts=[s.result() for s in seqs], meta=dict(meta))
