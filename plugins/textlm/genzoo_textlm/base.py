@@ -14,8 +14,10 @@ import torch.nn.functional as F
 from genzoo.errors import OptionError, WeightsError
 from genzoo.model import GenerativeModel
 from genzoo.options import Option
+from genzoo.samples import Samples
 
-from .sampling import generate_texts
+from .chat import conversation
+from .sampling import TextBatch, generate_texts
 from .scoring import score_ids, score_report
 from .textdata import text_dataset
 
@@ -29,10 +31,13 @@ class TextLM(GenerativeModel):
     family: ClassVar[str] = "textlm"
     modality: ClassVar[str] = "text"
     sample_defaults: ClassVar[dict[str, Any]] = dict(
-        prompt="", max_new_tokens=256, temperature=1.0, top_k=None, top_p=None, stop=None,
-        stream=None, batch_size=16)
+        prompt="", messages=None, system=None, max_new_tokens=256, temperature=1.0, top_k=None,
+        top_p=None, stop=None, stream=None, batch_size=16)
     sample_options: ClassVar[tuple[Option, ...]] = (
         Option("prompt", "str", "", "text the samples continue"),
+        Option("messages", "json", None, "a conversation, [{role, content}, ...]: the samples "
+               "are the assistant's reply (chat models; the CLI takes a .json file)"),
+        Option("system", "str", None, "a system message put first in the conversation"),
         Option("max_new_tokens", "int", 256, "tokens to generate per sample", min=1),
         Option("temperature", "float", 1.0, "softmax temperature (0: greedy)", min=0.0),
         Option("top_k", "int", None, "keep the k most likely tokens", min=1),
@@ -47,6 +52,9 @@ class TextLM(GenerativeModel):
         batch_size=16, lr=3e-4, warmup=50, weight_decay=0.1, grad_clip=1.0, betas=(0.9, 0.95))
 
     tokenizer: Any = None
+    #: Whether sampling may run past ``max_context`` (a decoder that slides its window); one
+    #: that cannot refuses a prompt that leaves no room for a reply.
+    slides_context: ClassVar[bool] = False
     #: Training window length for ``prepare_data``; None means min(context, 256).
     train_ctx: int | None = None
 
@@ -65,25 +73,76 @@ class TextLM(GenerativeModel):
         raise NotImplementedError
 
     # ---- sampling ------------------------------------------------------------------------
-    def sample(self, n: int = 16, seed: int = 0, **options):
+    def sample(self, n: int = 16, seed: int = 0, batch_size: int | None = None,
+               progress: Any = False, **options):
         """Draw ``n`` texts (see ``generate`` for the options); sample i depends only on
-        (seed, i). With n=1, ``stream=callable`` receives the text piece by piece."""
-        samples = super().sample(n, seed=seed, **options)
-        samples.meta.pop("stream", None)  # a callable: not provenance, not JSON
-        return samples
+        (seed, i). With n=1, ``stream=callable`` receives the text piece by piece. ``meta``
+        holds the usage: ``prompt_tokens``, ``completion_tokens`` and ``finish_reasons``
+        (one per sample)."""
+        parts = list(self.iter_samples(n, seed, batch_size, progress, **options))
+        meta = {k: v for k, v in parts[0].meta.items() if k not in ("start", "stream")}
+        for key in ("completion_tokens", "finish_reasons"):
+            meta[key] = [x for p in parts for x in p.meta.get(key, ())]
+        return Samples(texts=[t for p in parts for t in p.texts or ()], meta=meta)
+
+    def to_samples(self, out: Any, meta: dict[str, Any], start: int) -> Samples:
+        """One batch of texts with its usage figures (``TextBatch``) in ``meta``."""
+        meta = dict(meta)
+        if isinstance(out, TextBatch):
+            meta.update(prompt_tokens=out.prompt_tokens,
+                        completion_tokens=list(out.completion_tokens),
+                        finish_reasons=list(out.finish_reasons))
+        return Samples(texts=list(out), meta=meta)
+
+    def check_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The schema's checks, then a conversation's: well-formed messages, no prompt
+        beside them, and a chat template to render them (one-line ``OptionError``s)."""
+        opts = super().check_options(options)
+        if opts.get("messages") is None and opts.get("system") is None:
+            return opts
+        if opts.get("prompt"):
+            raise OptionError("give either a prompt or messages (with --system), not both")
+        opts["messages"] = conversation(opts.get("messages"), opts.get("system"))
+        opts["system"] = None  # now the first message
+        self._need_tokenizer()
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise OptionError(f"{self.name_or_path or self.arch} has no chat template "
+                              f"({self.no_template_hint}), so it takes a prompt, not messages")
+        return opts
+
+    #: Said when a model without a chat template is given messages.
+    no_template_hint: ClassVar[str] = ("none in tokenizer_config.json or chat_template.jinja")
 
     def generate(self, generators: list[torch.Generator], prompt: str = "",
                  max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, stop=None, stream=None) -> list[str]:
+                 top_p: float | None = None, stop=None, stream=None, messages=None,
+                 system: str | None = None) -> TextBatch:
         """One text per generator: ``prompt`` plus up to ``max_new_tokens`` tokens drawn at
         ``temperature`` (0: greedy) from the ``top_k`` / ``top_p`` filtered distribution, cut
-        before the first ``stop`` string (a string or a list) or at the end-of-text token.
-        ``stream`` (one generator only) receives the prompt, then each new piece of text."""
+        before the first ``stop`` string (a string or a list) or at any end id. Given
+        ``messages`` (and/or ``system``), the chat template renders them as the prompt and the
+        texts are the assistant's replies alone. ``stream`` (one generator only) receives the
+        prompt, then each new piece of text."""
         self._need_tokenizer()
+        prompt_ids = None
+        if messages is not None or system is not None:
+            if getattr(self.tokenizer, "chat_template", None) is None:
+                raise OptionError(f"{self.name_or_path or self.arch} has no chat template "
+                                  f"({self.no_template_hint}), so it takes a prompt, not "
+                                  "messages")
+            prompt_ids = self.tokenizer.chat_ids(conversation(messages, system))
+            self._check_room(len(prompt_ids))
         return generate_texts(self.backend(), self.tokenizer, generators, prompt=prompt,
                               max_new_tokens=max_new_tokens, temperature=temperature,
                               top_k=top_k, top_p=top_p, stop=stop, stream=stream,
-                              device=self.device)
+                              device=self.device, prompt_ids=prompt_ids)
+
+    def _check_room(self, prompt_tokens: int) -> None:
+        """A decoder that cannot slide refuses a prompt that fills its context."""
+        if not self.slides_context and prompt_tokens >= self.max_context:
+            raise OptionError(f"the prompt is {prompt_tokens} tokens; "
+                              f"{self.name_or_path or self.arch} reads at most "
+                              f"{self.max_context}, leaving no room for a reply")
 
     # ---- training ------------------------------------------------------------------------
     def prepare_data(self, data: Any):

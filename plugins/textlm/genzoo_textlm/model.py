@@ -59,6 +59,10 @@ class GPTModel(GPT, TextLM):
     """GPT-2-architecture language model: native PyTorch, KV-cached sampling, HF layout."""
 
     arch: ClassVar[str] = "textlm-gpt"
+    slides_context: ClassVar[bool] = True  # _CachedDecoder restarts from half a window
+    no_template_hint: ClassVar[str] = (
+        "none in tokenizer_config.json or chat_template.jinja; genzoo's bundled GPT models "
+        "are not chat models and have none")
 
     def __init__(self, config: dict[str, Any]):
         config = gpt2_config(config)

@@ -7,7 +7,7 @@ its generator (and so on (seed, i)), never on the batch it was drawn in.
 """
 from __future__ import annotations
 
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Collection, Protocol, Sequence
 
 import torch
 
@@ -81,13 +81,25 @@ def _cut_at_stop(text: str, stop: Sequence[str]) -> int | None:
     return min(hits) if hits else None
 
 
+class TextBatch(list):
+    """The texts of one batch (a plain list to its callers) with their usage figures:
+    ``prompt_tokens`` (tokens of the prompt), ``completion_tokens`` (tokens generated per
+    text) and ``finish_reasons`` ("stop": an end id or a stop string; "length")."""
+
+    prompt_tokens: int = 0
+    completion_tokens: list[int]
+    finish_reasons: list[str]
+
+
 def generate_ids(backend: Backend, prompt_ids: list[int], generators: Sequence[torch.Generator],
                  max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, eos_id: int | None = None,
+                 top_p: float | None = None, eos_id: int | Collection[int] | None = None,
                  on_token: Callable[[int, list[int]], bool] | None = None,
                  device=None) -> list[list[int]]:
     """New token ids for each of ``len(generators)`` rows continuing ``prompt_ids``. A row ends
-    at ``eos_id`` (not included) or when ``on_token(row, ids)`` returns True."""
+    at an end id (``eos_id``: one id or several; not included) or when ``on_token(row, ids)``
+    returns True."""
+    ends = set() if eos_id is None else {eos_id} if isinstance(eos_id, int) else set(eos_id)
     n = len(generators)
     out: list[list[int]] = [[] for _ in range(n)]
     active = [True] * n
@@ -97,7 +109,7 @@ def generate_ids(backend: Backend, prompt_ids: list[int], generators: Sequence[t
         for i, tok in enumerate(nxt):
             if not active[i]:
                 continue
-            if eos_id is not None and tok == eos_id:
+            if tok in ends:
                 active[i] = False
                 continue
             out[i].append(tok)
@@ -113,28 +125,44 @@ def generate_texts(backend: Backend, tokenizer, generators: Sequence[torch.Gener
                    prompt: str = "", max_new_tokens: int = 256, temperature: float = 1.0,
                    top_k: int | None = None, top_p: float | None = None,
                    stop: str | Sequence[str] | None = None,
-                   stream: Callable[[str], None] | None = None, device=None) -> list[str]:
+                   stream: Callable[[str], None] | None = None, device=None,
+                   prompt_ids: list[int] | None = None,
+                   end_ids: Collection[int] | None = None) -> TextBatch:
     """Texts (prompt + continuation, cut before the first ``stop`` string) for each generator.
 
-    With one generator and a ``stream`` callable, the prompt and then each new piece of text
-    are passed to ``stream`` as they are generated (the pieces add up to the returned text).
+    Given ``prompt_ids`` (a rendered conversation) instead of ``prompt``, the texts are the
+    replies alone. Rows end at any of ``end_ids`` (default: the tokenizer's ``end_ids``, else
+    its ``eos_id``). With one generator and a ``stream`` callable, the prompt text (if any) and
+    then each new piece are passed to ``stream`` as they are generated (the pieces add up to
+    the returned text).
     """
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     if not isinstance(prompt, str):
         raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
-    stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
-    prompt_ids = tokenizer.encode(prompt) if prompt else []
-    if not prompt_ids:
-        prompt_ids, prompt = tokenizer.start_ids(), ""
+    # an empty stop string would cut every text at once: it means no stop
+    stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s]
+    reply_only = prompt_ids is not None
+    if reply_only:
+        prompt = ""
+    else:
+        prompt_ids = tokenizer.encode(prompt) if prompt else []
+        if not prompt_ids:
+            prompt_ids, prompt = tokenizer.start_ids(), ""
+    if end_ids is None:
+        end_ids = getattr(tokenizer, "end_ids", None) or [tokenizer.eos_id]
     streamer = None
     if stream is not None and len(generators) == 1:
         streamer = _Streamer(stream, max((len(s) for s in stops), default=1) - 1, prompt)
     texts = [""] * len(generators)
-    prefix = tokenizer.decode(prompt_ids)
+    cut_rows: set[int] = set()
+    prefix = "" if reply_only else tokenizer.decode(prompt_ids)
 
     def continuation(ids: list[int]) -> str:
         # decode with the prompt so that tokenizers that drop a leading space (SentencePiece)
-        # join the two correctly; fall back to the new ids alone if that is not a prefix
+        # join the two correctly; fall back to the new ids alone if that is not a prefix.
+        # A reply is decoded alone, as transformers' chat pipelines do.
+        if reply_only:
+            return tokenizer.decode(ids)
         full = tokenizer.decode(prompt_ids + ids)
         return full[len(prefix):] if full.startswith(prefix) else tokenizer.decode(ids)
 
@@ -142,15 +170,23 @@ def generate_texts(backend: Backend, tokenizer, generators: Sequence[torch.Gener
         text = continuation(ids)
         cut = _cut_at_stop(text, stops) if stops else None
         texts[i] = text if cut is None else text[:cut]
+        if cut is not None:
+            cut_rows.add(i)
         if streamer is not None:
             streamer.update(prompt + texts[i], final=cut is not None)
         return cut is not None
 
     ids = generate_ids(backend, prompt_ids, generators, max_new_tokens, temperature, top_k,
-                       top_p, tokenizer.eos_id, on_token if (stops or streamer) else None,
-                       device)
+                       top_p, [i for i in end_ids if i is not None],
+                       on_token if (stops or streamer) else None, device)
     if not (stops or streamer):
         texts = [continuation(row) for row in ids]
     if streamer is not None:
         streamer.update(prompt + texts[0], final=True)
-    return [prompt + t for t in texts]
+    out = TextBatch(prompt + t for t in texts)
+    out.prompt_tokens = len(prompt_ids)
+    out.completion_tokens = [len(row) for row in ids]
+    # a row shorter than the limit ended on an end id; a stop string may end it at the limit
+    out.finish_reasons = ["stop" if i in cut_rows or len(row) < max_new_tokens else "length"
+                          for i, row in enumerate(ids)]
+    return out

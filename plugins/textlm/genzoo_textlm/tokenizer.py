@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from genzoo.errors import WeightsError
+from genzoo.errors import OptionError, WeightsError
 from genzoo.fsutil import atomic_write_text
+
+from .chat import id_list, read_chat_template, read_end_ids, read_special_tokens, render_chat
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -46,11 +48,20 @@ def byte_level_tokenizer():
 class TextTokenizer:
     """Text <-> token ids for a model, plus the special ids sampling needs.
 
-    ``bos_id`` starts a sample whose prompt is empty; ``eos_id`` ends a sample when drawn.
+    ``bos_id`` starts a sample whose prompt is empty; ``eos_id`` ends a sample when drawn, and
+    so does every id of ``end_ids`` (a generation config's ``eos_token_id`` list).
+    ``chat_template`` (Jinja, or None) turns a conversation into a prompt.
     """
 
-    def __init__(self, tokenizer, bos_id: int | None = None, eos_id: int | None = None):
+    def __init__(self, tokenizer, bos_id: int | None = None, eos_id: int | None = None,
+                 chat_template: str | None = None, end_ids: list[int] | tuple[int, ...] = (),
+                 special_tokens: dict[str, str] | None = None):
         self.tok, self.bos_id, self.eos_id = tokenizer, bos_id, eos_id
+        self.chat_template = chat_template
+        #: token strings a template may write (bos_token...), as tokenizer_config.json names
+        self.special_tokens = dict(special_tokens or {})
+        # eos first, then the others, each once
+        self.end_ids = list(dict.fromkeys(id_list(eos_id) + id_list(list(end_ids))))
 
     @classmethod
     def from_folder(cls, folder: Path, config: dict[str, Any]) -> "TextTokenizer":
@@ -65,7 +76,13 @@ class TextTokenizer:
         except Exception as e:  # tokenizers raises bare Exception subclasses
             raise WeightsError(f"{path}: unreadable tokenizer ({str(e).splitlines()[0]}); "
                                "re-download or re-save the model") from e
-        return cls(tok, config.get("bos_token_id"), config.get("eos_token_id"))
+        eos = id_list(config.get("eos_token_id"))
+        special = read_special_tokens(folder)
+        # the tokenizer's own eos (tokenizer_config.json) ends a sample too, as in transformers
+        eos_token = tok.token_to_id(special["eos_token"]) if "eos_token" in special else None
+        return cls(tok, config.get("bos_token_id"), (eos or [eos_token])[0],
+                   read_chat_template(folder), eos + id_list(eos_token) + read_end_ids(folder),
+                   special)
 
     @property
     def vocab_size(self) -> int:
@@ -85,6 +102,17 @@ class TextTokenizer:
         """Text of ``ids`` (an incomplete UTF-8 sequence at the end decodes to U+FFFD)."""
         return self.tok.decode(list(ids), skip_special_tokens=False)
 
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of ``messages`` rendered by the chat template with the generation prompt.
+        Special tokens come only from the template's text (nothing is added, so a BOS the
+        template writes is not doubled)."""
+        if self.chat_template is None:
+            raise OptionError("this tokenizer has no chat template")
+        special = {**self.special_tokens, **{
+            key: self.tok.id_to_token(int(i)) for key, i in
+            (("bos_token", self.bos_id), ("eos_token", self.eos_id)) if i is not None}}
+        return self.encode(render_chat(self.chat_template, messages, **special))
+
     def start_ids(self) -> list[int]:
         """What an empty prompt is fed as: BOS, else EOS (GPT-2 style), else a newline."""
         for i in (self.bos_id, self.eos_id):
@@ -97,8 +125,11 @@ class TextTokenizer:
         ``AutoTokenizer`` also reads the folder."""
         folder = Path(folder)
         atomic_write_text(folder / TOKENIZER_FILE, self.tok.to_str(pretty=True))
-        cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast"}
+        cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast",
+                               **self.special_tokens}
         for key, i in (("bos_token", self.bos_id), ("eos_token", self.eos_id)):
             if i is not None:
                 cfg[key] = self.tok.id_to_token(int(i))
+        if self.chat_template is not None:
+            cfg["chat_template"] = self.chat_template
         atomic_write_text(folder / "tokenizer_config.json", json.dumps(cfg, indent=2))

@@ -20,6 +20,7 @@ from genzoo.fsutil import atomic_dir, atomic_write_text
 from genzoo.model import CARD_NAME, CONFIG_NAME, model_card_markdown, read_config
 
 from .base import TextLM
+from .chat import id_list
 
 
 def _transformers():
@@ -40,8 +41,27 @@ def _dtype_kw(transformers) -> str:
 class HFTokenizer:
     """A transformers tokenizer behind the ``TextTokenizer`` methods."""
 
-    def __init__(self, tok):
+    def __init__(self, tok, end_ids: list[int] | tuple[int, ...] = ()):
         self.tok, self.bos_id, self.eos_id = tok, tok.bos_token_id, tok.eos_token_id
+        self.end_ids = list(dict.fromkeys(id_list(self.eos_id) + id_list(list(end_ids))))
+
+    @property
+    def chat_template(self) -> str | None:
+        """The tokenizer's chat template (Jinja), or None."""
+        template = getattr(self.tok, "chat_template", None)
+        return template if isinstance(template, str) and template else None
+
+    def chat_ids(self, messages: list[dict[str, str]]) -> list[int]:
+        """Token ids of ``messages`` by transformers' ``apply_chat_template`` with the
+        generation prompt (it adds no special tokens beyond the template's own)."""
+        from jinja2 import TemplateError
+        try:
+            enc = self.tok.apply_chat_template(messages, add_generation_prompt=True,
+                                               tokenize=True, return_dict=True)
+        except (TemplateError, ValueError) as e:
+            raise OptionError(f"the model's chat template refuses these messages: "
+                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        return list(enc["input_ids"])
 
     def encode(self, text: str) -> list[int]:
         """Token ids with the model's own special tokens (e.g. Llama's BOS)."""
@@ -78,6 +98,10 @@ class TransformersCausalLM(TextLM):
             cfg = tf.AutoConfig.for_model(**config)
             hf_model = tf.AutoModelForCausalLM.from_config(cfg)
         self.hf = hf_model
+        if isinstance(tokenizer, HFTokenizer):  # end on every id the generation config lists
+            gen = getattr(hf_model, "generation_config", None)
+            tokenizer.end_ids = list(dict.fromkeys(
+                tokenizer.end_ids + id_list(getattr(gen, "eos_token_id", None))))
         self.tokenizer = tokenizer
         self.eval()  # inference mode (no dropout) until the engine calls train()
 
