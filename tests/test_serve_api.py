@@ -48,10 +48,12 @@ def test_healthz_and_openapi(server):
 
 
 def test_models_is_genzoo_list_json(server):
+    """OpenAI's list shape; each entry's "genzoo" key is that model's `genzoo list --json`."""
     listed = json.loads(CliRunner().invoke(cli, ["list", "--json"]).output)
     status, served = get(server.url + "/v1/models")
-    assert status == 200
-    assert served == json.loads(json.dumps(listed, default=str))
+    assert status == 200 and served["object"] == "list"
+    assert [e["id"] for e in served["data"]] == [c["name"] for c in listed]
+    assert [e["genzoo"] for e in served["data"]] == json.loads(json.dumps(listed, default=str))
 
 
 def test_model_info_has_options_and_capabilities(server):

@@ -22,6 +22,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -417,5 +418,15 @@ def serve(config: ServeConfig) -> None:
     print(f"genzoo serve: http://{config.host}:{config.port}/ ({len(names)} models; "
           f"{'bearer token required' if config.token else 'no token'}; "
           f"max batch {config.max_batch}, queue {config.max_queue})", flush=True)
-    uvicorn.run(app, host=config.host, port=config.port, log_level="warning",
-                timeout_graceful_shutdown=5)
+    batcher = app.state.genzoo.batcher
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            # SIGTERM/SIGINT: fail the work in hand now, so every open request is answered
+            # (503) and the graceful shutdown finishes at once instead of timing out on a
+            # long generation. In a thread: a signal handler must not wait for a lock.
+            threading.Thread(target=batcher.close, daemon=True).start()
+            super().handle_exit(sig, frame)
+
+    Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                          timeout_graceful_shutdown=5)).run()

@@ -156,6 +156,8 @@ def _image_tensor(name: str, data: str, shape: tuple[int, ...] | None,
             # PIL only warns between its two bomb thresholds: make that a refusal too
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             images, _ = read_images([io.BytesIO(raw)], shape)
+    except OptionError:  # (a ValueError too) already says what is wrong
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise OptionError(f"option {name!r}: the image declares too many pixels") from None
     except (binascii.Error, ValueError, DataError):

@@ -145,8 +145,15 @@ class Batcher:
                 self._interrupt()
 
     def stop(self, wait: float = 5.0) -> None:
-        """Stop the worker: queued jobs fail with ``ShuttingDown``, the running batch is
-        interrupted; waits at most ``wait`` seconds for the thread (it is a daemon)."""
+        """Stop the worker (``close``) and wait at most ``wait`` seconds for its thread (a
+        daemon: it never holds the process up)."""
+        self.close()
+        self.thread.join(timeout=wait)
+
+    def close(self) -> None:
+        """Refuse further work without waiting: queued and running jobs fail at once with
+        ``ShuttingDown`` (their clients get 503 now rather than a cut connection later), the
+        running batch is interrupted, and the worker exits."""
         with self.cond:
             self.running = False
             dropped = self.pending + (self.current or [])
@@ -158,7 +165,6 @@ class Batcher:
             if self.current:
                 self._interrupt()
             self.cond.notify_all()
-        self.thread.join(timeout=wait)
 
     def _interrupt(self) -> None:
         """Raise ``Cancelled`` in the worker at its next instruction (once per batch; the
