@@ -230,12 +230,15 @@ def _layers(cache: Any) -> list[tuple[torch.Tensor, torch.Tensor]]:
 class TextSequence:
     """One text sample being decoded: its ``TokenSequence`` plus the text rules of
     ``sampling.generate_texts`` (cut before the first stop string; pieces held back while
-    they may still be the start of a stop string or an incomplete character)."""
+    they may still be the start of a stop string or an incomplete character; a reply to a
+    conversation decoded alone, a prompt's continuation decoded after the prompt)."""
 
-    def __init__(self, tokenizer: Any, prompt: str, prompt_ids: list[int], stops: list[str]):
+    def __init__(self, tokenizer: Any, prompt: str, prompt_ids: list[int], stops: list[str],
+                 reply_only: bool = False):
         self.tokenizer, self.prompt, self.prompt_ids, self.stops = \
             tokenizer, prompt, prompt_ids, stops
-        self.prefix = tokenizer.decode(prompt_ids)
+        self.reply_only = reply_only
+        self.prefix = "" if reply_only else tokenizer.decode(prompt_ids)
         self.text = ""  # the continuation so far, cut at a stop string
         self._pieces: list[str] = []
         self._streamer = _Streamer(self._pieces.append,
@@ -249,10 +252,12 @@ class TextSequence:
 
     def on_token(self, ids: list[int]) -> bool:
         """``TokenSequence``'s callback: update the text; True once a stop string appears."""
-        full = self.tokenizer.decode(self.prompt_ids + ids)
-        # as generate_texts: decode with the prompt so a leading space joins correctly
-        text = full[len(self.prefix):] if full.startswith(self.prefix) \
-            else self.tokenizer.decode(ids)
+        if self.reply_only:
+            text = self.tokenizer.decode(ids)
+        else:  # as generate_texts: decode with the prompt so a leading space joins correctly
+            full = self.tokenizer.decode(self.prompt_ids + ids)
+            text = full[len(self.prefix):] if full.startswith(self.prefix) \
+                else self.tokenizer.decode(ids)
         cut = _cut_at_stop(text, self.stops) if self.stops else None
         self.text = text if cut is None else text[:cut]
         self._streamer.update(self.prompt + self.text, final=cut is not None)
@@ -274,28 +279,45 @@ class TextSequence:
             self.tokens.stop()
 
     def result(self) -> str:
-        """The sample as ``generate`` returns it: the prompt plus the continuation."""
+        """The sample as ``generate`` returns it: prompt + continuation, or the reply."""
         return self.prompt + self.text
+
+
+def _prompt_ids(model: Any, prompt: str, messages: Any, system: str | None
+                ) -> tuple[str, list[int], bool]:
+    """(prompt text, prompt ids, reply only) as ``TextLM.generate`` builds them: a
+    conversation rendered by the chat template, else the prompt (or the start ids)."""
+    tok = model.tokenizer
+    if messages is not None or system is not None:
+        from .chat import conversation
+        if getattr(tok, "chat_template", None) is None:
+            raise OptionError(f"{model.name_or_path or model.arch} has no chat template "
+                              f"({model.no_template_hint}), so it takes a prompt, not messages")
+        ids = tok.chat_ids(conversation(messages, system))
+        model._check_room(len(ids))
+        return "", ids, True
+    if not isinstance(prompt, str):
+        raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
+    ids = tok.encode(prompt) if prompt else []
+    return (prompt, ids, False) if ids else ("", tok.start_ids(), False)
 
 
 def start_text(model: Any, generator: torch.Generator, prompt: str = "",
                max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, stop: str | Sequence[str] | None = None,
-               **_: Any) -> TextSequence:
+               messages: Any = None, system: str | None = None, **_: Any) -> TextSequence:
     """``TextLM.start_sequence``: check the options as ``generate_texts`` does, prefill the
     prompt and pick the first token."""
     check_sampling(max_new_tokens, temperature, top_k, top_p)
-    if not isinstance(prompt, str):
-        raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
+    model._need_tokenizer()
     tok = model.tokenizer
-    stops = [stop] if isinstance(stop, str) else [s for s in (stop or []) if s]
-    prompt_ids = tok.encode(prompt) if prompt else []
-    if not prompt_ids:
-        prompt_ids, prompt = tok.start_ids(), ""
-    seq = TextSequence(tok, prompt, prompt_ids, stops)
-    end_ids = [tok.eos_id] if tok.eos_id is not None else []
+    # an empty stop string would cut every text at once: it means no stop
+    stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s]
+    prompt, prompt_ids, reply_only = _prompt_ids(model, prompt, messages, system)
+    seq = TextSequence(tok, prompt, prompt_ids, stops, reply_only)
+    end_ids = getattr(tok, "end_ids", None) or [tok.eos_id]
     seq.tokens = TokenSequence(prompt_ids, generator, max_new_tokens, temperature, top_k, top_p,
-                               end_ids, seq.on_token)
+                               [i for i in end_ids if i is not None], seq.on_token)
     start(stepper_for(model), seq.tokens)
     if seq.done:
         seq.settle()
@@ -312,5 +334,10 @@ def step_texts(model: Any, seqs: Sequence[TextSequence]) -> None:
 
 
 def collect_texts(seqs: Sequence[TextSequence], meta: dict[str, Any]) -> Samples:
-    """``TextLM.collect_sequences``: the texts of one request, with its usage figures."""
-    return Samples(texts=[s.result() for s in seqs], meta=dict(meta))
+    """``TextLM.collect_sequences``: one request's texts, with the usage figures
+    ``TextLM.sample`` records (prompt_tokens, completion_tokens, finish_reasons)."""
+    meta = {k: v for k, v in meta.items() if k != "stream"}
+    meta.update(prompt_tokens=len(seqs[0].prompt_ids) if seqs else 0,
+                completion_tokens=[len(s.tokens.ids) if s.tokens else 0 for s in seqs],
+                finish_reasons=[s.tokens.finish_reason if s.tokens else "stop" for s in seqs])
+    return Samples(texts=[s.result() for s in seqs], meta=meta)

@@ -126,3 +126,33 @@ def test_texts_stream_and_equal_generate(gpt):
     assert [s.result() for s in states] == want
     assert ["".join(p) for p in pieces] == want
     assert len(want[0]) <= len(prompts[0]) + 8 and len(want[2]) <= len(prompts[2]) + 15
+
+
+CONVERSATIONS = [
+    dict(messages=[{"role": "user", "content": "What is a list?"}]),
+    dict(messages=[{"role": "user", "content": "Hello there"}], system="Be brief."),
+    dict(messages=[{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"},
+                   {"role": "user", "content": "Tell me about loops"}]),
+]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_chat_replies_joined_equal_sample(chat, temperature):
+    """Conversations joined one step apart get the replies and usage ``model.sample`` gives."""
+    opts = dict(max_new_tokens=24, temperature=temperature)
+    want = [chat.sample(1, seed=i, **c, **opts) for i, c in enumerate(CONVERSATIONS)]
+    states = []
+    with torch.inference_mode():
+        for i, c in enumerate(CONVERSATIONS):
+            checked = chat.check_options({**c, **opts})
+            states.append(decoding.start_text(chat, sample_generators(i, 1)[0], **checked))
+            decoding.step_texts(chat, states)
+        while not all(s.done for s in states):
+            decoding.step_texts(chat, states)
+    got = [decoding.collect_texts([s], {}) for s in states]
+    assert [g.texts for g in got] == [w.texts for w in want]
+    for g, w in zip(got, want):
+        for key in ("prompt_tokens", "completion_tokens", "finish_reasons"):
+            assert g.meta[key] == w.meta[key], key
+    if temperature == 0:  # the tiny model ends some replies on <|im_end|>, not others
+        assert {g.meta["finish_reasons"][0] for g in got} == {"stop", "length"}
