@@ -23,7 +23,8 @@ EVIL = "http://evil.example"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    srv = Server(tmp_path_factory.mktemp("faults"), "--max-tokens", "64")
+    srv = Server(tmp_path_factory.mktemp("faults"), "--max-tokens", "64",
+                 "--max-image-pixels", "20000")
     yield srv
     srv.stop()
 
@@ -96,10 +97,10 @@ def _png(width: int, height: int, mode: str = "1") -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-@pytest.mark.parametrize("size", [(15000, 15000), (5000, 4000)])
+@pytest.mark.parametrize("size", [(15000, 15000), (5000, 4000), (201, 100)])
 def test_image_bombs_are_refused_before_decoding(server, size):
-    """A 15000x15000 1-bit PNG is ~27 kB and trips PIL's own bomb check; 5000x4000 (20 Mpx)
-    passes PIL's but not the server's bound, read from the header."""
+    """A 15000x15000 1-bit PNG is ~27 kB and trips PIL's own bomb check; 5000x4000 and
+    201x100 pass PIL's but not the server's --max-image-pixels, read from the header."""
     image = _png(*size)
     assert len(image) < 200_000
     t0 = time.monotonic()

@@ -37,6 +37,9 @@ class _MissingExtra(click.ClickException):
               help="Largest request body in bytes.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
               help="Seconds a request may take, queue included (then 504).")
+@click.option("--max-image-pixels", type=click.IntRange(min=1), default=4096 * 4096,
+              show_default=True,
+              help="Most pixels (width x height) an uploaded init/mask image may declare.")
 @click.option("--memory-budget", type=click.IntRange(min=1), default=2048, show_default=True,
               help="MiB of weights kept loaded; least recently used models are dropped past it.")
 @click.option("--exact", is_flag=True,
@@ -49,8 +52,9 @@ class _MissingExtra(click.ClickException):
 @click.option("--dtype", default="auto", show_default=True, help=DTYPE_HELP)
 def serve_command(host: str, port: int, models: str | None, max_batch: int, max_queue: int,
                   token: str | None, allow_folders: bool, max_n: int, max_tokens: int,
-                  max_body: int, timeout: float, memory_budget: int, exact: bool,
-                  allow_origins: tuple[str, ...], device: str, dtype: str) -> None:
+                  max_body: int, timeout: float, max_image_pixels: int, memory_budget: int,
+                  exact: bool, allow_origins: tuple[str, ...], device: str,
+                  dtype: str) -> None:
     """Serve the models over HTTP: a JSON API (/v1/models, /openapi.json) and a gallery page
     at / that makes samples in the browser. Concurrent requests are batched together."""
     if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
@@ -60,6 +64,7 @@ def serve_command(host: str, port: int, models: str | None, max_batch: int, max_
     config = ServeConfig(host=host, port=port, models=models, max_batch=max_batch,
                          max_queue=max_queue, token=token, allow_folders=allow_folders,
                          memory_budget_mib=memory_budget, merge=not exact, device=device,
-                         dtype=dtype, limits=Limits(max_n, max_tokens, max_body, timeout),
+                         dtype=dtype,
+                         limits=Limits(max_n, max_tokens, max_body, timeout, max_image_pixels),
                          allow_origins=tuple(allow_origins))
     serve(config)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import ipaddress
 import json
 import logging
@@ -34,13 +33,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
 
 from genzoo.errors import GenzooError, OptionError, UnknownModelError
 from genzoo.samples import Samples
 from genzoo.serve.formats import (Limits, SampleRequest, check_caps, decode_images, json_payload,
                                   load_json, npz_bytes, parse_request, png_grid)
-from genzoo.serve.guard import OriginGuard
+from genzoo.serve.guard import BearerAuth, OriginGuard
 from genzoo.serve.pool import ModelPool
 from genzoo.serve.queue import Batcher, Cancelled, Job, QueueFull, ShuttingDown, plan_job
 
@@ -48,9 +46,6 @@ log = logging.getLogger("genzoo.serve.app")
 STATIC = Path(__file__).parent / "static"
 _STATIC_FILES = {"gallery.html": "text/html", "gallery.js": "text/javascript",
                  "gallery.css": "text/css"}
-#: Open without a token: the page and its files (they hold no data; the page asks for the
-#: token), /healthz and the schema.
-_OPEN_PATHS = ("/healthz", "/openapi.json", "/static/")
 
 
 @dataclass
@@ -387,27 +382,6 @@ def create_app(config: ServeConfig) -> OriginGuard:
     # the guard sits outside the token check: a browser's preflight carries no token
     return OriginGuard(BearerAuth(app, config.token) if config.token else app,
                        config.allow_origins)
-
-
-class BearerAuth:
-    """ASGI middleware: every API route needs ``Authorization: Bearer TOKEN`` (compared in
-    constant time); the page, its files and /healthz stay open."""
-
-    def __init__(self, app: Starlette, token: str):
-        self.app, self._token = app, token.encode()
-        self.state = app.state
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/" or \
-                scope["path"].startswith(_OPEN_PATHS):
-            return await self.app(scope, receive, send)
-        header = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, given = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
-            response = error_response(401, "missing or wrong token: send 'Authorization: "
-                                           "Bearer TOKEN'", {"WWW-Authenticate": "Bearer"})
-            return await response(scope, receive, send)
-        return await self.app(scope, receive, send)
 
 
 def serve(config: ServeConfig) -> None:

@@ -1,4 +1,5 @@
-"""Who may call the server from a browser: an ASGI middleware in front of every route.
+"""Who may call the server: ASGI middlewares in front of every route (the bearer token, and
+which browser pages may call it).
 
 A page on another origin can make its visitor's browser send requests to a server on
 loopback (with no token, the server cannot tell). So a request whose ``Origin`` header names
@@ -11,6 +12,7 @@ Requests without ``Origin`` (curl, the ``openai`` client, same-origin GETs) pass
 """
 from __future__ import annotations
 
+import hmac
 import json
 from typing import Any, Iterable
 from urllib.parse import urlsplit
@@ -18,6 +20,9 @@ from urllib.parse import urlsplit
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+#: Open without a token: the page and its files (they hold no data; the page asks for the
+#: token), /healthz and the schema.
+_OPEN_PATHS = ("/healthz", "/openapi.json", "/static/")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
 _METHODS = b"GET, POST, OPTIONS"
 _HEADERS = b"Authorization, Content-Type"
@@ -43,6 +48,28 @@ def normalize_origin(origin: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return origin.strip()  # "null" or a custom scheme: compared as given
     return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+
+
+class BearerAuth:
+    """ASGI middleware: every API route needs ``Authorization: Bearer TOKEN`` (compared in
+    constant time); the page, its files and /healthz stay open."""
+
+    def __init__(self, app: ASGIApp, token: str):
+        self.app, self._token = app, token.encode()
+        self.state: Any = getattr(app, "state", None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/" or \
+                scope["path"].startswith(_OPEN_PATHS):
+            return await self.app(scope, receive, send)
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        scheme, _, given = header.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
+            body = json.dumps({"error": "missing or wrong token: send 'Authorization: Bearer "
+                                        "TOKEN'"}).encode()
+            return await _send(send, 401, body, [(b"content-type", b"application/json"),
+                                                 (b"www-authenticate", b"Bearer")])
+        return await self.app(scope, receive, send)
 
 
 class OriginGuard:
