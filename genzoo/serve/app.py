@@ -331,6 +331,7 @@ async def static(request: Request) -> Response:
 
 def create_app(config: ServeConfig) -> OriginGuard:
     """The ASGI app for ``config`` (its batching worker starts now, stops at shutdown)."""
+    from genzoo.serve.openai_api import openai_routes
     from genzoo.serve.openapi import openapi_schema
     check_config(config)
     state = App(config)
@@ -343,7 +344,7 @@ def create_app(config: ServeConfig) -> OriginGuard:
               Route("/v1/models", state.models),
               Route("/v1/models/{name:path}/samples", state.samples, methods=["POST"]),
               Route("/v1/models/{name:path}", state.model)]
-    routes += __import__("genzoo.serve.openai_api", fromlist=["_"]).openai_routes(state)  # H3
+    routes += openai_routes(state, read_json, model_info_of)  # OpenAI's API (H3)
 
     async def on_genzoo_error(request: Request, e: Exception) -> Response:
         assert isinstance(e, GenzooError)  # the handler is registered for GenzooError only

@@ -15,110 +15,31 @@ from a family name. Errors use OpenAI's shape ``{"error": {message, type, param,
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
-import logging
 import re
 import secrets
 import time
 import uuid
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from genzoo.errors import GenzooError
 from genzoo.samples import Samples
 from genzoo.serve import schemas as S
-from genzoo.serve.app import App, _Error, _read_json, _status_of, model_info_of
-from genzoo.serve.queue import Cancelled, Job, QueueFull
+from genzoo.serve.openai_errors import OpenAIError, error_of, openai_error, openai_errors
+from genzoo.serve.queue import Cancelled, Job
 
-log = logging.getLogger("genzoo.serve.openai")
-Handler = Callable[[Request], Awaitable[Response]]
-#: OpenAI's error type for each status genzoo answers with.
-_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
-          499: "invalid_request_error", 503: "server_error", 504: "timeout"}
-_CODES = {404: "model_not_found", 413: "request_too_large", 503: "overloaded", 504: "timeout"}
+if TYPE_CHECKING:  # the app hands itself in (openai_routes): no import of it at run time
+    from genzoo.serve.app import App
 
-
-class OpenAIError(Exception):
-    """A request error answered in OpenAI's shape with ``status``, naming ``param``."""
-
-    def __init__(self, status: int, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.param = status, param
-
-
-def openai_error(status: int, message: str, param: str | None = None,
-                 headers: dict[str, str] | None = None) -> JSONResponse:
-    """``{"error": {"message", "type", "param", "code"}}`` with ``status`` (one line)."""
-    line = " ".join(str(message).split())[:500]
-    body = S.ErrorResponse(error=S.ErrorDetail(message=line, type=_TYPES.get(status, "server_error"),
-                                               param=param, code=_CODES.get(status)))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
-
-
-def _error_of(e: BaseException) -> JSONResponse:
-    """The OpenAI-shaped answer to anything a handler raised (a 500 only for a bug)."""
-    if isinstance(e, OpenAIError):
-        return openai_error(e.status, str(e), e.param)
-    if isinstance(e, ValidationError):
-        return _invalid(e)
-    if isinstance(e, QueueFull):
-        return openai_error(503, str(e), headers={"Retry-After": str(e.retry_after)})
-    if isinstance(e, GenzooError):
-        status = _status_of(e)
-        return openai_error(400 if status == 422 else status, str(e),
-                            "model" if status == 404 else None)
-    if isinstance(e, _Error):
-        return openai_error(e.status, str(e), headers=e.headers)
-    if isinstance(e, HTTPException):
-        return openai_error(e.status_code, e.detail or "error")
-    log.error("internal error in an OpenAI route", exc_info=e)
-    return openai_error(500, "internal server error (the server log has the details)")
-
-
-#: What a field takes, for the one-line message of a refused value.
-_HINTS = {"stop": "a string or a list of strings", "max_tokens": "a whole number of tokens",
-          "max_completion_tokens": "a whole number of tokens", "n": "a whole number",
-          "seed": "a whole number >= 0", "temperature": "a number from 0 to 2",
-          "top_p": "a number in (0, 1]", "stream": "true or false",
-          "messages": 'a list of {"role": str, "content": str} objects',
-          "options": "an object of the model's sampling options"}
-
-
-def _invalid(e: ValidationError) -> JSONResponse:
-    """A refused request body: the first wrong field, what it takes and what it got."""
-    first = e.errors()[0]
-    if not first["loc"]:
-        return openai_error(400, "the body must be a JSON object such as "
-                                 '{"model": "NAME", ...}')
-    param = str(first["loc"][0])
-    if first["type"] == "missing" and len(first["loc"]) == 1:
-        return openai_error(400, f"{param} is required", param)
-    given = first.get("input")
-    shown = json.dumps(given, default=str) if given is not None else "null"
-    shown = shown if len(shown) <= 60 else shown[:57] + "..."
-    what = _HINTS.get(param, first["msg"].lower())
-    return openai_error(400, f"{param} must be {what}, got {shown}"
-                        if param in _HINTS else f"{param}: {what}", param)
-
-
-def _openai_errors(handler: Handler) -> Handler:
-    """Answer whatever ``handler`` raises in OpenAI's error shape."""
-    @functools.wraps(handler)
-    async def wrapped(request: Request) -> Response:
-        try:
-            return await handler(request)
-        except Exception as e:  # noqa: BLE001 - every failure becomes an OpenAI error body
-            return _error_of(e)
-    return wrapped
-
+#: ``read_json(request, limit)``: the app's one way of reading a request body.
+ReadJson = Callable[[Request, int], Awaitable[Any]]
+#: ``serving(name)``: the app's model info for ``name`` ("serving": formats...).
+Serving = Callable[[str], dict[str, Any]]
 
 async def model_list(state: App, request: Request) -> Response:
     """``GET /v1/models``: OpenAI's list; each entry's ``genzoo`` key holds the card fields and
@@ -137,8 +58,8 @@ async def model_list(state: App, request: Request) -> Response:
 class _Routes:
     """The OpenAI handlers over one ``App`` (its pool, limits and queue)."""
 
-    def __init__(self, state: App):
-        self.state = state
+    def __init__(self, state: App, read_json: ReadJson, serving: Serving):
+        self.state, self.read_json, self.serving = state, read_json, serving
         self._serving: dict[str, dict[str, Any]] = {}
 
     # ---- what a model serves ---------------------------------------------------------------
@@ -150,7 +71,7 @@ class _Routes:
         model = self.state.pool.get(name)
         options = model.options()
         if name not in self._serving:
-            self._serving[name] = model_info_of(name)["serving"]
+            self._serving[name] = self.serving(name)["serving"]
         images = "png" in self._serving[name]["formats"]
         prompt = "prompt" in options and options["prompt"].type == "str"
         serves = {"chat": "messages" in options, "completions": prompt and not images,
@@ -229,7 +150,7 @@ class _Routes:
 
     # ---- running through genzoo's queue ------------------------------------------------------
     async def _json(self, request: Request) -> Any:
-        return await _read_json(request, self.state.config.limits.max_body)
+        return await self.read_json(request, self.state.config.limits.max_body)
 
     async def _run(self, request: Request, name: str,
                    body: dict[str, Any]) -> tuple[Job, Samples]:
@@ -311,7 +232,7 @@ class _Routes:
                 try:
                     samples = job.future.result()
                 except Exception as e:  # noqa: BLE001 - reported to the client, in its shape
-                    yield _sse(_error_of(e))
+                    yield _sse(error_of(e))
                     return
                 usage, reasons = _usage(samples, job)
                 yield chunks.last(reasons[0], usage)
@@ -339,7 +260,11 @@ class _Chunks:
             out = S.Completion(id=self.ident, created=self.created, model=self.model,
                                usage=usage, choices=[S.CompletionChoice(
                                    index=0, text=text, finish_reason=reason)])
-        return "data: " + out.model_dump_json() + "\n\n"
+        data = out.model_dump(mode="json")
+        for choice in data["choices"]:  # a delta says only what it carries, as OpenAI's do
+            if "delta" in choice:
+                choice["delta"] = {k: v for k, v in choice["delta"].items() if v is not None}
+        return "data: " + json.dumps(data) + "\n\n"
 
     def first(self) -> str:
         """The opening chunk: the assistant's role (an empty piece for completions)."""
@@ -382,10 +307,11 @@ def _usage(samples: Samples, job: Job) -> tuple[S.Usage, list[str | None]]:
     n = len(samples.texts or [])
     prompt = int(meta.get("prompt_tokens") or 0)
     completion = sum(int(c) for c in meta.get("completion_tokens") or [])
-    reasons = list(meta.get("finish_reasons") or [])
-    reasons += ["stop"] * (n - len(reasons))
-    return S.Usage(prompt_tokens=prompt * n, completion_tokens=completion,
-                   total_tokens=prompt * n + completion), reasons
+    reasons: list[str | None] = list(meta.get("finish_reasons") or [])
+    reasons += [None] * (n - len(reasons))  # a model that does not say why it stopped
+    # OpenAI counts the prompt once however many choices it gets
+    return S.Usage(prompt_tokens=prompt, completion_tokens=completion,
+                   total_tokens=prompt + completion), reasons
 
 
 def _size_options(model: Any, options: dict[str, Any], size: str | None) -> dict[str, Any]:
@@ -407,12 +333,14 @@ def _size_options(model: Any, options: dict[str, Any], size: str | None) -> dict
     raise OpenAIError(400, f"this model draws at {own} only, got size {size!r}", "size")
 
 
-def openai_routes(state: App) -> list[Route]:
-    """The OpenAI-compatible routes over ``state`` (``GET /v1/models`` is ``App.models``)."""
-    routes = _Routes(state)
-    return [Route("/v1/chat/completions", _openai_errors(routes.chat), methods=["POST"]),
-            Route("/v1/completions", _openai_errors(routes.completions), methods=["POST"]),
-            Route("/v1/images/generations", _openai_errors(routes.images), methods=["POST"])]
+def openai_routes(state: App, read_json: ReadJson, serving: Serving) -> list[Route]:
+    """The OpenAI-compatible routes over the app ``state``, reading bodies with the app's
+    ``read_json`` (its limits, content type and depth checks) and a model's served formats
+    with ``serving`` (``GET /v1/models`` itself is ``App.models``, via ``model_list``)."""
+    routes = _Routes(state, read_json, serving)
+    return [Route("/v1/chat/completions", openai_errors(routes.chat), methods=["POST"]),
+            Route("/v1/completions", openai_errors(routes.completions), methods=["POST"]),
+            Route("/v1/images/generations", openai_errors(routes.images), methods=["POST"])]
 
 
 __all__ = ["openai_routes", "model_list", "openai_error", "OpenAIError"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from genzoo.serve import schemas as S
 
@@ -35,7 +35,8 @@ def _errors(model: type[BaseModel], *codes: int) -> dict[str, Any]:
 
 def component_schemas() -> dict[str, Any]:
     """Every body of ``schemas.ALL_SCHEMAS`` and the models they nest, by model name."""
-    pairs = [(m, "validation" if m in _REQUESTS else "serialization") for m in S.ALL_SCHEMAS]
+    pairs: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if m in _REQUESTS else "serialization") for m in S.ALL_SCHEMAS]
     _, top = models_json_schema(pairs, ref_template=_REF)
     return dict(top.get("$defs", {}))
 

@@ -67,7 +67,7 @@ class ChatMessage(_Request):
     """One turn of a conversation; ``content`` is a string or a list of text parts."""
 
     role: str
-    content: Union[str, list[TextPart], None] = None
+    content: Union[str, list[TextPart], None]
     name: Optional[str] = None
 
 
