@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("genzoo_textlm")
 
-from genzoo.serve.queue import Batcher, Cancelled, plan_job  # noqa: E402
+from genzoo.serve.queue import Cancelled, ShuttingDown, plan_job  # noqa: E402
 from genzoo.serve.stepping import Stepping, can_step  # noqa: E402
 
 REQUESTS = [  # (n, seed, options): prompts, lengths and temperatures all differ
@@ -129,3 +129,22 @@ def test_a_job_past_its_deadline_leaves(gpt, loop):
     assert got.texts == gpt.sample(1, seed=1, prompt="y", max_new_tokens=10).texts
     assert late.cancelled and stats["timed_out"] == 1 and stats["live"] == 0
     assert stats["steps"] < 60  # it left when its time ran out, not after 120 tokens
+
+
+def test_close_fails_running_and_new_jobs_at_once(gpt, loop):
+    stepping = Stepping(max_batch=2)
+    started: list[str] = []
+    job = plan_job(gpt, "gpt", 1, 0, dict(prompt="x", max_new_tokens=100_000), loop, 60.0,
+                   stream=started.append)
+    stepping.submit(job)
+    deadline = time.monotonic() + 10
+    while not started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    threads = [s.thread for s in stepping.steppers.values()]
+    t0 = time.monotonic()
+    stepping.stop()
+    (error,) = settle(loop, [job.future])
+    assert isinstance(error, ShuttingDown) and time.monotonic() - t0 < 5
+    assert len(threads) == 1 and not threads[0].is_alive()
+    with pytest.raises(ShuttingDown):
+        stepping.submit(plan_job(gpt, "gpt", 1, 0, dict(prompt="y"), loop, 60.0))

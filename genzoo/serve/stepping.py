@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genzoo.errors import GenzooError
-from genzoo.serve.queue import Cancelled, Job, QueueFull
+from genzoo.serve.queue import Cancelled, Job, QueueFull, ShuttingDown
 
 log = logging.getLogger("genzoo.serve.app")
 
@@ -75,6 +75,7 @@ class ModelStepper:
                 self._retire_cancelled()
                 if not self.owner.running:
                     self._drop_all()
+                    self.owner.forget(self)
                     return
                 if not self.entries:
                     if time.monotonic() - idle_since > self.owner.idle_seconds:
@@ -172,7 +173,9 @@ class ModelStepper:
     def _drop_all(self) -> None:
         for entry in list(self.entries):
             self._remove(entry)
-            entry.job.finish(error=GenzooError("the server is shutting down"))
+            entry.job.cancelled = True
+            entry.job.finish(error=ShuttingDown("the server is shutting down; retry on another "
+                                                "replica or after it restarts"))
 
     def _fail(self, entries: list[_Entry], error: BaseException) -> None:
         """Fail these jobs (only them); called without the lock."""
@@ -203,6 +206,9 @@ class Stepping:
         """Queue ``job`` on its model's scheduler (started if need be), or raise ``QueueFull``
         when ``max_queue`` jobs already wait for a place in the batch."""
         with self.cond:
+            if not self.running:
+                raise ShuttingDown("the server is shutting down; retry on another replica or "
+                                   "after it restarts")
             waiting = sum(len(s.waiting) for s in self.steppers.values())
             if waiting >= self.max_queue:
                 self.stats["rejected"] += 1
@@ -233,14 +239,26 @@ class Stepping:
         if self.steppers.get(id(stepper.model)) is stepper:
             del self.steppers[id(stepper.model)]
 
-    def stop(self) -> None:
-        """End every scheduler after its current step; unfinished jobs get an error."""
+    def close(self) -> None:
+        """Refuse further work without waiting: every job here fails at once with
+        ``ShuttingDown`` (503 for its client now) and each scheduler ends after its step."""
         with self.cond:
             self.running = False
+            for stepper in self.steppers.values():
+                for entry in stepper.entries:  # the states stay: their thread frees them
+                    entry.job.cancelled = True
+                    entry.job.finish(error=ShuttingDown("the server is shutting down; retry "
+                                                        "on another replica or after it "
+                                                        "restarts"))
             self.cond.notify_all()
+
+    def stop(self, wait: float = 5.0) -> None:
+        """``close``, then wait at most ``wait`` seconds for each scheduler thread."""
+        self.close()
+        with self.cond:
             threads = [s.thread for s in self.steppers.values()]
         for t in threads:
-            t.join(timeout=30)
+            t.join(timeout=wait)
 
     def snapshot(self) -> dict[str, Any]:
         """Counters, waiting jobs and live sequences (for /healthz and the tests)."""

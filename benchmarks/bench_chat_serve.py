@@ -1,0 +1,283 @@
+"""Benchmark: continuous batching of chats in `genzoo serve` — 8 concurrent streamed chats
+against the same 8 one after another, and one stream against transformers' ``generate``.
+
+A real server process (``genzoo serve --allow-folders``, one OpenMP thread unless
+``OMP_NUM_THREADS`` says otherwise) on a free loopback port serves two Qwen2 chat models built
+on the fly with random weights (no download): the tiny chat model of the textlm tests
+(2 layers, hidden 32) and a mid-size one (6 layers, hidden 384, about 10M parameters), both
+with the tests' locally trained ChatML tokenizer. Each chat is ``POST /v1/chat/completions``
+with ``stream: true``, greedy, ``max_tokens`` 64, a different user message per chat.
+
+Reported per model: throughput (completion tokens/s over the wall time of the phase) of the
+8 concurrent chats and of the same 8 one after another, and their ratio (goal >= 3x); time to
+first token p50/p99 in both phases; the server's RSS before and after (goal: flat, within
+10%); and the tokens/s of one stream (the sequential phase) against transformers'
+``generate`` on the same model and the same chats in this process, greedy, as many new
+tokens as the server gave each chat (goal >= 1.0x). A markdown table is printed with the
+CPU's model name (as lscpu gives it).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_chat_serve.py [--chats 8] [--tokens 64]
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MID = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
+           num_key_value_heads=2)
+#: How the server is started (the options follow).
+SERVE = [sys.executable, "-m", "genzoo", "serve"]
+TOPICS = ["lists", "loops", "classes", "the with statement", "exceptions", "generators",
+          "decorators", "modules", "strings", "dictionaries", "sets", "lambda"]
+
+
+def build_models(tmp: Path) -> dict[str, Path]:
+    """The tiny chat model and the mid-size one (same tokenizer and template), as folders."""
+    sys.path.insert(0, str(ROOT / "plugins/textlm/tests"))
+    import torch
+    import transformers
+    from _tiny_chat import build_tiny_chat, tiny_chat_tokenizer
+    from genzoo_textlm.transformers_format import HFTokenizer, TransformersCausalLM
+    tiny = build_tiny_chat(tmp / "tiny-chat")
+    tok = tiny_chat_tokenizer()
+    ends = [tok.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    cfg = transformers.Qwen2Config(vocab_size=len(tok), max_position_embeddings=512,
+                                   tie_word_embeddings=False, bos_token_id=None,
+                                   eos_token_id=ends, pad_token_id=ends[1], **MID)
+    torch.manual_seed(0)
+    hf = transformers.Qwen2ForCausalLM(cfg).eval()
+    hf.generation_config = transformers.GenerationConfig(eos_token_id=ends, pad_token_id=ends[1])
+    config = json.loads(cfg.to_json_string(use_diff=False))
+    TransformersCausalLM(config, hf, HFTokenizer(tok)).save_pretrained(tmp / "mid-chat")
+    return {"tiny chat (Qwen2 2x32)": tiny, "mid chat (Qwen2 6x384, ~10M)": tmp / "mid-chat"}
+
+
+def messages(k: int) -> list[dict[str, str]]:
+    """Chat ``k``'s conversation (one user message; each chat its own)."""
+    return [{"role": "user", "content": f"Tell me about {TOPICS[k % len(TOPICS)]}, please."}]
+
+
+def chat(port: int, model: str, k: int, tokens: int) -> dict:
+    """One streamed chat: time to first content, total time, completion tokens (the usage
+    chunk's count; the re-encoded reply's length if the server gave none)."""
+    body = json.dumps({"model": model, "messages": messages(k), "max_tokens": tokens,
+                       "temperature": 0, "seed": k, "stream": True,
+                       "stream_options": {"include_usage": True}})
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    t0 = time.perf_counter()
+    conn.request("POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    if resp.status != 200:
+        raise RuntimeError(f"chat {k}: HTTP {resp.status}: {resp.read()[:300]!r}")
+    first, usage, text = None, None, ""
+    for raw in resp:
+        line = raw.decode().strip()
+        if not line.startswith("data: ") or line == "data: [DONE]":
+            continue
+        event = json.loads(line[6:])
+        if "error" in event:
+            raise RuntimeError(f"chat {k}: {event['error']}")
+        for choice in event.get("choices") or []:
+            piece = (choice.get("delta") or {}).get("content")
+            if piece:
+                first = first or time.perf_counter() - t0
+                text += piece
+        usage = event.get("usage") or usage
+    conn.close()
+    count = int((usage or {}).get("completion_tokens") or 0) or len(_tokenizer(model)(text))
+    return {"ttft": first or float("nan"), "seconds": time.perf_counter() - t0,
+            "tokens": count, "text": text}
+
+
+_TOKENIZERS: dict[str, object] = {}
+
+
+def _tokenizer(folder: str):
+    """A function counting tokens with the model's tokenizer (loaded once)."""
+    if folder not in _TOKENIZERS:
+        import transformers
+        tok = transformers.AutoTokenizer.from_pretrained(folder)
+        _TOKENIZERS[folder] = lambda text: tok(text, add_special_tokens=False)["input_ids"]
+    return _TOKENIZERS[folder]
+
+
+def phase(port: int, model: str, chats: int, tokens: int, concurrent: bool) -> dict:
+    """``chats`` chats, all at once or one after another: throughput and TTFT quantiles."""
+    out: list[dict] = [{}] * chats
+
+    def run(k: int) -> None:
+        out[k] = chat(port, model, k, tokens)
+
+    t0 = time.perf_counter()
+    if concurrent:
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(chats)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    else:
+        for k in range(chats):
+            run(k)
+    wall = time.perf_counter() - t0
+    if any(not r for r in out):
+        raise RuntimeError("a chat failed (see above)")
+    ttft = sorted(r["ttft"] for r in out)
+    return {"rate": sum(r["tokens"] for r in out) / wall, "wall": wall,
+            "ttft_p50": statistics.median(ttft), "ttft_p99": _p99(ttft), "chats": out,
+            "stream_rate": statistics.median(r["tokens"] / r["seconds"] for r in out)}
+
+
+def _p99(xs: list[float]) -> float:
+    return statistics.quantiles(xs, n=100, method="inclusive")[98] if len(xs) > 1 else xs[0]
+
+
+def transformers_rate(folder: Path, chats: list[dict]) -> float:
+    """Median tokens/s of transformers' greedy ``generate`` on each chat, as many new tokens
+    as the server gave it (``min_new_tokens`` holds it to that count), after a warm-up."""
+    import torch
+    import transformers
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    rates = []
+    for k, r in enumerate([chats[0]] + chats):
+        enc = tok.apply_chat_template(messages(k - 1 if k else 0), add_generation_prompt=True,
+                                      return_dict=True, return_tensors="pt")
+        n = max(1, r["tokens"])
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = hf.generate(**enc, do_sample=False, max_new_tokens=n, min_new_tokens=n)
+        if k:  # the first run warms up
+            rates.append((out.shape[1] - enc["input_ids"].shape[1]) / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def serve(folders: list[Path], max_batch: int) -> tuple[subprocess.Popen, int]:
+    """A `genzoo serve` process allowed to serve local folders, once it answers /healthz."""
+    port = _free_port()
+    server = subprocess.Popen([*SERVE, "--port", str(port),
+                               "--allow-folders", "--max-batch", str(max_batch),
+                               "--max-tokens", "1024", "--device", "cpu"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).read()
+            return server, port
+        except OSError:
+            if server.poll() is not None:
+                raise RuntimeError(f"genzoo serve exited: {server.stderr.read().decode()[-500:]}")
+            time.sleep(0.2)
+    raise RuntimeError("genzoo serve did not start")
+
+
+def measure(chats: int = 8, tokens: int = 64) -> list[dict]:
+    """Every figure, one dict per model."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = build_models(Path(tmp))
+        server, port = serve(list(models.values()), max_batch=chats)
+        try:
+            for what, folder in models.items():
+                name = str(folder.resolve())
+                phase(port, name, 2, tokens, concurrent=True)  # loads the model, warms up
+                rss_start = _rss_mib(server.pid)
+                together = phase(port, name, chats, tokens, concurrent=True)
+                alone = phase(port, name, chats, tokens, concurrent=False)
+                rss_end = _rss_mib(server.pid)
+                same = [a["text"] for a in alone["chats"]] == \
+                    [t["text"] for t in together["chats"]]
+                health = json.loads(urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/healthz").read())
+                results.append({"model": what, "concurrent": together, "sequential": alone,
+                                "same_replies": same, "rss_start": rss_start,
+                                "rss_end": rss_end, "queue": health.get("queue"),
+                                "transformers": transformers_rate(folder, alone["chats"])})
+        finally:
+            server.send_signal(signal.SIGINT)
+            server.wait(timeout=30)
+    return results
+
+
+def table(results: list[dict], chats: int, tokens: int) -> str:
+    """The markdown table (one block of rows per model) with the machine."""
+    lines = [f"{chats} streamed chats of up to {tokens} tokens (greedy) on `genzoo serve`, "
+             f"{_cpu()}, {os.environ.get('OMP_NUM_THREADS', 'default')} OpenMP thread(s)", "",
+             "| model | measure | genzoo | peer | ratio | goal |", "|---|---|---|---|---|---|"]
+    for r in results:
+        c, s = r["concurrent"], r["sequential"]
+        m = r["model"]
+        lines += [
+            f"| {m} | throughput, tokens/s: {chats} concurrent vs one after another "
+            f"| {c['rate']:.0f} | {s['rate']:.0f} | {c['rate'] / s['rate']:.2f}x | >= 3x |",
+            f"| {m} | time to first token p50 / p99, s (concurrent; one after another: "
+            f"{s['ttft_p50']:.3f} / {s['ttft_p99']:.3f}) | {c['ttft_p50']:.3f} / "
+            f"{c['ttft_p99']:.3f} | | | |",
+            f"| {m} | one stream, tokens/s vs transformers generate | {s['stream_rate']:.0f} "
+            f"| {r['transformers']:.0f} | {s['stream_rate'] / r['transformers']:.2f}x "
+            f"| >= 1.0x |",
+            f"| {m} | server RSS after vs before, MiB | {r['rss_end']:.0f} "
+            f"| {r['rss_start']:.0f} | {r['rss_end'] / r['rss_start']:.2f}x | <= 1.1x |",
+            f"| {m} | concurrent replies equal the one-at-a-time ones | "
+            f"{'yes' if r['same_replies'] else 'NO'} | | | yes |"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--chats", type=int, default=8)
+    p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--json", help="also write every figure to this JSON file")
+    args = p.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # the server inherits it
+    import torch
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    results = measure(args.chats, args.tokens)
+    print(table(results, args.chats, args.tokens))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _cpu() -> str:
+    """The CPU's model name, as lscpu prints it (``/proc/cpuinfo`` when lscpu is missing)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()
