@@ -90,6 +90,13 @@ def test_deep_json_is_refused_without_recursing(server, raw):
     assert_healthy(server)
 
 
+@pytest.mark.parametrize("raw", [b'{"seed": NaN}', b'{"options": {"temperature": Infinity}}',
+                                 b'{"options": {"max_new_tokens": -Infinity}}'])
+def test_python_only_constants_are_not_json(server, raw):
+    status, body, _ = request(server.url + TEXT, raw)
+    assert "not valid JSON" in assert_one_line_error(status, json.loads(body), 422)
+
+
 def _png(width: int, height: int, mode: str = "1") -> str:
     from PIL import Image
     buf = io.BytesIO()

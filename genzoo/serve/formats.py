@@ -48,7 +48,7 @@ def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``raw`` parsed as JSON (an empty body is ``{}``), nested at most ``max_depth`` levels;
     otherwise a one-line ``OptionError``. Never recurses over the document itself."""
     try:
-        value = json.loads(raw or b"{}")
+        value = json.loads(raw or b"{}", parse_constant=_not_json)
     except RecursionError:  # the C decoder's own guard on absurd nesting
         raise OptionError(f"the body nests deeper than {max_depth} levels") from None
     except (ValueError, UnicodeDecodeError):
@@ -56,6 +56,11 @@ def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     if json_depth(value) > max_depth:
         raise OptionError(f"the body nests deeper than {max_depth} levels")
     return value
+
+
+def _not_json(name: str) -> Any:
+    """NaN and Infinity are Python's extensions, not JSON: refuse them at the door."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def json_depth(value: Any) -> int:

@@ -122,6 +122,8 @@ class Batcher:
     def submit(self, job: Job) -> None:
         """Queue ``job``, or raise ``QueueFull`` (the server answers 503 with Retry-After)."""
         with self.cond:
+            if not self.running:
+                raise ShuttingDown("the server is shutting down; retry after it restarts")
             if len(self.pending) >= self.max_queue:
                 self.stats["rejected"] += 1
                 wait = max(1, math.ceil(self.batch_seconds * (1 + len(self.pending) /
