@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
+import time
 
 import numpy as np
 import pytest
@@ -22,7 +24,8 @@ pytest.importorskip("pydantic")
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("serve-openai"), "--models",
-                 "gan-mnist,textlm-shakespeare,diffusion-mnist", "--max-tokens", "40")
+                 "gan-mnist,textlm-shakespeare,diffusion-mnist", "--max-tokens", "40",
+                 "--max-body", "20000")
     yield srv
     srv.stop()
 
@@ -149,6 +152,27 @@ def test_fields_clients_send_are_ignored_not_refused(server):
     assert status == 200, reply
     assert reply["usage"]["total_tokens"] == (reply["usage"]["prompt_tokens"] +
                                               reply["usage"]["completion_tokens"])
+
+
+@pytest.mark.parametrize("raw, headers, status", [
+    (b'{"model": "gan-mnist"}', {"Content-Type": "text/plain"}, 415),
+    (b"[" * 5000 + b"]" * 5000, {}, 400),
+    (json.dumps({"model": "gan-mnist", "prompt": "x" * 30000}).encode(), {}, 413),
+    (b'{"model": "gan-mnist", ', {}, 400),
+], ids=["text-plain", "deep-json", "over-max-body", "broken-json"])
+def test_body_faults_get_openai_errors(server, raw, headers, status):
+    got, reply, _ = request(server.url + "/v1/images/generations", raw,
+                            {"Content-Type": "application/json", **headers})
+    assert_openai_error(got, json.loads(reply), status)
+
+
+def test_client_hanging_up_mid_body_is_not_an_error(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"mo")
+    time.sleep(0.5)
+    assert "Traceback" not in server.log() and "internal error" not in server.log()
+    assert server.health()["status"] == "ok"
 
 
 def test_openapi_is_generated_from_the_models(server):

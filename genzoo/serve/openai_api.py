@@ -30,7 +30,8 @@ from starlette.routing import Route
 
 from genzoo.samples import Samples
 from genzoo.serve import schemas as S
-from genzoo.serve.openai_errors import OpenAIError, error_of, openai_error, openai_errors
+from genzoo.serve.openai_errors import (OpenAIError, crash_event, error_of, openai_error,
+                                        openai_errors)
 from genzoo.serve.queue import Cancelled, Job
 
 if TYPE_CHECKING:  # the app hands itself in (openai_routes): no import of it at run time
@@ -232,7 +233,7 @@ class _Routes:
                 try:
                     samples = job.future.result()
                 except Exception as e:  # noqa: BLE001 - reported to the client, in its shape
-                    yield _sse(error_of(e))
+                    yield _sse(error_of(e) or crash_event(e))
                     return
                 usage, reasons = _usage(samples, job)
                 yield chunks.last(reasons[0], usage)

@@ -22,7 +22,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 #: OpenAI's error type for each status genzoo answers with.
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
-          413: "invalid_request_error", 422: "invalid_request_error", 429: "rate_limit_error",
+          403: "permission_error", 413: "invalid_request_error", 415: "invalid_request_error",
+          422: "invalid_request_error", 429: "rate_limit_error",
           499: "invalid_request_error", 503: "server_error", 504: "timeout"}
 _CODES = {404: "model_not_found", 413: "request_too_large", 503: "overloaded", 504: "timeout"}
 
@@ -45,8 +46,9 @@ def openai_error(status: int, message: str, param: str | None = None,
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
-def error_of(e: BaseException) -> JSONResponse:
-    """The OpenAI-shaped answer to anything a handler raised (a 500 only for a bug)."""
+def error_of(e: BaseException) -> JSONResponse | None:
+    """The OpenAI-shaped answer to a request error a handler raised; None for anything else
+    (a client that hung up, a bug), which the app's own handlers deal with."""
     if isinstance(e, OpenAIError):
         return openai_error(e.status, str(e), e.param)
     if isinstance(e, ValidationError):
@@ -62,7 +64,12 @@ def error_of(e: BaseException) -> JSONResponse:
         return openai_error(status, str(e), headers=getattr(e, "headers", None) or None)
     if isinstance(e, HTTPException):
         return openai_error(e.status_code, e.detail or "error")
-    log.error("internal error in an OpenAI route", exc_info=e)
+    return None
+
+
+def crash_event(e: BaseException) -> JSONResponse:
+    """A stream's last event for a failure ``error_of`` does not know: logged, a 500 body."""
+    log.error("internal error in an OpenAI stream", exc_info=e)
     return openai_error(500, "internal server error (the server log has the details)")
 
 
@@ -93,11 +100,15 @@ def _invalid(e: ValidationError) -> JSONResponse:
 
 
 def openai_errors(handler: Handler) -> Handler:
-    """Answer whatever ``handler`` raises in OpenAI's error shape."""
+    """Answer the request errors ``handler`` raises in OpenAI's error shape; anything else
+    (a client gone mid-body, a bug) goes on to the app's handlers (quiet, or a logged 500)."""
     @functools.wraps(handler)
     async def wrapped(request: Request) -> Response:
         try:
             return await handler(request)
-        except Exception as e:  # noqa: BLE001 - every failure becomes an OpenAI error body
-            return error_of(e)
+        except Exception as e:
+            answer = error_of(e)
+            if answer is None:
+                raise
+            return answer
     return wrapped
