@@ -100,8 +100,10 @@ class TextLM(GenerativeModel):
         opts = super().check_options(options)
         if opts.get("messages") is None and opts.get("system") is None:
             return opts
-        if opts.get("prompt"):
-            raise OptionError("give either a prompt or messages (with --system), not both")
+        if opts.get("prompt") and opts.get("messages") is not None:
+            raise OptionError("give either a prompt or messages, not both")
+        if opts.get("prompt"):  # --system with --prompt: a one-question conversation
+            opts["messages"], opts["prompt"] = [{"role": "user", "content": opts["prompt"]}], ""
         opts["messages"] = conversation(opts.get("messages"), opts.get("system"))
         opts["system"] = None  # now the first message
         self._need_tokenizer()

@@ -102,6 +102,12 @@ def test_usage_covers_every_batch_and_stop_strings_finish_with_stop(chat):
                        stop=[alone[6:9], "never there"])
     assert cut.texts == [alone[:alone.index(alone[6:9])]]
     assert cut.meta["finish_reasons"] == ["stop"]
+    # a system message with a prompt: the prompt is the user's message
+    asked = model.sample(1, system="Be brief.", prompt="What is a list?", temperature=0,
+                         max_new_tokens=8)
+    assert asked.texts == model.sample(1, messages=[
+        {"role": "system", "content": "Be brief."}, messages[0]], temperature=0,
+        max_new_tokens=8).texts
     # without messages the text is still prompt + continuation
     plain = model.sample(1, prompt="def f", temperature=0, max_new_tokens=4)
     assert plain.texts[0].startswith("def f") and plain.meta["prompt_tokens"] > 0
