@@ -20,6 +20,7 @@ batched matmul:
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Sequence
 
 import torch
@@ -72,14 +73,28 @@ class TokenSequence:
 
     def stop(self, reason: str = "cancelled") -> None:
         """End the sequence now (its request was cancelled) and free its cache."""
-        self.done, self.finish_reason, self.next_id, self.cache = True, reason, None, None
+        self.done, self.finish_reason, self.next_id = True, reason, None
+        self._free()
+
+    def _free(self) -> None:
+        """Let go of the keys/values (a shared batch cache goes when no row is live)."""
+        owner, self.cache = self.cache, None
+        if hasattr(owner, "release"):
+            owner.release()
+
+
+#: A transformers model's stepper holds its batch cache between steps: one per model, kept
+#: only while the model lives (the stepper references ``model.hf``, never the model).
+_HF_STEPPERS: "weakref.WeakKeyDictionary[Any, HFStepper]" = weakref.WeakKeyDictionary()
 
 
 def stepper_for(model: Any) -> "GPTStepper | HFStepper":
-    """The stepper of a text LM: ragged attention for the native GPT, padded caches for a
-    transformers model (told apart by what the model holds, not by its name)."""
+    """The stepper of a text LM: ragged attention for the native GPT (stateless), padded
+    caches for a transformers model (told apart by what the model holds, not by its name)."""
     if hasattr(model, "hf"):
-        return HFStepper(model.hf)
+        if model not in _HF_STEPPERS:
+            _HF_STEPPERS[model] = HFStepper(model.hf)
+        return _HF_STEPPERS[model]
     return GPTStepper(model)
 
 
@@ -87,7 +102,7 @@ def start(stepper: "GPTStepper | HFStepper", seq: TokenSequence) -> TokenSequenc
     """Prefill ``seq``'s prompt alone and pick its first token."""
     seq.accept(stepper.prefill(seq))
     if seq.done:
-        seq.cache = None
+        seq._free()
     return seq
 
 
@@ -100,7 +115,7 @@ def step(stepper: "GPTStepper | HFStepper", seqs: Sequence[TokenSequence]) -> No
     for i, s in enumerate(live):
         s.accept(logits[i:i + 1])
         if s.done:
-            s.cache = None  # memory goes back at once, not when the request is collected
+            s._free()  # memory goes back at once, not when the request is collected
 
 
 # ---- the native GPT: ragged attention over per-sequence caches ------------------------------
@@ -166,9 +181,11 @@ def _ragged_attention(attn: Any, x: torch.Tensor, caches: list[Any]) -> torch.Te
 
 # ---- transformers: left-padded caches, a mask and per-row positions ------------------------
 class HFStepper:
-    """Batched steps of a transformers causal LM. Each sequence keeps its own keys/values
-    ((1, heads, length, dim) per layer); a step left-pads them to the longest, masks the
-    padding and gives each row its own position, then keeps each row's new key/value."""
+    """Batched steps of a transformers causal LM. A sequence keeps its own keys/values after
+    its prefill; when the batch's membership changes (one joins or leaves) every member's
+    keys/values are left-padded to the longest into one cache, the padding masked out and each
+    row given its own positions. Between changes the batch cache simply grows by a column per
+    step (no copying), so only joins and leaves cost a regrouping."""
 
     def __init__(self, hf: Any):
         import inspect
@@ -176,10 +193,14 @@ class HFStepper:
         # the argument is ``cache`` in newer transformers, ``past_key_values`` before
         self.key = "cache" if "cache" in inspect.signature(hf.forward).parameters \
             else "past_key_values"
+        self.rows: list[TokenSequence] = []  # whose keys/values ``cache`` holds, by row
+        self.cache: Any = None
+        self.pad: list[int] = []  # each row's left padding
+        self.mask: torch.Tensor | None = None  # (rows, width), 0 on padding
 
     def _run(self, ids: torch.Tensor, cache: Any = None, **kw: Any):
         out = self.hf(input_ids=ids, use_cache=True, **{self.key: cache}, **kw)
-        return out.logits[:, -1], _layers(getattr(out, self.key))
+        return out.logits[:, -1], getattr(out, self.key)
 
     def prefill(self, seq: TokenSequence) -> torch.Tensor:
         """(1, V) logits after the prompt, as ``transformers_format._HFDecoder.prefill``."""
@@ -189,26 +210,48 @@ class HFStepper:
 
     def step(self, seqs: Sequence[TokenSequence]) -> torch.Tensor:
         """(B, V) next-token logits after feeding each sequence its ``next_id``."""
+        if len(seqs) != len(self.rows) or any(a is not b for a, b in zip(seqs, self.rows)):
+            self._regroup(seqs)
+        dev, width = self.hf.device, self.mask.size(1)  # type: ignore[union-attr]
+        self.mask = torch.cat([self.mask, self.mask.new_ones(len(seqs), 1)], 1)
+        ids = torch.tensor([[s.next_id] for s in seqs], dtype=torch.long, device=dev)
+        pos = torch.tensor([[width - p] for p in self.pad], dtype=torch.long, device=dev)
+        # no padding (one row, or rows of one length): no mask, as an unbatched step runs
+        mask = self.mask if any(self.pad) else None
+        logits, self.cache = self._run(ids, self.cache, attention_mask=mask, position_ids=pos)
+        return logits
+
+    def _regroup(self, seqs: Sequence[TokenSequence]) -> None:
+        """One left-padded cache for ``seqs``: rows taken from the old batch cache (without
+        their padding) or from a newcomer's own prefill cache."""
         from transformers import DynamicCache
-        dev = self.hf.device
-        lengths = [s.cache[0][0].size(2) for s in seqs]
+        old = _layers(self.cache) if self.rows else []
+        kvs = []
+        for s in seqs:
+            i = next((i for i, r in enumerate(self.rows) if r is s), None)
+            if i is None:
+                kvs.append(_layers(s.cache))
+            else:
+                kvs.append([(k[i:i + 1, :, self.pad[i]:], v[i:i + 1, :, self.pad[i]:])
+                            for k, v in old])
+        lengths = [kv[0][0].size(2) for kv in kvs]
         longest = max(lengths)
         cache = DynamicCache()
-        for layer in range(len(seqs[0].cache)):
-            k = torch.cat([_pad_left(s.cache[layer][0], longest) for s in seqs])
-            v = torch.cat([_pad_left(s.cache[layer][1], longest) for s in seqs])
-            cache.update(k, v, layer)
-        mask = torch.zeros(len(seqs), longest + 1, dtype=torch.long, device=dev)
-        for i, n in enumerate(lengths):
-            mask[i, longest - n:] = 1
-        ids = torch.tensor([[s.next_id] for s in seqs], dtype=torch.long, device=dev)
-        pos = torch.tensor([[n] for n in lengths], dtype=torch.long, device=dev)
-        logits, layers = self._run(ids, cache, attention_mask=mask, position_ids=pos)
-        for i, s in enumerate(seqs):
-            s.cache = [(torch.cat([k0, k[i:i + 1, :, -1:]], 2),
-                        torch.cat([v0, v[i:i + 1, :, -1:]], 2))
-                       for (k0, v0), (k, v) in zip(s.cache, layers)]
-        return logits
+        for layer in range(len(kvs[0])):
+            cache.update(torch.cat([_pad_left(kv[layer][0], longest) for kv in kvs]),
+                         torch.cat([_pad_left(kv[layer][1], longest) for kv in kvs]), layer)
+        self.cache, self.rows = cache, list(seqs)
+        self.pad = [longest - n for n in lengths]
+        self.mask = torch.ones(len(seqs), longest, dtype=torch.long, device=self.hf.device)
+        for i, p in enumerate(self.pad):
+            self.mask[i, :p] = 0
+        for s in seqs:
+            s.cache = self  # its keys/values live in this batch now
+
+    def release(self) -> None:
+        """Drop the batch cache once none of its rows is live (memory back between bursts)."""
+        if all(r.done for r in self.rows):
+            self.rows, self.cache, self.pad, self.mask = [], None, [], None
 
 
 def _pad_left(t: torch.Tensor, length: int) -> torch.Tensor:

@@ -80,6 +80,7 @@ def test_transformers_joined_equals_alone(chat, temperature):
     end = [chat.tokenizer.eos_id]
     seqs = joined(chat, temperature, end_ids=end)
     assert [s.ids for s in seqs] == alone(chat, temperature, end_ids=end)
+    assert stepper_for(chat).cache is None  # the batch cache went with its last live row
 
 
 def test_end_id_ends_a_sequence_and_frees_its_cache(gpt):
