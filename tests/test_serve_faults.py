@@ -222,6 +222,18 @@ def test_past_its_deadline_a_text_job_stops_between_tokens(slow_server):
     assert srv.health()["queue"]["timed_out"] >= 1 and "Traceback" not in srv.log()
 
 
+def test_past_its_deadline_an_image_job_stops_between_steps(slow_server):
+    """The same interruption for any family: 8 digits of 1000 diffusion steps."""
+    srv = slow_server
+    post(srv.url + DIGITS, {"n": 1, "options": {"steps": 2}})
+    status, reply, _ = post(srv.url + DIGITS, {"n": 8, "options": {"sampler": "ddim",
+                                                                    "steps": 1000}})
+    assert_one_line_error(status, reply, 504)
+    t0 = time.monotonic()
+    assert post(srv.url + DIGITS, {"n": 1, "options": {"steps": 2}})[0] == 200
+    assert time.monotonic() - t0 < 1.5
+
+
 def test_a_client_leaving_a_non_streamed_job_stops_it(slow_server):
     srv = slow_server
     post(srv.url + TEXT, {"options": {"max_new_tokens": 2}})
