@@ -241,9 +241,11 @@ def push_command(folder: str, repo_id: str, private: bool, revision: str | None,
 
 
 def register_model_commands(group: click.Group) -> None:
-    """Attach sample, finetune, push and eval to the ``genzoo`` group."""
+    """Attach sample, finetune, push, eval and chat to the ``genzoo`` group."""
     group.add_command(sample_command)
     group.add_command(finetune_command)
     group.add_command(push_command)
     from genzoo.cli.eval import eval_command
     group.add_command(eval_command)
+    from genzoo.cli.chat import chat_command
+    group.add_command(chat_command)

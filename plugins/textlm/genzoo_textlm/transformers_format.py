@@ -114,6 +114,8 @@ class TransformersCausalLM(TextLM):
         if not any(folder.glob("*.safetensors")):
             raise WeightsError(f"{folder}: no .safetensors weights (genzoo never loads pickle "
                                ".bin files); convert the model to safetensors first")
+        bars = tf.utils.logging.is_progress_bar_enabled()
+        tf.utils.logging.disable_progress_bar()  # a bar per load is noise on genzoo's stderr
         try:
             hf = tf.AutoModelForCausalLM.from_pretrained(
                 folder, use_safetensors=True, trust_remote_code=False,
@@ -122,6 +124,9 @@ class TransformersCausalLM(TextLM):
         except (OSError, ValueError, KeyError) as e:
             raise WeightsError(f"{folder}: transformers cannot load it "
                                f"({str(e).splitlines()[0]})") from e
+        finally:
+            if bars:
+                tf.utils.logging.enable_progress_bar()
         model = cls({k: v for k, v in config.items() if k != "genzoo"}, hf, HFTokenizer(tok))
         model.name_or_path = str(folder)
         return model.to_device(device, dtype)
