@@ -221,6 +221,9 @@ class Batcher:
                 k = min(job.n - job.done, room, job.batch_size)
                 chunks.append((job, job.done, k))
                 room -= k
+            # running from now on, in the same breath as chosen: a cancel that comes before
+            # generate starts still interrupts it (the interrupt then lands in _work)
+            self.current, self.interrupted = [job for job, _, _ in chunks], False
             return chunks
 
     def _work(self) -> None:
@@ -232,8 +235,8 @@ class Batcher:
                 if chunks:
                     self._run(chunks)
             except Cancelled:
-                # an interrupt delivered just as its batch ended: every job of that batch
-                # was cancelled already, nobody waits for it
+                # an interrupt delivered just before or after its batch ran: every job of
+                # that batch was cancelled already, nobody waits for it
                 self._leave_batch()
 
     def _run(self, chunks: list[tuple[Job, int, int]]) -> None:
@@ -242,8 +245,6 @@ class Batcher:
         t0 = time.perf_counter()
         jobs = [job for job, _, _ in chunks]
         try:
-            with self.cond:
-                self.current, self.interrupted = jobs, False
             outputs = run_chunks(chunks)
             self._leave_batch()
         except BaseException as e:  # noqa: BLE001 - any failure goes to the waiting clients
