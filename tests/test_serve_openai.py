@@ -210,3 +210,37 @@ def test_bearer_token_guards_the_openai_routes(tmp_path):
                                                                  prompt="").data
     finally:
         srv.stop()
+
+
+@pytest.mark.slow  # diffusers in two processes and a pipeline load: about 40 s on 2 cores
+def test_images_generate_on_a_text_to_image_pipeline(tmp_path):
+    """``prompt`` reaches the model's prompt option and ``size`` its height and width: the
+    PNGs equal genzoo's own route given those options."""
+    pytest.importorskip("diffusers")
+    pytest.importorskip("open_clip")
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins" / "diffusion" /
+                           "tests"))
+    from _tiny_sd import tiny_sd
+    folder, _ = tiny_sd(tmp_path / "pipe")
+    srv = Server(tmp_path, "--models", "gan-mnist", "--allow-folders")
+    try:
+        result = client(srv).images.generate(
+            model=str(folder), prompt="a photo of a cat", size="16x32", n=2,
+            extra_body={"seed": 3, "options": {"steps": 2}})
+        status, own, _ = post(srv.url + "/v1/models/" + str(folder) + "/samples",
+                              {"n": 2, "seed": 3, "format": "json", "options": {
+                                  "prompt": "a photo of a cat", "height": 32, "width": 16,
+                                  "steps": 2}})
+        assert status == 200, own
+        pixels = [png_pixels(d.b64_json) for d in result.data]
+        assert pixels[0].shape == (32, 16, 3)
+        for mine, theirs in zip(pixels, own["images"]):
+            np.testing.assert_array_equal(mine, png_pixels(theirs))
+        other = client(srv).images.generate(model=str(folder), prompt="a red house",
+                                            size="16x32", extra_body={"seed": 3,
+                                                                      "options": {"steps": 2}})
+        assert not np.array_equal(png_pixels(other.data[0].b64_json), pixels[0])
+    finally:
+        srv.stop()
