@@ -187,3 +187,18 @@ def test_server_healthy_after(server, chat_model):
     reply = client(server).chat.completions.create(
         model=str(chat_model), messages=CONVERSATIONS[0], temperature=0, max_tokens=3)
     assert reply.choices[0].message.content is not None
+
+
+def test_stop_strings_cut_the_reply(server, chat_model, hf):
+    messages = next(m for m in CONVERSATIONS
+                    if oracle(hf, chat_ids(hf, m), LIMIT)[3] == "length")
+    text = oracle(hf, chat_ids(hf, messages), LIMIT)[0]
+    # a plain two-letter piece from the middle of the reply, cut at its first occurrence
+    stop = next(text[i:i + 2] for i in range(3, len(text) - 1)
+                if text[i:i + 2].isascii() and text[i:i + 2].isalpha())
+    c = client(server)
+    for given in (stop, [stop, "never-in-the-reply"]):
+        reply = c.chat.completions.create(model=str(chat_model), messages=messages,
+                                          temperature=0, max_tokens=LIMIT, stop=given)
+        assert reply.choices[0].message.content == text[:text.find(stop)]
+        assert reply.choices[0].finish_reason == "stop"
