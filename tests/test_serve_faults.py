@@ -219,7 +219,8 @@ def test_past_its_deadline_a_text_job_stops_between_tokens(slow_server):
     assert status == 200 and time.monotonic() - t0 < 1.5
     status, _, _ = post(srv.url + DIGITS, {"n": 1, "options": {"steps": 2}})
     assert status == 200
-    assert srv.health()["queue"]["timed_out"] >= 1 and "Traceback" not in srv.log()
+    queue = srv.health()["queue"]
+    assert queue["timed_out"] >= 1 and queue["interrupts"] >= 1 and "Traceback" not in srv.log()
 
 
 def test_past_its_deadline_an_image_job_stops_between_steps(slow_server):
@@ -272,3 +273,86 @@ def test_sigterm_stops_the_server_during_a_long_generation(tmp_path):
     finally:
         srv.stop()
     assert "Traceback" not in srv.log()
+
+
+def test_a_storm_of_cancels_leaves_the_worker_serving():
+    """Cancels landing at every moment of a batch's life (before, during, just after
+    generate): the worker survives each, and every job still wanted gets its samples."""
+    import asyncio
+    import random
+    from genzoo.api import load
+    from genzoo.serve.queue import Batcher, plan_job
+    model = load("textlm-shakespeare")
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        batcher = Batcher(max_batch=4, max_queue=64)
+        rng = random.Random(0)
+        try:
+            for i in range(40):
+                tokens = rng.choice([1, 2, 8, 40])
+                job = plan_job(model, "m", 1, i, {"max_new_tokens": tokens}, loop, 30)
+                batcher.submit(job)
+                await asyncio.sleep(rng.choice([0, 0.001, 0.005, 0.02]))
+                batcher.cancel(job)
+            keep = plan_job(model, "m", 2, 0, {"max_new_tokens": 3}, loop, 30)
+            batcher.submit(keep)
+            samples = await asyncio.wait_for(keep.future, 30)
+            assert len(samples.texts) == 2 and batcher.thread.is_alive()
+            assert batcher.current is None or batcher.current == [keep]
+        finally:
+            batcher.stop()
+        assert not batcher.thread.is_alive()
+
+    asyncio.run(run())
+
+
+def _idle_batcher_with_a_stale_batch():
+    """A Batcher whose worker waits for work, told that a (cancelled) batch runs."""
+    from genzoo.serve.queue import Batcher
+    batcher = Batcher()
+    while batcher.thread.ident is None or not batcher.cond._waiters:  # the worker waits
+        time.sleep(0.01)
+    stale = type("StaleJob", (), {"cancelled": True})()
+    return batcher, stale
+
+
+def _serve_one(batcher) -> None:
+    import asyncio
+    from genzoo.api import load
+    from genzoo.serve.queue import plan_job
+
+    async def run() -> None:
+        job = plan_job(load("textlm-shakespeare"), "m", 1, 0, {"max_new_tokens": 2},
+                       asyncio.get_running_loop(), 30)
+        batcher.submit(job)
+        assert len((await asyncio.wait_for(job.future, 30)).texts) == 1
+    asyncio.run(run())
+
+
+def test_an_interrupt_withdrawn_with_its_batch_never_lands():
+    batcher, stale = _idle_batcher_with_a_stale_batch()
+    try:
+        with batcher.cond:
+            batcher.current = [stale]
+            batcher._interrupt()
+            batcher._leave_batch()  # the batch ended before the worker ran a line
+        _serve_one(batcher)
+        assert batcher.snapshot()["interrupts_outside_generate"] == 0
+        assert batcher.thread.is_alive()
+    finally:
+        batcher.stop()
+
+
+def test_an_interrupt_landing_outside_generate_does_not_kill_the_worker():
+    batcher, stale = _idle_batcher_with_a_stale_batch()
+    try:
+        with batcher.cond:
+            batcher.current = [stale]
+            batcher._interrupt()  # never withdrawn: it lands in the idle worker's wait
+            batcher.cond.notify_all()
+        _serve_one(batcher)
+        assert batcher.snapshot()["interrupts_outside_generate"] == 1
+        assert batcher.thread.is_alive()
+    finally:
+        batcher.stop()

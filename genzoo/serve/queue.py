@@ -112,7 +112,7 @@ class Batcher:
         self.running = True
         self.stats = {"jobs": 0, "batches": 0, "samples": 0, "merged_batches": 0,
                       "max_batch_seen": 0, "cancelled": 0, "timed_out": 0, "rejected": 0,
-                      "errors": 0}
+                      "errors": 0, "interrupts": 0, "interrupts_outside_generate": 0}
         self.batch_seconds = 1.0  # running mean, for Retry-After
         self.current: list[Job] | None = None  # the jobs of the batch running now
         self.interrupted = False  # whether this batch was sent its one interrupt
@@ -174,6 +174,7 @@ class Batcher:
         if self.interrupted or self.thread.ident is None:
             return
         self.interrupted = True
+        self.stats["interrupts"] += 1
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread.ident),
                                                    ctypes.py_object(Cancelled))
 
@@ -238,6 +239,8 @@ class Batcher:
                 # an interrupt delivered just before or after its batch ran: every job of
                 # that batch was cancelled already, nobody waits for it
                 self._leave_batch()
+                with self.cond:
+                    self.stats["interrupts_outside_generate"] += 1
 
     def _run(self, chunks: list[tuple[Job, int, int]]) -> None:
         """One generate call for ``chunks``; each job gets its rows, finished jobs their
