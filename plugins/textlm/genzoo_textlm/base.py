@@ -134,6 +134,8 @@ class TextLM(GenerativeModel):
                                   "messages")
             prompt_ids = self.tokenizer.chat_ids(conversation(messages, system))
             self._check_room(len(prompt_ids))
+        elif prompt and not self.slides_context:
+            self._check_room(len(self.tokenizer.encode(prompt)))
         return generate_texts(self.backend(), self.tokenizer, generators, prompt=prompt,
                               max_new_tokens=max_new_tokens, temperature=temperature,
                               top_k=top_k, top_p=top_p, stop=stop, stream=stream,

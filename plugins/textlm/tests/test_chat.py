@@ -122,6 +122,7 @@ def test_usage_covers_every_batch_and_stop_strings_finish_with_stop(chat):
     (dict(messages=[{"role": "tool", "content": "x"}]), "unknown role: tool"),
     (dict(messages=[{"role": "user", "content": "x"}], prompt="y"), "not both"),
     (dict(messages=[{"role": "user", "content": "word " * 600}]), "no room for a reply"),
+    (dict(prompt="word " * 600), "no room for a reply"),
     (dict(stop=[5]), "a string or a list of strings"),
 ])
 def test_bad_conversations_are_one_line_option_errors(chat, options, needle):
