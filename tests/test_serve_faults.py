@@ -253,6 +253,24 @@ def test_a_client_leaving_a_non_streamed_job_stops_it(slow_server):
     assert time.monotonic() - t0 < 1.0
 
 
+def test_a_client_leaving_a_stream_stops_it_quietly(slow_server):
+    srv = slow_server
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=30)
+    conn.request("POST", TEXT, json.dumps({"stream": True, "options": {
+        "max_new_tokens": 500000, "prompt": "ROMEO:"}}), {"Content-Type": "application/json"})
+    reply = conn.getresponse()
+    assert reply.status == 200 and reply.read1(64)
+    conn.sock.shutdown(socket.SHUT_RDWR)
+    conn.close()
+    deadline = time.monotonic() + 5
+    while srv.health()["queue"]["cancelled"] < 1:
+        assert time.monotonic() < deadline, srv.health()
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    assert post(srv.url + TEXT, {"options": {"max_new_tokens": 3}})[0] == 200
+    assert time.monotonic() - t0 < 1.0 and "Traceback" not in srv.log()
+
+
 def test_sigterm_stops_the_server_during_a_long_generation(tmp_path):
     srv = Server(tmp_path, "--max-tokens", "1000000")
     try:
