@@ -134,10 +134,13 @@ def test_bad_conversations_are_one_line_option_errors(chat, options, needle):
 def test_a_model_without_a_template_refuses_messages_in_one_line():
     model = GPTModel.from_config(dict(vocab_size=256, n_positions=32, n_embd=16, n_layer=1,
                                       n_head=2)).to_device("cpu", "fp32")
-    with pytest.raises(OptionError) as e:
-        model.sample(1, messages=[{"role": "user", "content": "hi"}], max_new_tokens=2)
-    assert "no chat template" in str(e.value) and "bundled GPT" in str(e.value)
-    assert "\n" not in str(e.value)
+    bundled = genzoo.load("textlm-shakespeare", device="cpu")
+    for m, options in ((model, dict(messages=[{"role": "user", "content": "hi"}])),
+                       (bundled, dict(system="Be brief.", prompt="hi"))):
+        with pytest.raises(OptionError) as e:
+            m.sample(1, max_new_tokens=2, **options)
+        assert "no chat template" in str(e.value) and "bundled GPT" in str(e.value)
+        assert "\n" not in str(e.value)
 
 
 LLAMA_LIKE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}"
