@@ -120,6 +120,11 @@ class App:
         self.batcher = Batcher(config.max_batch, config.max_queue, config.merge)
         self.started = time.time()
 
+    def close_work(self) -> None:
+        """Fail the work in hand at once (503 to every waiting client) and refuse more,
+        without waiting: the first step of a shutdown. Every runner of jobs is closed here."""
+        self.batcher.close()
+
     async def healthz(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "auth": bool(self.config.token),
                              "uptime_s": round(time.time() - self.started, 1),
@@ -393,14 +398,14 @@ def serve(config: ServeConfig) -> None:
     print(f"genzoo serve: http://{config.host}:{config.port}/ ({len(names)} models; "
           f"{'bearer token required' if config.token else 'no token'}; "
           f"max batch {config.max_batch}, queue {config.max_queue})", flush=True)
-    batcher = app.state.genzoo.batcher
+    state = app.state.genzoo
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: Any) -> None:
             # SIGTERM/SIGINT: fail the work in hand now, so every open request is answered
             # (503) and the graceful shutdown finishes at once instead of timing out on a
             # long generation. In a thread: a signal handler must not wait for a lock.
-            threading.Thread(target=batcher.close, daemon=True).start()
+            threading.Thread(target=state.close_work, daemon=True).start()
             super().handle_exit(sig, frame)
 
     Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
