@@ -39,7 +39,7 @@ from genzoo.samples import Samples
 from genzoo.serve.formats import (Limits, SampleRequest, check_caps, decode_images, json_payload,
                                   load_json, npz_bytes, parse_request, png_grid)
 from genzoo.serve.guard import BearerAuth, OriginGuard
-from genzoo.serve.pool import ModelPool
+from genzoo.serve.pool import ModelPool, rss_mib
 from genzoo.serve.queue import Batcher, Cancelled, Job, QueueFull, ShuttingDown, plan_job
 
 log = logging.getLogger("genzoo.serve.app")
@@ -129,7 +129,7 @@ class App:
         return JSONResponse({"status": "ok", "auth": bool(self.config.token),
                              "uptime_s": round(time.time() - self.started, 1),
                              "queue": self.batcher.snapshot(), "models": self.pool.stats(),
-                             "rss_mib": _rss_mib()})
+                             "rss_mib": rss_mib()})
 
     async def models(self, request: Request) -> Response:
         """OpenAI's model list; each entry's "genzoo" key holds genzoo's card fields (H3)."""
@@ -311,16 +311,6 @@ async def _disconnected(request: Request) -> None:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
-
-
-def _rss_mib() -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except OSError:
-        pass
-    return None
 
 
 async def page(request: Request) -> Response:

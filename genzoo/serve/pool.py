@@ -91,3 +91,14 @@ class ModelPool:
                     "evictions": self.evictions,
                     "bytes": sum(b for _, b in self._models.values()),
                     "budget_bytes": self.budget_bytes}
+
+
+def rss_mib() -> float | None:
+    """This process's resident memory in MiB (Linux's /proc; None elsewhere), for /healthz."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return None
