@@ -244,3 +244,39 @@ def test_images_generate_on_a_text_to_image_pipeline(tmp_path):
         assert not np.array_equal(png_pixels(other.data[0].b64_json), pixels[0])
     finally:
         srv.stop()
+
+
+def test_deadline_and_a_leaving_client_stop_the_work(tmp_path):
+    """Past --timeout a reply is a 504 in OpenAI's shape (a stream ends with an error event);
+    a streaming client that leaves stops its generation; the server serves on."""
+    srv = Server(tmp_path, "--models", "textlm-shakespeare", "--timeout", "0.5",
+                 "--max-tokens", "100000")
+    long = {"model": "textlm-shakespeare", "prompt": "ROMEO:", "max_tokens": 100000}
+    try:
+        t0 = time.monotonic()
+        status, reply, _ = post(srv.url + "/v1/completions", long)
+        assert_openai_error(status, reply, 504)
+        assert time.monotonic() - t0 < 10
+        _, raw, _ = request(srv.url + "/v1/completions", {**long, "stream": True})
+        events = [e for e in raw.decode().split("\n\n") if e]
+        assert json.loads(events[-1][len("data: "):])["error"]["code"] == "timeout"
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+            body = json.dumps({**long, "stream": True}).encode()
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            seen = b""
+            while b"data: " not in seen:  # the headers may come alone, then the first event
+                seen += s.recv(4096) or b"closed"
+                assert not seen.endswith(b"closed"), seen
+            # generating; now hang up
+        deadline = time.monotonic() + 5
+        while srv.health()["queue"]["cancelled"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        queue = srv.health()["queue"]
+        assert queue["cancelled"] >= 1 and queue["errors"] == 0
+        quick = client(srv).completions.create(model="textlm-shakespeare", prompt="A",
+                                               max_tokens=3)
+        assert quick.choices[0].text
+        assert "Traceback" not in srv.log()
+    finally:
+        srv.stop()

@@ -153,12 +153,20 @@ class _Routes:
     async def _json(self, request: Request) -> Any:
         return await self.read_json(request, self.state.config.limits.max_body)
 
+    def _submit(self, job: Job) -> None:
+        """Queue ``job`` where genzoo's own sampling route queues it."""
+        self.state.batcher.submit(job)
+
+    def _cancel(self, job: Job, reason: str = "cancelled") -> None:
+        """Drop ``job`` from wherever ``_submit`` queued it."""
+        self.state.batcher.cancel(job, reason)
+
     async def _run(self, request: Request, name: str,
                    body: dict[str, Any]) -> tuple[Job, Samples]:
         """Plan ``body`` as genzoo's sampling route does, queue it, wait for its samples."""
         loop = asyncio.get_running_loop()
         job, _ = await run_in_threadpool(self.state._plan, name, body, loop, None)
-        self.state.batcher.submit(job)
+        self._submit(job)
         return job, await self.state._wait(request, job)
 
     async def _text(self, request: Request, req: S._Sampling, body: dict[str, Any], chat: bool,
@@ -196,7 +204,7 @@ class _Routes:
 
         job, _ = await run_in_threadpool(self.state._plan, req.model, body, loop, on_piece)
         holder["job"] = job
-        self.state.batcher.submit(job)
+        self._submit(job)
         usage = bool(req.stream_options and req.stream_options.include_usage)
         chunks = _Chunks(_ident(chat), req.model, chat, usage)
         return StreamingResponse(self._events(job, pieces, chunks, skip),
@@ -222,7 +230,7 @@ class _Routes:
                     continue
                 get.cancel()
                 if not job.future.done():
-                    self.state.batcher.cancel(job, "timed_out")
+                    self._cancel(job, "timed_out")
                     yield _sse(openai_error(504, "the request took longer than "
                                                  f"{self.state.config.limits.timeout:g} s"))
                     return
@@ -241,7 +249,7 @@ class _Routes:
                 return
         finally:
             if not job.future.done():
-                self.state.batcher.cancel(job)  # the client went away mid-stream
+                self._cancel(job)  # the client went away mid-stream
 
 
 class _Chunks:
