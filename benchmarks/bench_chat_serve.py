@@ -137,31 +137,36 @@ def phase(port: int, model: str, chats: int, tokens: int, concurrent: bool) -> d
     ttft = sorted(r["ttft"] for r in out)
     return {"rate": sum(r["tokens"] for r in out) / wall, "wall": wall,
             "ttft_p50": statistics.median(ttft), "ttft_p99": _p99(ttft), "chats": out,
-            "stream_rate": statistics.median(r["tokens"] / r["seconds"] for r in out)}
+            "stream_rate": sum(r["tokens"] for r in out) / sum(r["seconds"] for r in out)}
 
 
 def _p99(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[98] if len(xs) > 1 else xs[0]
 
 
-def transformers_rate(folder: Path, chats: list[dict]) -> float:
-    """Median tokens/s of transformers' greedy ``generate`` on each chat, as many new tokens
-    as the server gave it (``min_new_tokens`` holds it to that count), after a warm-up."""
+def transformers_runner(folder: Path):
+    """A function giving transformers' greedy ``generate`` tokens/s over some chats (all their
+    tokens over all their time), each chat held to as many new tokens as the server gave it
+    (``min_new_tokens``); the model is loaded once and warmed up."""
     import torch
     import transformers
     tok = transformers.AutoTokenizer.from_pretrained(folder)
     hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
-    rates = []
-    for k, r in enumerate([chats[0]] + chats):
-        enc = tok.apply_chat_template(messages(k - 1 if k else 0), add_generation_prompt=True,
+
+    def generate(k: int, n: int) -> tuple[int, float]:
+        enc = tok.apply_chat_template(messages(k), add_generation_prompt=True,
                                       return_dict=True, return_tensors="pt")
-        n = max(1, r["tokens"])
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = hf.generate(**enc, do_sample=False, max_new_tokens=n, min_new_tokens=n)
-        if k:  # the first run warms up
-            rates.append((out.shape[1] - enc["input_ids"].shape[1]) / (time.perf_counter() - t0))
-    return statistics.median(rates)
+        return out.shape[1] - enc["input_ids"].shape[1], time.perf_counter() - t0
+
+    generate(0, 8)
+
+    def rate(chats: list[dict]) -> float:
+        runs = [generate(k, max(1, r["tokens"])) for k, r in enumerate(chats)]
+        return sum(t for t, _ in runs) / sum(s for _, s in runs)
+    return rate
 
 
 def serve(folders: list[Path], max_batch: int) -> tuple[subprocess.Popen, int]:
@@ -182,51 +187,73 @@ def serve(folders: list[Path], max_batch: int) -> tuple[subprocess.Popen, int]:
     raise RuntimeError("genzoo serve did not start")
 
 
-def measure(chats: int = 8, tokens: int = 64) -> list[dict]:
-    """Every figure, one dict per model."""
+def measure(chats: int = 8, tokens: int = 64, only: str = "", runs: int = 3) -> list[dict]:
+    """Every figure, one dict per model (those whose description contains ``only``): ``runs``
+    rounds of (concurrent phase, sequential phase, transformers on the same chats), so that
+    the ratios compare neighbours in time on a machine whose load moves."""
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        models = build_models(Path(tmp))
+        models = {k: v for k, v in build_models(Path(tmp)).items() if only in k}
         server, port = serve(list(models.values()), max_batch=chats)
         try:
             for what, folder in models.items():
                 name = str(folder.resolve())
-                phase(port, name, 2, tokens, concurrent=True)  # loads the model, warms up
+                peer = transformers_runner(folder)
+                phase(port, name, chats, tokens, concurrent=True)  # loads, warms up
                 rss_start = _rss_mib(server.pid)
-                together = phase(port, name, chats, tokens, concurrent=True)
-                alone = phase(port, name, chats, tokens, concurrent=False)
+                rounds = []
+                for _ in range(runs):
+                    together = phase(port, name, chats, tokens, concurrent=True)
+                    alone = phase(port, name, chats, tokens, concurrent=False)
+                    rounds.append({"concurrent": together, "sequential": alone,
+                                   "transformers": peer(alone["chats"])})
                 rss_end = _rss_mib(server.pid)
-                same = [a["text"] for a in alone["chats"]] == \
-                    [t["text"] for t in together["chats"]]
                 health = json.loads(urllib.request.urlopen(
                     f"http://127.0.0.1:{port}/healthz").read())
-                results.append({"model": what, "concurrent": together, "sequential": alone,
-                                "same_replies": same, "rss_start": rss_start,
-                                "rss_end": rss_end, "queue": health.get("queue"),
-                                "transformers": transformers_rate(folder, alone["chats"])})
+                results.append(summary(what, rounds, rss_start, rss_end, health))
         finally:
             server.send_signal(signal.SIGINT)
             server.wait(timeout=30)
     return results
 
 
+def summary(what: str, rounds: list[dict], rss_start: float, rss_end: float,
+            health: dict) -> dict:
+    """One model's figures: medians over the rounds, TTFT quantiles over every chat."""
+    def med(f) -> float:
+        return statistics.median(f(r) for r in rounds)
+    ttft = {ph: sorted(c["ttft"] for r in rounds for c in r[ph]["chats"])
+            for ph in ("concurrent", "sequential")}
+    return {
+        "model": what, "rounds": len(rounds),
+        "rate": {ph: med(lambda r: r[ph]["rate"]) for ph in ("concurrent", "sequential")},
+        "ratio": med(lambda r: r["concurrent"]["rate"] / r["sequential"]["rate"]),
+        "ttft": {ph: (statistics.median(xs), _p99(xs)) for ph, xs in ttft.items()},
+        "stream": med(lambda r: r["sequential"]["stream_rate"]),
+        "transformers": med(lambda r: r["transformers"]),
+        "stream_ratio": med(lambda r: r["sequential"]["stream_rate"] / r["transformers"]),
+        "same_replies": all([c["text"] for c in r["concurrent"]["chats"]] ==
+                            [c["text"] for c in r["sequential"]["chats"]] for r in rounds),
+        "tokens": [c["tokens"] for c in rounds[0]["sequential"]["chats"]],
+        "rss_start": rss_start, "rss_end": rss_end, "queue": health.get("queue")}
+
+
 def table(results: list[dict], chats: int, tokens: int) -> str:
     """The markdown table (one block of rows per model) with the machine."""
     lines = [f"{chats} streamed chats of up to {tokens} tokens (greedy) on `genzoo serve`, "
-             f"{_cpu()}, {os.environ.get('OMP_NUM_THREADS', 'default')} OpenMP thread(s)", "",
+             f"{_cpu()}, {os.environ.get('OMP_NUM_THREADS', 'default')} OpenMP thread(s), "
+             f"medians of {results[0]['rounds'] if results else 0} rounds", "",
              "| model | measure | genzoo | peer | ratio | goal |", "|---|---|---|---|---|---|"]
     for r in results:
-        c, s = r["concurrent"], r["sequential"]
-        m = r["model"]
+        m, (c50, c99), (s50, s99) = r["model"], r["ttft"]["concurrent"], r["ttft"]["sequential"]
         lines += [
             f"| {m} | throughput, tokens/s: {chats} concurrent vs one after another "
-            f"| {c['rate']:.0f} | {s['rate']:.0f} | {c['rate'] / s['rate']:.2f}x | >= 3x |",
-            f"| {m} | time to first token p50 / p99, s (concurrent; one after another: "
-            f"{s['ttft_p50']:.3f} / {s['ttft_p99']:.3f}) | {c['ttft_p50']:.3f} / "
-            f"{c['ttft_p99']:.3f} | | | |",
-            f"| {m} | one stream, tokens/s vs transformers generate | {s['stream_rate']:.0f} "
-            f"| {r['transformers']:.0f} | {s['stream_rate'] / r['transformers']:.2f}x "
-            f"| >= 1.0x |",
+            f"| {r['rate']['concurrent']:.0f} | {r['rate']['sequential']:.0f} "
+            f"| {r['ratio']:.2f}x | >= 3x |",
+            f"| {m} | time to first token p50 / p99, s: concurrent vs one after another "
+            f"| {c50:.3f} / {c99:.3f} | {s50:.3f} / {s99:.3f} | | |",
+            f"| {m} | one stream, tokens/s vs transformers generate | {r['stream']:.0f} "
+            f"| {r['transformers']:.0f} | {r['stream_ratio']:.2f}x | >= 1.0x |",
             f"| {m} | server RSS after vs before, MiB | {r['rss_end']:.0f} "
             f"| {r['rss_start']:.0f} | {r['rss_end'] / r['rss_start']:.2f}x | <= 1.1x |",
             f"| {m} | concurrent replies equal the one-at-a-time ones | "
@@ -238,12 +265,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--chats", type=int, default=8)
     p.add_argument("--tokens", type=int, default=64)
+    p.add_argument("--only", default="", help="only the models whose description has this "
+                   "text (tiny, mid)")
+    p.add_argument("--runs", type=int, default=3, help="rounds (medians are reported)")
     p.add_argument("--json", help="also write every figure to this JSON file")
     args = p.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the server inherits it
     import torch
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-    results = measure(args.chats, args.tokens)
+    results = measure(args.chats, args.tokens, args.only, args.runs)
     print(table(results, args.chats, args.tokens))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")

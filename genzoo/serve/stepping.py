@@ -110,6 +110,7 @@ class ModelStepper:
                 self.owner.stats["sequences"] += 1
                 if entry.started_all and entry in self.waiting:
                     self.waiting.remove(entry)
+            self._deliver_one(entry)  # its first token goes out now, not after the others' prefills
 
     def _step(self) -> None:
         states = self.live()
@@ -128,28 +129,31 @@ class ModelStepper:
     def _deliver(self) -> None:
         """Stream new pieces; hand finished jobs their samples."""
         for entry in list(self.entries):
-            job = entry.job
-            if entry.stream is not None and entry.states:
-                piece = entry.states[0].take_piece()
-                try:
-                    if piece:
-                        entry.stream(piece)
-                except Cancelled:
-                    self.owner.cancel(job)
-                    continue
-                except BaseException as e:  # noqa: BLE001
-                    self._fail([entry], e)
-                    continue
-            if entry.finished and not job.cancelled:
-                try:
-                    samples = self.model.collect_sequences(entry.states, dict(job.meta))
-                except BaseException as e:  # noqa: BLE001
-                    self._fail([entry], e)
-                    continue
-                with self.owner.cond:
-                    self._remove(entry)
-                    self.owner.stats["samples"] += job.n
-                job.finish(samples)
+            self._deliver_one(entry)
+
+    def _deliver_one(self, entry: _Entry) -> None:
+        job = entry.job
+        if entry.stream is not None and entry.states:
+            piece = entry.states[0].take_piece()
+            try:
+                if piece:
+                    entry.stream(piece)
+            except Cancelled:
+                self.owner.cancel(job)
+                return
+            except BaseException as e:  # noqa: BLE001 - the job's client gets the error
+                self._fail([entry], e)
+                return
+        if entry.finished and not job.cancelled:
+            try:
+                samples = self.model.collect_sequences(entry.states, dict(job.meta))
+            except BaseException as e:  # noqa: BLE001
+                self._fail([entry], e)
+                return
+            with self.owner.cond:
+                self._remove(entry)
+                self.owner.stats["samples"] += job.n
+            job.finish(samples)
 
     # ---- bookkeeping (called with the lock held unless said otherwise) --------------------
     def _remove(self, entry: _Entry) -> None:
