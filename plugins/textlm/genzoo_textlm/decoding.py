@@ -294,24 +294,36 @@ class TextSequence:
         return self.tokens is None or self.tokens.done
 
     def on_token(self, ids: list[int]) -> bool:
-        """``TokenSequence``'s callback: update the text; True once a stop string appears."""
-        if self.reply_only:
-            text = self.tokenizer.decode(ids)
-        else:  # as generate_texts: decode with the prompt so a leading space joins correctly
-            full = self.tokenizer.decode(self.prompt_ids + ids)
-            text = full[len(self.prefix):] if full.startswith(self.prefix) \
-                else self.tokenizer.decode(ids)
-        cut = _cut_at_stop(text, self.stops) if self.stops else None
+        """``TokenSequence``'s callback: with stop strings, update the text and say whether
+        one appeared (without any, the text is decoded only when asked for)."""
+        if not self.stops:
+            return False
+        text = self._decode(ids)
+        cut = _cut_at_stop(text, self.stops)
         self.text = text if cut is None else text[:cut]
-        self._streamer.update(self.prompt + self.text, final=cut is not None)
         return cut is not None
 
+    def _decode(self, ids: list[int]) -> str:
+        if self.reply_only:
+            return self.tokenizer.decode(ids)
+        # as generate_texts: decode with the prompt so a leading space joins correctly
+        full = self.tokenizer.decode(self.prompt_ids + ids)
+        return full[len(self.prefix):] if full.startswith(self.prefix) \
+            else self.tokenizer.decode(ids)
+
+    def _current(self) -> str:
+        if not self.stops and self.tokens is not None:
+            self.text = self._decode(self.tokens.ids)
+        return self.text
+
     def settle(self) -> None:
-        """After the last token: send what was held back."""
-        self._streamer.update(self.prompt + self.text, final=True)
+        """After the last token: the final text."""
+        self._current()
 
     def take_piece(self) -> str:
-        """The text produced since the last call ("" when nothing new)."""
+        """The text produced since the last call ("" when nothing new), holding back what
+        may still be the start of a stop string or an incomplete character until the end."""
+        self._streamer.update(self.prompt + self._current(), final=self.done)
         out = "".join(self._pieces)
         self._pieces.clear()
         return out
