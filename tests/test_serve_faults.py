@@ -374,3 +374,26 @@ def test_an_interrupt_landing_outside_generate_does_not_kill_the_worker():
         assert batcher.thread.is_alive()
     finally:
         batcher.stop()
+
+
+def test_a_job_split_over_batches_keeps_what_each_batch_recorded():
+    """Usage figures a model records per batch (``to_samples``' meta) reach the response:
+    per-sample lists joined in order, scalars as the first batch has them, ``start`` not."""
+    import asyncio
+    from genzoo.api import load
+    from genzoo.samples import Samples
+    from genzoo.serve.queue import _joined, plan_job
+
+    async def run() -> Samples:
+        job = plan_job(load("textlm-shakespeare"), "m", 3, 0, {"max_new_tokens": 2},
+                       asyncio.get_running_loop(), 30)
+        job.parts = [Samples(texts=["a", "b"], meta={**job.meta, "start": 0, "prompt_tokens": 1,
+                                                     "finish_reasons": ["stop", "length"]}),
+                     Samples(texts=["c"], meta={**job.meta, "start": 2, "prompt_tokens": 1,
+                                                "finish_reasons": ["stop"]})]
+        return _joined(job)
+
+    joined = asyncio.run(run())
+    assert joined.texts == ["a", "b", "c"] and "start" not in joined.meta
+    assert joined.meta["finish_reasons"] == ["stop", "length", "stop"]
+    assert joined.meta["prompt_tokens"] == 1 and joined.meta["seed"] == 0

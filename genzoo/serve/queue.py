@@ -312,8 +312,15 @@ def run_chunks(chunks: list[tuple[Job, int, int]]) -> list[Samples]:
 
 
 def _joined(job: Job) -> Samples:
-    """A finished job's parts as one ``Samples`` with its provenance."""
+    """A finished job's parts as one ``Samples`` with its provenance, plus what the model
+    recorded per batch (``to_samples``' own meta keys, e.g. usage figures): lists joined in
+    sample order, anything else as the first batch has it."""
+    meta = dict(job.meta)
+    for key in job.parts[0].meta.keys() - job.meta.keys() - {"start"}:
+        values = [p.meta.get(key) for p in job.parts]
+        meta[key] = [x for v in values for x in v] if all(isinstance(v, list) for v in values) \
+            else values[0]
     if job.parts[0].kind == "text":
-        return Samples(texts=[t for p in job.parts for t in p.texts or []], meta=dict(job.meta))
+        return Samples(texts=[t for p in job.parts for t in p.texts or []], meta=meta)
     import torch
-    return Samples(images=torch.cat([p.images for p in job.parts]), meta=dict(job.meta))
+    return Samples(images=torch.cat([p.images for p in job.parts]), meta=meta)
