@@ -157,9 +157,11 @@ class ModelStepper:
 
     # ---- bookkeeping (called with the lock held unless said otherwise) --------------------
     def _remove(self, entry: _Entry) -> None:
-        for s in entry.states:
-            if not s.done:
-                s.stop()  # its cache goes at once
+        live = [s for s in entry.states if not s.done]
+        for s in live:
+            s.stop()  # its cache goes at once
+        if live:  # running work stopped early (cancelled, out of time, shutting down)
+            self.owner.stats["interrupts"] += 1
         if entry in self.entries:
             self.entries.remove(entry)
         if entry in self.waiting:
@@ -204,7 +206,10 @@ class Stepping:
         self.running = True
         self.steppers: dict[int, ModelStepper] = {}
         self.stats = {"jobs": 0, "sequences": 0, "steps": 0, "samples": 0, "max_batch_seen": 0,
-                      "cancelled": 0, "timed_out": 0, "rejected": 0, "errors": 0}
+                      "cancelled": 0, "timed_out": 0, "rejected": 0, "errors": 0,
+                      "interrupts": 0}
+
+    accepts = staticmethod(can_step)
 
     def submit(self, job: Job) -> None:
         """Queue ``job`` on its model's scheduler (started if need be), or raise ``QueueFull``
@@ -270,3 +275,18 @@ class Stepping:
             return {**self.stats, "models": len(self.steppers),
                     "queued": sum(len(s.waiting) for s in self.steppers.values()),
                     "live": sum(len(s.live()) for s in self.steppers.values())}
+
+
+#: The counters a queue view shares with the schedulers' (summed; the largest batch is a max).
+SHARED = ("jobs", "samples", "cancelled", "timed_out", "rejected", "errors", "interrupts",
+          "queued")
+
+
+def merged(queue: dict[str, Any], stepping: dict[str, Any]) -> dict[str, Any]:
+    """The ``Batcher``'s snapshot with the schedulers' work counted in: shared counters
+    summed (so /healthz counts every job once, whichever way it ran), ``max_batch_seen`` the
+    larger, and the schedulers' own view under ``stepping``."""
+    out = {**queue, **{k: queue.get(k, 0) + stepping.get(k, 0) for k in SHARED}}
+    out["max_batch_seen"] = max(queue.get("max_batch_seen", 0), stepping["max_batch_seen"])
+    out["stepping"] = stepping
+    return out
