@@ -113,8 +113,9 @@ class GenerativeModel(nn.Module):
 
     #: Whether the model offers step-by-step sampling (the three methods below), so that a
     #: server can run concurrent requests' samples as one batch that they join and leave
-    #: between steps (continuous batching). Read from the class; core never asks the family.
-    supports_stepping: ClassVar[bool] = False
+    #: between steps (continuous batching). Declared by the class (a family whose subclasses
+    #: differ may make it a property); core never asks the family.
+    supports_stepping: bool = False
 
     def start_sequence(self, generator: torch.Generator, **options: Any) -> Any:
         """Optional (``supports_stepping``): begin ONE sample drawn from ``generator`` with

@@ -29,9 +29,9 @@ IDLE_SECONDS = 30.0
 
 
 def can_step(job: Job) -> bool:
-    """Whether ``job`` runs here: its model's class offers stepping and no option varies per
-    sample (those are sliced per batch by the ``Batcher``)."""
-    return bool(getattr(type(job.model), "supports_stepping", False)) and not job.per_sample
+    """Whether ``job`` runs here: its model offers stepping (``supports_stepping``) and no
+    option varies per sample (those are sliced per batch by the ``Batcher``)."""
+    return bool(getattr(job.model, "supports_stepping", False)) and not job.per_sample
 
 
 @dataclass

@@ -88,6 +88,13 @@ class TokenSequence:
 _HF_STEPPERS: "weakref.WeakKeyDictionary[Any, HFStepper]" = weakref.WeakKeyDictionary()
 
 
+def has_stepper(model: Any) -> bool:
+    """Whether ``stepper_for`` can step ``model``: a transformers model (it holds ``hf``) or
+    the native GPT (it holds GPT-2's modules); another ``TextLM`` subclass cannot."""
+    from .gpt import GPT
+    return hasattr(model, "hf") or isinstance(model, GPT)
+
+
 def stepper_for(model: Any) -> "GPTStepper | HFStepper":
     """The stepper of a text LM: ragged attention for the native GPT (stateless), padded
     caches for a transformers model (told apart by what the model holds, not by its name)."""
