@@ -347,8 +347,9 @@ class TextSequence:
 
 def _prompt_ids(model: Any, prompt: str, messages: Any, system: str | None
                 ) -> tuple[str, list[int], bool]:
-    """(prompt text, prompt ids, reply only) as ``TextLM.generate`` builds them: a
-    conversation rendered by the chat template, else the prompt (or the start ids)."""
+    """(prompt text, prompt ids, reply only) as ``TextLM.generate`` builds them (keep the two
+    in step): a conversation rendered by the chat template, else the prompt (or the start
+    ids); a prompt that leaves a non-sliding model no room is refused."""
     tok = model.tokenizer
     if messages is not None or system is not None:
         from .chat import conversation
@@ -361,6 +362,8 @@ def _prompt_ids(model: Any, prompt: str, messages: Any, system: str | None
     if not isinstance(prompt, str):
         raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
     ids = tok.encode(prompt) if prompt else []
+    if ids and not model.slides_context:
+        model._check_room(len(ids))
     return (prompt, ids, False) if ids else ("", tok.start_ids(), False)
 
 
