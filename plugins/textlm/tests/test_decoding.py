@@ -157,3 +157,15 @@ def test_chat_replies_joined_equal_sample(chat, temperature):
             assert g.meta[key] == w.meta[key], key
     if temperature == 0:  # the tiny model ends some replies on <|im_end|>, not others
         assert {g.meta["finish_reasons"][0] for g in got} == {"stop", "length"}
+
+
+def test_which_models_can_step(gpt, chat):
+    """The native GPT and transformers models step; another TextLM subclass does not (its
+    server jobs keep whole ``generate`` calls)."""
+    from genzoo_textlm.base import TextLM
+
+    class Other(TextLM):
+        arch = "textlm-other"
+
+    assert decoding.has_stepper(gpt) and decoding.has_stepper(chat)
+    assert not decoding.has_stepper(Other({}))
