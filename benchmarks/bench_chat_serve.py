@@ -6,7 +6,11 @@ A real server process (``genzoo serve --allow-folders``, one OpenMP thread unles
 on the fly with random weights (no download): the tiny chat model of the textlm tests
 (2 layers, hidden 32) and a mid-size one (6 layers, hidden 384, about 10M parameters), both
 with the tests' locally trained ChatML tokenizer. Each chat is ``POST /v1/chat/completions``
-with ``stream: true``, greedy, ``max_tokens`` 64, a different user message per chat.
+with ``stream: true``, greedy, ``max_tokens`` 64, a different user message per chat, chosen
+among ``TOPICS`` so that transformers' greedy reply runs the full 64 tokens (the tiny model
+ends some replies after a few tokens by design; such chats would time prefills, not decoding).
+Each model runs ``--runs`` rounds of (8 concurrent, the same 8 one after another,
+transformers on the same 8); ratios are medians over the rounds of neighbours in time.
 
 Reported per model: throughput (completion tokens/s over the wall time of the phase) of the
 8 concurrent chats and of the same 8 one after another, and their ratio (goal >= 3x); time to
@@ -41,7 +45,12 @@ MID = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_att
 #: How the server is started (the options follow).
 SERVE = [sys.executable, "-m", "genzoo", "serve"]
 TOPICS = ["lists", "loops", "classes", "the with statement", "exceptions", "generators",
-          "decorators", "modules", "strings", "dictionaries", "sets", "lambda"]
+          "decorators", "modules", "strings", "dictionaries", "sets", "lambda", "tuples",
+          "imports", "functions", "the while statement", "numbers", "files", "iterators",
+          "slicing", "assignment", "comparisons", "scopes", "the for statement", "bytes",
+          "the if statement", "methods", "objects", "types", "booleans", "operators",
+          "expressions", "names", "packages", "attributes", "the return statement",
+          "the try statement", "the import system", "formatted strings", "sequences"]
 
 
 def build_models(tmp: Path) -> dict[str, Path]:
@@ -65,15 +74,15 @@ def build_models(tmp: Path) -> dict[str, Path]:
     return {"tiny chat (Qwen2 2x32)": tiny, "mid chat (Qwen2 6x384, ~10M)": tmp / "mid-chat"}
 
 
-def messages(k: int) -> list[dict[str, str]]:
-    """Chat ``k``'s conversation (one user message; each chat its own)."""
-    return [{"role": "user", "content": f"Tell me about {TOPICS[k % len(TOPICS)]}, please."}]
+def conversation(topic: str) -> list[dict[str, str]]:
+    """A one-message chat about ``topic``."""
+    return [{"role": "user", "content": f"Tell me about {topic}, please."}]
 
 
-def chat(port: int, model: str, k: int, tokens: int) -> dict:
+def chat(port: int, model: str, k: int, tokens: int, convs: list) -> dict:
     """One streamed chat: time to first content, total time, completion tokens (the usage
     chunk's count; the re-encoded reply's length if the server gave none)."""
-    body = json.dumps({"model": model, "messages": messages(k), "max_tokens": tokens,
+    body = json.dumps({"model": model, "messages": convs[k], "max_tokens": tokens,
                        "temperature": 0, "seed": k, "stream": True,
                        "stream_options": {"include_usage": True}})
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
@@ -114,12 +123,14 @@ def _tokenizer(folder: str):
     return _TOKENIZERS[folder]
 
 
-def phase(port: int, model: str, chats: int, tokens: int, concurrent: bool) -> dict:
-    """``chats`` chats, all at once or one after another: throughput and TTFT quantiles."""
+def phase(port: int, model: str, convs: list, tokens: int, concurrent: bool) -> dict:
+    """The chats ``convs``, all at once or one after another: throughput and TTFT
+    quantiles."""
+    chats = len(convs)
     out: list[dict] = [{}] * chats
 
     def run(k: int) -> None:
-        out[k] = chat(port, model, k, tokens)
+        out[k] = chat(port, model, k, tokens, convs)
 
     t0 = time.perf_counter()
     if concurrent:
@@ -144,29 +155,41 @@ def _p99(xs: list[float]) -> float:
     return statistics.quantiles(xs, n=100, method="inclusive")[98] if len(xs) > 1 else xs[0]
 
 
-def transformers_runner(folder: Path):
-    """A function giving transformers' greedy ``generate`` tokens/s over some chats (all their
-    tokens over all their time), each chat held to as many new tokens as the server gave it
-    (``min_new_tokens``); the model is loaded once and warmed up."""
-    import torch
-    import transformers
-    tok = transformers.AutoTokenizer.from_pretrained(folder)
-    hf = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+class Transformers:
+    """transformers' greedy ``generate`` on the same folder, loaded once and warmed up."""
 
-    def generate(k: int, n: int) -> tuple[int, float]:
-        enc = tok.apply_chat_template(messages(k), add_generation_prompt=True,
-                                      return_dict=True, return_tensors="pt")
+    def __init__(self, folder: Path):
+        import torch
+        import transformers
+        self.torch = torch
+        self.tok = transformers.AutoTokenizer.from_pretrained(folder)
+        self.hf = transformers.AutoModelForCausalLM.from_pretrained(
+            folder, dtype=torch.float32).eval()
+        self.generate(conversation(TOPICS[0]), 8)
+
+    def generate(self, conv: list, n: int, exact: bool = True) -> tuple[int, float]:
+        """(new tokens, seconds) of one greedy generation of ``n`` tokens (``exact``: held
+        to ``n`` by ``min_new_tokens``; else it may end on an end id)."""
+        enc = self.tok.apply_chat_template(conv, add_generation_prompt=True, return_dict=True,
+                                           return_tensors="pt")
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = hf.generate(**enc, do_sample=False, max_new_tokens=n, min_new_tokens=n)
+        with self.torch.inference_mode():
+            out = self.hf.generate(**enc, do_sample=False, max_new_tokens=n,
+                                   min_new_tokens=n if exact else None)
         return out.shape[1] - enc["input_ids"].shape[1], time.perf_counter() - t0
 
-    generate(0, 8)
-
-    def rate(chats: list[dict]) -> float:
-        runs = [generate(k, max(1, r["tokens"])) for k, r in enumerate(chats)]
+    def rate(self, convs: list, chats: list[dict]) -> float:
+        """Tokens/s over the chats (all their tokens over all their time), each held to as
+        many new tokens as the server gave it."""
+        runs = [self.generate(c, max(1, r["tokens"])) for c, r in zip(convs, chats)]
         return sum(t for t, _ in runs) / sum(s for _, s in runs)
-    return rate
+
+    def full_length(self, chats: int, tokens: int) -> list:
+        """``chats`` conversations whose greedy replies run the whole ``tokens`` (a random
+        model may end a reply after a few tokens: that would time prefills, not decoding);
+        others fill up the list if too few do."""
+        long = [t for t in TOPICS if self.generate(conversation(t), tokens, False)[0] >= tokens]
+        return [conversation(t) for t in (long + [t for t in TOPICS if t not in long])[:chats]]
 
 
 def serve(folders: list[Path], max_batch: int) -> tuple[subprocess.Popen, int]:
@@ -198,15 +221,16 @@ def measure(chats: int = 8, tokens: int = 64, only: str = "", runs: int = 3) -> 
         try:
             for what, folder in models.items():
                 name = str(folder.resolve())
-                peer = transformers_runner(folder)
-                phase(port, name, chats, tokens, concurrent=True)  # loads, warms up
+                peer = Transformers(folder)
+                convs = peer.full_length(chats, tokens)
+                phase(port, name, convs, tokens, concurrent=True)  # loads, warms up
                 rss_start = _rss_mib(server.pid)
                 rounds = []
                 for _ in range(runs):
-                    together = phase(port, name, chats, tokens, concurrent=True)
-                    alone = phase(port, name, chats, tokens, concurrent=False)
+                    together = phase(port, name, convs, tokens, concurrent=True)
+                    alone = phase(port, name, convs, tokens, concurrent=False)
                     rounds.append({"concurrent": together, "sequential": alone,
-                                   "transformers": peer(alone["chats"])})
+                                   "transformers": peer.rate(convs, alone["chats"])})
                 rss_end = _rss_mib(server.pid)
                 health = json.loads(urllib.request.urlopen(
                     f"http://127.0.0.1:{port}/healthz").read())
