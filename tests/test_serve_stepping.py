@@ -148,3 +148,75 @@ def test_close_fails_running_and_new_jobs_at_once(gpt, loop):
     assert len(threads) == 1 and not threads[0].is_alive()
     with pytest.raises(ShuttingDown):
         stepping.submit(plan_job(gpt, "gpt", 1, 0, dict(prompt="y"), loop, 60.0))
+
+
+# ---- wired into the server's queue ------------------------------------------------------
+def test_the_batcher_hands_stepping_jobs_to_the_scheduler(gpt, loop):
+    from genzoo.serve.queue import Batcher
+    batcher = Batcher(max_batch=4)
+    try:
+        jobs = [plan_job(gpt, "gpt", n, seed, dict(opts), loop, 60.0)
+                for n, seed, opts in REQUESTS]
+        for job in jobs:
+            batcher.submit(job)
+        got = settle(loop, [j.future for j in jobs])
+        stats = batcher.snapshot()
+    finally:
+        batcher.stop()
+    assert [s.texts for s in got] == [gpt.sample(n, seed=seed, **opts).texts
+                                      for n, seed, opts in REQUESTS]
+    assert stats["batches"] == 0 and stats["stepping"]["sequences"] == 5
+    assert 2 <= stats["stepping"]["max_batch_seen"] <= 4
+
+
+def test_exact_mode_keeps_whole_generate_calls(gpt, loop):
+    """``genzoo serve --exact`` (no merging): byte for byte ``genzoo sample``, no stepping."""
+    from genzoo.serve.queue import Batcher
+    batcher = Batcher(max_batch=4, merge=False)
+    try:
+        job = plan_job(gpt, "gpt", 2, 3, dict(prompt="a", max_new_tokens=8), loop, 60.0)
+        batcher.submit(job)
+        (got,) = settle(loop, [job.future])
+        stats = batcher.snapshot()
+    finally:
+        batcher.stop()
+    assert got.texts == gpt.sample(2, seed=3, prompt="a", max_new_tokens=8).texts
+    assert stats["batches"] == 1 and stats["stepping"]["sequences"] == 0
+
+
+def test_server_concurrent_chats_equal_one_at_a_time(tmp_path):
+    """A real ``genzoo serve``: concurrent greedy chats on the tiny chat model decode together
+    (the scheduler's batch holds several) and answer what each answers alone."""
+    import sys
+    import threading
+    from pathlib import Path
+    pytest.importorskip("transformers")
+    from _serve import Server, post
+    sys.path.insert(0, str(Path(__file__).parents[1] / "plugins/textlm/tests"))
+    from _tiny_chat import build_tiny_chat
+    folder = str(build_tiny_chat(tmp_path / "chat").resolve())
+    bodies = [{"model": folder, "max_tokens": 40, "temperature": 0, "messages": [
+        {"role": "user", "content": text}]} for text in
+        ("What is a list?", "Tell me about loops", "x", "Write a poem about the sea")]
+    server = Server(tmp_path, "--allow-folders", "--max-batch", "8")
+    try:
+        url = server.url + "/v1/chat/completions"
+        alone = [post(url, b) for b in bodies]
+        together: list = [None] * len(bodies)
+        threads = [threading.Thread(target=lambda i=i: together.__setitem__(
+            i, post(url, bodies[i]))) for i in range(len(bodies))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        health = server.health()
+    finally:
+        server.stop()
+
+    def replies(answers):
+        assert all(status == 200 for status, _, _ in answers), answers
+        return [body for _, body, _ in answers]
+    texts = [[c["message"]["content"] for c in r["choices"]] for r in replies(together)]
+    assert texts == [[c["message"]["content"] for c in r["choices"]] for r in replies(alone)]
+    assert health["queue"]["stepping"]["max_batch_seen"] >= 2
+    assert health["queue"]["stepping"]["live"] == 0
