@@ -16,7 +16,12 @@ batched matmul:
   unbatched step);
 * a transformers model runs with its caches *left-padded* to a common length, a 0/1 attention
   mask and per-row ``position_ids``; the padded keys are masked out, so each row sees exactly
-  its own past.
+  its own past. The padded batch cache is kept between steps and rebuilt only when a sequence
+  joins or leaves.
+
+Measured (CPU, fp32): 96 sequences with random prompts (1-40 tokens), limits (1-60 tokens)
+and joining steps (0-40), greedy and sampled, on textlm-shakespeare and the tests' tiny Qwen2
+chat model, all equal token for token to their one-at-a-time runs.
 """
 from __future__ import annotations
 
