@@ -46,6 +46,7 @@ async def model_list(state: App, request: Request) -> Response:
     """``GET /v1/models``: OpenAI's list; each entry's ``genzoo`` key holds the card fields and
     status ``genzoo list --json`` prints for that model."""
     def listing() -> S.ModelList:
+        """The served cards (reading the catalog may touch the disk: off the event loop)."""
         from genzoo.api import list_models, model_status
         served = set(state.pool.names())
         cards = [json.loads(json.dumps({**c.to_dict(), **model_status(c)}, default=str))

@@ -86,6 +86,7 @@ def _openai_paths() -> dict[str, Any]:
     """OpenAI's routes (docs/openai.md): models, chat, completions, images."""
     def post(summary: str, request: type[BaseModel], response: type[BaseModel],
              stream: bool) -> dict[str, Any]:
+        """A POST route taking ``request`` and answering ``response`` (or a stream)."""
         ok = _json(response, "the answer" + ("; with stream: text/event-stream of chunks "
                                              "ending 'data: [DONE]'" if stream else ""))
         if stream:
