@@ -118,9 +118,16 @@ class Batcher:
         self.interrupted = False  # whether this batch was sent its one interrupt
         self.thread = threading.Thread(target=self._work, name="genzoo-batcher", daemon=True)
         self.thread.start()
+        # continuous batching: jobs of models that step (supports_stepping) decode together
+        # in a scheduler per model (genzoo.serve.stepping); --exact (no merge) keeps them here
+        from genzoo.serve.stepping import Stepping
+        self.stepping = Stepping(max_batch, max_queue)
 
     def submit(self, job: Job) -> None:
         """Queue ``job``, or raise ``QueueFull`` (the server answers 503 with Retry-After)."""
+        if self.merge and self.stepping.accepts(job):
+            self.stepping.submit(job)  # its own bound; refused there too once shut down
+            return
         with self.cond:
             if not self.running:
                 raise ShuttingDown("the server is shutting down; retry after it restarts")
@@ -151,6 +158,7 @@ class Batcher:
         daemon: it never holds the process up)."""
         self.close()
         self.thread.join(timeout=wait)
+        self.stepping.stop(wait)
 
     def close(self) -> None:
         """Refuse further work without waiting: queued and running jobs fail at once with
@@ -167,6 +175,7 @@ class Batcher:
             if self.current:
                 self._interrupt()
             self.cond.notify_all()
+        self.stepping.close()
 
     def _interrupt(self) -> None:
         """Raise ``Cancelled`` in the worker at its next instruction (once per batch; the
@@ -190,9 +199,11 @@ class Batcher:
 
     def snapshot(self) -> dict[str, Any]:
         """Counters and queue length (for /healthz and the tests)."""
+        from genzoo.serve.stepping import merged
         with self.cond:
-            return {**self.stats, "queued": len(self.pending), "max_queue": self.max_queue,
-                    "max_batch": self.max_batch, "merge": self.merge}
+            own = {**self.stats, "queued": len(self.pending), "max_queue": self.max_queue,
+                   "max_batch": self.max_batch, "merge": self.merge}
+        return merged(own, self.stepping.snapshot())  # the schedulers' jobs counted in
 
     # ---- the worker ----------------------------------------------------------------------
     def _next_batch(self) -> list[tuple[Job, int, int]] | None:

@@ -17,6 +17,7 @@ from genzoo.options import Option
 from genzoo.samples import Samples
 
 from .chat import conversation
+from .decoding import collect_texts, has_stepper, start_text, step_texts
 from .sampling import TextBatch, generate_texts
 from .scoring import score_ids, score_report
 from .textdata import text_dataset
@@ -147,6 +148,24 @@ class TextLM(GenerativeModel):
             raise OptionError(f"the prompt is {prompt_tokens} tokens; "
                               f"{self.name_or_path or self.arch} reads at most "
                               f"{self.max_context}, leaving no room for a reply")
+
+    # ---- step by step: continuous batching in `genzoo serve` (genzoo_textlm.decoding) ----
+    @property
+    def supports_stepping(self) -> bool:  # type: ignore[override]
+        """True for the native GPT and transformers models (``decoding.has_stepper``)."""
+        return has_stepper(self)
+
+    def start_sequence(self, generator: torch.Generator, **options: Any) -> Any:
+        """One sample's decoding state after its prompt's prefill and first token."""
+        return start_text(self, generator, **options)
+
+    def step_sequences(self, states: list[Any]) -> None:
+        """One more token for every live state, in one batched forward."""
+        step_texts(self, states)
+
+    def collect_sequences(self, states: list[Any], meta: dict[str, Any]) -> Samples:
+        """A request's finished states as texts, with their usage figures in ``meta``."""
+        return collect_texts(states, meta)
 
     # ---- training ------------------------------------------------------------------------
     def prepare_data(self, data: Any):

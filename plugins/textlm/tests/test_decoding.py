@@ -167,5 +167,5 @@ def test_which_models_can_step(gpt, chat):
     class Other(TextLM):
         arch = "textlm-other"
 
-    assert decoding.has_stepper(gpt) and decoding.has_stepper(chat)
-    assert not decoding.has_stepper(Other({}))
+    assert gpt.supports_stepping and chat.supports_stepping
+    assert not Other({}).supports_stepping
