@@ -304,7 +304,7 @@ def test_a_storm_of_cancels_leaves_the_worker_serving():
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
-        batcher = Batcher(max_batch=4, max_queue=64)
+        batcher = Batcher(max_batch=4, max_queue=64, merge=False)  # text stays in the worker
         rng = random.Random(0)
         try:
             for i in range(40):
@@ -328,7 +328,7 @@ def test_a_storm_of_cancels_leaves_the_worker_serving():
 def _idle_batcher_with_a_stale_batch():
     """A Batcher whose worker waits for work, told that a (cancelled) batch runs."""
     from genzoo.serve.queue import Batcher
-    batcher = Batcher()
+    batcher = Batcher(merge=False)  # text jobs stay here, not in genzoo.serve.stepping
     while batcher.thread.ident is None or not batcher.cond._waiters:  # the worker waits
         time.sleep(0.01)
     stale = type("StaleJob", (), {"cancelled": True})()
