@@ -55,7 +55,7 @@ class TokenSequence:
         self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
         self.end_ids, self.on_token = frozenset(int(i) for i in end_ids), on_token
         self.ids: list[int] = []
-        self.done, self.finish_reason = False, None
+        self.done, self.finish_reason = False, None  # type: bool, str | None
         self.next_id: int | None = None
         self.cache: Any = None
 
@@ -224,7 +224,8 @@ class HFStepper:
         """(B, V) next-token logits after feeding each sequence its ``next_id``."""
         if len(seqs) != len(self.rows) or any(a is not b for a, b in zip(seqs, self.rows)):
             self._regroup(seqs)
-        dev, width = self.hf.device, self.mask.size(1)  # type: ignore[union-attr]
+        assert self.mask is not None  # set by _regroup
+        dev, width = self.hf.device, self.mask.size(1)
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(seqs), 1)], 1)
         ids = torch.tensor([[s.next_id] for s in seqs], dtype=torch.long, device=dev)
         pos = torch.tensor([[width - p] for p in self.pad], dtype=torch.long, device=dev)
