@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from bench_serve import _free_port, _rss_mib  # the serve benchmark's port and RSS probes
 
 ROOT = Path(__file__).resolve().parents[1]
 MID = dict(hidden_size=384, intermediate_size=1024, num_hidden_layers=6, num_attention_heads=6,
@@ -298,23 +299,15 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     results = measure(args.chats, args.tokens, args.only, args.runs)
-    print(table(results, args.chats, args.tokens))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str) + "\n")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    text = table(results, args.chats, args.tokens)
+    print(text)
+    if args.json:  # README's table (benchmarks/readme_tables.py) is read from this file
+        command = "OMP_NUM_THREADS=%s python benchmarks/bench_chat_serve.py %s" % (
+            os.environ["OMP_NUM_THREADS"], " ".join(sys.argv[1:] if argv is None else argv))
+        Path(args.json).write_text(json.dumps(
+            {"table": text, "results": results, "command": command,
+             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())},
+            indent=2, default=str) + "\n")
 
 
 def _cpu() -> str:

@@ -8,6 +8,7 @@ benchmarks/eval_results.json (``benchmarks/eval_table.py``: image models against
 real-data floor), benchmarks/label_results.json (``benchmarks/eval_labels.py``: class
 labels, guidance and image-to-image), benchmarks/text2image_results.json
 (``benchmarks/bench_text2image.py``: text-to-image beside diffusers' StableDiffusionPipeline),
+benchmarks/chat_serve_results.json (``benchmarks/bench_chat_serve.py``: chats served together),
 and benchmarks/card_eval_*.json (``benchmarks/card_metrics.py``: what
 each card records). tests/test_readme_tables.py fails when README and the JSON disagree.
 """
@@ -194,9 +195,19 @@ def text2image_table() -> str:
     return "\n".join(lines)
 
 
+def chat_serve_table() -> str:
+    """benchmarks/bench_chat_serve.py's table (chat_serve_results.json): continuous batching
+    of streamed chats in ``genzoo serve``, one stream beside transformers' ``generate``."""
+    data = _load("chat_serve_results.json")
+    if not data:
+        return "(not measured yet: run benchmarks/bench_chat_serve.py --json ...)"
+    return (data["table"].strip() + f"\n\nMeasured {data.get('date', '?')}: "
+            f"`{data.get('command', '?')}`.")
+
+
 TABLES = {"image models": image_table, "labels": label_table, "cards": card_table,
           "performance": performance_table, "lora recipe": lora_recipe_table,
-          "text2image": text2image_table}
+          "text2image": text2image_table, "chat serve": chat_serve_table}
 
 
 def render(readme: str) -> str:

@@ -190,6 +190,17 @@ class App:
                       loop: asyncio.AbstractEventLoop) -> Response:
         """Server-sent events: ``piece`` events as text is generated, then ``done`` (the JSON
         response) or ``error``. Closing the connection stops the generation."""
+        job, req, pieces = await self.start_stream(name, body, loop)
+        t0 = time.perf_counter()
+        return StreamingResponse(self._events(job, req, name, pieces, t0),
+                                 media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def start_stream(self, name: str, body: Any, loop: asyncio.AbstractEventLoop
+                           ) -> tuple[Job, SampleRequest, "asyncio.Queue[str]"]:
+        """Plan and queue a streaming job: its text pieces arrive on the returned queue, and
+        generation stops between pieces once the job is cancelled (genzoo's and OpenAI's
+        streaming routes share this)."""
         pieces: asyncio.Queue[str] = asyncio.Queue()
         holder: dict[str, Job] = {}
 
@@ -201,10 +212,7 @@ class App:
         job, req = await run_in_threadpool(self._plan, name, body, loop, on_piece)
         holder["job"] = job
         self.batcher.submit(job)
-        t0 = time.perf_counter()
-        return StreamingResponse(self._events(job, req, name, pieces, t0),
-                                 media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache"})
+        return job, req, pieces
 
     async def _events(self, job: Job, req: SampleRequest, name: str,
                       pieces: "asyncio.Queue[str]", t0: float) -> AsyncIterator[str]:

@@ -32,7 +32,7 @@ from genzoo.samples import Samples
 from genzoo.serve import schemas as S
 from genzoo.serve.openai_errors import (OpenAIError, crash_event, error_of, openai_error,
                                         openai_errors)
-from genzoo.serve.queue import Cancelled, Job
+from genzoo.serve.queue import Job
 
 if TYPE_CHECKING:  # the app hands itself in (openai_routes): no import of it at run time
     from genzoo.serve.app import App
@@ -194,18 +194,8 @@ class _Routes:
     async def _stream(self, request: Request, req: S._Sampling, body: dict[str, Any],
                       chat: bool, skip: int) -> Response:
         """Plan and queue a streaming job; its pieces become OpenAI chunks (see ``_events``)."""
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue[str] = asyncio.Queue()
-        holder: dict[str, Job] = {}
-
-        def on_piece(piece: str) -> None:
-            if holder["job"].cancelled:
-                raise Cancelled()  # stops generation between tokens
-            loop.call_soon_threadsafe(pieces.put_nowait, piece)
-
-        job, _ = await run_in_threadpool(self.state._plan, req.model, body, loop, on_piece)
-        holder["job"] = job
-        self._submit(job)
+        job, _, pieces = await self.state.start_stream(req.model, body,
+                                                       asyncio.get_running_loop())
         usage = bool(req.stream_options and req.stream_options.include_usage)
         chunks = _Chunks(_ident(chat), req.model, chat, usage)
         return StreamingResponse(self._events(job, pieces, chunks, skip),

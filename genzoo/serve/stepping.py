@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genzoo.errors import GenzooError
-from genzoo.serve.queue import Cancelled, Job, QueueFull, ShuttingDown
+from genzoo.serve.jobs import Cancelled, Job, QueueFull, ShuttingDown
 
 log = logging.getLogger("genzoo.serve.app")
 

@@ -127,20 +127,33 @@ class TextLM(GenerativeModel):
         texts are the assistant's replies alone. ``stream`` (one generator only) receives the
         prompt, then each new piece of text."""
         self._need_tokenizer()
-        prompt_ids = None
-        if messages is not None or system is not None:
-            if getattr(self.tokenizer, "chat_template", None) is None:
-                raise OptionError(f"{self.name_or_path or self.arch} has no chat template "
-                                  f"({self.no_template_hint}), so it takes a prompt, not "
-                                  "messages")
-            prompt_ids = self.tokenizer.chat_ids(conversation(messages, system))
-            self._check_room(len(prompt_ids))
-        elif prompt and not self.slides_context:
-            self._check_room(len(self.tokenizer.encode(prompt)))
+        prompt, ids, reply_only = self.request_ids(prompt, messages, system)
         return generate_texts(self.backend(), self.tokenizer, generators, prompt=prompt,
                               max_new_tokens=max_new_tokens, temperature=temperature,
                               top_k=top_k, top_p=top_p, stop=stop, stream=stream,
-                              device=self.device, prompt_ids=prompt_ids)
+                              device=self.device,
+                              prompt_ids=ids if reply_only else None)
+
+    def request_ids(self, prompt: str, messages: Any, system: str | None
+                    ) -> tuple[str, list[int], bool]:
+        """(prompt text, prompt ids, replies only) of one request, for ``generate`` and the
+        step-by-step path alike: a conversation rendered by the chat template, else the
+        prompt (or the start ids); a prompt leaving a non-sliding model no room is refused."""
+        tok = self.tokenizer
+        if messages is not None or system is not None:
+            if getattr(tok, "chat_template", None) is None:
+                raise OptionError(f"{self.name_or_path or self.arch} has no chat template "
+                                  f"({self.no_template_hint}), so it takes a prompt, not "
+                                  "messages")
+            ids = tok.chat_ids(conversation(messages, system))
+            self._check_room(len(ids))
+            return "", ids, True
+        if not isinstance(prompt, str):
+            raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
+        ids = tok.encode(prompt) if prompt else []
+        if ids and not self.slides_context:
+            self._check_room(len(ids))
+        return (prompt, ids, False) if ids else ("", tok.start_ids(), False)
 
     def _check_room(self, prompt_tokens: int) -> None:
         """A decoder that cannot slide refuses a prompt that fills its context."""

@@ -31,7 +31,6 @@ from typing import Any, Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from genzoo.errors import OptionError
 from genzoo.samples import Samples
 
 from .sampling import _cut_at_stop, _Streamer, check_sampling, pick_tokens
@@ -351,28 +350,6 @@ class TextSequence:
         return self.prompt + self.text
 
 
-def _prompt_ids(model: Any, prompt: str, messages: Any, system: str | None
-                ) -> tuple[str, list[int], bool]:
-    """(prompt text, prompt ids, reply only) as ``TextLM.generate`` builds them (keep the two
-    in step): a conversation rendered by the chat template, else the prompt (or the start
-    ids); a prompt that leaves a non-sliding model no room is refused."""
-    tok = model.tokenizer
-    if messages is not None or system is not None:
-        from .chat import conversation
-        if getattr(tok, "chat_template", None) is None:
-            raise OptionError(f"{model.name_or_path or model.arch} has no chat template "
-                              f"({model.no_template_hint}), so it takes a prompt, not messages")
-        ids = tok.chat_ids(conversation(messages, system))
-        model._check_room(len(ids))
-        return "", ids, True
-    if not isinstance(prompt, str):
-        raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
-    ids = tok.encode(prompt) if prompt else []
-    if ids and not model.slides_context:
-        model._check_room(len(ids))
-    return (prompt, ids, False) if ids else ("", tok.start_ids(), False)
-
-
 def start_text(model: Any, generator: torch.Generator, prompt: str = "",
                max_new_tokens: int = 256, temperature: float = 1.0, top_k: int | None = None,
                top_p: float | None = None, stop: str | Sequence[str] | None = None,
@@ -384,7 +361,7 @@ def start_text(model: Any, generator: torch.Generator, prompt: str = "",
     tok = model.tokenizer
     # an empty stop string would cut every text at once: it means no stop
     stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s]
-    prompt, prompt_ids, reply_only = _prompt_ids(model, prompt, messages, system)
+    prompt, prompt_ids, reply_only = model.request_ids(prompt, messages, system)
     seq = TextSequence(tok, prompt, prompt_ids, stops, reply_only)
     end_ids = getattr(tok, "end_ids", None) or [tok.eos_id]
     seq.tokens = TokenSequence(prompt_ids, generator, max_new_tokens, temperature, top_k, top_p,

@@ -90,6 +90,16 @@ class TextBatch(list):
     completion_tokens: list[int]
     finish_reasons: list[str]
 
+    def __getitem__(self, index):  # type: ignore[override]
+        """A slice keeps its rows' figures (a server splits one batch among its requests)."""
+        if not isinstance(index, slice):
+            return super().__getitem__(index)
+        part = TextBatch(super().__getitem__(index))
+        part.prompt_tokens = self.prompt_tokens
+        part.completion_tokens = list(getattr(self, "completion_tokens", []))[index]
+        part.finish_reasons = list(getattr(self, "finish_reasons", []))[index]
+        return part
+
 
 def generate_ids(backend: Backend, prompt_ids: list[int], generators: Sequence[torch.Generator],
                  max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

@@ -113,6 +113,19 @@ def test_usage_covers_every_batch_and_stop_strings_finish_with_stop(chat):
     assert plain.texts[0].startswith("def f") and plain.meta["prompt_tokens"] > 0
 
 
+def test_a_slice_of_a_batch_keeps_its_rows_usage(chat):
+    """A server merging requests into one generate call slices the batch per request
+    (genzoo.serve.queue.run_chunks): each slice's samples keep their own usage figures."""
+    _, model, _, _ = chat
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    out = model.generate(gens, messages=CONVERSATIONS[0][0], max_new_tokens=6)
+    part = model.to_samples(out[1:3], {}, 1)
+    assert part.texts == list(out)[1:3]
+    assert part.meta["completion_tokens"] == out.completion_tokens[1:3]
+    assert part.meta["finish_reasons"] == out.finish_reasons[1:3]
+    assert part.meta["prompt_tokens"] == out.prompt_tokens > 0
+
+
 @pytest.mark.parametrize("options,needle", [
     (dict(messages=[]), "messages is empty"),
     (dict(messages=[{"role": "user"}]), "messages[0]"),
