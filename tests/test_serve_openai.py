@@ -65,6 +65,10 @@ def test_models_list_in_openai_shape_keeps_genzoo_cards(server):
                                                                         "--json"]).output)}
     for entry in raw["data"]:
         assert entry["genzoo"] == json.loads(json.dumps(listed[entry["id"]], default=str))
+    # one model: OpenAI's fields beside genzoo's info (card, options schema, serving)
+    one = client(server).models.retrieve("gan-mnist")
+    assert one.id == "gan-mnist" and one.object == "model" and one.owned_by == "genzoo"
+    assert get(server.url + "/v1/models/gan-mnist")[1]["serving"]["formats"]
 
 
 def test_images_generate_b64_json_equals_genzoo_samples(server):

@@ -138,8 +138,10 @@ class App:
 
     async def model(self, request: Request) -> Response:
         name = self.pool.check(request.path_params["name"])
-        return JSONResponse(json.loads(json.dumps(await run_in_threadpool(model_info_of, name),
-                                                  default=str)))
+        info = await run_in_threadpool(model_info_of, name)
+        # OpenAI's model object fields too, so that clients' models.retrieve(name) works
+        info.update(id=name, object="model", created=int(self.started), owned_by="genzoo")
+        return JSONResponse(json.loads(json.dumps(info, default=str)))
 
     async def samples(self, request: Request) -> Response:
         name = self.pool.check(request.path_params["name"])
