@@ -59,8 +59,11 @@ def test_models_is_genzoo_list_json(server):
 def test_model_info_has_options_and_capabilities(server):
     status, card = get(server.url + "/v1/models/diffusion-mnist")
     info = json.loads(CliRunner().invoke(cli, ["info", "diffusion-mnist", "--json"]).output)
-    # the same fields as genzoo info (values compared where other work cannot change them)
-    assert status == 200 and set(card) - {"serving"} == set(info)
+    # the same fields as genzoo info (values compared where other work cannot change them),
+    # plus what the server adds: how it serves the model, and OpenAI's model object fields
+    openai_fields = {"id": "diffusion-mnist", "object": "model", "owned_by": "genzoo"}
+    assert status == 200 and set(card) - {"serving", "created", *openai_fields} == set(info)
+    assert {k: card[k] for k in openai_fields} == openai_fields
     assert [card[k] for k in ("name", "arch", "options")] == [info[k] for k in
                                                              ("name", "arch", "options")]
     assert {"sampler", "steps"} <= {o["name"] for o in card["options"]}
