@@ -216,8 +216,10 @@ class App:
         self.batcher.submit(job)
         return job, req, pieces
 
-    async def _events(self, job: Job, req: SampleRequest, name: str,
-                      pieces: "asyncio.Queue[str]", t0: float) -> AsyncIterator[str]:
+    async def follow(self, job: Job, pieces: "asyncio.Queue[str]") -> AsyncIterator[str]:
+        """A streaming job's text pieces as they arrive, until its future is done (then read
+        ``job.future``). Past the deadline the job is cancelled and ``TimeoutError`` raised;
+        a client that leaves (the consumer closes this generator) cancels it too."""
         try:
             while True:
                 get = asyncio.ensure_future(pieces.get())
@@ -225,27 +227,37 @@ class App:
                                              return_when=asyncio.FIRST_COMPLETED,
                                              timeout=max(0.0, job.deadline - time.monotonic()))
                 if get in done:
-                    yield _event("piece", {"text": get.result()})
+                    yield get.result()
                     continue
                 get.cancel()
                 if not job.future.done():
                     self.batcher.cancel(job, "timed_out")
-                    yield _event("error", {"error": "the request took longer than "
-                                                    f"{self.config.limits.timeout:g} s"})
-                    return
+                    raise TimeoutError(f"the request took longer than "
+                                       f"{self.config.limits.timeout:g} s")
                 while not pieces.empty():
-                    yield _event("piece", {"text": pieces.get_nowait()})
-                try:
-                    samples = job.future.result()
-                except GenzooError as e:
-                    yield _event("error", {"error": str(e)})
-                    return
-                yield _event("done", json_payload(samples, name, req.n, req.seed,
-                                                  time.perf_counter() - t0))
+                    yield pieces.get_nowait()
                 return
         finally:
             if not job.future.done():
                 self.batcher.cancel(job)  # the client went away mid-stream
+
+    async def _events(self, job: Job, req: SampleRequest, name: str,
+                      pieces: "asyncio.Queue[str]", t0: float) -> AsyncIterator[str]:
+        try:
+            # aclosing: a client leaving at a yield closes ``follow`` now, which cancels
+            async with contextlib.aclosing(self.follow(job, pieces)) as stream:
+                async for piece in stream:
+                    yield _event("piece", {"text": piece})
+        except TimeoutError as e:
+            yield _event("error", {"error": str(e)})
+            return
+        try:
+            samples = job.future.result()
+        except GenzooError as e:
+            yield _event("error", {"error": str(e)})
+            return
+        yield _event("done", json_payload(samples, name, req.n, req.seed,
+                                          time.perf_counter() - t0))
 
 
 def model_info_of(name: str) -> dict[str, Any]:

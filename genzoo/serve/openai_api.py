@@ -15,6 +15,7 @@ from a family name. Errors use OpenAI's shape ``{"error": {message, type, param,
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import secrets
@@ -208,39 +209,24 @@ class _Routes:
         dropped), a last chunk with the finish reason, then ``data: [DONE]``; an error or the
         deadline ends the stream with an OpenAI error event. Leaving stops the generation."""
         try:
-            yield chunks.first()
-            while True:
-                get = asyncio.ensure_future(pieces.get())
-                done, _ = await asyncio.wait({get, job.future},
-                                             return_when=asyncio.FIRST_COMPLETED,
-                                             timeout=max(0.0, job.deadline - time.monotonic()))
-                if get in done:
-                    text, skip = _after(get.result(), skip)
+            # aclosing: a client leaving at any yield closes ``follow`` now, which cancels
+            async with contextlib.aclosing(self.state.follow(job, pieces)) as stream:
+                yield chunks.first()
+                async for piece in stream:
+                    text, skip = _after(piece, skip)
                     if text:
                         yield chunks.piece(text)
-                    continue
-                get.cancel()
-                if not job.future.done():
-                    self._cancel(job, "timed_out")
-                    yield _sse(openai_error(504, "the request took longer than "
-                                                 f"{self.state.config.limits.timeout:g} s"))
-                    return
-                while not pieces.empty():
-                    text, skip = _after(pieces.get_nowait(), skip)
-                    if text:
-                        yield chunks.piece(text)
-                try:
-                    samples = job.future.result()
-                except Exception as e:  # noqa: BLE001 - reported to the client, in its shape
-                    yield _sse(error_of(e) or crash_event(e))
-                    return
-                usage, reasons = _usage(samples, job)
-                yield chunks.last(reasons[0], usage)
-                yield "data: [DONE]\n\n"
-                return
-        finally:
-            if not job.future.done():
-                self._cancel(job)  # the client went away mid-stream
+        except TimeoutError as e:
+            yield _sse(openai_error(504, str(e)))
+            return
+        try:
+            samples = job.future.result()
+        except Exception as e:  # noqa: BLE001 - reported to the client, in its shape
+            yield _sse(error_of(e) or crash_event(e))
+            return
+        usage, reasons = _usage(samples, job)
+        yield chunks.last(reasons[0], usage)
+        yield "data: [DONE]\n\n"
 
 
 class _Chunks:
