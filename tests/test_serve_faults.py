@@ -206,6 +206,20 @@ def slow_server(tmp_path):
     srv.stop()
 
 
+def test_a_body_trickling_past_the_time_limit_is_refused(slow_server):
+    """A client that sends its headers and then a byte now and then cannot hold a connection
+    (and a request slot) past --timeout: 408 with one line, the server serves on."""
+    with socket.create_connection(("127.0.0.1", slow_server.port), timeout=10) as s:
+        s.sendall(b"POST " + TEXT.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        t0 = time.monotonic()
+        head = s.recv(4096).decode()
+        waited = time.monotonic() - t0
+    assert head.startswith("HTTP/1.1 408"), head
+    assert "did not arrive within 1.5 s" in head and waited < 5
+    assert_healthy(slow_server)
+
+
 LONG = {"n": 8, "options": {"max_new_tokens": 500000, "prompt": "ROMEO:"}}
 
 

@@ -145,7 +145,8 @@ class App:
 
     async def samples(self, request: Request) -> Response:
         name = self.pool.check(request.path_params["name"])
-        body = await read_json(request, self.config.limits.max_body)
+        body = await read_json(request, self.config.limits.max_body,
+                               self.config.limits.timeout)
         loop = asyncio.get_running_loop()
         if isinstance(body, dict) and body.get("stream"):
             return await self._stream(request, name, body, loop)
@@ -295,11 +296,13 @@ def _event(kind: str, data: dict[str, Any]) -> str:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
 
 
-async def read_json(request: Request, limit: int) -> Any:
+async def read_json(request: Request, limit: int, seconds: float = 120.0) -> Any:
     """The body as JSON: labelled ``application/json`` (else 415: a browser cannot send that
     cross-origin without asking first), at most ``limit`` bytes whatever Content-Length says
-    (413), nested at most ``formats.MAX_JSON_DEPTH`` levels (422). A client that hangs up
-    mid-body ends the request quietly (``ClientGone``). Every JSON route reads through here."""
+    (413), arrived within ``seconds`` (else 408: a client trickling its body cannot hold a
+    connection open for ever), nested at most ``formats.MAX_JSON_DEPTH`` levels (422). A client
+    that hangs up mid-body ends the request quietly (``ClientGone``). Every JSON route reads
+    through here."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise _Error(415, "send the body as JSON with 'Content-Type: application/json'"
@@ -307,16 +310,24 @@ async def read_json(request: Request, limit: int) -> Any:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _Error(413, f"the body is over {limit} bytes")
-    chunks, size = [], 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise _Error(413, f"the body is over {limit} bytes")
-            chunks.append(chunk)
+        body = await asyncio.wait_for(_body(request, limit), seconds)
+    except asyncio.TimeoutError:
+        raise _Error(408, f"the body did not arrive within {seconds:g} s") from None
     except ClientDisconnect:
         raise ClientGone() from None
-    return load_json(b"".join(chunks))
+    return load_json(body)
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The raw body, refused (413) as soon as it passes ``limit`` bytes."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _Error(413, f"the body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 _read_json = read_json  # the earlier private name

@@ -38,8 +38,8 @@ from genzoo.serve.queue import Job
 if TYPE_CHECKING:  # the app hands itself in (openai_routes): no import of it at run time
     from genzoo.serve.app import App
 
-#: ``read_json(request, limit)``: the app's one way of reading a request body.
-ReadJson = Callable[[Request, int], Awaitable[Any]]
+#: ``read_json(request, limit, seconds)``: the app's one way of reading a request body.
+ReadJson = Callable[[Request, int, float], Awaitable[Any]]
 #: ``serving(name)``: the app's model info for ``name`` ("serving": formats...).
 Serving = Callable[[str], dict[str, Any]]
 
@@ -153,7 +153,8 @@ class _Routes:
 
     # ---- running through genzoo's queue ------------------------------------------------------
     async def _json(self, request: Request) -> Any:
-        return await self.read_json(request, self.state.config.limits.max_body)
+        limits = self.state.config.limits
+        return await self.read_json(request, limits.max_body, limits.timeout)
 
     def _submit(self, job: Job) -> None:
         """Queue ``job`` where genzoo's own sampling route queues it."""

@@ -23,7 +23,7 @@ Handler = Callable[[Request], Awaitable[Response]]
 #: OpenAI's error type for each status genzoo answers with.
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
           403: "permission_error", 413: "invalid_request_error", 415: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error",
+          408: "timeout", 422: "invalid_request_error", 429: "rate_limit_error",
           499: "invalid_request_error", 503: "server_error", 504: "timeout"}
 _CODES = {404: "model_not_found", 413: "request_too_large", 503: "overloaded", 504: "timeout"}
 
