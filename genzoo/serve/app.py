@@ -37,7 +37,10 @@ from starlette.routing import Route
 from genzoo.errors import GenzooError, OptionError, UnknownModelError
 from genzoo.samples import Samples
 from genzoo.serve.formats import (Limits, SampleRequest, check_caps, decode_images, json_payload,
-                                  load_json, npz_bytes, parse_request, png_grid)
+                                  npz_bytes, parse_request, png_grid)
+from genzoo.serve.body import ClientGone, read_json
+from genzoo.serve.body import HTTPError as _Error
+from genzoo.serve.body import disconnected as _disconnected
 from genzoo.serve.guard import BearerAuth, OriginGuard
 from genzoo.serve.pool import ModelPool, rss_mib
 from genzoo.serve.queue import Batcher, Cancelled, Job, QueueFull, ShuttingDown, plan_job
@@ -87,14 +90,6 @@ def check_config(config: ServeConfig) -> None:
     for name in ("max_batch", "max_queue", "memory_budget_mib"):
         if getattr(config, name) < 1:
             raise OptionError(f"--{name.replace('_', '-')} must be at least 1")
-
-
-class _Error(Exception):
-    """An HTTP error with a one-line message and optional headers."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.headers = status, headers or {}
 
 
 def error_response(status: int, message: str,
@@ -294,56 +289,6 @@ def _encode(samples: Samples, req: SampleRequest, name: str, seconds: float) -> 
 
 def _event(kind: str, data: dict[str, Any]) -> str:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
-
-
-async def read_json(request: Request, limit: int, seconds: float = 120.0) -> Any:
-    """The body as JSON: labelled ``application/json`` (else 415: a browser cannot send that
-    cross-origin without asking first), at most ``limit`` bytes whatever Content-Length says
-    (413), arrived within ``seconds`` (else 408: a client trickling its body cannot hold a
-    connection open for ever), nested at most ``formats.MAX_JSON_DEPTH`` levels (422). A client
-    that hangs up mid-body ends the request quietly (``ClientGone``). Every JSON route reads
-    through here."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/json":
-        raise _Error(415, "send the body as JSON with 'Content-Type: application/json'"
-                          + (f" (got {kind[:60]!r})" if kind else ""))
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise _Error(413, f"the body is over {limit} bytes")
-    try:
-        body = await asyncio.wait_for(_body(request, limit), seconds)
-    except asyncio.TimeoutError:
-        raise _Error(408, f"the body did not arrive within {seconds:g} s") from None
-    except ClientDisconnect:
-        raise ClientGone() from None
-    return load_json(body)
-
-
-async def _body(request: Request, limit: int) -> bytes:
-    """The raw body, refused (413) as soon as it passes ``limit`` bytes."""
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _Error(413, f"the body is over {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-_read_json = read_json  # the earlier private name
-
-
-class ClientGone(Exception):
-    """The client hung up before its request was complete: nothing to answer, nothing to log
-    beyond one debug line (a cheap way to flood a log otherwise)."""
-
-
-async def _disconnected(request: Request) -> None:
-    """Returns when the client closes the connection (the body was read already)."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 async def page(request: Request) -> Response:
