@@ -108,10 +108,14 @@ class TextLM(GenerativeModel):
         opts["messages"] = conversation(opts.get("messages"), opts.get("system"))
         opts["system"] = None  # now the first message
         self._need_tokenizer()
+        self._need_template()
+        return opts
+
+    def _need_template(self) -> None:
+        """A model given a conversation must have a chat template to render it."""
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise OptionError(f"{self.name_or_path or self.arch} has no chat template "
                               f"({self.no_template_hint}), so it takes a prompt, not messages")
-        return opts
 
     #: Said when a model without a chat template is given messages.
     no_template_hint: ClassVar[str] = ("none in tokenizer_config.json or chat_template.jinja")
@@ -141,18 +145,14 @@ class TextLM(GenerativeModel):
         prompt (or the start ids); a prompt leaving a non-sliding model no room is refused."""
         tok = self.tokenizer
         if messages is not None or system is not None:
-            if getattr(tok, "chat_template", None) is None:
-                raise OptionError(f"{self.name_or_path or self.arch} has no chat template "
-                                  f"({self.no_template_hint}), so it takes a prompt, not "
-                                  "messages")
+            self._need_template()
             ids = tok.chat_ids(conversation(messages, system))
             self._check_room(len(ids))
             return "", ids, True
         if not isinstance(prompt, str):
             raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
         ids = tok.encode(prompt) if prompt else []
-        if ids and not self.slides_context:
-            self._check_room(len(ids))
+        self._check_room(len(ids))
         return (prompt, ids, False) if ids else ("", tok.start_ids(), False)
 
     def _check_room(self, prompt_tokens: int) -> None:

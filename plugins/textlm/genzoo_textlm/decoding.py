@@ -122,7 +122,8 @@ def step(stepper: "GPTStepper | HFStepper", seqs: Sequence[TokenSequence]) -> No
     live = [s for s in seqs if not s.done and s.next_id is not None]
     if not live:
         return
-    logits = stepper.step(live)
+    # on the CPU once for the whole batch (pick_tokens works there): not one sync per row
+    logits = stepper.step(live).detach().float().cpu()
     for i, s in enumerate(live):
         s.accept(logits[i:i + 1])
         if s.done:
