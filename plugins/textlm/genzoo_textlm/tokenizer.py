@@ -108,10 +108,14 @@ class TextTokenizer:
         template writes is not doubled)."""
         if self.chat_template is None:
             raise OptionError("this tokenizer has no chat template")
-        special = {**self.special_tokens, **{
-            key: self.tok.id_to_token(int(i)) for key, i in
-            (("bos_token", self.bos_id), ("eos_token", self.eos_id)) if i is not None}}
+        # tokenizer_config.json's strings first, as transformers renders; the ids fill gaps
+        special = {**self._id_tokens(), **self.special_tokens}
         return self.encode(render_chat(self.chat_template, messages, **special))
+
+    def _id_tokens(self) -> dict[str, str]:
+        """``bos_token`` / ``eos_token`` as the strings of ``bos_id`` / ``eos_id``."""
+        return {key: self.tok.id_to_token(int(i)) for key, i in
+                (("bos_token", self.bos_id), ("eos_token", self.eos_id)) if i is not None}
 
     def start_ids(self) -> list[int]:
         """What an empty prompt is fed as: BOS, else EOS (GPT-2 style), else a newline."""
@@ -125,11 +129,9 @@ class TextTokenizer:
         ``AutoTokenizer`` also reads the folder."""
         folder = Path(folder)
         atomic_write_text(folder / TOKENIZER_FILE, self.tok.to_str(pretty=True))
+        # the folder's own token strings kept (its eos_token ends samples too, on reload)
         cfg: dict[str, Any] = {"tokenizer_class": "PreTrainedTokenizerFast",
-                               **self.special_tokens}
-        for key, i in (("bos_token", self.bos_id), ("eos_token", self.eos_id)):
-            if i is not None:
-                cfg[key] = self.tok.id_to_token(int(i))
+                               **self._id_tokens(), **self.special_tokens}
         if self.chat_template is not None:
             cfg["chat_template"] = self.chat_template
         atomic_write_text(folder / "tokenizer_config.json", json.dumps(cfg, indent=2))
