@@ -33,7 +33,8 @@ import torch.nn.functional as F
 
 from genzoo.samples import Samples
 
-from .sampling import _cut_at_stop, _Streamer, check_sampling, pick_tokens
+from .sampling import (_cut_at_stop, _Streamer, check_sampling, pick_tokens, stop_strings,
+                       tokenizer_end_ids)
 
 OnToken = Callable[[list[int]], bool]
 
@@ -360,13 +361,11 @@ def start_text(model: Any, generator: torch.Generator, prompt: str = "",
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     model._need_tokenizer()
     tok = model.tokenizer
-    # an empty stop string would cut every text at once: it means no stop
-    stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s]
+    stops = stop_strings(stop)
     prompt, prompt_ids, reply_only = model.request_ids(prompt, messages, system)
     seq = TextSequence(tok, prompt, prompt_ids, stops, reply_only)
-    end_ids = getattr(tok, "end_ids", None) or [tok.eos_id]
     seq.tokens = TokenSequence(prompt_ids, generator, max_new_tokens, temperature, top_k, top_p,
-                               [i for i in end_ids if i is not None], seq.on_token)
+                               tokenizer_end_ids(tok), seq.on_token)
     start(stepper_for(model), seq.tokens)
     if seq.done:
         seq.settle()

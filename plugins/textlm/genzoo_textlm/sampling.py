@@ -7,7 +7,7 @@ its generator (and so on (seed, i)), never on the batch it was drawn in.
 """
 from __future__ import annotations
 
-from typing import Callable, Collection, Protocol, Sequence
+from typing import Any, Callable, Collection, Protocol, Sequence
 
 import torch
 
@@ -131,6 +131,19 @@ def generate_ids(backend: Backend, prompt_ids: list[int], generators: Sequence[t
     return out
 
 
+def stop_strings(stop: str | Sequence[str] | None) -> list[str]:
+    """The ``stop`` option as a list; an empty stop string would cut every text at once, so it
+    means no stop."""
+    return [s for s in ([stop] if isinstance(stop, str) else stop or []) if s]
+
+
+def tokenizer_end_ids(tokenizer: Any) -> list[int]:
+    """The ids that end a sample: the tokenizer's ``end_ids`` (every end id of the model's
+    generation config), else its ``eos_id``; None-free."""
+    ids = getattr(tokenizer, "end_ids", None) or [tokenizer.eos_id]
+    return [i for i in ids if i is not None]
+
+
 def generate_texts(backend: Backend, tokenizer, generators: Sequence[torch.Generator], *,
                    prompt: str = "", max_new_tokens: int = 256, temperature: float = 1.0,
                    top_k: int | None = None, top_p: float | None = None,
@@ -149,8 +162,7 @@ def generate_texts(backend: Backend, tokenizer, generators: Sequence[torch.Gener
     check_sampling(max_new_tokens, temperature, top_k, top_p)
     if not isinstance(prompt, str):
         raise OptionError(f"prompt must be a string, got {type(prompt).__name__}")
-    # an empty stop string would cut every text at once: it means no stop
-    stops = [s for s in ([stop] if isinstance(stop, str) else stop or []) if s]
+    stops = stop_strings(stop)
     reply_only = prompt_ids is not None
     if reply_only:
         prompt = ""
@@ -159,7 +171,7 @@ def generate_texts(backend: Backend, tokenizer, generators: Sequence[torch.Gener
         if not prompt_ids:
             prompt_ids, prompt = tokenizer.start_ids(), ""
     if end_ids is None:
-        end_ids = getattr(tokenizer, "end_ids", None) or [tokenizer.eos_id]
+        end_ids = tokenizer_end_ids(tokenizer)
     streamer = None
     if stream is not None and len(generators) == 1:
         streamer = _Streamer(stream, max((len(s) for s in stops), default=1) - 1, prompt)
