@@ -47,6 +47,15 @@ def settle(loop, futures, timeout: float = 60.0):
         asyncio.gather(*futures, return_exceptions=True), timeout))
 
 
+
+def _settled(stepping: Stepping) -> dict:
+    """The scheduler's counters once no sequence is live (waiting at most 10 s)."""
+    deadline = time.monotonic() + 10
+    while stepping.snapshot()["live"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return stepping.snapshot()
+
+
 def test_concurrent_jobs_equal_sequential_samples(gpt, loop):
     stepping = Stepping(max_batch=3, max_queue=8)
     try:
@@ -100,10 +109,7 @@ def test_a_cancelled_job_leaves_and_the_others_continue(gpt, loop):
         stepping.submit(gone)
         stepping.submit(stays)
         (got,) = settle(loop, [stays.future])
-        deadline = time.monotonic() + 10
-        while stepping.snapshot()["live"] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stats = stepping.snapshot()
+        stats = _settled(stepping)
     finally:
         stepping.stop()
     assert got.texts == gpt.sample(1, seed=1, prompt="y", max_new_tokens=40).texts
@@ -120,10 +126,7 @@ def test_a_job_past_its_deadline_leaves(gpt, loop):
         stepping.submit(late)
         stepping.submit(ok)
         (got,) = settle(loop, [ok.future])
-        deadline = time.monotonic() + 10
-        while stepping.snapshot()["live"] and time.monotonic() < deadline:
-            time.sleep(0.01)
-        stats = stepping.snapshot()
+        stats = _settled(stepping)
     finally:
         stepping.stop()
     assert got.texts == gpt.sample(1, seed=1, prompt="y", max_new_tokens=10).texts
