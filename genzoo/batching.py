@@ -1,16 +1,32 @@
 """What ``GenerativeModel.sample`` does around a family's ``generate``: per-sample options
-sliced batch by batch, the provenance a sample records, and the progress bar (which the
-finetune engine shares)."""
+sliced batch by batch, the provenance a sample records, the progress bar (which the finetune
+engine shares), and the sharding of a call over the ranks of a process group.
+
+Sharding keeps one process's batches — ``[0, B)``, ``[B, 2B)`` ... with the same batch size,
+so their arithmetic and bytes are one process's — and deals them round-robin: batch b belongs
+to rank ``b % world``. Work goes in rounds: in round k every rank makes its batch
+``k * world + rank`` (if any), then the round's batches (or the error a rank met) are
+exchanged, so memory holds one round at a time and a failing rank stops every rank at once.
+"""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 
-from genzoo.errors import OptionError
+from genzoo import errors
+from genzoo.devices import all_gather_bytes, distributed_world, gather_bytes, gather_ints
+from genzoo.errors import OptionError, SampleError
 from genzoo.options import Option
+from genzoo.samples import Samples
+
+#: What ``sample(distributed=...)`` does inside an initialised process group of world > 1:
+#: ``all`` every rank gets every sample; ``main`` rank 0 gets them, the others nothing;
+#: ``local`` each rank gets its own batches; ``off`` no sharding (this process alone).
+DISTRIBUTED_MODES: tuple[str, ...] = ("all", "main", "local", "off")
 
 
 @dataclass
@@ -113,3 +129,119 @@ def progress_bar(progress: bool | Callable[[int], None], total: int, desc: str,
                  unit: str = "sample", initial: int = 0, leave: bool = False) -> Progress:
     """The one progress display of sampling and training (see ``Progress``)."""
     return Progress(progress, total, desc, unit, initial, leave)
+
+
+# ---- sharding over a process group ----------------------------------------------------------
+def check_distributed(mode: Any) -> str:
+    """``mode`` when it is one of ``DISTRIBUTED_MODES``, else a one-line OptionError."""
+    if not isinstance(mode, str) or mode not in DISTRIBUTED_MODES:
+        raise OptionError(f"distributed must be one of {', '.join(DISTRIBUTED_MODES)}, "
+                          f"got {mode!r}")
+    return mode
+
+
+def sharding(mode: str) -> tuple[int, int]:
+    """``(rank, world)`` that a call in ``mode`` shards over: ``(0, 1)`` (this process
+    alone) for ``off`` or outside an initialised process group."""
+    return (0, 1) if mode == "off" else distributed_world()
+
+
+def shard_rounds(make: Callable[[int], Samples], starts: list[int], mode: str,
+                 bar: Progress) -> Iterator[Samples]:
+    """The batches beginning at ``starts`` (``make(start)`` makes one), dealt round-robin
+    over the ranks and exchanged round by round as ``mode`` says (see the module's doc).
+    ``bar`` counts every rank's samples as each round ends."""
+    rank, world = distributed_world()
+    for first in range(0, len(starts), world):
+        todo = starts[first:first + world]
+        batch, payload, error, failure = _make_own(make, todo[rank] if rank < len(todo) else None,
+                                                   send=mode != "local")
+        rows = gather_ints([len(error), len(payload), len(batch) if batch is not None else 0])
+        if any(row[0] for row in rows):
+            raise _rank_error(gather_bytes(error, [row[0] for row in rows]) or [], world) \
+                from failure
+        bar.update(sum(row[2] for row in rows))
+        if mode == "local":
+            if batch is not None:
+                yield batch
+            continue
+        got = gather_bytes(payload, [row[1] for row in rows], None if mode == "all" else 0)
+        for data in (got or [])[:len(todo)]:
+            yield Samples.from_bytes(data)
+
+
+def _make_own(make: Callable[[int], Samples], start: int | None,
+              send: bool) -> tuple[Samples | None, bytes, bytes, Exception | None]:
+    """This rank's share of a round: its batch, the batch's bytes (when they are sent), and
+    either nothing or the error it met as a JSON record (the exception kept for chaining)."""
+    if start is None:
+        return None, b"", b"", None
+    try:
+        batch = make(start)
+        return batch, batch.to_bytes() if send else b"", b"", None
+    except Exception as e:  # noqa: BLE001 - every rank must hear of it, then all raise
+        name = type(e).__name__
+        own = isinstance(e, errors.GenzooError) and getattr(errors, name, None) is type(e)
+        text = str(e).splitlines()[0] if str(e) else ""
+        record = {"error": name if own else "SampleError",
+                  "message": text if own else f"{name}: {text}".rstrip(": ")}
+        return None, b"", json.dumps(record).encode("utf-8"), e
+
+
+def _rank_error(records: list[bytes], world: int) -> errors.GenzooError:
+    """The one error every rank raises: the first failing rank's, naming it."""
+    rank, data = next((r, d) for r, d in enumerate(records) if d)
+    record = json.loads(data.decode("utf-8"))
+    cls = getattr(errors, record["error"], SampleError)
+    if not (isinstance(cls, type) and issubclass(cls, errors.GenzooError)):
+        cls = SampleError
+    return cls(f"sampling failed on rank {rank} of {world}: {record['message']}")
+
+
+def raise_together(error: Exception | None) -> None:
+    """Inside a process group, let every rank learn whether one met ``error`` (a step only
+    some ranks run, such as rank 0 opening the output): then each raises it — the failing
+    rank its own, the others the same class and line — so none waits for a rank that left.
+    Outside a group (or with no error anywhere) a failing rank raises its own; else nothing."""
+    if distributed_world()[1] == 1:
+        if error is not None:
+            raise error
+        return
+    record = b""
+    if error is not None:
+        own = isinstance(error, errors.GenzooError) and \
+            getattr(errors, type(error).__name__, None) is type(error)
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+        record = json.dumps({"error": type(error).__name__ if own else "SampleError",
+                             "message": text}).encode("utf-8")
+    records = all_gather_bytes(record)
+    if error is not None:
+        raise error
+    if any(records):
+        data = next(d for d in records if d)
+        found = json.loads(data.decode("utf-8"))
+        cls = getattr(errors, found["error"], SampleError)
+        raise cls(found["message"])
+
+
+def gather_rows(parts: list[tuple[int, dict[str, torch.Tensor]]],
+                shard: bool = True) -> dict[str, torch.Tensor]:
+    """Per-batch tensors — ``(start, {name: rows})`` for each batch this rank made — of every
+    rank (``shard`` and inside a process group; else this rank's alone), joined in sample
+    order on every rank: what ``local`` sampling's per-batch features become. The tensors
+    travel as safetensors bytes."""
+    if shard and distributed_world()[1] > 1:
+        from safetensors.torch import load, save
+        mine = save({f"{start}:{name}": t.detach().to("cpu").contiguous()
+                     for start, rows in parts for name, t in rows.items()})
+        parts = []
+        for data in all_gather_bytes(mine):
+            grouped: dict[int, dict[str, torch.Tensor]] = {}
+            for key, t in load(data).items():
+                start, name = key.split(":", 1)
+                grouped.setdefault(int(start), {})[name] = t
+            parts += grouped.items()
+    if not parts:
+        return {}
+    parts = sorted(parts, key=lambda p: p[0])
+    return {name: torch.cat([rows[name] for _, rows in parts]) for name in parts[0][1]}

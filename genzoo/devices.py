@@ -1,10 +1,14 @@
-"""Devices and dtypes: the one vocabulary every command and the engine use.
+"""Devices, dtypes and process groups: the one vocabulary every command and the engine use.
 
 A dtype is named ``auto``, ``fp32``, ``bf16`` or ``fp16`` (``float32``, ``bfloat16`` and
 ``float16`` are accepted as aliases). ``check_dtype`` validates a name without torch, so the
 CLI can refuse a bad ``--dtype`` before the heavy imports; ``resolve_dtype`` and
 ``resolve_device`` turn names into torch objects. This module sits below ``genzoo.model`` and
 ``genzoo.engine.train`` so that neither has to import the other for them.
+
+Under torchrun, ``init_distributed`` joins the process group and the byte exchanges below move
+samples and features between ranks: raw bytes in uint8 tensors (safetensors inside, never
+pickle) over a gloo group, so CPU tensors travel even when the default group is NCCL.
 """
 from __future__ import annotations
 
@@ -43,7 +47,9 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
     if device in (None, "auto"):
         if torch.cuda.is_available():
-            return torch.device("cuda")
+            # under torchrun each rank has its own GPU: LOCAL_RANK's (set by init_distributed)
+            _, world = distributed_world()
+            return torch.device("cuda", _local_rank()) if world > 1 else torch.device("cuda")
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
@@ -82,8 +88,9 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextMa
     return torch.autocast(kind, dtype=dtype)
 
 
-__all__ = ["DTYPES", "DTYPE_ALIASES", "DTYPE_HELP", "autocast", "check_dtype", "resolve_device",
-           "resolve_dtype"]
+__all__ = ["DTYPES", "DTYPE_ALIASES", "DTYPE_HELP", "all_gather_bytes", "autocast", "barrier",
+           "check_dtype", "describe_machine", "distributed_world", "gather_bytes", "gather_ints",
+           "init_distributed", "resolve_device", "resolve_dtype"]
 
 
 def describe_machine(device: object = "cpu") -> str:
@@ -104,3 +111,97 @@ def describe_machine(device: object = "cpu") -> str:
         import platform
         name = platform.processor() or platform.machine()
     return f"{name}, {os.cpu_count()} cores"
+
+
+# ---- process groups (torchrun) -----------------------------------------------------------
+#: The gloo group bytes travel in, per default group: [(default group, gloo group or None)].
+_EXCHANGE: list[tuple[Any, Any]] = []
+
+
+def _local_rank() -> int:
+    """This process's index on its node (torchrun's LOCAL_RANK; 0 outside torchrun)."""
+    import os
+    return int(os.environ.get("LOCAL_RANK", "0") or 0)
+
+
+def init_distributed() -> tuple[int, int]:
+    """Under torchrun (``WORLD_SIZE`` > 1 in the environment) join the default process group
+    once — NCCL when CUDA is available, else gloo — make ``cuda:LOCAL_RANK`` this rank's
+    CUDA device, and return ``(rank, world)``; outside torchrun ``(0, 1)``. A group the
+    caller initialised already is used as it is."""
+    import os
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) <= 1:
+        return distributed_world()
+    import torch
+    import torch.distributed as dist
+    if torch.cuda.is_available():
+        torch.cuda.set_device(_local_rank())
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def distributed_world() -> tuple[int, int]:
+    """``(rank, world)`` of the initialised default process group, else ``(0, 1)``."""
+    import torch.distributed as dist
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _exchange_group() -> Any:
+    """The group bytes travel in: the default group when its backend is gloo (None), else a
+    gloo group over the same ranks, created once per default group (``new_group`` is
+    collective: every rank reaches this at the same exchange)."""
+    import torch.distributed as dist
+    world = dist.group.WORLD
+    if _EXCHANGE and _EXCHANGE[0][0] is world:
+        return _EXCHANGE[0][1]
+    group = None if "gloo" in str(dist.get_backend()) else dist.new_group(backend="gloo")
+    _EXCHANGE[:] = [(world, group)]
+    return group
+
+
+def gather_ints(values: list[int]) -> list[list[int]]:
+    """Every rank's ``values`` (the same count on every rank), in rank order, on every rank."""
+    import torch
+    import torch.distributed as dist
+    mine = torch.tensor(values, dtype=torch.int64)
+    out = [torch.empty_like(mine) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, mine, group=_exchange_group())
+    return [[int(v) for v in t] for t in out]
+
+
+def gather_bytes(payload: bytes, sizes: list[int], dst: int | None = None) -> list[bytes] | None:
+    """Every rank's ``payload`` in rank order — on every rank (``dst`` None) or on rank
+    ``dst`` alone (the others get None). ``sizes`` are every rank's payload lengths (from
+    ``gather_ints``): the payloads travel padded to the longest in uint8 tensors."""
+    import torch
+    import torch.distributed as dist
+    width = max(1, *sizes)  # gloo wants a non-empty tensor
+    buf = torch.zeros(width, dtype=torch.uint8)
+    if payload:
+        buf[:len(payload)] = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
+    group = _exchange_group()
+    rank = dist.get_rank()
+    if dst is None:
+        out = [torch.empty_like(buf) for _ in sizes]
+        dist.all_gather(out, buf, group=group)
+    else:
+        out = [torch.empty_like(buf) for _ in sizes] if rank == dst else None
+        dist.gather(buf, gather_list=out, dst=dst, group=group)
+    if out is None:
+        return None
+    return [t[:size].numpy().tobytes() for t, size in zip(out, sizes)]
+
+
+def all_gather_bytes(payload: bytes) -> list[bytes]:
+    """Every rank's ``payload`` (any length), in rank order, on every rank."""
+    sizes = [row[0] for row in gather_ints([len(payload)])]
+    return gather_bytes(payload, sizes) or []
+
+
+def barrier() -> None:
+    """Wait for every rank (over the exchange group: no device tensor needed)."""
+    import torch.distributed as dist
+    dist.barrier(group=_exchange_group())

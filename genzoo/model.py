@@ -32,8 +32,8 @@ from genzoo.errors import GenzooError, OptionError, SampleError, WeightsError
 from genzoo.options import Option, build_schema, validate
 from genzoo.fsutil import atomic_write_text, atomic_dir
 from genzoo.samples import Samples
-from genzoo.batching import (SamplingPlan, batch_rows, per_sample_values, progress_bar,
-                       provenance)
+from genzoo.batching import (SamplingPlan, batch_rows, check_distributed, per_sample_values,
+                             progress_bar, provenance, shard_rounds, sharding)
 from genzoo.seeding import check_seed, sample_generators, slerp
 # the on-disk format's helpers, re-exported: genzoo.model API (``X as X``: explicit for mypy)
 from genzoo.names import CARD_NAME as CARD_NAME, CONFIG_NAME as CONFIG_NAME  # noqa: F401
@@ -251,36 +251,67 @@ class GenerativeModel(nn.Module):
         return autocast_context(self.device, self.autocast_dtype)
 
     def sample(self, n: int = 16, seed: int = 0, batch_size: int | None = None,
-               progress: bool | Callable[[int], None] = False, **options: Any) -> Samples:
+               progress: bool | Callable[[int], None] = False, *, distributed: str = "all",
+               **options: Any) -> Samples:
         """Draw ``n`` samples. Sample i depends only on ``(seed, i)``: the first k of
-        ``sample(n, seed=s)`` equal ``sample(k, seed=s)`` whatever ``batch_size``."""
-        parts = list(self.iter_samples(n, seed, batch_size, progress, **options))
+        ``sample(n, seed=s)`` equal ``sample(k, seed=s)`` whatever ``batch_size``. Inside a
+        process group the call is sharded over the ranks and, by default, every rank returns
+        all ``n`` (``distributed``: see ``iter_samples``); a rank given no samples by
+        ``main`` or ``local`` returns an empty ``Samples``."""
+        parts = list(self.iter_samples(n, seed, batch_size, progress, distributed=distributed,
+                                       **options))
+        if not parts:
+            meta = self.plan_sampling(n, seed, batch_size, **options).meta
+            shape = tuple(self.config.get("image_shape") or (0, 0, 0))
+            return Samples(texts=[], meta=meta) if self.modality == "text" else \
+                Samples(images=torch.zeros((0, *shape)), meta=meta)
         meta = {k: v for k, v in parts[0].meta.items() if k != "start"}
         if self.modality == "text":
             return Samples(texts=[t for p in parts for t in p.texts or ()], meta=meta)
         return Samples(images=torch.cat([p.images for p in parts]), meta=meta)
 
     def iter_samples(self, n: int, seed: int = 0, batch_size: int | None = None,
-                     progress: bool | Callable[[int], None] = False,
-                     **options: Any) -> Iterator[Samples]:
+                     progress: bool | Callable[[int], None] = False, *,
+                     distributed: str = "all", **options: Any) -> Iterator[Samples]:
         """``sample`` batch by batch: each ``Samples`` holds the next ``batch_size`` samples
         (``meta["start"]`` is the index of its first), made from generators created for that
         batch alone, so memory stays bounded whatever ``n`` is. Images holding NaN or Inf
-        raise ``SampleError`` before anything is handed on."""
+        raise ``SampleError`` before anything is handed on.
+
+        Inside an initialised process group of world > 1 the batches (the same ones as in
+        one process) are dealt round-robin over the ranks and exchanged round by round
+        (``genzoo.batching``); ``distributed`` says who yields what: ``all`` (default) every
+        rank yields every batch in order; ``main`` rank 0 does, the others yield nothing;
+        ``local`` each rank yields its own batches; ``off`` this process samples alone. A
+        rank's failure raises the same one-line error on every rank. Progress shows on rank
+        0 only, counting every rank's samples."""
+        mode = check_distributed(distributed)
         plan = self.plan_sampling(n, seed, batch_size, **options)
+        rank, world = sharding(mode)
         self.eval()
-        bar = progress_bar(progress, n, f"sampling {self.name_or_path or self.arch}")
+        bar = progress_bar(progress if rank == 0 else False, n,
+                           f"sampling {self.name_or_path or self.arch}")
+        starts = list(range(0, n, plan.batch_size))
         try:
-            for start in range(0, n, plan.batch_size):
-                k = min(plan.batch_size, n - start)
-                batch_opts = {**plan.opts, **{name: batch_rows(v, start, k)
-                                              for name, v in plan.per_sample.items()}}
-                with torch.inference_mode(), self.autocast():
-                    out = self.generate(sample_generators(seed, k, start=start), **batch_opts)
-                bar.update(k)
-                yield self.to_samples(out, {**plan.meta, "start": start}, start)
+            if world > 1:
+                yield from shard_rounds(lambda start: self._sample_batch(plan, start), starts,
+                                        mode, bar)
+                return
+            for start in starts:
+                batch = self._sample_batch(plan, start)
+                bar.update(len(batch))
+                yield batch
         finally:
             bar.close()
+
+    def _sample_batch(self, plan: SamplingPlan, start: int) -> Samples:
+        """The batch of ``plan`` that begins at sample ``start``."""
+        k = min(plan.batch_size, plan.n - start)
+        batch_opts = {**plan.opts, **{name: batch_rows(v, start, k)
+                                      for name, v in plan.per_sample.items()}}
+        with torch.inference_mode(), self.autocast():
+            out = self.generate(sample_generators(plan.seed, k, start=start), **batch_opts)
+        return self.to_samples(out, {**plan.meta, "start": start}, start)
 
     def plan_sampling(self, n: int, seed: int = 0, batch_size: int | None = None,
                       **options: Any) -> SamplingPlan:

@@ -60,8 +60,12 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     `-O KEY=VALUE`; `genzoo info NAME` lists them with their types, ranges and defaults.
     """
     from genzoo.api import load
-    from genzoo.writers import open_writer
+    from genzoo.batching import raise_together
+    from genzoo.devices import init_distributed
     t0 = time.perf_counter()
+    rank, _ = init_distributed()  # under torchrun: shard the samples, rank 0 writes them
+    if to_seed is not None and rank != 0:
+        return  # an interpolation is a few frames: rank 0 alone makes them
     model = load(model_name, device=device, dtype=dtype, revision=revision)
     opts = model_options(model, ctx.args, options)
     if n is None:
@@ -72,14 +76,20 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     streaming = model.modality == "text" and n == 1 and out is None and not as_json
     if streaming and "stream" in model.options():
         opts["stream"] = lambda piece: click.echo(piece, nl=False)
-    writer = open_writer(out, n, model.modality, nrow=n if to_seed is not None else None) \
-        if out is not None else None  # fails early, before sampling
+    writer, failure = None, None
+    try:  # fails early, before sampling, and on every rank when rank 0's output cannot open
+        if out is not None and rank == 0:
+            writer = _open_writer(out, n, model.modality, to_seed is not None)
+    except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
+        failure = e
+    raise_together(failure)
     texts: list[str] = []
     meta: dict[str, Any] = {}
     try:
         batches = [model.interpolate(seed, to_seed, n, **opts)] if to_seed is not None else \
             model.iter_samples(n, seed=seed, batch_size=batch_size,
-                               progress=sys.stderr.isatty() and not as_json, **opts)
+                               progress=sys.stderr.isatty() and not as_json,
+                               distributed="main", **opts)
         for batch in batches:
             meta = {k: v for k, v in batch.meta.items() if k != "start"}
             if writer is not None:
@@ -91,7 +101,22 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
         if writer is not None:
             writer.abort()
         raise
-    seconds = time.perf_counter() - t0
+    if rank != 0:
+        return  # rank 0 alone reports
+    _report(model, model_name, n, seed, time.perf_counter() - t0, written, meta, texts,
+            as_json, out, streamed="stream" in opts)
+
+
+def _open_writer(out: str, n: int, modality: str, interpolating: bool) -> Any:
+    """The writer of ``genzoo sample``'s output (an interpolation's grid is one row)."""
+    from genzoo.writers import open_writer
+    return open_writer(out, n, modality, nrow=n if interpolating else None)
+
+
+def _report(model: Any, model_name: str, n: int, seed: int, seconds: float, written: list[str],
+            meta: dict[str, Any], texts: list[str], as_json: bool, out: str | None,
+            streamed: bool) -> None:
+    """``genzoo sample``'s summary: JSON, or one line (on stderr for texts)."""
     if as_json:
         payload = {"model": model_name, "n": n, "seed": seed, "seconds": seconds,
                    "written": written, "meta": meta}
@@ -99,7 +124,7 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
             payload["texts"] = texts
         echo_json(payload)
         return
-    if "stream" in opts:
+    if streamed:
         click.echo()
     where = written[0] if len(written) == 1 else f"{len(written)} files in {out}" if written else ""
     click.echo(f"{n} samples from {model_name} in {seconds:.2f} s"
