@@ -1,0 +1,157 @@
+"""Serving past one machine: two ``genzoo serve`` replicas behind the shipped HAProxy and nginx
+configs (deploy/) on loopback. One replica is killed (SIGKILL) or stopped (SIGTERM) in the
+middle of a load: every request still gets 200 and the bytes a direct request with the same
+seed gets, the balancer stops sending to the dead replica, and the retries are counted.
+deploy/kubernetes.yaml is parsed and its probes run against a real server.
+
+Skipped only where the balancer binary is not installed (.ci/run installs both)."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from _balancers import DEPLOY, HAPROXY, NGINX, Balancer, HAProxy, Nginx, fire, median
+from _serve import Server, free_port, request
+
+MODELS = "diffusion-mnist,textlm-shakespeare"
+DIGITS = "/v1/models/diffusion-mnist/samples"
+TEXT = "/v1/models/textlm-shakespeare/samples"
+N, WORKERS, AFTER = 24, 8, 6
+KINDS = {"haproxy": (HAProxy, HAPROXY), "nginx": (Nginx, NGINX)}
+#: --exact: a response's bytes do not depend on what else the replica batched it with
+REPLICA_ARGS = ("--exact", "--models", MODELS)
+
+
+def digit(seed: int) -> dict:
+    """A small deterministic image request (DDIM, 4 steps: ~0.1 s on one core)."""
+    return {"n": 1, "seed": seed, "options": {"steps": 4}, "format": "png"}
+
+
+def wait_until(predicate, what: str, seconds: float = 15) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def survivor(tmp_path_factory) -> Iterator[Server]:
+    """The replica that stays up, shared by the scenarios (a process costs ~5 s to warm)."""
+    srv = Server(tmp_path_factory.mktemp("survivor"), *REPLICA_ARGS)
+    try:
+        assert request(srv.url + DIGITS, digit(0))[0] == 200  # loads the model now
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def expected(survivor) -> Callable[[int], bytes]:
+    """A seed's bytes as a direct request to a replica gets them (cached)."""
+    @functools.lru_cache(maxsize=None)
+    def of(seed: int) -> bytes:
+        status, raw, _ = request(survivor.url + DIGITS, digit(seed))
+        assert status == 200, raw
+        return raw
+    return of
+
+
+@contextlib.contextmanager
+def cluster(tmp: Path, kind: str, survivor: Server) -> Iterator[tuple[Server, Balancer]]:
+    """A fresh warm replica (the victim) and ``survivor`` behind the ``kind`` balancer, the
+    victim first in its config; the victim and the balancer are stopped at the end."""
+    cls, binary = KINDS[kind]
+    if not binary:
+        pytest.skip(f"{kind} is not installed (apt-get install {kind}; .ci/run does)")
+    victim = Server(tmp, *REPLICA_ARGS)
+    balancer = None
+    try:
+        assert request(victim.url + DIGITS, digit(0))[0] == 200  # not loading under the load
+        balancer = cls(tmp, [victim.port, survivor.port])
+        if isinstance(balancer, HAProxy):  # both replicas passed a health check
+            wait_until(lambda: all(row["status"] == "UP" for name, row in
+                                   balancer.stats().items() if name.startswith("replica")),
+                       "both replicas UP")
+        yield victim, balancer
+    finally:
+        if balancer:
+            balancer.stop()
+        victim.stop()
+
+
+def events(raw: bytes) -> list[tuple[str, dict]]:
+    """A server-sent event stream as (event, data) pairs."""
+    out = []
+    for block in raw.decode().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in lines:
+            out.append((lines["event"], json.loads(lines["data"])))
+    return out
+
+
+def check_stream(balancer: Balancer, replica: Server) -> None:
+    """A streamed text request passes the balancer as events and ends with the text a direct
+    request with the same seed gets."""
+    body = {"n": 1, "seed": 7, "options": {"max_new_tokens": 24}}
+    status, raw, headers = request(balancer.url + TEXT, {**body, "stream": True})
+    assert status == 200 and {k.lower(): v for k, v in headers.items()}["content-type"].startswith("text/event-stream"), raw
+    got = events(raw)
+    assert [e for e, _ in got].count("piece") > 1 and got[-1][0] == "done", got
+    direct = json.loads(request(replica.url + TEXT, body)[1])
+    assert got[-1][1]["texts"] == direct["texts"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_a_replica_lost_mid_load_loses_no_request(tmp_path, survivor, expected, kind, sig):
+    with cluster(tmp_path, kind, survivor) as (victim, balancer):
+        check_stream(balancer, survivor)
+        half_done = threading.Event()
+        killer_error: list[BaseException] = []
+
+        def kill_when_busy() -> None:
+            # the victim must hold work (queued behind its running job) when it goes
+            try:
+                assert half_done.wait(30), "the load never got going"
+                wait_until(lambda: victim.health()["queue"]["queued"] >= 1, "victim busy")
+                victim.proc.send_signal(sig)
+            except BaseException as e:  # reported by the test below
+                killer_error.append(e)
+
+        killer = threading.Thread(target=kill_when_busy, daemon=True)
+        killer.start()
+        replies = fire(balancer.url + DIGITS, [digit(s) for s in range(N)], WORKERS,
+                       lambda k: half_done.set() if k >= 4 else None)
+        killer.join(timeout=40)
+        assert not killer_error, killer_error
+        victim.proc.wait(timeout=15)
+        assert [r[0] for r in replies] == [200] * N, [r[:2] for r in replies if r[0] != 200]
+        for seed, (_, raw, _) in enumerate(replies):  # retried or not: the seed's own bytes
+            assert raw == expected(seed), seed
+
+        # the dead replica is taken out: HAProxy's health checks say DOWN, and every later
+        # request lands on the survivor (nginx: after its one failure, for fail_timeout)
+        if isinstance(balancer, HAProxy):
+            wait_until(lambda: balancer.stats()["replica1"]["status"].startswith("DOWN"),
+                       "replica1 marked DOWN")
+        jobs = survivor.health()["queue"]["jobs"]
+        after = fire(balancer.url + DIGITS, [digit(100 + s) for s in range(AFTER)], 2)
+        assert [r[0] for r in after] == [200] * AFTER
+        assert survivor.health()["queue"]["jobs"] - jobs == AFTER
+
+        tries = balancer.tries()
+        assert len(tries) == 1 + N + AFTER, balancer.log()[-3000:]
+        retried = [s for t, s in tries if t > 1]
+        assert retried, f"nothing was retried: the victim held no request? {balancer.log()}"
+        plain = [s for t, s in tries[1:N + 1] if t == 1]
+        print(f"\n{kind} {sig.name}: {len(retried)} of {N} requests retried; median "
+              f"{median(plain):.3f} s not retried, {median(retried):.3f} s retried (+"
+              f"{median(retried) - median(plain):.3f} s)")
