@@ -143,7 +143,9 @@ def eval_command(ctx: click.Context, name_or_path: str, n: int | None, data: str
     """
     import sys
 
+    from genzoo.devices import init_distributed
     from genzoo.eval.metrics import evaluate, real_floor
+    rank, _ = init_distributed()  # under torchrun: sampling and features are sharded
     if name_or_path.startswith("mnist:"):
         if write_card:
             raise OptionError("--write-card needs a model, not a dataset")
@@ -156,6 +158,8 @@ def eval_command(ctx: click.Context, name_or_path: str, n: int | None, data: str
         result = evaluate(model, n=n, data=data, feature=feature, seed=seed,
                           batch_size=batch_size, progress=sys.stderr.isatty(),
                           labels=label_accuracy, **model_options(model, ctx.args, options))
+    if rank != 0:
+        return  # every rank measured the same figures; rank 0 alone reports and writes
     if write_card:
         where = write_card_metrics(name_or_path, card_metrics(result),
                                    None if name_or_path.startswith("mnist:") else model)

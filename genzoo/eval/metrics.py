@@ -188,9 +188,32 @@ class SampleRun:
     options: dict[str, Any] = field(default_factory=dict)
 
     def draw(self, model: GenerativeModel, **extra: Any):
-        """``model``'s ``n`` samples of this run (``extra``: more sampling options)."""
+        """``model``'s ``n`` samples of this run (``extra``: more sampling options); inside a
+        process group every rank gets all of them, each rank having made its share."""
         return model.sample(self.n, seed=self.seed, batch_size=self.batch_size,
                             progress=self.progress, **self.options, **extra)
+
+    def features(self, model: GenerativeModel, net: Any,
+                 **extra: Any) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """Features and class probabilities (None when ``net`` does not classify) of this
+        run's samples, and the seconds spent sampling. ``net`` measures each batch as it is
+        made — inside a process group by the rank that made it — and the rows are joined in
+        sample order on every rank, so the figures equal one process's (same batches, same
+        arithmetic)."""
+        from genzoo.batching import gather_rows
+        parts: list[tuple[int, dict[str, torch.Tensor]]] = []
+        seconds, t0 = 0.0, time.perf_counter()
+        for batch in model.iter_samples(self.n, seed=self.seed, batch_size=self.batch_size,
+                                        progress=self.progress, distributed="local",
+                                        **self.options, **extra):
+            seconds += time.perf_counter() - t0
+            feats, probs = net(batch.images)
+            rows = {"feats": feats} if probs is None else {"feats": feats, "probs": probs}
+            parts.append((int(batch.meta["start"]), rows))
+            t0 = time.perf_counter()
+        seconds += time.perf_counter() - t0
+        joined = gather_rows(parts)
+        return joined["feats"], joined.get("probs"), seconds
 
 
 @dataclass(frozen=True)
@@ -281,16 +304,12 @@ def _evaluate_images(model: GenerativeModel, run: SampleRun, *, data: Any, featu
     if len(shape) != 3:  # a foreign format without image_shape in its config: ask one sample
         shape = tuple(model.sample(1, seed=run.seed, **run.options).images.shape[1:])
     from genzoo.eval.features import check_feature, feature_net
-    from genzoo.eval.refstats import reference_stats
     check_feature(feature, shape)  # cheap checks first, then the slow loads
     reference = reference_set(data, shape)
     run = _given_reference(model, run, reference)
     net = feature_net(feature, model.device)
-    ref = reference_stats(reference.images, reference.source, net)
-    t0 = time.perf_counter()
-    samples = run.draw(model)
-    seconds = time.perf_counter() - t0
-    feats, probs = net(samples.images)
+    ref = _shared_reference_stats(reference, net)
+    feats, probs, seconds = run.features(model, net)
     out = {**head, "n": run.n, "feature": net.name, "reference": reference.source,
            "reference_n": ref.n,
            **image_metrics(feats, probs, ref), "samples_per_s": run.n / max(seconds, 1e-9),
@@ -298,6 +317,28 @@ def _evaluate_images(model: GenerativeModel, run: SampleRun, *, data: Any, featu
     if labels and "label" not in run.options:
         out.update(_label_accuracy(model, run, net, probs))
     return reference, out
+
+
+def _shared_reference_stats(reference: ReferenceSet, net: Any) -> Any:
+    """The reference statistics (``refstats.reference_stats``), inside a process group made
+    by rank 0 first (or read from its cache) while the others wait, then read from the cache
+    by them: the work is done once and every rank measures against the same numbers (a rank
+    whose cache is elsewhere, on another node, computes the same ones itself). Rank 0's
+    failure is every rank's."""
+    from genzoo.batching import raise_together, sharding
+    from genzoo.eval.refstats import reference_stats
+    rank, world = sharding("all")
+    if world == 1:
+        return reference_stats(reference.images, reference.source, net)
+    stats, failure = None, None
+    if rank == 0:
+        try:
+            stats = reference_stats(reference.images, reference.source, net)
+        except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
+            failure = e
+    raise_together(failure)  # also the barrier: rank 0's cache file is written now
+    return stats if stats is not None else \
+        reference_stats(reference.images, reference.source, net)
 
 
 def _given_reference(model: GenerativeModel, run: SampleRun,
@@ -331,7 +372,7 @@ def _label_accuracy(model: GenerativeModel, run: SampleRun, net: Any,
             int(label.max) + 1 != probs.shape[1]:
         return {}
     wanted = [i % probs.shape[1] for i in range(run.n)]
-    _, got = net(run.draw(model, label=wanted).images)
+    _, got, _ = run.features(model, net, label=wanted)
     return {"label_accuracy": float((got.argmax(1).cpu() == torch.tensor(wanted)).double().mean())}
 
 
