@@ -24,6 +24,8 @@ from genzoo.modelio import save_safetensors
 from genzoo.names import LATEST_NAME, STATE_JSON, STATE_WEIGHTS
 
 KEEP = 2
+#: A sharded (``strategy="fsdp"``) checkpoint's tensor folder (genzoo.engine.sharded_checkpoint).
+SHARDS_DIR = "shards"
 
 
 def save_checkpoint(folder: Path, step: int, model, optimizers: dict, ema, cfg: dict,
@@ -86,7 +88,9 @@ def latest_checkpoint(folder: Path) -> Path | None:
     if not pointer.is_file():
         return None
     path = folder / pointer.read_text().strip()
-    complete = (path / STATE_JSON).is_file() and (path / STATE_WEIGHTS).is_file()
+    # a sharded checkpoint keeps its tensors in SHARDS_DIR; it is renamed into place whole
+    complete = (path / STATE_JSON).is_file() and ((path / STATE_WEIGHTS).is_file()
+                                                  or (path / SHARDS_DIR).is_dir())
     return path if complete else None
 
 

@@ -77,6 +77,19 @@ class FinetuneOption(Option):
         return f"`{self.default}`" if isinstance(self.default, str) else str(self.default)
 
 
+#: The data-parallel strategies ``strategy`` accepts.
+STRATEGIES = ("ddp", "fsdp")
+
+
+def _strategy(value: Any) -> str:
+    """``strategy`` checked: one of ``STRATEGIES`` (a one-line OptionError otherwise)."""
+    if value not in STRATEGIES:
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:40] + "..."
+        raise OptionError(f"strategy must be {' or '.join(STRATEGIES)}, got {shown} "
+                          "(--strategy)")
+    return value
+
+
 def _lora(value: Any) -> Any:
     """The ``lora`` keyword as a ``LoraSpec`` (its own checks, in genzoo.engine.lora)."""
     from genzoo.engine.lora import LoraSpec
@@ -135,6 +148,10 @@ FINETUNE_OPTIONS: dict[str, FinetuneOption] = {o.name: o for o in (
        "package)."),
     _F("device", "any", None, "auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:1 or mps.",
        shown_default="auto", doc="under `torchrun` each rank takes its local GPU"),
+    _F("strategy", "str", "ddp", "Data parallelism under torchrun: ddp (every process holds "
+       "the whole model) or fsdp (FSDP2: parameters, gradients and optimizer state sharded "
+       "across processes; sharded checkpoints).", parse_with=_strategy,
+       doc="fsdp resumes on another number of processes; see docs/fsdp.md"),
     _F("save_dtype", "any", None, "Torch dtype of the saved weights (None: as trained, "
        "float32).", cli=False),
     _F("lora", "any", None, "Train a LoRA adapter instead of every weight: a rank, or "

@@ -15,6 +15,7 @@ through its methods and imports nothing from ``genzoo.model`` at run time.
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import sys
 import time
@@ -29,7 +30,8 @@ from torch import nn
 
 from genzoo.batching import progress_bar
 from genzoo.devices import autocast, resolve_device, resolve_dtype
-from genzoo.engine.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genzoo.engine.checkpoint import (SHARDS_DIR, latest_checkpoint, load_checkpoint,
+                                      save_checkpoint)
 from genzoo.engine.lora import adapter_of
 from genzoo.engine.options import FINETUNE_OPTIONS, STEPS, check_keywords
 from genzoo.engine.parts import (EMA, Batches, MetricsWriter, StageRunner, claimed_run_folder,
@@ -133,9 +135,13 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int,
              if folder is not None and dist_env()[0] == 0 else nullcontext())
     if opts.lora is not None:
         _attach_lora(model, opts)
+    trainer: type[Trainer] = Trainer
+    if opts.strategy == "fsdp":  # imported here: it builds on Trainer
+        from genzoo.engine.fsdp_trainer import FsdpTrainer
+        trainer = FsdpTrainer
     try:
         with claim:
-            return Trainer(model, data, steps, folder, opts).run()
+            return trainer(model, data, steps, folder, opts).run()
     except OSError as e:  # the folder itself cannot be made, locked or marked
         raise _output_error(folder, e) from None
 
@@ -219,12 +225,16 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(
                 self.runner, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
                 find_unused_parameters=len(self.stages) > 1)
-        self.optimizers = {name: make_optimizer(st.params, self.cfg["lr"] * st.lr_scale,
-                                                self.cfg["weight_decay"], self.cfg["betas"],
-                                                self.dev) for name, st in self.stages.items()}
+        self._optimizers_and_ema()
         # fp16 overflows where bf16 does not: scale the loss so small gradients survive
         self.scalers = ({name: torch.amp.GradScaler(self.dev.type) for name in self.stages}
                         if self.amp_dtype == torch.float16 else {})
+
+    def _optimizers_and_ema(self) -> None:
+        """One AdamW per stage over its parameters, and the EMA when the family keeps one."""
+        self.optimizers = {name: make_optimizer(st.params, self.cfg["lr"] * st.lr_scale,
+                                                self.cfg["weight_decay"], self.cfg["betas"],
+                                                self.dev) for name, st in self.stages.items()}
         # from pretrained weights the EMA needs no warm-up: they are worth averaging from
         self.ema = (EMA(self.model.ema_module(), float(self.cfg["ema_decay"]),
                         warmup=not self.model.pretrained) if self.model.uses_ema else None)
@@ -236,13 +246,20 @@ class Trainer:
         Then open metrics.jsonl: appended to when resumed, else started afresh."""
         ckpt = latest_checkpoint(self.out / CHECKPOINTS_DIR) if self.opts.resume else None
         if ckpt is not None:
-            self.start_step = load_checkpoint(ckpt, self.model, self.optimizers, self.ema,
-                                              self.dev, self.scalers)
+            self.start_step = self._load(ckpt)
         else:
             torch.manual_seed(self.opts.seed * 1000 + self.rank)
         with self._writing():
             self.writer = MetricsWriter(self.out, self.is_main and self.out is not None,
                                         self.opts.tensorboard, self.start_step > 0)
+
+    def _load(self, ckpt: Path) -> int:
+        """Restore ``ckpt`` (this strategy's format); returns its step."""
+        if (ckpt / SHARDS_DIR).is_dir():
+            raise OptionError(f"{ckpt} is a sharded checkpoint written with --strategy fsdp: "
+                              "resume it with --strategy fsdp (on any number of processes)")
+        return load_checkpoint(ckpt, self.model, self.optimizers, self.ema, self.dev,
+                               self.scalers)
 
     def run_steps(self) -> None:
         """Steps ``start_step`` to ``end``: train, update the EMA, log every ``log_every``,
@@ -272,8 +289,7 @@ class Trainer:
             bar.update(1)
             if opts.save_every and done % opts.save_every == 0 and done < self.end:
                 self.checkpoint(done)
-            if self.out is not None and self.is_main and opts.sample_every \
-                    and done % opts.sample_every == 0:
+            if self.out is not None and opts.sample_every and done % opts.sample_every == 0:
                 self._sample_grid(self.out / SAMPLES_DIR / f"step-{done:07d}")
         bar.close()
 
@@ -293,9 +309,7 @@ class Trainer:
             total = 0.0
             for micro in range(accum):
                 batch = to_device(self.batches(step, micro, accum), self.dev)
-                sync = (self.net.no_sync() if self.distributed and micro < accum - 1
-                        else nullcontext())
-                with sync, autocast(self.dev, self.amp_dtype):
+                with self._no_sync(micro < accum - 1), self._autocast():
                     loss = self.net(batch, name)
                 if not torch.isfinite(loss.detach()):
                     self._diverged(step, name, loss)
@@ -313,6 +327,14 @@ class Trainer:
                 opt.step()
             self.last[f"loss/{name}" if len(self.optimizers) > 1 else "loss"] = total
         return lr_now
+
+    def _no_sync(self, skip: bool) -> Any:
+        """DDP's ``no_sync`` when ``skip`` (a micro-batch before the last): no all-reduce."""
+        return self.net.no_sync() if self.distributed and skip else nullcontext()
+
+    def _autocast(self) -> Any:
+        """The mixed-precision context of a forward pass (autocast in ``amp_dtype``)."""
+        return autocast(self.dev, self.amp_dtype)
 
     def checkpoint(self, step: int) -> None:
         """Write the full training state at ``step`` into ``out``/checkpoints (rank 0)."""
@@ -332,20 +354,24 @@ class Trainer:
         else:
             if self.ema is not None:
                 self.ema.copy_to(self.model.ema_module())
-            if self.out is not None and self.is_main:
-                # the last losses are facts of training, not evaluation figures
-                card = {"summary": f"Finetuned for {self.steps} steps with genzoo.",
-                        "metrics": {f"train_{k}": v for k, v in self.last.items()}}
-                with self._writing():
-                    folder = self.model.save_pretrained(self.out, card=card,
-                                                        dtype=self.opts.save_dtype)
-                    self.writer.write({"step": self.steps, "event": "saved",
-                                       "folder": str(self.out)})
+            folder = self._save_model()
         self.writer.close()
         if self.distributed:
             torch.distributed.barrier()
         self.model.eval()
         return FinetuneResult(folder, dict(self.last), self.end, seconds, stopped, self.history)
+
+    def _save_model(self) -> Path | None:
+        """Rank 0, with ``out``: the ``save_pretrained`` folder; returns it (else None)."""
+        if self.out is None or not self.is_main:
+            return None
+        # the last losses are facts of training, not evaluation figures
+        card = {"summary": f"Finetuned for {self.steps} steps with genzoo.",
+                "metrics": {f"train_{k}": v for k, v in self.last.items()}}
+        with self._writing():
+            folder = self.model.save_pretrained(self.out, card=card, dtype=self.opts.save_dtype)
+            self.writer.write({"step": self.steps, "event": "saved", "folder": str(self.out)})
+        return folder
 
     # ---- helpers ------------------------------------------------------------------------
     def _show_warnings(self) -> None:
@@ -375,13 +401,29 @@ class Trainer:
                                     "values")
 
     def _sample_grid(self, path: Path) -> None:
-        """Write a 16-sample grid (or texts) with the EMA weights, then restore the live ones."""
+        """Write a 16-sample grid (or texts) with the EMA weights, then restore the live ones.
+        Rank 0 alone samples; a strategy whose every rank must take part overrides
+        ``_sampling``."""
+        with self._sampling() as here:
+            if here:
+                self._write_grid(path)
+
+    @contextmanager
+    def _sampling(self) -> Iterator[bool]:
+        """Yields whether this rank samples the grid (rank 0)."""
+        yield self.is_main
+
+    def _write_grid(self, path: Path) -> None:
         module = self.model.ema_module()
         backup = self.ema.copy_to(module) if self.ema is not None else None
         try:
-            samples = self.model.sample(16, seed=0)
-            with self._writing():
-                samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
+            # one process's grid: the sample command's rank-sharding must stay off here
+            kw = ({"distributed": "off"} if "distributed"
+                  in inspect.signature(self.model.sample).parameters else {})
+            samples = self.model.sample(16, seed=0, **kw)
+            if self.is_main:
+                with self._writing():
+                    samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
         finally:
             if backup is not None:
                 EMA.restore(module, backup)
