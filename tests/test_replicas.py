@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import re
 import signal
 import threading
 import time
@@ -155,3 +156,65 @@ def test_a_replica_lost_mid_load_loses_no_request(tmp_path, survivor, expected, 
         print(f"\n{kind} {sig.name}: {len(retried)} of {N} requests retried; median "
               f"{median(plain):.3f} s not retried, {median(retried):.3f} s retried (+"
               f"{median(retried) - median(plain):.3f} s)")
+
+
+def manifest() -> dict[str, dict]:
+    """deploy/kubernetes.yaml's documents by kind."""
+    yaml = pytest.importorskip("yaml")
+    return {d["kind"]: d for d in yaml.safe_load_all((DEPLOY / "kubernetes.yaml").read_text())}
+
+
+def graceful_shutdown_s() -> int:
+    """uvicorn's graceful shutdown cap as genzoo serve sets it (after SIGTERM)."""
+    source = (Path(__file__).resolve().parent.parent / "genzoo/serve/app.py").read_text()
+    found = re.search(r"timeout_graceful_shutdown=(\d+)", source)
+    assert found, "genzoo serve no longer sets timeout_graceful_shutdown"
+    return int(found.group(1))
+
+
+def test_the_kubernetes_manifest_fits_genzoo_serve():
+    docs = manifest()
+    deployment, service = docs["Deployment"], docs["Service"]
+    assert deployment["spec"]["replicas"] >= 2
+    pod = deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert service["spec"]["selector"].items() <= labels.items()
+    assert docs["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"].items() \
+        <= labels.items()
+    (container,) = pod["spec"]["containers"]
+    args = container["args"]
+    assert container["command"] == ["genzoo"] and args[0] == "serve"
+    port = int(args[args.index("--port") + 1])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert service["spec"]["ports"][0]["targetPort"] in ports
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz" and ports[get["port"]] == port, probe
+    # the grace period covers the preStop sleep and genzoo's own shutdown after SIGTERM
+    sleep = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    assert pod["spec"]["terminationGracePeriodSeconds"] >= sleep + graceful_shutdown_s()
+    env = {e["name"]: e for e in container["env"]}
+    assert "secretKeyRef" in env["GENZOO_SERVE_TOKEN"]["valueFrom"]
+
+
+def test_the_kubernetes_container_command_answers_its_probes(tmp_path):
+    """The container's args, run for real on loopback with the token from the environment:
+    the probes' path answers 200 without a token; a sample request without it is refused."""
+    (container,) = manifest()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    args, rest = list(container["args"][1:]), []
+    while args:  # --host and --port are the test's: loopback, a free port
+        arg = args.pop(0)
+        if arg in ("--host", "--port"):
+            args.pop(0)
+        else:
+            rest.append(arg)
+    srv = Server(tmp_path, "--host", "127.0.0.1", *rest, env={"GENZOO_SERVE_TOKEN": "s3cret"})
+    try:
+        for probe in ("readinessProbe", "livenessProbe"):
+            status, raw, _ = request(srv.url + container[probe]["httpGet"]["path"])
+            assert status == 200 and json.loads(raw)["auth"] is True, raw
+        assert request(srv.url + DIGITS, digit(0))[0] == 401  # the token is in force
+        assert request(srv.url + "/v1/models")[0] == 401
+    finally:
+        srv.stop()
