@@ -58,13 +58,16 @@ def ensure_process_group(world: int, device: torch.device) -> bool:
 
 def shard_units(model: nn.Module) -> list[nn.Module]:
     """The submodules to shard one by one, innermost first: ``model.fsdp_modules()`` when the
-    model declares it, else each element of every ``nn.ModuleList`` that holds parameters."""
+    model declares it, else each element of every ``nn.ModuleList`` that holds parameters
+    (an element that is itself a list is not a unit; its own elements are)."""
     declared = getattr(model, "fsdp_modules", None)
     if callable(declared):
         return [m for m in declared() if any(True for _ in m.parameters())]
     depth = {id(m): name.count(".") + 1 if name else 0 for name, m in model.named_modules()}
+    # a nested list or dict has no forward of its own to hook: its elements are units
     units = [child for m in model.modules() if isinstance(m, nn.ModuleList) for child in m
-             if any(True for _ in child.parameters())]
+             if not isinstance(child, (nn.ModuleList, nn.ModuleDict))
+             and any(True for _ in child.parameters())]
     # fully_shard wants children before their parents (nested ModuleLists: UNet stages)
     return sorted(dict.fromkeys(units), key=lambda m: -depth[id(m)])
 
@@ -86,18 +89,6 @@ def shard(runner: nn.Module, model: nn.Module, amp_dtype: torch.dtype | None,
 def set_gradient_sync(runner: nn.Module, sync: bool) -> None:
     """FSDP's ``no_sync``: skip the gradient reduce-scatter on all but the last micro-batch."""
     runner.set_requires_gradient_sync(sync)  # type: ignore[operator]
-
-
-@contextmanager
-def gathered(runner: nn.Module) -> Iterator[None]:
-    """Full parameters for code that calls the model outside ``runner.forward`` (a sample
-    grid): the root's parameters stay gathered for the block; each unit still gathers itself
-    in its own forward. Every rank must enter it and run the same forward calls."""
-    runner.unshard()  # type: ignore[operator]
-    try:
-        yield
-    finally:
-        runner.reshard()  # type: ignore[operator]
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -134,5 +125,5 @@ def destroy_process_group() -> None:
 
 
 __all__ = ["refuse_unsupported", "ensure_process_group", "shard_units", "shard",
-           "set_gradient_sync", "gathered", "full_state_dict", "plain_state",
+           "set_gradient_sync", "full_state_dict", "plain_state",
            "destroy_process_group"]

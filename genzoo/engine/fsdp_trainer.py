@@ -3,26 +3,26 @@
 Only what sharding changes is overridden: the model is sharded before its optimizers are made
 (their parameters are the sharded ones), gradient sync is FSDP's, mixed precision is its
 policy, checkpoints are sharded DCP ones every rank writes (``genzoo.engine.
-sharded_checkpoint``), the sample grid is run by every rank (each all-gather needs them all)
-and the final folder is written by rank 0 from the gathered full state. Outside torchrun it
+sharded_checkpoint``), the sample grid and the final folder come from the full state every rank helps gather,
+rank 0 alone sampling and writing. Outside torchrun it
 runs in a 1-process group, which is how a 2-process checkpoint resumes in one process.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager, nullcontext
+import tempfile
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from genzoo.devices import resolve_device, resolve_dtype
 from genzoo.engine.checkpoint import SHARDS_DIR
 from genzoo.engine.fsdp import (destroy_process_group, ensure_process_group, full_state_dict,
-                                gathered, plain_state, refuse_unsupported, set_gradient_sync,
-                                shard)
-from genzoo.engine.parts import Batches, StageRunner
+                                plain_state, refuse_unsupported, set_gradient_sync, shard)
+from genzoo.engine.parts import EMA, Batches, StageRunner
 from genzoo.engine.sharded_checkpoint import load_sharded, save_sharded
-from genzoo.engine.train import FinetuneResult, Trainer
+from genzoo.engine.train import FinetuneResult, Trainer, grid_samples
 from genzoo.errors import OptionError
 from genzoo.names import CHECKPOINTS_DIR
 
@@ -85,11 +85,27 @@ class FsdpTrainer(Trainer):
                 save_sharded(self.out / CHECKPOINTS_DIR, step, self.runner, self.optimizers,
                              self.ema, self.cfg)
 
-    @contextmanager
-    def _sampling(self) -> Iterator[bool]:
-        # every rank runs the same forward calls: each unit's all-gather needs them all
-        with gathered(self.runner), torch.no_grad():
-            yield True
+    def _sample_grid(self, path: Path) -> None:
+        """Every rank helps gather the (EMA) weights; rank 0 loads them as an ordinary model
+        from a temporary folder and samples the grid alone. So no family's sampling code
+        ever meets a sharded parameter, and no rank waits on another's forward calls."""
+        module = self.model.ema_module()
+        backup = self.ema.copy_to(module) if self.ema is not None else None
+        try:
+            full = full_state_dict(self.model)
+        finally:
+            if backup is not None:
+                EMA.restore(module, backup)
+        if self.is_main:
+            with tempfile.TemporaryDirectory(dir=self.out, prefix=".grid-") as tmp:
+                with plain_state(self.model, full), self._writing():
+                    self.model.save_pretrained(tmp)
+                plain = type(self.model).from_pretrained(tmp, device=self.dev)
+                samples = grid_samples(plain)
+            with self._writing():
+                samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
+        del full
+        torch.distributed.barrier()
 
     def _save_model(self) -> Path | None:
         """Every rank helps gather the full weights; rank 0 writes the ordinary folder."""

@@ -401,33 +401,27 @@ class Trainer:
                                     "values")
 
     def _sample_grid(self, path: Path) -> None:
-        """Write a 16-sample grid (or texts) with the EMA weights, then restore the live ones.
-        Rank 0 alone samples; a strategy whose every rank must take part overrides
-        ``_sampling``."""
-        with self._sampling() as here:
-            if here:
-                self._write_grid(path)
-
-    @contextmanager
-    def _sampling(self) -> Iterator[bool]:
-        """Yields whether this rank samples the grid (rank 0)."""
-        yield self.is_main
-
-    def _write_grid(self, path: Path) -> None:
+        """Rank 0: a 16-sample grid (or texts) with the EMA weights, then the live ones back."""
+        if not self.is_main:
+            return
         module = self.model.ema_module()
         backup = self.ema.copy_to(module) if self.ema is not None else None
         try:
-            # one process's grid: the sample command's rank-sharding must stay off here
-            kw = ({"distributed": "off"} if "distributed"
-                  in inspect.signature(self.model.sample).parameters else {})
-            samples = self.model.sample(16, seed=0, **kw)
-            if self.is_main:
-                with self._writing():
-                    samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
+            samples = grid_samples(self.model)
+            with self._writing():
+                samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
         finally:
             if backup is not None:
                 EMA.restore(module, backup)
             self.model.train()
+
+
+def grid_samples(model: GenerativeModel) -> Any:
+    """The 16 samples (seed 0) of a training grid, drawn by this process alone: where
+    ``sample`` can shard across a process group, that is turned off (``distributed="off"``)."""
+    kw = {"distributed": "off"} if "distributed" in inspect.signature(model.sample).parameters \
+        else {}
+    return model.sample(16, seed=0, **kw)
 
 
 __all__ = ["finetune", "Trainer", "FinetuneOptions", "FinetuneResult", "DEFAULTS",
