@@ -158,6 +158,35 @@ def test_a_replica_lost_mid_load_loses_no_request(tmp_path, survivor, expected, 
               f"{median(retried) - median(plain):.3f} s)")
 
 
+
+def test_haproxy_takes_a_hung_replica_out_and_back(tmp_path, survivor):
+    """A replica that stops answering but keeps its port (SIGSTOP) fails its /healthz checks:
+    DOWN within seconds, requests go to the other one; UP again once it answers."""
+    if not HAPROXY:
+        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
+    victim = Server(tmp_path, *REPLICA_ARGS)
+    balancer = None
+    try:
+        balancer = HAProxy(tmp_path, [victim.port, survivor.port])
+        state = lambda: balancer.stats()["replica1"]["status"]  # noqa: E731
+        wait_until(lambda: state() == "UP", "replica1 UP")
+        victim.proc.send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        wait_until(lambda: state().startswith("DOWN"), "replica1 DOWN", 10)
+        down_s = time.monotonic() - t0
+        jobs = survivor.health()["queue"]["jobs"]
+        replies = fire(balancer.url + DIGITS, [digit(200 + s) for s in range(AFTER)], 2)
+        assert [r[0] for r in replies] == [200] * AFTER
+        assert survivor.health()["queue"]["jobs"] - jobs == AFTER
+        victim.proc.send_signal(signal.SIGCONT)
+        wait_until(lambda: state() == "UP", "replica1 UP again", 10)
+        print(f"\nhaproxy: a hung replica DOWN after {down_s:.1f} s")
+    finally:
+        victim.proc.send_signal(signal.SIGCONT)
+        if balancer:
+            balancer.stop()
+        victim.stop()
+
 def manifest() -> dict[str, dict]:
     """deploy/kubernetes.yaml's documents by kind."""
     yaml = pytest.importorskip("yaml")
