@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from genzoo.errors import OptionError
 
@@ -37,8 +38,17 @@ def refuse_unsupported(model: GenerativeModel, opts: Any, amp_dtype: torch.dtype
         # fp16 needs a loss scaler whose overflow check spans every rank's shard
         raise OptionError("--dtype fp16 with --strategy fsdp is not supported: use --dtype "
                           "bf16 (no loss scaling needed) or fp32")
+    if amp_dtype is not None and any(parametrize.is_parametrized(m) for m in model.modules()):
+        # a parametrisation (spectral norm) keeps float32 state that meets the bf16 weights
+        raise OptionError(f"--dtype {_name(amp_dtype)} with --strategy fsdp is not supported "
+                          f"for {model.arch}: its weights are re-parametrised (spectral norm "
+                          "or similar); use --dtype fp32")
     if not any(p.requires_grad for p in model.parameters()):
         raise OptionError(f"{model.arch}: no trainable parameters to shard with --strategy fsdp")
+
+
+def _name(dtype: torch.dtype) -> str:
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, str(dtype))
 
 
 def ensure_process_group(world: int, device: torch.device) -> bool:

@@ -75,9 +75,6 @@ class FsdpTrainer(Trainer):
         set_gradient_sync(self.runner, not skip)
         return nullcontext()
 
-    def _autocast(self) -> Any:
-        return nullcontext()  # the MixedPrecisionPolicy casts; autocast would cast again
-
     def checkpoint(self, step: int) -> None:
         """Every rank writes its shard of the training state at ``step``."""
         if self.out is not None:
