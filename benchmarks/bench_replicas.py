@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -144,7 +145,7 @@ def main() -> None:
             (tmp / k).mkdir()
             balancers.append(KINDS[k](tmp / k, [other.port, survivor.port]))
         try:
-            r = {"overhead": overhead({"direct": survivor.url, **{
+            r: dict[str, Any] = {"overhead": overhead({"direct": survivor.url, **{
                 b.name: b.url for b in balancers}}, a.rounds)}
         finally:
             for b in balancers:
