@@ -104,6 +104,9 @@ def failover(tmp: Path, kind: str, survivor: Server, requests: int) -> dict:
                 assert time.monotonic() < deadline, "replica1 never DOWN"
                 time.sleep(0.02)
             down_s = round(time.monotonic() - killed_at[0], 2)
+        deadline = time.monotonic() + 5  # log lines are written as requests end
+        while len(balancer.tries()) < requests and time.monotonic() < deadline:
+            time.sleep(0.05)
         tries = balancer.tries()
         retried = [s for t, s in tries if t > 1]
         plain = [s for t, s in tries if t == 1]

@@ -149,6 +149,8 @@ def test_a_replica_lost_mid_load_loses_no_request(tmp_path, survivor, expected, 
         assert [r[0] for r in after] == [200] * AFTER
         assert survivor.health()["queue"]["jobs"] - jobs == AFTER
 
+        # a request's log line is written as it ends, maybe just after its client has read it
+        wait_until(lambda: len(balancer.tries()) >= 1 + N + AFTER, "the balancer's log", 5)
         tries = balancer.tries()
         assert len(tries) == 1 + N + AFTER, balancer.log()[-3000:]
         retried = [s for t, s in tries if t > 1]
