@@ -295,7 +295,11 @@ def evaluate(model: GenerativeModel | str | os.PathLike[str], n: int | None = No
     """``genzoo.evaluate``: measure ``model`` (a loaded model, a card name, a folder or an
     ``hf://`` id, loaded here) on ``n`` samples; the keywords are those of
     ``genzoo.eval.metrics.evaluate`` (data, feature, seed, batch_size, progress, labels and
-    sampling options). Returns a flat dict of metrics."""
+    sampling options). Returns a flat dict of metrics.
+
+    Inside an initialised process group (``torchrun``) every rank calls it alike: each
+    samples and measures its share of the batches, and every rank returns the figures one
+    process would (see docs/distributed.md)."""
     from genzoo.eval.metrics import evaluate as measure
     if isinstance(model, (str, os.PathLike)):
         model = load(model)
