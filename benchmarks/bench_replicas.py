@@ -2,7 +2,8 @@
 
 1. Overhead: ``--rounds`` small requests (diffusion-mnist, n=1, DDIM 4 steps, PNG) one at a
    time, straight to a replica and through each balancer in turn: median and p90 latency,
-   and the median added by the balancer.
+   and the median added by the balancer; the same for 5x as many GET /healthz (no model
+   work: the proxy hop alone).
 2. Failover, per balancer: ``--requests`` such requests from 8 clients, one replica SIGKILLed
    once a few have come back (while it holds work): errors (goal 0), how many were retried
    (the balancer's log), the median latency of retried against not retried requests, and how
@@ -17,6 +18,7 @@ The replicas run ``--exact`` with ``OMP_NUM_THREADS=1``. Uses the tests' helpers
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -25,7 +27,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
@@ -53,13 +55,17 @@ def p90(values: list[float]) -> float:
     return s[min(len(s) - 1, int(0.9 * len(s)))]
 
 
-def overhead(urls: dict[str, str], rounds: int) -> dict:
-    """Sequential latency per route (interleaved, so drifting load hits each alike)."""
+def overhead(urls: dict[str, str], rounds: int, sample: bool = True) -> dict:
+    """Sequential latency per route (interleaved, so drifting load hits each alike) of a small
+    sample request, or (``sample=False``) of GET /healthz: the proxy's own cost, little else."""
     times: dict[str, list[float]] = {name: [] for name in urls}
     for i in range(rounds):
         for name, url in urls.items():
             t0 = time.perf_counter()
-            status, _, _ = request(url + DIGITS, digit(1000 + i))
+            if sample:
+                status, _, _ = request(url + DIGITS, digit(1000 + i))
+            else:
+                status, _, _ = request(url + "/healthz")
             assert status == 200, (name, status)
             times[name].append(time.perf_counter() - t0)
     out = {name: {"median_s": round(median(t), 4), "p90_s": round(p90(t), 4)}
@@ -69,26 +75,34 @@ def overhead(urls: dict[str, str], rounds: int) -> dict:
     return out
 
 
+def until(predicate: Callable[[], bool], what: str, seconds: float = 15) -> float:
+    """Seconds until ``predicate()`` holds (polled every 20 ms); an error past ``seconds``."""
+    t0 = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - t0 < seconds, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return time.monotonic() - t0
+
+
 def failover(tmp: Path, kind: str, survivor: Server, requests: int) -> dict:
     """A fresh victim and ``survivor`` behind ``kind``; the victim SIGKILLed mid-load."""
     victim = warm(tmp)
     balancer = KINDS[kind](tmp, [victim.port, survivor.port])
+    haproxy = isinstance(balancer, HAProxy)
+    status = (lambda name: balancer.stats()[name]["status"]) if haproxy else None
     try:
-        if isinstance(balancer, HAProxy):
-            deadline = time.monotonic() + 15
-            while any(r["status"] != "UP" for n, r in balancer.stats().items()
-                      if n.startswith("replica")):
-                assert time.monotonic() < deadline, "replicas never UP"
-                time.sleep(0.05)
-        going, killed_at = threading.Event(), [0.0]
+        if status:
+            until(lambda: status("replica1") == status("replica2") == "UP", "replicas UP")
+        going = threading.Event()
+        down_s: list[float | None] = [None]
 
         def kill() -> None:
             going.wait(60)
-            deadline = time.monotonic() + 15
-            while victim.health()["queue"]["queued"] < 1 and time.monotonic() < deadline:
-                time.sleep(0.02)
-            killed_at[0] = time.monotonic()
+            until(lambda: victim.health()["queue"]["queued"] >= 1, "the victim busy")
             victim.proc.send_signal(signal.SIGKILL)
+            if status:  # measured while the load goes on
+                down_s[0] = round(until(lambda: status("replica1").startswith("DOWN"),
+                                        "replica1 DOWN"), 2)
 
         killer = threading.Thread(target=kill, daemon=True)
         killer.start()
@@ -97,16 +111,8 @@ def failover(tmp: Path, kind: str, survivor: Server, requests: int) -> dict:
                        lambda k: going.set() if k >= 6 else None)
         wall = time.perf_counter() - t0
         killer.join(timeout=30)
-        down_s = None
-        if isinstance(balancer, HAProxy):
-            deadline = time.monotonic() + 15
-            while not balancer.stats()["replica1"]["status"].startswith("DOWN"):
-                assert time.monotonic() < deadline, "replica1 never DOWN"
-                time.sleep(0.02)
-            down_s = round(time.monotonic() - killed_at[0], 2)
-        deadline = time.monotonic() + 5  # log lines are written as requests end
-        while len(balancer.tries()) < requests and time.monotonic() < deadline:
-            time.sleep(0.05)
+        with contextlib.suppress(AssertionError):  # log lines are written as requests end
+            until(lambda: len(balancer.tries()) >= requests, "the log", 5)
         tries = balancer.tries()
         retried = [s for t, s in tries if t > 1]
         plain = [s for t, s in tries if t == 1]
@@ -114,7 +120,7 @@ def failover(tmp: Path, kind: str, survivor: Server, requests: int) -> dict:
                 "retried": len(retried), "median_s": round(median(plain), 4),
                 "median_retried_s": round(median(retried), 4),
                 "retry_added_s": round(median(retried) - median(plain), 4),
-                "marked_down_after_s": down_s, "samples_per_s": round(requests / wall, 2)}
+                "marked_down_after_s": down_s[0], "samples_per_s": round(requests / wall, 2)}
     finally:
         balancer.stop()
         victim.stop()
@@ -148,8 +154,9 @@ def main() -> None:
             (tmp / k).mkdir()
             balancers.append(KINDS[k](tmp / k, [other.port, survivor.port]))
         try:
-            r: dict[str, Any] = {"overhead": overhead({"direct": survivor.url, **{
-                b.name: b.url for b in balancers}}, a.rounds)}
+            urls = {"direct": survivor.url, **{b.name: b.url for b in balancers}}
+            r: dict[str, Any] = {"overhead_sample": overhead(urls, a.rounds),
+                                 "overhead_healthz": overhead(urls, 5 * a.rounds, False)}
         finally:
             for b in balancers:
                 b.stop()
