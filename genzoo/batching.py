@@ -180,22 +180,33 @@ def _make_own(make: Callable[[int], Samples], start: int | None,
         batch = make(start)
         return batch, batch.to_bytes() if send else b"", b"", None
     except Exception as e:  # noqa: BLE001 - every rank must hear of it, then all raise
-        name = type(e).__name__
-        own = isinstance(e, errors.GenzooError) and getattr(errors, name, None) is type(e)
-        text = str(e).splitlines()[0] if str(e) else ""
-        record = {"error": name if own else "SampleError",
-                  "message": text if own else f"{name}: {text}".rstrip(": ")}
-        return None, b"", json.dumps(record).encode("utf-8"), e
+        return None, b"", _error_record(e), e
+
+
+def _error_record(e: Exception) -> bytes:
+    """``e`` as JSON another rank can raise again: a genzoo error keeps its class and line,
+    anything else becomes a SampleError's line naming its type."""
+    name = type(e).__name__
+    own = isinstance(e, errors.GenzooError) and getattr(errors, name, None) is type(e)
+    text = str(e).splitlines()[0] if str(e) else ""
+    record = {"error": name if own else "SampleError",
+              "message": text if own else f"{name}: {text}".rstrip(": ")}
+    return json.dumps(record).encode("utf-8")
+
+
+def _from_record(data: bytes, prefix: str = "") -> errors.GenzooError:
+    """The error an ``_error_record`` describes, its line after ``prefix``."""
+    record = json.loads(data.decode("utf-8"))
+    cls = getattr(errors, record["error"], SampleError)
+    if not (isinstance(cls, type) and issubclass(cls, errors.GenzooError)):
+        cls = SampleError
+    return cls(prefix + record["message"])
 
 
 def _rank_error(records: list[bytes], world: int) -> errors.GenzooError:
     """The one error every rank raises: the first failing rank's, naming it."""
     rank, data = next((r, d) for r, d in enumerate(records) if d)
-    record = json.loads(data.decode("utf-8"))
-    cls = getattr(errors, record["error"], SampleError)
-    if not (isinstance(cls, type) and issubclass(cls, errors.GenzooError)):
-        cls = SampleError
-    return cls(f"sampling failed on rank {rank} of {world}: {record['message']}")
+    return _from_record(data, f"sampling failed on rank {rank} of {world}: ")
 
 
 def raise_together(error: Exception | None) -> None:
@@ -203,25 +214,12 @@ def raise_together(error: Exception | None) -> None:
     some ranks run, such as rank 0 opening the output): then each raises it — the failing
     rank its own, the others the same class and line — so none waits for a rank that left.
     Outside a group (or with no error anywhere) a failing rank raises its own; else nothing."""
-    if distributed_world()[1] == 1:
-        if error is not None:
-            raise error
-        return
-    record = b""
-    if error is not None:
-        own = isinstance(error, errors.GenzooError) and \
-            getattr(errors, type(error).__name__, None) is type(error)
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-        record = json.dumps({"error": type(error).__name__ if own else "SampleError",
-                             "message": text}).encode("utf-8")
-    records = all_gather_bytes(record)
+    if distributed_world()[1] > 1:
+        records = all_gather_bytes(_error_record(error) if error is not None else b"")
+        if error is None and any(records):
+            raise _from_record(next(d for d in records if d))
     if error is not None:
         raise error
-    if any(records):
-        data = next(d for d in records if d)
-        found = json.loads(data.decode("utf-8"))
-        cls = getattr(errors, found["error"], SampleError)
-        raise cls(found["message"])
 
 
 def gather_rows(parts: list[tuple[int, dict[str, torch.Tensor]]],
