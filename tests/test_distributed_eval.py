@@ -44,3 +44,29 @@ def test_torchrun_eval_equals_one_process_and_prints_once(tmp_path):
     assert sum(two["class_histogram"]) == 40
     cache = sorted(p.suffix for p in (home / "refstats").iterdir())
     assert cache == [".json", ".safetensors"]  # one entry, no temp file left beside it
+
+
+@pytest.mark.slow
+def test_torchrun_eval_of_a_text_model_equals_one_process(tmp_path):
+    import torch
+    from click.testing import CliRunner
+    from genzoo.cli import cli
+    from genzoo_textlm.model import GPTModel
+    torch.manual_seed(0)
+    GPTModel.from_config(dict(vocab_size=256, n_positions=64, n_embd=32, n_layer=2,
+                              n_head=2)).save_pretrained(tmp_path / "gpt")
+    (tmp_path / "held_out.txt").write_text("the quick brown fox jumps over the lazy dog.\n" * 8)
+    args = ["eval", str(tmp_path / "gpt"), "--data", str(tmp_path / "held_out.txt"), "-n", "5",
+            "--batch-size", "2", "--max-new-tokens", "16", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                           "--nproc-per-node", "2", "-m", "genzoo", *args],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    two = json.loads(done.stdout)
+    one = CliRunner().invoke(cli, args)
+    assert one.exit_code == 0, one.output
+    one = json.loads(one.output)
+    assert {k: v for k, v in two.items() if k not in TIMINGS} == \
+        {k: v for k, v in one.items() if k not in TIMINGS}
+    assert two["distinct_1"] > 0 and two["n"] == 5
