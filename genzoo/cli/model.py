@@ -85,6 +85,7 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     raise_together(failure)
     texts: list[str] = []
     meta: dict[str, Any] = {}
+    t_sample = time.perf_counter()
     try:
         batches = [model.interpolate(seed, to_seed, n, **opts)] if to_seed is not None else \
             model.iter_samples(n, seed=seed, batch_size=batch_size,
@@ -103,7 +104,8 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
         raise
     if rank != 0:
         return  # rank 0 alone reports
-    _report(model, model_name, n, seed, time.perf_counter() - t0, written, meta, texts,
+    now = time.perf_counter()
+    _report(model, model_name, n, seed, (now - t0, now - t_sample), written, meta, texts,
             as_json, out, streamed="stream" in opts)
 
 
@@ -113,13 +115,15 @@ def _open_writer(out: str, n: int, modality: str, interpolating: bool) -> Any:
     return open_writer(out, n, modality, nrow=n if interpolating else None)
 
 
-def _report(model: Any, model_name: str, n: int, seed: int, seconds: float, written: list[str],
-            meta: dict[str, Any], texts: list[str], as_json: bool, out: str | None,
-            streamed: bool) -> None:
-    """``genzoo sample``'s summary: JSON, or one line (on stderr for texts)."""
+def _report(model: Any, model_name: str, n: int, seed: int, times: tuple[float, float],
+            written: list[str], meta: dict[str, Any], texts: list[str], as_json: bool,
+            out: str | None, streamed: bool) -> None:
+    """``genzoo sample``'s summary: JSON, or one line (on stderr for texts). ``times``: the
+    seconds of the whole command (load included) and of its sampling and writing."""
+    seconds, sample_seconds = times
     if as_json:
         payload = {"model": model_name, "n": n, "seed": seed, "seconds": seconds,
-                   "written": written, "meta": meta}
+                   "sample_seconds": sample_seconds, "written": written, "meta": meta}
         if model.modality == "text":
             payload["texts"] = texts
         echo_json(payload)
