@@ -22,7 +22,8 @@ from genzoo.engine.fsdp import (destroy_process_group, ensure_process_group, ful
                                 plain_state, refuse_unsupported, set_gradient_sync, shard)
 from genzoo.engine.parts import EMA, Batches, StageRunner
 from genzoo.engine.sharded_checkpoint import load_sharded, save_sharded
-from genzoo.engine.train import FinetuneResult, Trainer, grid_samples
+from genzoo.engine.parts import FinetuneResult, grid_samples
+from genzoo.engine.trainer import Trainer
 from genzoo.errors import OptionError
 from genzoo.names import CHECKPOINTS_DIR
 

@@ -9,11 +9,13 @@ options' checks are their declaration's (``genzoo.engine.options``).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import errno
 import json
 import math
 import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -236,7 +238,36 @@ def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[
         raise OutputError(f"--out {out} is in use by another finetune ({holder}); wait for it "
                           "to finish or choose another --out") from None
 
+@dataclass
+class FinetuneResult:
+    """What ``finetune`` returns: the saved folder, the final metrics, steps and wall time."""
 
-__all__ = ["StageRunner", "EMA", "Batches", "lr_at", "to_device", "make_optimizer",
+    folder: Path | None
+    metrics: dict[str, float]
+    steps: int
+    seconds: float
+    stopped_early: bool = False
+    history: list[dict[str, float]] = field(default_factory=list, repr=False)
+
+
+def output_error(out: Path | None, e: OSError, kept: str = "") -> OutputError:
+    """A write that failed (read-only folder, full disk) as one line saying what to do."""
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return OutputError(f"the disk is full: cannot write to --out {out} ({reason}){kept}; "
+                           "free some space and resume with --resume, or choose another --out")
+    return OutputError(f"cannot write to --out {out} ({reason}){kept}; free some space or make "
+                       "it writable, or choose another --out")
+
+
+def grid_samples(model: GenerativeModel) -> Any:
+    """The 16 samples (seed 0) of a training grid, drawn by this process alone: where
+    ``sample`` can shard across a process group, that is turned off (``distributed="off"``)."""
+    kw = {"distributed": "off"} if "distributed" in inspect.signature(model.sample).parameters \
+        else {}
+    return model.sample(16, seed=0, **kw)
+
+
+__all__ = ["StageRunner", "FinetuneResult", "output_error", "grid_samples", "EMA", "Batches", "lr_at", "to_device", "make_optimizer",
            "dist_env", "MetricsWriter", "claimed_run_folder", "frozen_keys", "RUN_MARKER",
            "RUN_LOCK"]
