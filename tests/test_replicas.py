@@ -27,6 +27,10 @@ DIGITS = "/v1/models/diffusion-mnist/samples"
 TEXT = "/v1/models/textlm-shakespeare/samples"
 N, WORKERS, AFTER = 24, 8, 6
 KINDS = {"haproxy": (HAProxy, HAPROXY), "nginx": (Nginx, NGINX)}
+#: each balancer, skipped (before any replica starts) where its binary is not installed
+BALANCERS = [pytest.param(kind, marks=pytest.mark.skipif(
+    not binary, reason=f"{kind} is not installed (apt-get install {kind}; .ci/run does)"))
+    for kind, (_, binary) in sorted(KINDS.items())]
 #: --exact: a response's bytes do not depend on what else the replica batched it with
 REPLICA_ARGS = ("--exact", "--models", MODELS)
 
@@ -69,9 +73,7 @@ def expected(survivor) -> Callable[[int], bytes]:
 def cluster(tmp: Path, kind: str, survivor: Server) -> Iterator[tuple[Server, Balancer]]:
     """A fresh warm replica (the victim) and ``survivor`` behind the ``kind`` balancer, the
     victim first in its config; the victim and the balancer are stopped at the end."""
-    cls, binary = KINDS[kind]
-    if not binary:
-        pytest.skip(f"{kind} is not installed (apt-get install {kind}; .ci/run does)")
+    cls, _ = KINDS[kind]
     victim = Server(tmp, *REPLICA_ARGS)
     balancer = None
     try:
@@ -112,7 +114,7 @@ def check_stream(balancer: Balancer, replica: Server) -> None:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", BALANCERS)
 def test_a_replica_lost_mid_load_loses_no_request(tmp_path, survivor, expected, kind, sig):
     with cluster(tmp_path, kind, survivor) as (victim, balancer):
         check_stream(balancer, survivor)
@@ -162,11 +164,11 @@ def test_a_replica_lost_mid_load_loses_no_request(tmp_path, survivor, expected, 
 
 
 
+@pytest.mark.skipif(not HAPROXY, reason="haproxy is not installed (apt-get install haproxy; "
+                    ".ci/run does)")
 def test_haproxy_takes_a_hung_replica_out_and_back(tmp_path, survivor):
     """A replica that stops answering but keeps its port (SIGSTOP) fails its /healthz checks:
     DOWN within seconds, requests go to the other one; UP again once it answers."""
-    if not HAPROXY:
-        pytest.skip("haproxy is not installed (apt-get install haproxy; .ci/run does)")
     victim = Server(tmp_path, *REPLICA_ARGS)
     balancer = None
     try:
