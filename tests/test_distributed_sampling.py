@@ -154,6 +154,16 @@ def test_an_output_rank_zero_cannot_open_fails_every_rank_in_one_line(tiny_diffu
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
+def test_an_interpolation_under_torchrun_is_rank_zero_s_alone(tmp_path):
+    args = ["gan-mnist", "--interpolate", "3", "-n", "4"]
+    one_process("sample", *args, "-o", str(tmp_path / "one.png"))
+    done = torchrun(2, "-m", "genzoo", "sample", *args, "-o", str(tmp_path / "two.png"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "two.png").read_bytes() == (tmp_path / "one.png").read_bytes()
+    assert done.stdout.count("4 samples from") == 1
+
+
 # ---- the API in a process group -----------------------------------------------------------
 @pytest.mark.slow
 def test_the_api_in_a_process_group(tmp_path):

@@ -82,7 +82,10 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
             writer = _open_writer(out, n, model.modality, to_seed is not None)
     except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
         failure = e
-    raise_together(failure)
+    if to_seed is None:  # every rank samples: all stop if rank 0's output cannot open
+        raise_together(failure)
+    elif failure is not None:  # an interpolation is rank 0's alone
+        raise failure
     texts: list[str] = []
     meta: dict[str, Any] = {}
     t_sample = time.perf_counter()
