@@ -13,6 +13,8 @@ float32, master weights float32), not autocast. Checkpoints are
 """
 from __future__ import annotations
 
+import ctypes
+import sys
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -45,6 +47,25 @@ def refuse_unsupported(model: GenerativeModel, opts: Any, amp_dtype: torch.dtype
                           "or similar); use --dtype fp32")
     if not any(p.requires_grad for p in model.parameters()):
         raise OptionError(f"{model.arch}: no trainable parameters to shard with --strategy fsdp")
+
+
+#: glibc's M_MMAP_THRESHOLD, and the value set for FSDP on CPU (see ``return_freed_buffers``).
+_M_MMAP_THRESHOLD, _MMAP_FROM = -3, 1 << 20
+
+
+def return_freed_buffers(device: torch.device) -> None:
+    """On CPU with glibc: serve allocations of 1 MiB and more by mmap, so freeing them
+    returns the memory to the OS. glibc's default threshold rises to 32 MiB after the first
+    large free, and then each unit's all-gathered parameters and gradients (tens of MB, freed
+    after every use) stay in the heap: measured on the 86M GPT on 2 ranks, peak RSS per rank
+    2.67 GB instead of 1.59 GB, no better than DDP. Process-wide; no-op elsewhere."""
+    if device.type != "cpu" or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM)
+    except (OSError, AttributeError):  # not glibc (musl): nothing to tune
+        pass
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -134,6 +155,6 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["refuse_unsupported", "ensure_process_group", "shard_units", "shard",
+__all__ = ["refuse_unsupported", "return_freed_buffers", "ensure_process_group", "shard_units", "shard",
            "set_gradient_sync", "full_state_dict", "plain_state",
            "destroy_process_group"]

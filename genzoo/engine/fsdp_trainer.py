@@ -19,7 +19,8 @@ import torch
 from genzoo.devices import resolve_device, resolve_dtype
 from genzoo.engine.checkpoint import SHARDS_DIR
 from genzoo.engine.fsdp import (destroy_process_group, ensure_process_group, full_state_dict,
-                                plain_state, refuse_unsupported, set_gradient_sync, shard)
+                                plain_state, refuse_unsupported, return_freed_buffers, set_gradient_sync,
+                                shard)
 from genzoo.engine.parts import EMA, Batches, StageRunner
 from genzoo.engine.sharded_checkpoint import load_sharded, save_sharded
 from genzoo.engine.parts import FinetuneResult, grid_samples
@@ -52,6 +53,7 @@ class FsdpTrainer(Trainer):
         self.amp_dtype = resolve_dtype(self.opts.dtype, self.dev)
         refuse_unsupported(self.model, self.opts, self.amp_dtype)
         self.own_group = ensure_process_group(self.world, self.dev)
+        return_freed_buffers(self.dev)
         self.model.to(self.dev)
         self.batches = Batches(self.model.prepare_data(self.data), int(self.cfg["batch_size"]),
                                self.opts.seed, self.rank, self.world)
