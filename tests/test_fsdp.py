@@ -117,9 +117,11 @@ def test_fsdp_refusals_are_one_line(gpt, tmp_path):
     base, text = gpt
     with pytest.raises(OptionError, match="strategy must be ddp or fsdp"):
         finetune(genzoo.load(str(base), device="cpu"), str(text), steps=1, strategy="zero3")
+    from genzoo.engine.lora import adapter_of
+    model = genzoo.load(str(base), device="cpu")
     with pytest.raises(OptionError, match="--lora-rank with --strategy fsdp"):
-        finetune(genzoo.load(str(base), device="cpu"), str(text), steps=1, strategy="fsdp",
-                 lora=4, progress=False)
+        finetune(model, str(text), steps=1, strategy="fsdp", lora=4, progress=False)
+    assert adapter_of(model) is None  # refused before an adapter changed the model
     # a DDP checkpoint is not a sharded one
     finetune(genzoo.load(str(base), device="cpu"), str(text), steps=2, stop_after=1,
              out=tmp_path / "d", batch_size=4, progress=False)

@@ -3,8 +3,8 @@
 Only what sharding changes is overridden: the model is sharded before its optimizers are made
 (their parameters are the sharded ones), gradient sync is FSDP's, mixed precision is its
 policy, checkpoints are sharded DCP ones every rank writes (``genzoo.engine.
-sharded_checkpoint``), the sample grid and the final folder come from the full state every rank helps gather,
-rank 0 alone sampling and writing. Outside torchrun it
+sharded_checkpoint``), the sample grid and the final folder come from the full state every
+rank helps gather, rank 0 alone sampling and writing. Outside torchrun it
 runs in a 1-process group, which is how a 2-process checkpoint resumes in one process.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ import torch
 from genzoo.devices import resolve_device, resolve_dtype
 from genzoo.engine.checkpoint import SHARDS_DIR
 from genzoo.engine.fsdp import (destroy_process_group, ensure_process_group, full_state_dict,
-                                plain_state, refuse_unsupported, return_freed_buffers, set_gradient_sync,
-                                shard)
+                                plain_state, refuse_unsupported, return_freed_buffers,
+                                set_gradient_sync, shard)
 from genzoo.engine.parts import EMA, Batches, StageRunner
 from genzoo.engine.sharded_checkpoint import load_sharded, save_sharded
 from genzoo.engine.parts import FinetuneResult, grid_samples

@@ -268,6 +268,7 @@ def grid_samples(model: GenerativeModel) -> Any:
     return model.sample(16, seed=0, **kw)
 
 
-__all__ = ["StageRunner", "FinetuneResult", "output_error", "grid_samples", "EMA", "Batches", "lr_at", "to_device", "make_optimizer",
+__all__ = ["StageRunner", "FinetuneResult", "output_error", "grid_samples", "EMA", "Batches",
+           "lr_at", "to_device", "make_optimizer",
            "dist_env", "MetricsWriter", "claimed_run_folder", "frozen_keys", "RUN_MARKER",
            "RUN_LOCK"]

@@ -17,7 +17,6 @@ from genzoo.batching import progress_bar
 from genzoo.devices import autocast, resolve_device, resolve_dtype
 from genzoo.engine.checkpoint import (SHARDS_DIR, latest_checkpoint, load_checkpoint,
                                       save_checkpoint)
-from genzoo.engine.lora import adapter_of
 from genzoo.engine.parts import (EMA, Batches, FinetuneResult, MetricsWriter, StageRunner,
                                  dist_env, grid_samples, lr_at, make_optimizer, output_error,
                                  to_device)
@@ -27,37 +26,6 @@ from genzoo.names import CHECKPOINTS_DIR, SAMPLES_DIR
 if TYPE_CHECKING:
     from genzoo.model import GenerativeModel
 
-#: A loaded (pretrained) model finetunes at this fraction of its family's from-scratch learning
-#: rate unless ``lr`` is given: measured on diffusion-mnist, 10 steps at the from-scratch rate
-#: took FD (n=50) from 19 to 118 before any adaptation could help.
-FINETUNE_LR_SCALE = 0.1
-
-#: Engine-wide defaults; a family's ``train_defaults`` and the caller's keywords override them.
-DEFAULTS: dict[str, Any] = dict(batch_size=64, lr=1e-3, warmup=100, weight_decay=0.0,
-                                grad_clip=1.0, ema_decay=0.999, betas=(0.9, 0.99),
-                                min_lr_ratio=0.1)
-
-# The hyper-parameters a keyword left at None takes from train_defaults, then DEFAULTS.
-_HYPER = ("batch_size", "lr", "warmup", "weight_decay", "grad_clip", "ema_decay")
-
-# Kept importable for code written against 0.1 (plugins' tests use it).
-_make_optimizer = make_optimizer
-
-
-def hyper_parameters(model: GenerativeModel, opts: Any) -> dict[str, Any]:
-    """``DEFAULTS``, then the family's ``train_defaults``, then the caller's keywords.
-
-    A loaded (pretrained) model's default lr is ``FINETUNE_LR_SCALE`` times the family's: a
-    from-scratch rate wrecks good weights before it can adapt them. An explicit ``lr`` is
-    used as given."""
-    cfg = {**DEFAULTS, **model.train_defaults}
-    # an adapter's base is frozen and its zero-initialised update needs the full rate
-    if model.pretrained and adapter_of(model) is None:
-        cfg["lr"] = cfg["lr"] * FINETUNE_LR_SCALE
-    cfg.update({k: getattr(opts, k) for k in _HYPER if getattr(opts, k) is not None})
-    return cfg
-
-
 class Trainer:
     """One finetune run, in phases: ``prepare`` (devices, data, optimizers, EMA), ``resume``
     (a checkpoint, or a fresh seed), ``run_steps`` (``train_step`` per step, logging,
@@ -65,9 +33,9 @@ class Trainer:
     early). ``run`` calls them in that order."""
 
     def __init__(self, model: GenerativeModel, data: Any, steps: int, out: Path | None,
-                 opts: Any):
+                 opts: Any, cfg: dict[str, Any]):
         self.model, self.data, self.steps, self.out, self.opts = model, data, steps, out, opts
-        self.cfg = hyper_parameters(model, opts)
+        self.cfg = cfg  # the hyper-parameters (genzoo.engine.train.hyper_parameters)
         # short runs warm up for at most a tenth of their steps
         self.warmup_steps = min(int(self.cfg["warmup"]), max(1, steps // 10))
         self.end = min(steps, opts.stop_after) if opts.stop_after else steps
@@ -309,4 +277,4 @@ class Trainer:
             self.model.train()
 
 
-__all__ = ["Trainer", "hyper_parameters", "DEFAULTS", "FINETUNE_LR_SCALE"]
+__all__ = ["Trainer"]
