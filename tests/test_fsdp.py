@@ -77,6 +77,12 @@ def test_gpt_fsdp_resumed_on_two_ranks_equals_ddp_and_resumes_on_one(gpt, tmp_pa
     loaded = genzoo.load(str(tmp_path / "one"), device="cpu")
     assert len(loaded.sample(2, seed=0, max_new_tokens=4).texts) == 2
 
+    # and a 1-process checkpoint resumes on 2 ranks
+    finetune(genzoo.load(str(base), device="cpu"), str(text), steps=6, out=tmp_path / "grow",
+             stop_after=3, lr=1e-2, batch_size=4, strategy="fsdp", progress=False)
+    _torchrun(2, base, text, tmp_path / "grow", *steps, "--strategy", "fsdp", "--resume")
+    assert 0 < _max_diff(tmp_path / "ddp", tmp_path / "grow") < 0.1
+
 
 @pytest.mark.slow
 def test_diffusion_fsdp_with_ema_and_accumulation_equals_ddp(tmp_path):
