@@ -151,3 +151,35 @@ def test_bf16_is_refused_for_reparametrised_weights(tmp_path):
         finetune(gan, str(tmp_path / "data.npz"), steps=1, strategy="fsdp", dtype="bf16",
                  progress=False)
     assert not torch.distributed.is_initialized()
+
+
+def test_a_damaged_or_foreign_sharded_checkpoint_is_one_weights_error(gpt, tmp_path):
+    import genzoo
+    from genzoo.errors import WeightsError
+    from genzoo_textlm.model import GPTModel
+    base, text = gpt
+    kw = dict(steps=4, batch_size=4, progress=False, strategy="fsdp")
+    finetune(genzoo.load(str(base), device="cpu"), str(text), out=tmp_path / "f", stop_after=2,
+             **kw)
+    other = GPTModel({**TINY_GPT, "n_embd": 16})  # another shape: nothing restored
+    other.tokenizer = genzoo.load(str(base), device="cpu").tokenizer
+    with pytest.raises(WeightsError, match="written by another model or run"):
+        finetune(other, str(text), out=tmp_path / "f", resume=True, **kw)
+    state = tmp_path / "f" / "checkpoints" / "step-0000002" / "state.json"
+    state.write_text("{not json")
+    with pytest.raises(WeightsError, match="unreadable checkpoint"):
+        finetune(genzoo.load(str(base), device="cpu"), str(text), out=tmp_path / "f",
+                 resume=True, **kw)
+    assert not torch.distributed.is_initialized()
+
+
+def test_a_failed_sharded_write_is_one_output_error(gpt, tmp_path):
+    import genzoo
+    from genzoo.errors import OutputError
+    base, text = gpt
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "checkpoints").write_text("a file where the folder goes")  # as root too
+    with pytest.raises(OutputError, match="cannot write to --out"):
+        finetune(genzoo.load(str(base), device="cpu"), str(text), out=tmp_path / "f", steps=2,
+                 save_every=1, batch_size=4, progress=False, strategy="fsdp", overwrite=True)
+    assert not torch.distributed.is_initialized()

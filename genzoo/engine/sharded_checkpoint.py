@@ -12,6 +12,7 @@ place before it moves ``checkpoints/latest``, so a kill leaves the previous chec
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -92,34 +93,60 @@ def save_sharded(folder: Path, step: int, runner: nn.Module, optimizers: dict, e
     rank, world = dist.get_rank(), dist.get_world_size()
     final = folder / f"step-{step:07d}"
     tmp = folder / f".step-{step:07d}.sharded.tmp"
-    if rank == 0:
+    def setup() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / SHARDS_DIR).mkdir(parents=True)
-    dist.barrier()
-    tensors, values = _split(_flat_state(runner, optimizers, ema))
+    _on_every_rank(setup if rank == 0 else None)
     try:
-        dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(
-            str(tmp / SHARDS_DIR), save_distributed=True))
-    except dcp.api.CheckpointException as e:
-        _raise_os_error(e)
-    save_safetensors(_rng_state(), tmp / f"rng-{rank:05d}.safetensors")
-    dist.barrier()  # every shard is on disk before rank 0 publishes the checkpoint
-    if rank == 0:
-        meta = {"step": step, "config": cfg, "values": values, "world": world,
-                "format": FORMAT}
-        (tmp / STATE_JSON).write_text(json.dumps(meta, default=list))
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                with open(f, "rb") as fh:
-                    os.fsync(fh.fileno())
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(tmp, final)
-        atomic_write_text(folder / LATEST_NAME, final.name + "\n")
-        for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-KEEP]:
-            shutil.rmtree(old, ignore_errors=True)
-    dist.barrier()
+        tensors, values = _split(_flat_state(runner, optimizers, ema))
+        try:
+            dcp.save(tensors, storage_writer=dcp.HuggingFaceStorageWriter(
+                str(tmp / SHARDS_DIR), save_distributed=True))
+        except dcp.api.CheckpointException as e:
+            _raise_os_error(e)
+        # every shard is on disk before rank 0 publishes the checkpoint
+        _on_every_rank(lambda: save_safetensors(_rng_state(), tmp / f"rng-{rank:05d}.safetensors"))
+        if rank == 0:
+            meta = {"step": step, "config": cfg, "values": values, "world": world,
+                    "format": FORMAT}
+            (tmp / STATE_JSON).write_text(json.dumps(meta, default=list))
+            for f in tmp.rglob("*"):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+            shutil.rmtree(final, ignore_errors=True)
+            os.rename(tmp, final)
+            atomic_write_text(folder / LATEST_NAME, final.name + "\n")
+            for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-KEEP]:
+                shutil.rmtree(old, ignore_errors=True)
+        dist.barrier()
+    except BaseException:
+        if rank == 0:  # a failed write leaves no half checkpoint behind; latest is untouched
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return final
+
+
+def _on_every_rank(write: Any) -> None:
+    """Run ``write`` (None: nothing) here, then agree with every rank on whether all wrote:
+    a rank whose write failed raises its OSError, the others one of their own, so that no
+    rank waits forever at a barrier for one that gave up."""
+    import torch.distributed as dist
+    error: OSError | None = None
+    try:
+        if write is not None:
+            write()
+    except OSError as e:
+        error = e
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == "nccl" else torch.device("cpu"))
+    ok = torch.tensor([0 if error else 1], device=device)
+    dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+    if error is not None:
+        raise error
+    if not ok.item():
+        raise OSError(errno.EIO, "another rank could not write its part of the checkpoint")
 
 
 def is_sharded(path: Path) -> bool:
