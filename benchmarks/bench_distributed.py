@@ -24,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -51,14 +52,18 @@ def _command(world: int, args: list[str]) -> list[str]:
 
 
 def _run(world: int, args: list[str], timeout: float = 900) -> tuple[dict[str, Any], float]:
-    """Run ``genzoo ARGS --json`` on ``world`` ranks: its JSON and the wall seconds."""
+    """Run ``genzoo ARGS --json`` on ``world`` ranks: its JSON (plus ``cpu_s``, the CPU
+    seconds of every process it started, torchrun's agent included) and the wall seconds."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(_command(world, [*args, "--json"]), capture_output=True, text=True,
                           env=_env(), timeout=timeout)
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(_command(world, args))} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout), wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**json.loads(done.stdout), "cpu_s": cpu}, wall
 
 
 def _sha256(path: Path) -> str:
@@ -67,7 +72,7 @@ def _sha256(path: Path) -> str:
 
 def bench_sample(n: int, batch: int, repeats: int, world: int = 2) -> dict[str, Any]:
     """(a): samples/s and wall seconds of 1 process and of ``world`` ranks, alternating."""
-    runs: dict[int, list[tuple[float, float]]] = {1: [], world: []}
+    runs: dict[int, list[tuple[float, float, float]]] = {1: [], world: []}
     digests: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp:
         for rep in range(repeats):
@@ -75,7 +80,7 @@ def bench_sample(n: int, batch: int, repeats: int, world: int = 2) -> dict[str, 
                 out = Path(tmp) / f"w{w}-{rep}.npz"
                 summary, wall = _run(w, ["sample", MODEL, "-n", str(n), "--batch-size",
                                          str(batch), "-o", str(out)])
-                runs[w].append((n / summary["sample_seconds"], wall))
+                runs[w].append((n / summary["sample_seconds"], wall, summary["cpu_s"]))
                 digests.add(_sha256(out))
                 print(f"  sample n={n} world={w}: {n / summary['sample_seconds']:.2f} "
                       f"samples/s, {wall:.1f} s wall", file=sys.stderr)
@@ -86,6 +91,10 @@ def bench_sample(n: int, batch: int, repeats: int, world: int = 2) -> dict[str, 
             "one_samples_per_s": one, "ranks_samples_per_s": many, "ratio": many / one,
             "one_wall_s": statistics.median(r[1] for r in runs[1]),
             "ranks_wall_s": statistics.median(r[1] for r in runs[world]),
+            # CPU seconds of the whole command: equal ones mean sharding costs no extra work,
+            # and the speed-up is bounded only by the cores others leave free
+            "one_cpu_s": statistics.median(r[2] for r in runs[1]),
+            "ranks_cpu_s": statistics.median(r[2] for r in runs[world]),
             "identical_output": len(digests) == 1, "goal": ">= 1.8", "ok": many / one >= 1.8}
 
 
@@ -95,12 +104,13 @@ def bench_eval(n: int, steps: int | None, labels: bool, world: int = 2) -> dict[
         ([] if labels else ["--no-label-accuracy"])
     one, one_wall = _run(1, args)
     many, many_wall = _run(world, args)
-    figures = sorted(k for k in one if k not in TIMINGS)
+    figures = sorted(k for k in one if k not in TIMINGS | {"cpu_s"})
     differ = [k for k in figures if one.get(k) != many.get(k)]
     print(f"  eval n={n}: {one_wall:.1f} s wall alone, {many_wall:.1f} s on {world} ranks",
           file=sys.stderr)
     return {"command": f"genzoo {' '.join(args)} --json", "n": n, "world": world,
             "one_wall_s": one_wall, "ranks_wall_s": many_wall, "ratio": one_wall / many_wall,
+            "one_cpu_s": one["cpu_s"], "ranks_cpu_s": many["cpu_s"],
             "one_samples_per_s": one["samples_per_s"],
             "ranks_samples_per_s": many["samples_per_s"],
             "figures_equal": not differ, "differing": differ,
