@@ -7,9 +7,10 @@ default, every element of every ``nn.ModuleList`` (transformer blocks, UNet stag
 engine's ``StageRunner`` is the root unit, because its ``forward`` is what training calls, so
 its hooks gather the parameters no unit owns (embeddings, heads, norms).
 
-Mixed precision is FSDP2's ``MixedPrecisionPolicy`` (compute in bf16, gradients reduced in
-float32, master weights float32), not autocast. Checkpoints are
-``genzoo.engine.sharded_checkpoint``'s.
+Mixed precision is FSDP2's ``MixedPrecisionPolicy`` (parameters gathered and computed in bf16,
+gradients reduced in float32, master weights float32); the engine keeps autocast on as well,
+because a family's own float32 tensors meet the bf16 weights inside its forward. Checkpoints
+are ``genzoo.engine.sharded_checkpoint``'s; the trainer is ``genzoo.engine.fsdp_trainer``'s.
 """
 from __future__ import annotations
 
