@@ -17,7 +17,7 @@ from __future__ import annotations
 import ctypes
 import sys
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 from torch import nn
@@ -29,9 +29,8 @@ if TYPE_CHECKING:
     from genzoo.model import GenerativeModel
 
 
-def refuse_unsupported(model: GenerativeModel, opts: Any, amp_dtype: torch.dtype | None) -> None:
+def refuse_unsupported(model: GenerativeModel, amp_dtype: torch.dtype | None) -> None:
     """One-line ``OptionError`` for the combinations ``--strategy fsdp`` does not run."""
-    refuse_lora(opts)
     if amp_dtype == torch.float16:
         # fp16 needs a loss scaler whose overflow check spans every rank's shard
         raise OptionError("--dtype fp16 with --strategy fsdp is not supported: use --dtype "
@@ -62,16 +61,6 @@ def return_freed_buffers(device: torch.device) -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_FROM)
     except (OSError, AttributeError):  # not glibc (musl): nothing to tune
         pass
-
-
-def refuse_lora(opts: Any) -> None:
-    """LoRA with FSDP is refused in one line (``finetune`` asks before it attaches one)."""
-    if opts.strategy == "fsdp" and opts.lora is not None:
-        # genzoo's adapter folder is written from plain (unsharded) peft tensors, and a
-        # LoRA run's trainable state is a few MB: sharding it saves nothing
-        raise OptionError("--lora-rank with --strategy fsdp is not supported: train the "
-                          "adapter with --strategy ddp (its frozen base is shared, its "
-                          "trainable weights are small)")
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -161,7 +150,7 @@ def destroy_process_group() -> None:
         dist.destroy_process_group()
 
 
-__all__ = ["refuse_unsupported", "refuse_lora", "return_freed_buffers", "ensure_process_group",
+__all__ = ["refuse_unsupported", "return_freed_buffers", "ensure_process_group",
            "shard_units", "shard",
            "set_gradient_sync", "full_state_dict", "plain_state",
            "destroy_process_group"]

@@ -21,6 +21,7 @@ from genzoo.engine.checkpoint import SHARDS_DIR
 from genzoo.engine.fsdp import (destroy_process_group, ensure_process_group, full_state_dict,
                                 plain_state, refuse_unsupported, return_freed_buffers,
                                 set_gradient_sync, shard)
+from genzoo.engine.lora import adapter_of, load_adapter
 from genzoo.engine.parts import EMA, Batches, StageRunner
 from genzoo.engine.sharded_checkpoint import load_sharded, save_sharded
 from genzoo.engine.parts import FinetuneResult, grid_samples
@@ -51,7 +52,7 @@ class FsdpTrainer(Trainer):
         else:
             self.dev = resolve_device(self.opts.device or ("cpu" if self.distributed else "auto"))
         self.amp_dtype = resolve_dtype(self.opts.dtype, self.dev)
-        refuse_unsupported(self.model, self.opts, self.amp_dtype)
+        refuse_unsupported(self.model, self.amp_dtype)
         self.own_group = ensure_process_group(self.world, self.dev)
         return_freed_buffers(self.dev)
         self.model.to(self.dev)
@@ -100,12 +101,25 @@ class FsdpTrainer(Trainer):
             with tempfile.TemporaryDirectory(dir=self.out, prefix=".grid-") as tmp:
                 with plain_state(self.model, full), self._writing():
                     self.model.save_pretrained(tmp)
-                plain = type(self.model).from_pretrained(tmp, device=self.dev)
-                samples = grid_samples(plain)
+                samples = grid_samples(self._plain_copy(Path(tmp)))
             with self._writing():
                 samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
         del full
         torch.distributed.barrier()
+
+    def _plain_copy(self, folder: Path) -> Any:
+        """The model ``save_pretrained`` wrote into ``folder``, loaded unsharded: a model
+        folder as its class reads one; an adapter folder onto its base, read from the folder
+        the base was loaded from (``genzoo.load`` records it)."""
+        if adapter_of(self.model) is None:
+            return type(self.model).from_pretrained(folder, device=self.dev)
+        base_folder = self.model.loaded_from
+
+        def base(name: str, **kw: Any) -> Any:
+            model = type(self.model).from_pretrained(base_folder, device=self.dev)
+            model.loaded_from = base_folder
+            return model
+        return load_adapter(folder, base)
 
     def _save_model(self) -> Path | None:
         """Every rank helps gather the full weights; rank 0 writes the ordinary folder."""

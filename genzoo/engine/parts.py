@@ -262,10 +262,12 @@ def output_error(out: Path | None, e: OSError, kept: str = "") -> OutputError:
 
 def grid_samples(model: GenerativeModel) -> Any:
     """The 16 samples (seed 0) of a training grid, drawn by this process alone: where
-    ``sample`` can shard across a process group, that is turned off (``distributed="off"``)."""
-    kw = {"distributed": "off"} if "distributed" in inspect.signature(model.sample).parameters \
-        else {}
-    return model.sample(16, seed=0, **kw)
+    ``sample`` can shard across a process group, that is turned off (``distributed="off"``;
+    a family's ``sample(..., **options)`` passes it on to ``iter_samples``). Otherwise rank
+    0 would wait forever for ranks that are not sampling."""
+    params = inspect.signature(model.sample).parameters.values()
+    takes = any(p.name == "distributed" or p.kind is p.VAR_KEYWORD for p in params)
+    return model.sample(16, seed=0, **({"distributed": "off"} if takes else {}))
 
 
 __all__ = ["StageRunner", "FinetuneResult", "output_error", "grid_samples", "EMA", "Batches",

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from genzoo.engine.checkpoint import KEEP, SHARDS_DIR
+from genzoo.engine.parts import frozen_keys
 from genzoo.errors import WeightsError
 from genzoo.fsutil import atomic_write_text
 from genzoo.modelio import save_safetensors
@@ -39,7 +40,9 @@ def _flat_state(runner: nn.Module, optimizers: dict, ema) -> dict[str, Any]:
                                                          get_model_state_dict,
                                                          get_optimizer_state_dict)
     flat = StateDictOptions(flatten_optimizer_state_dict=True)
-    state: dict[str, Any] = {f"model.{k}": v for k, v in get_model_state_dict(runner).items()}
+    frozen = frozen_keys(runner)  # a LoRA run's base: reloaded with the run, never changed
+    state: dict[str, Any] = {f"model.{k}": v for k, v in get_model_state_dict(runner).items()
+                             if k not in frozen}
     for name, opt in optimizers.items():
         for k, v in get_optimizer_state_dict(runner, opt, options=flat).items():
             state[f"optim.{name}.{k}"] = v
@@ -181,7 +184,9 @@ def load_sharded(path: Path, runner: nn.Module, optimizers: dict, ema, seed: int
     dcp.load(tensors, storage_reader=reader)
     for k, v in meta["values"].items():  # JSON turned tuples (betas) into lists
         state[k] = tuple(v) if isinstance(state.get(k), tuple) else v
-    set_model_state_dict(runner, {k[6:]: v for k, v in state.items() if k.startswith("model.")})
+    # strict=False: a LoRA run's frozen base is not in the checkpoint (the rest was checked)
+    set_model_state_dict(runner, {k[6:]: v for k, v in state.items() if k.startswith("model.")},
+                         options=StateDictOptions(strict=False))
     flat = StateDictOptions(flatten_optimizer_state_dict=True)
     for name, opt in optimizers.items():
         prefix = f"optim.{name}."

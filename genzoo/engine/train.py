@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from genzoo.engine.fsdp import refuse_lora
 from genzoo.engine.fsdp_trainer import FsdpTrainer
 from genzoo.engine.options import FINETUNE_OPTIONS, STEPS, check_keywords
 from genzoo.engine.parts import (EMA, FinetuneResult, claimed_run_folder, dist_env, lr_at,
@@ -114,7 +113,6 @@ def finetune(model: GenerativeModel, data: Any, *, steps: int,
     # rank 0 alone owns the folder (the other ranks write nothing there)
     claim = (claimed_run_folder(folder, resume=opts.resume, overwrite=opts.overwrite)
              if folder is not None and dist_env()[0] == 0 else nullcontext())
-    refuse_lora(opts)  # before the adapter changes the caller's model
     if opts.lora is not None:
         _attach_lora(model, opts)
     trainer = FsdpTrainer if opts.strategy == "fsdp" else Trainer
