@@ -1,11 +1,11 @@
 """``finetune(strategy="fsdp")``: the engine's ``Trainer`` with FSDP2 sharding.
 
 Only what sharding changes is overridden: the model is sharded before its optimizers are made
-(their parameters are the sharded ones), gradient sync is FSDP's, mixed precision is its
-policy, checkpoints are sharded DCP ones every rank writes (``genzoo.engine.
-sharded_checkpoint``), the sample grid and the final folder come from the full state every
-rank helps gather, rank 0 alone sampling and writing. Outside torchrun it
-runs in a 1-process group, which is how a 2-process checkpoint resumes in one process.
+(their parameters are the sharded ones), gradient sync is FSDP's, mixed precision adds its
+policy, checkpoints are sharded DCP ones every rank writes
+(``genzoo.engine.sharded_checkpoint``), the sample grid and the final folder come from the full
+state every rank helps gather, rank 0 alone sampling and writing. Outside torchrun it runs in
+a 1-process group, which is how a 2-process checkpoint resumes in one process.
 """
 from __future__ import annotations
 
@@ -22,9 +22,8 @@ from genzoo.engine.fsdp import (destroy_process_group, ensure_process_group, ful
                                 plain_state, refuse_unsupported, return_freed_buffers,
                                 set_gradient_sync, shard)
 from genzoo.engine.lora import adapter_of, load_adapter
-from genzoo.engine.parts import EMA, Batches, StageRunner
+from genzoo.engine.parts import EMA, Batches, FinetuneResult, StageRunner, grid_samples
 from genzoo.engine.sharded_checkpoint import load_sharded, save_sharded
-from genzoo.engine.parts import FinetuneResult, grid_samples
 from genzoo.engine.trainer import Trainer
 from genzoo.errors import OptionError
 from genzoo.names import CHECKPOINTS_DIR
