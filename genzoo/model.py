@@ -97,6 +97,10 @@ class GenerativeModel(nn.Module):
     #: rate and starts its EMA at the loaded weights.
     pretrained: bool = False
 
+    #: Optional: ``fsdp_modules(self) -> list[nn.Module]``, the submodules that
+    #: ``finetune(strategy="fsdp")`` shards one by one, blocks first (each must be called
+    #: through its ``forward``). Absent: every element of every ``nn.ModuleList``.
+
     def __init__(self, config: dict[str, Any]):
         super().__init__()
         self.config = dict(config)

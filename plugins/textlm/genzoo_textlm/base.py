@@ -75,12 +75,16 @@ class TextLM(GenerativeModel):
 
     # ---- sampling ------------------------------------------------------------------------
     def sample(self, n: int = 16, seed: int = 0, batch_size: int | None = None,
-               progress: Any = False, **options):
+               progress: Any = False, *, distributed: str = "all", **options):
         """Draw ``n`` texts (see ``generate`` for the options); sample i depends only on
         (seed, i). With n=1, ``stream=callable`` receives the text piece by piece. ``meta``
         holds the usage: ``prompt_tokens``, ``completion_tokens`` and ``finish_reasons``
-        (one per sample)."""
-        parts = list(self.iter_samples(n, seed, batch_size, progress, **options))
+        (one per sample). ``distributed``: as ``GenerativeModel.iter_samples`` (a rank given
+        no batch by ``main`` or ``local`` gets no texts)."""
+        parts = list(self.iter_samples(n, seed, batch_size, progress, distributed=distributed,
+                                       **options))
+        if not parts:
+            return Samples(texts=[], meta=self.plan_sampling(n, seed, batch_size, **options).meta)
         meta = {k: v for k, v in parts[0].meta.items() if k not in ("start", "stream")}
         for key in ("completion_tokens", "finish_reasons"):
             meta[key] = [x for p in parts for x in p.meta.get(key, ())]
