@@ -127,16 +127,9 @@ def failover(tmp: Path, kind: str, survivor: Server, requests: int) -> dict:
 
 
 def machine() -> dict:
-    """The CPU model (as lscpu names it), cores, date, load average."""
-    model = "unknown"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"cpu": model, "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M UTC",
-                                                                      time.gmtime()),
-            "load_after": [round(x, 2) for x in os.getloadavg()]}
+    """The CPU model (as lscpu names it), cores, date and the load average (bench_serve's)."""
+    from bench_serve import machine as serve_machine
+    return serve_machine(os.getloadavg())
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
-from _serve import free_port, request
+from _serve import free_port, read_log, request, stop_process
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
@@ -69,20 +69,11 @@ class Balancer:
             raise
 
     def log(self) -> str:
-        if not self.log_file.closed:
-            self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
+        return read_log(self.log_file, self.log_path)
 
     def stop(self) -> None:
         """Stop at once (SIGTERM is both's fast stop), killed if it lingers."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log_file.close()
+        stop_process(self.proc, self.log_file, signal.SIGTERM, 10)
 
     def tries(self) -> list[tuple[int, float]]:
         """For each POST the balancer logged: (replicas tried, 1 when not retried; seconds)."""

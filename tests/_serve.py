@@ -26,6 +26,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def read_log(log_file, path: Path) -> str:
+    """What a subprocess logged to ``path`` so far (``log_file`` flushed first)."""
+    if not log_file.closed:
+        log_file.flush()
+    return path.read_text(errors="replace")
+
+
+def stop_process(proc: subprocess.Popen, log_file, sig: int, timeout: float) -> None:
+    """Stop ``proc`` with ``sig``, killed if it lingers past ``timeout`` s; close its log."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    log_file.close()
+
+
 class Server:
     """``genzoo serve ARGS`` in a subprocess; ``url``, ``log()``, ``stop()``."""
 
@@ -52,19 +71,10 @@ class Server:
         raise RuntimeError(f"genzoo serve did not start in 60 s: {self.log()}")
 
     def log(self) -> str:
-        if not self.log_file.closed:
-            self.log_file.flush()
-        return self.log_path.read_text(errors="replace")
+        return read_log(self.log_file, self.log_path)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        self.log_file.close()
+        stop_process(self.proc, self.log_file, signal.SIGINT, 20)
 
     def health(self) -> dict:
         return get(self.url + "/healthz")[1]
