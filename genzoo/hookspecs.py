@@ -117,3 +117,20 @@ def genzoo_select_files(filenames: list[str], read_json: Callable[[str], Any],
     (e.g. ``WeightsError``), which is how a plugin refuses a repository that is its own but
     cannot be loaded: the user sees its one line.
     """
+
+
+@hookspec
+def genzoo_modalities() -> list[dict[str, Any]]:
+    """Return the modalities (kinds of sample) this plugin provides, as a list of dicts.
+
+    A modality says how a kind of output is held, checked, written, served, shown in the
+    gallery and tagged on a model card (``genzoo.samples.Modality``); a model names the one it
+    makes in ``GenerativeModel.modality``. genzoo registers ``image``, ``text`` and ``audio``
+    itself, through this hook, like any plugin. Each dict has:
+
+    - ``name`` (str): what models declare, e.g. ``"audio"``; letters, digits, ``.``, ``_``,
+      ``-``; unique across plugins (precedence decides duplicates).
+    - ``target`` (str): ``"package.module:ClassName"`` of a ``genzoo.samples.Modality``
+      subclass whose ``name`` is this name; imported on first use (samples of it are made).
+    - ``summary`` (str, optional): one line for ``genzoo plugins``.
+    """

@@ -31,7 +31,7 @@ from genzoo.devices import resolve_device, resolve_dtype  # re-exported: genzoo.
 from genzoo.errors import GenzooError, OptionError, SampleError, WeightsError
 from genzoo.options import Option, build_schema, validate
 from genzoo.fsutil import atomic_write_text, atomic_dir
-from genzoo.samples import Samples
+from genzoo.samples import Samples, modality as modality_named
 from genzoo.batching import (SamplingPlan, batch_rows, check_distributed, per_sample_values,
                              progress_bar, provenance, shard_rounds, sharding)
 from genzoo.seeding import check_seed, sample_generators, slerp
@@ -70,7 +70,8 @@ class GenerativeModel(nn.Module):
 
     arch: ClassVar[str] = ""
     family: ClassVar[str] = ""
-    #: "image" or "text": what ``sample`` returns and what ``prepare_data`` reads.
+    #: The registered modality of what ``sample`` returns (``"image"``, ``"text"``,
+    #: ``"audio"`` or a plugin's): it says how samples are held, checked and written.
     modality: ClassVar[str] = "image"
     #: Whether the finetune engine keeps EMA weights and sampling should use them.
     uses_ema: ClassVar[bool] = False
@@ -111,8 +112,9 @@ class GenerativeModel(nn.Module):
     # ---- what a family implements -------------------------------------------------------
     def generate(self, generators: list[torch.Generator], **options: Any) -> Any:
         """Make ``len(generators)`` samples; sample i draws all its randomness from
-        ``generators[i]`` (a CPU generator). Returns an (n, C, H, W) tensor in [0, 1] for
-        images or a list of strings for text."""
+        ``generators[i]`` (a CPU generator). Returns what the model's modality holds: an
+        (n, C, H, W) tensor in [0, 1] for images, a list of strings for text, an
+        (n, channels, T) tensor in [-1, 1] for audio."""
         raise NotImplementedError
 
     #: Whether the model offers step-by-step sampling (the three methods below), so that a
@@ -264,15 +266,12 @@ class GenerativeModel(nn.Module):
         ``main`` or ``local`` returns an empty ``Samples``."""
         parts = list(self.iter_samples(n, seed, batch_size, progress, distributed=distributed,
                                        **options))
+        spec = self.sample_modality()
         if not parts:
             meta = self.plan_sampling(n, seed, batch_size, **options).meta
-            shape = tuple(self.config.get("image_shape") or (0, 0, 0))
-            return Samples(texts=[], meta=meta) if self.modality == "text" else \
-                Samples(images=torch.zeros((0, *shape)), meta=meta)
+            return Samples(spec.empty(self.config), self.modality, meta)
         meta = {k: v for k, v in parts[0].meta.items() if k != "start"}
-        if self.modality == "text":
-            return Samples(texts=[t for p in parts for t in p.texts or ()], meta=meta)
-        return Samples(images=torch.cat([p.images for p in parts]), meta=meta)
+        return Samples(spec.concat([p.data for p in parts]), self.modality, meta)
 
     def iter_samples(self, n: int, seed: int = 0, batch_size: int | None = None,
                      progress: bool | Callable[[int], None] = False, *,
@@ -333,22 +332,28 @@ class GenerativeModel(nn.Module):
         schema = self.options()
         shown = provenance(schema, opts)
         meta = {"model": self.name_or_path or self.arch, "arch": self.arch,
-                "revision": self.revision, "seed": seed, **shown}
+                "revision": self.revision, "seed": seed, **shown, **self.sample_metadata()}
+        self.sample_modality().check_meta(meta, self.name_or_path or self.arch)
         return SamplingPlan(n, seed, opts, batch_size, per_sample_values(schema, opts, n),
                             shown, meta)
 
     def to_samples(self, out: Any, meta: dict[str, Any], start: int) -> Samples:
-        """One batch of ``generate``'s output as ``Samples``: texts as they are, images as
-        float32 on the CPU clamped to [0, 1], after refusing NaN or Inf."""
-        if self.modality == "text":
-            return Samples(texts=list(out), meta=meta)
-        images = out.float().cpu()
-        if not torch.isfinite(images).all():
-            bad = start + int((~torch.isfinite(images)).flatten(1).any(1).nonzero()[0])
-            raise SampleError(f"{self.name_or_path or self.arch}: sample {bad} holds NaN or Inf "
-                              "values; nothing was written (corrupt weights or an extreme "
-                              "option: try the defaults, or re-download the model)")
-        return Samples(images=images.clamp(0, 1), meta=meta)
+        """One batch of ``generate``'s output as ``Samples`` of the model's modality, which
+        checks it (``Modality.check_batch``: tensors as float32 on the CPU clamped to its
+        range, NaN or Inf refused)."""
+        where = self.name_or_path or self.arch
+        return Samples(self.sample_modality().check_batch(out, where, start), self.modality,
+                       meta)
+
+    def sample_modality(self) -> Any:
+        """The registered ``genzoo.samples.Modality`` this model's ``modality`` names."""
+        return modality_named(self.modality)
+
+    def sample_metadata(self) -> dict[str, Any]:
+        """Metadata every batch of samples carries (``Samples.meta``): what the modality
+        needs beside the data, e.g. ``{"sample_rate": 16000}`` for audio. By default the
+        config's values of the keys the modality names (``Modality.metadata``)."""
+        return {k: self.config[k] for k in self.sample_modality().metadata if k in self.config}
 
     def finetune(self, data: Any, steps: int = 1000,
                  out: str | os.PathLike[str] | None = None, **options: Any) -> Any:

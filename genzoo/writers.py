@@ -1,7 +1,9 @@
 """Writing samples to disk as they are made: memory stays bounded whatever ``n`` is.
 
-``open_writer(path, n, kind)`` picks the format from what ``path`` names — ``*.png`` one grid,
-``*.npz`` the arrays, a folder one file per sample, ``*.txt``/``*.jsonl`` texts — and opens it
+``open_writer(path, n, modality)`` picks the format from what ``path`` names, among the
+writers the samples' modality declares (``Modality.writers``: for images ``*.png`` one grid
+and ``*.npz`` the arrays, for texts ``*.txt``/``*.jsonl``, for audio ``*.wav``), or a folder
+for one file per sample (``Modality.encode``) — and opens it
 *before* any sampling, so an output that cannot be written fails at once, in one line. Each
 batch is written as it arrives (``write``); ``close`` moves the finished file into place
 atomically, so a crash or Ctrl-C never leaves a half-written file under the user's name.
@@ -18,9 +20,10 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 from genzoo.errors import OptionError, OutputError
-from genzoo.fsutil import _readable, atomic_write_bytes, atomic_write_text
+from genzoo.fsutil import _readable, atomic_write_bytes
 
 #: The most images one PNG grid holds (a 64x64 grid); more go to a .npz or a folder.
 GRID_MAX = 4096
@@ -43,6 +46,9 @@ def is_folder_target(path: Path) -> bool:
 
 class Writer:
     """Base class: ``write(samples)`` per batch, then ``close()`` -> the files written."""
+
+    #: What the written file holds, for messages ("one grid of every image").
+    what: str = "a file"
 
     def __init__(self, path: Path, n: int):
         self.path, self.n, self.count = path, n, 0
@@ -102,10 +108,14 @@ class _TempFileWriter(Writer):
 
 
 class NpzWriter(_TempFileWriter):
-    """``images`` (n, C, H, W) float32 and ``meta`` (provenance JSON), as ``np.load`` reads
-    them; the images member is streamed batch by batch into the zip."""
+    """The samples as one float32 array named for the modality (``images`` (n, C, H, W),
+    ``audios`` (n, channels, T)), each metadata value the modality names (``sample_rate``)
+    as its own member, and ``meta`` (provenance JSON), as ``np.load`` reads them; the array
+    member is streamed batch by batch into the zip."""
 
-    def __init__(self, path: Path, n: int):
+    what = "the array"
+
+    def __init__(self, path: Path, n: int, nrow: int | None = None):
         super().__init__(path, n)
         self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
         self.member = None
@@ -113,10 +123,13 @@ class NpzWriter(_TempFileWriter):
 
     def write(self, samples) -> None:
         import numpy as np
-        arr = np.ascontiguousarray(samples.images.to("cpu").numpy(), dtype=np.float32)
+        arr = np.ascontiguousarray(samples.data.to("cpu").numpy(), dtype=np.float32)
         if self.member is None:
+            spec = samples.spec()
             self.meta = samples.provenance()
-            self.member = self._io(self.zip.open, _member("images.npy"), "w", force_zip64=True)
+            self.extra = {k: samples.meta[k] for k in spec.metadata}
+            self.member = self._io(self.zip.open, _member(f"{spec.plural}.npy"), "w",
+                                   force_zip64=True)
             header = {"descr": np.lib.format.dtype_to_descr(arr.dtype), "fortran_order": False,
                       "shape": (self.n, *arr.shape[1:])}
             buf = io.BytesIO()
@@ -136,8 +149,16 @@ class NpzWriter(_TempFileWriter):
         buf = io.BytesIO()
         np.save(buf, np.array(json.dumps(meta)))
 
+        extra = {}
+        for key, value in self.extra.items():
+            item = io.BytesIO()
+            np.save(item, np.array(value))
+            extra[key] = item.getvalue()
+
         def finish_zip():
             self.member.close()
+            for key, data in extra.items():
+                self.zip.writestr(_member(f"{key}.npy"), data)
             self.zip.writestr(_member("meta.npy"), buf.getvalue())
             self.zip.close()
         self._io(finish_zip)
@@ -155,7 +176,9 @@ class NpzWriter(_TempFileWriter):
 class TextFileWriter(_TempFileWriter):
     """Texts to ``*.txt`` (blank-line separated) or ``*.jsonl`` (one JSON object a line)."""
 
-    def __init__(self, path: Path, n: int):
+    what = "the texts"
+
+    def __init__(self, path: Path, n: int, nrow: int | None = None):
         super().__init__(path, n)
         self.jsonl = path.suffix.lower() == ".jsonl"
 
@@ -177,7 +200,8 @@ class TextFileWriter(_TempFileWriter):
 
 
 class FolderWriter(Writer):
-    """One PNG (images) or .txt (texts) per sample, named by its index, each written atomically."""
+    """One file per sample (the modality's ``encode``: a PNG, a .txt, a WAV ...), named by its
+    index, each written atomically."""
 
     def __init__(self, path: Path, n: int):
         super().__init__(path, n)
@@ -191,16 +215,12 @@ class FolderWriter(Writer):
 
     def write(self, samples) -> None:
         start = int(samples.meta.get("start", self.count))
-        provenance = samples.provenance()
+        spec = samples.spec()
         for i in range(len(samples)):
             index = start + i
             try:
-                if samples.kind == "text":
-                    target = atomic_write_text(self.path / f"{index:05d}.txt", samples.texts[i])
-                else:
-                    png = png_bytes(grid_array(samples.images[i:i + 1], 1, 0),
-                                    {**provenance, "index": str(index)})
-                    target = atomic_write_bytes(self.path / f"{index:05d}.png", png)
+                target = atomic_write_bytes(self.path / f"{index:05d}{spec.sample_suffix}",
+                                            spec.encode(samples, i))
             except OSError as e:
                 raise os_error(self.path / f"{index:05d}", e) from None
             self.written.append(target)
@@ -213,6 +233,8 @@ class FolderWriter(Writer):
 class GridWriter(Writer):
     """One PNG grid of every sample: it needs them all, so it is limited to ``GRID_MAX``."""
 
+    what = "a grid"
+
     def __init__(self, path: Path, n: int, nrow: int | None = None):
         super().__init__(path, n)
         if n > GRID_MAX:
@@ -223,7 +245,7 @@ class GridWriter(Writer):
         self.nrow, self.parts, self.provenance = nrow, [], {}
 
     def write(self, samples) -> None:
-        self.parts.append(samples.images)
+        self.parts.append(samples.data)
         self.provenance = samples.provenance()
         self.count += len(samples)
 
@@ -274,28 +296,30 @@ def png_bytes(array, provenance: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
-def open_writer(path: str | os.PathLike, n: int, kind: str, nrow: int | None = None) -> Writer:
-    """The writer for ``path`` (see the module docstring); ``kind`` is "image" or "text"."""
+def open_writer(path: str | os.PathLike, n: int, modality: Any,
+                nrow: int | None = None) -> Writer:
+    """The writer for ``path`` (see the module docstring); ``modality`` is a
+    ``genzoo.samples.Modality`` or its registered name. A suffix the modality has no writer
+    for is a one-line ``OptionError`` listing those it has."""
+    if isinstance(modality, str):  # a registered name: ask the plugins (a way up)
+        from genzoo.plugins.modalities import get_modality
+        modality = get_modality(modality)
+    spec = modality
     path = Path(path).expanduser()
     suffix = path.suffix.lower()
+    writers = spec.writers()
     try:
         folder = is_folder_target(path)
     except OSError as e:
         raise os_error(path, e) from None
-    if kind == "text":
-        if suffix in (".txt", ".jsonl"):
-            return TextFileWriter(path, n)
-        if folder:
-            return FolderWriter(path, n)
-        raise OptionError(f"cannot save texts as {path.name!r}: use .txt, .jsonl or a folder/")
-    if suffix == ".png":
-        return GridWriter(path, n, nrow)
-    if suffix == ".npz":
-        return NpzWriter(path, n)
+    if suffix in writers:
+        return writers[suffix](path, n, nrow)
     if folder:
         return FolderWriter(path, n)
-    raise OptionError(f"cannot save images as {path.name!r}: use a .png grid, a .npz array or "
-                      "a folder/")
+    choices = [f"{suffix} ({getattr(w, 'what', 'a file')})" for suffix, w in writers.items()]
+    choices.append(f"a folder/ (one {spec.sample_suffix} per sample)")
+    raise OptionError(f"cannot save {spec.plural} as {path.name!r}: use "
+                      f"{', '.join(choices[:-1])} or {choices[-1]}".replace("use  or ", "use "))
 
 
 __all__ = ["GRID_MAX", "Writer", "open_writer", "os_error", "is_folder_target", "grid_array",

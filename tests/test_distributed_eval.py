@@ -13,6 +13,14 @@ import pytest
 
 #: Figures that are timings: the only ones allowed to differ between world sizes.
 TIMINGS = {"samples_per_s", "sample_seconds"}
+
+
+def _figures(report: dict) -> dict:
+    """The report less its timings, floats compared to 1e-5: the samples are bitwise equal, but
+    a BLAS sums a feature net's products in an order that depends on its thread count and batch
+    shape (measured on an AMX Xeon: FD 23.0732636 against 23.0732620 from one process)."""
+    return {k: pytest.approx(v, rel=1e-5) if isinstance(v, float) else v
+            for k, v in report.items() if k not in TIMINGS}
 ARGS = ["diffusion-mnist", "-n", "40", "--batch-size", "6", "--steps", "2", "--json"]
 
 
@@ -36,8 +44,7 @@ def test_torchrun_eval_equals_one_process_and_prints_once(tmp_path):
     two = json.loads(done.stdout)  # exactly one JSON document: rank 0 alone printed
     assert json.loads((tmp_path / "eval.json").read_text()) == two
     one = _one_process()
-    assert {k: v for k, v in two.items() if k not in TIMINGS} == \
-        {k: v for k, v in one.items() if k not in TIMINGS}
+    assert {k: v for k, v in two.items() if k not in TIMINGS} == _figures(one)
     # the figures are real ones, and the labelled second draw was sharded too
     assert 0 < two["precision"] <= 1 and two["fd"] > 0 and "label_accuracy" in two
     assert sum(two["class_histogram"]) == 40
@@ -66,6 +73,5 @@ def test_torchrun_eval_of_a_text_model_equals_one_process(tmp_path):
     one = CliRunner().invoke(cli, args)
     assert one.exit_code == 0, one.output
     one = json.loads(one.output)
-    assert {k: v for k, v in two.items() if k not in TIMINGS} == \
-        {k: v for k, v in one.items() if k not in TIMINGS}
+    assert {k: v for k, v in two.items() if k not in TIMINGS} == _figures(one)
     assert two["distinct_1"] > 0 and two["n"] == 5

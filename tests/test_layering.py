@@ -17,7 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "genzoo"
 
 #: Layer of each subpackage; a top-level module is the contract (0) unless named here.
-LAYERS: dict[str, int] = {"plugins": 1, "catalog": 2, "engine": 3, "eval": 3, "api": 4,
+LAYERS: dict[str, int] = {"plugins": 1, "modalities": 1, "catalog": 2, "engine": 3, "eval": 3, "api": 4,
                           "kit": 5, "serve": 5, "cli": 6}
 
 #: The documented ways up: the deprecated ``GenerativeModel.finetune`` alias calls the engine;
@@ -28,6 +28,8 @@ ALLOWED_UP: set[tuple[str, str]] = {
     ("testing", "kit.config"), ("testing", "kit.conditions"), ("testing", "kit.devices"),
     ("testing", "kit.learning"), ("__init__", "api"),
     ("__init__", "engine.train"), ("__main__", "cli"),
+    # a Samples' modality is looked up among the plugins' registrations
+    ("samples", "plugins.modalities"), ("writers", "plugins.modalities"),
 }
 
 

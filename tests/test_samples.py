@@ -50,6 +50,6 @@ def test_texts_save_as_txt_jsonl_and_folder(tmp_path):
 
 
 def test_unknown_suffix_is_refused_and_nothing_is_left_behind(tmp_path, samples):
-    with pytest.raises(OptionError, match="use a .png grid"):
+    with pytest.raises(OptionError, match=r"use .png \(a grid\), .npz \(the array\) or a folder/"):
         samples.save(tmp_path / "x.gif")
     assert list(tmp_path.iterdir()) == []

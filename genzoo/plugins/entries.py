@@ -48,6 +48,16 @@ class FeatureNetInfo:
                 "plugin": self.plugin}
 
 
+@dataclass(frozen=True)
+class ModalityInfo:
+    """A modality a plugin registered (``GenerativeModel.modality`` names it)."""
+
+    name: str
+    target: str  # "package.module:ClassName" of a genzoo.samples.Modality subclass
+    summary: str
+    plugin: str
+
+
 @dataclass
 class PluginInfo:
     """What ``genzoo plugins`` shows about one entry point."""
@@ -64,6 +74,7 @@ class PluginInfo:
     architectures: list[str] = field(default_factory=list)
     cards: list[str] = field(default_factory=list)
     feature_nets: list[str] = field(default_factory=list)
+    modalities: list[str] = field(default_factory=list)
     traceback: str | None = field(default=None, repr=False)  # shown by `genzoo --debug plugins`
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,7 +82,8 @@ class PluginInfo:
         return {"name": self.name, "distribution": self.distribution, "version": self.version,
                 "value": self.value, "status": self.status, "error": self.error,
                 "first_party": self.first_party, "architectures": list(self.architectures),
-                "cards": list(self.cards), "feature_nets": list(self.feature_nets)}
+                "cards": list(self.cards), "feature_nets": list(self.feature_nets),
+                "modalities": list(self.modalities)}
 
 
 class BadResult(TypeError):
@@ -147,6 +159,16 @@ def feature_net_info(entry: Any, plugin: str) -> FeatureNetInfo:
         shape = tuple(shape)
     return FeatureNetInfo(entry["name"], entry["target"], str(entry.get("summary") or ""),
                           shape, plugin)
+
+
+def modality_info(entry: Any, plugin: str) -> ModalityInfo:
+    """Check one dict returned by ``genzoo_modalities``."""
+    _require_strings(entry, ("name", "target"))
+    if not _NAME_RE.match(entry["name"]):
+        raise ValueError(f"{entry['name']!r}: a modality name may hold only letters, digits, "
+                         "'.', '_' and '-'")
+    _check_target(entry, "ClassName")
+    return ModalityInfo(entry["name"], entry["target"], str(entry.get("summary") or ""), plugin)
 
 
 def card_entry(entry: Any, base_dir: Path | None) -> dict[str, Any] | Path:

@@ -41,9 +41,9 @@ import pluggy
 
 from genzoo import hookspecs
 from genzoo.errors import GenzooError, PluginError, PluginMissingError
-from genzoo.plugins.entries import (ArchInfo, BadResult, FeatureNetInfo, PluginInfo, arch_info,
-                                    as_list, card_entry, feature_net_info, import_target,
-                                    optional_names, optional_str)
+from genzoo.plugins.entries import (ArchInfo, BadResult, FeatureNetInfo, ModalityInfo,
+                                    PluginInfo, arch_info, as_list, card_entry, feature_net_info,
+                                    import_target, modality_info, optional_names, optional_str)
 
 if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
     from genzoo.model import GenerativeModel
@@ -53,7 +53,7 @@ GROUP = "genzoo"
 FIRST_PARTY = frozenset({"genzoo", "genzoo-diffusion", "genzoo-vae", "genzoo-gan",
                          "genzoo-textlm"})
 log = logging.getLogger("genzoo.plugins.manager")
-__all__ = ["ArchInfo", "FeatureNetInfo", "PluginInfo", "PluginManager", "FIRST_PARTY"]
+__all__ = ["ArchInfo", "FeatureNetInfo", "ModalityInfo", "PluginInfo", "PluginManager", "FIRST_PARTY"]
 
 
 def _one_line(exc: BaseException) -> str:
@@ -109,6 +109,7 @@ class PluginManager:
             self._load(ep)
         self._archs: dict[str, ArchInfo] | None = None
         self._feature_nets: dict[str, FeatureNetInfo] | None = None
+        self._modalities: dict[str, ModalityInfo] | None = None
         self._cards: list[tuple[str, dict[str, Any] | Path]] | None = None
 
     def _ranks_first(self, ep: importlib.metadata.EntryPoint) -> bool:
@@ -243,6 +244,36 @@ class PluginManager:
                 self.infos[net.plugin].feature_nets.append(net.name)
         return self._feature_nets
 
+    def modalities(self) -> dict[str, ModalityInfo]:
+        """Every modality registered by a working plugin, by name. genzoo's own (image, text,
+        audio) are always there, even when ``GENZOO_PLUGINS`` leaves its entry point out:
+        without them no model could sample."""
+        if self._modalities is None:
+            found = self._named_entries("genzoo_modalities", modality_info, "modality")
+            from genzoo.plugins import core  # genzoo's own hook module: torch-free
+            for entry in core.genzoo_modalities():
+                found.setdefault(entry["name"], modality_info(entry, "core"))
+            for item in found.values():
+                if item.plugin in self.infos:
+                    self.infos[item.plugin].modalities.append(item.name)
+            self._modalities = found
+        return self._modalities
+
+    def load_modality(self, name: str):
+        """Import the ``Modality`` subclass registered as ``name``; an unknown name or a
+        broken target is a one-line ``PluginError``."""
+        found = self.modalities()
+        if name not in found:
+            known = ", ".join(sorted(found))
+            raise PluginError(f"no installed plugin provides the modality {name!r} (known: "
+                              f"{known}); install the plugin that defines it")
+        info = found[name]
+        cls = self._import(info.plugin, f"modality {name!r}", info.target)
+        if not _subclass_of(cls, "genzoo.samples", "Modality") or cls.name != name:
+            raise PluginError(f"plugin {info.plugin!r}: {info.target} is not a "
+                              f"genzoo.samples.Modality subclass named {name!r}")
+        return cls
+
     def model_cards(self) -> list[tuple[str, dict[str, Any] | Path]]:
         """What plugins' ``genzoo_model_cards`` return, unvalidated, as ``[(plugin, card dict
         or catalog path)]`` in precedence order. The catalog (``genzoo.catalog.registry``)
@@ -338,6 +369,7 @@ class PluginManager:
         catalog has been built (``genzoo.api.plugin_infos`` builds it first)."""
         self.architectures()
         self.feature_nets()
+        self.modalities()
         return list(self.infos.values())
 
     def load_arch_class(self, arch: str,
@@ -355,8 +387,7 @@ class PluginManager:
                                      f"pip install {package}{hint}{self.filter_clause()}")
         info = archs[arch]
         obj = self._import(info.plugin, f"architecture {arch!r}", info.target)
-        from genzoo.model import GenerativeModel  # torch: only now that a model is being loaded
-        if not (isinstance(obj, type) and issubclass(obj, GenerativeModel)):
+        if not _subclass_of(obj, "genzoo.model", "GenerativeModel"):
             raise PluginError(f"plugin {info.plugin!r}: {info.target} is not a "
                               "genzoo.GenerativeModel subclass")
         return obj
@@ -375,6 +406,14 @@ class PluginManager:
         except BaseException as e:  # noqa: BLE001 - report which plugin is broken, in one line
             raise PluginError(f"plugin {plugin!r} cannot import {what} ({target}): "
                               f"{_one_line(e)}") from e
+
+
+def _subclass_of(obj: Any, module: str, name: str) -> bool:
+    """Whether ``obj`` is a subclass of ``module.name``. A subclass's import has imported
+    ``module`` already, so it is looked up in ``sys.modules``, not imported: the plugins sit
+    below the contract's model and samples modules and must not import them."""
+    base = getattr(sys.modules.get(module), name, None)
+    return isinstance(obj, type) and base is not None and issubclass(obj, base)
 
 
 def _guess_package(arch: str) -> str:
