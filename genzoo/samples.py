@@ -177,6 +177,9 @@ class Modality:
     #: ``genzoo sample`` without ``-n``/``-o``: how many, and where (None: printed to stdout).
     default_n: ClassVar[int] = 16
     default_output: ClassVar[str | None] = None
+    #: Whether one sample can be shown while it is made (text: tokens streamed to a terminal
+    #: and over server-sent events).
+    streams: ClassVar[bool] = False
     #: One sample as one file (``encode``): its suffix and HTTP content type.
     sample_suffix: ClassVar[str] = ".bin"
     content_type: ClassVar[str] = "application/octet-stream"

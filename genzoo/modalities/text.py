@@ -16,6 +16,7 @@ class TextModality(Modality):
     plural = "texts"
     default_n = 1
     default_output = None  # printed on stdout (streamed when n is 1)
+    streams = True
     sample_suffix = ".txt"
     content_type = "text/plain; charset=utf-8"
     pipeline_tags = {"": "text-generation"}
