@@ -12,7 +12,8 @@ import genzoo
 
 @genzoo.hookimpl
 def genzoo_architectures():
-    """The native UNet diffusion model, diffusers-format UNets and text-to-image pipelines."""
+    """The native UNet diffusion model, diffusers-format UNets, text-to-image and text-to-audio
+    pipelines."""
     return [
         {"name": "diffusion-unet", "family": "diffusion",
          "target": "genzoo_diffusion.model:DiffusionModel",
@@ -24,6 +25,10 @@ def genzoo_architectures():
          "target": "genzoo_diffusion.text2image:TextToImageModel",
          "summary": "Stable Diffusion 1.x/2.x and SDXL pipeline folders: text-to-image, "
                     "image-to-image, inpainting (needs genzoo-diffusion[text2image])"},
+        {"name": "diffusers-text2audio", "family": "diffusion",
+         "target": "genzoo_diffusion.text2audio:TextToAudioModel",
+         "summary": "AudioLDM pipeline folders: text-to-audio, sampled by genzoo's samplers "
+                    "(needs genzoo-diffusion[text2audio])"},
         {"name": "diffusers-lora", "family": "diffusion",
          "target": "genzoo_diffusion.diffusers_lora:DiffusersLoraFolder",
          "summary": "diffusers LoRA folders (pytorch_lora_weights.safetensors): the "
@@ -33,7 +38,8 @@ def genzoo_architectures():
 
 @genzoo.hookimpl
 def genzoo_detect_arch(config, filenames):
-    """Claim diffusers-format folders (UNet2DModel configs or DDPM-style pipelines)."""
+    """Claim diffusers-format folders (UNet2DModel configs, DDPM-style, text-to-image and
+    AudioLDM pipelines, LoRA folders)."""
     from .detect import detect_arch
     return detect_arch(config, filenames)
 

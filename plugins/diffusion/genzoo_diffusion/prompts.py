@@ -1,5 +1,5 @@
-"""Prompts to the conditioning a text-to-image UNet takes, exactly as diffusers' pipelines
-make it (the oracle tests compare images within 1e-4, so every choice below is theirs).
+"""Prompts to the conditioning a latent diffusion UNet takes, exactly as diffusers' pipelines
+make it (the oracle tests compare outputs within 1e-4, so every choice below is theirs).
 
 - Stable Diffusion 1.x/2.x: each prompt padded to the tokenizer's 77 tokens, the text
   encoder's last hidden state; no negative prompt means the empty string.
@@ -7,6 +7,9 @@ make it (the oracle tests compare images within 1e-4, so every choice below is t
   along the features; the pooled, projected output of the second encoder plus six "time ids"
   (original size, crop corner, target size) feed the UNet's added embedding. No negative
   prompt means zeros when the pipeline says ``force_zeros_for_empty_prompt`` (its default).
+- AudioLDM (``ClapPromptEncoder``): the CLAP text encoder's projected embedding, L2-normalised,
+  is the UNet's class embedding (``class_labels``); there are no encoder hidden states (the
+  UNet's attention attends to itself). No negative prompt means the empty string.
 
 Each distinct prompt is encoded once, in a batch of one as diffusers does (a text encoder's
 rounding can depend on the batch size), and the result is indexed per sample.
@@ -21,11 +24,13 @@ import torch
 
 @dataclass
 class Conditioning:
-    """What the UNet is called with for a batch: per-sample hidden states, and for SDXL the
-    pooled text embeddings and time ids (``added``)."""
+    """What the UNet is called with for a batch: per-sample hidden states (None for AudioLDM),
+    for SDXL the pooled text embeddings and time ids (``added``), for AudioLDM the class
+    embedding's input (``class_labels``)."""
 
-    hidden: torch.Tensor
+    hidden: torch.Tensor | None
     added: dict[str, torch.Tensor] | None = None
+    class_labels: torch.Tensor | None = None
 
     @staticmethod
     def cat(first: "Conditioning", second: "Conditioning") -> "Conditioning":
@@ -33,14 +38,22 @@ class Conditioning:
         added = None
         if first.added is not None and second.added is not None:
             added = {k: torch.cat([first.added[k], second.added[k]]) for k in first.added}
-        return Conditioning(torch.cat([first.hidden, second.hidden]), added)
+        return Conditioning(_cat(first.hidden, second.hidden), added,
+                            _cat(first.class_labels, second.class_labels))
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``UNet2DConditionModel.forward``."""
         out: dict[str, Any] = {"encoder_hidden_states": self.hidden}
         if self.added is not None:
             out["added_cond_kwargs"] = self.added
+        if self.class_labels is not None:
+            out["class_labels"] = self.class_labels
         return out
+
+
+def _cat(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """``a`` and ``b`` stacked along the batch; None when either is."""
+    return None if a is None or b is None else torch.cat([a, b])
 
 
 class PromptEncoder:
@@ -96,6 +109,35 @@ class PromptEncoder:
         """Token ids padded (and cut) to the tokenizer's length, as diffusers makes them."""
         return tokenizer(text, padding="max_length", max_length=tokenizer.model_max_length,
                          truncation=True, return_tensors="pt").input_ids
+
+
+class ClapPromptEncoder:
+    """AudioLDM's prompt conditioning: CLAP's normalised text embedding as ``class_labels``."""
+
+    def __init__(self, tokenizer: Any, encoder: torch.nn.Module):
+        self.tokenizer = tokenizer
+        self.encoder = encoder
+
+    def encode(self, prompts: list[str | None], negative: bool = False) -> Conditioning:
+        """The conditioning of ``prompts`` (one per sample; None: the empty string)."""
+        cache: dict[str | None, torch.Tensor] = {}
+        for p in prompts:
+            if p not in cache:
+                cache[p] = self._one(p or "", negative)
+        return Conditioning(None, class_labels=torch.cat([cache[p] for p in prompts]))
+
+    def _one(self, text: str, negative: bool) -> torch.Tensor:
+        """(1, D): the L2-normalised projected text embedding of ``text``."""
+        tok = self.tokenizer
+        # diffusers pads (and cuts) negative prompts to the embedding's width, not to the
+        # tokenizer's length; both are 512 for AudioLDM's CLAP, and parity asks for its way
+        length = (self.encoder.config.projection_dim if negative else tok.model_max_length)
+        inputs = tok(text, padding="max_length", max_length=length, truncation=True,
+                     return_tensors="pt")
+        device = _device(self.encoder)
+        embeds = self.encoder(inputs.input_ids.to(device),
+                              attention_mask=inputs.attention_mask.to(device)).text_embeds
+        return torch.nn.functional.normalize(embeds, dim=-1)
 
 
 def _device(module: torch.nn.Module) -> torch.device:

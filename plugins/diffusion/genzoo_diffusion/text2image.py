@@ -3,9 +3,10 @@ folders, sampled by genzoo's own samplers over the pipeline's UNet.
 
 The networks (UNet2DConditionModel, AutoencoderKL, CLIP text encoders) and tokenizers are
 loaded by diffusers and transformers (``pipeline_folder``); everything between them is
-genzoo's: the prompt conditioning (``prompts``), the per-sample initial latents, the samplers
-(DDIM, DPM-Solver++, Euler, Euler-ancestral, DDPM), classifier-free guidance, image-to-image
-and both inpainting methods. Each choice follows diffusers' pipelines, which are the oracle
+genzoo's: the prompt conditioning (``prompts``), and, from the latent engine it shares with
+text-to-audio (``latent.LatentDiffusionModel``), the per-sample initial latents, the samplers
+(DDIM, DPM-Solver++, Euler, Euler-ancestral, DDPM) and classifier-free guidance; here:
+image sizes, image-to-image and both inpainting methods. Each choice follows diffusers' pipelines, which are the oracle
 (``StableDiffusion{,XL,Img2Img,Inpaint}Pipeline`` with ``generator=[...]``: same images within
 1e-4 in fp32). Sample i depends only on (seed, i): every random draw of sample i (its latent
 noise, its init image's posterior sample, the ancestral samplers' noise) comes from its own
@@ -25,16 +26,13 @@ from typing import Any
 import torch
 
 from genzoo.errors import OptionError, WeightsError
-from genzoo.model import GenerativeModel, read_config
 from genzoo.options import Option
-from genzoo.seeding import per_sample_randn
 
 from . import pipeline_folder as folders
 from . import text2image_train as training
-from .diffusers_format import default_sampler
+from .latent import LatentDiffusionModel, per_sample
 from .prompts import Conditioning, PromptEncoder
-from .samplers import SAMPLERS, sample as run_sampler
-from .schedule import NoiseSchedule
+from .samplers import SAMPLERS
 
 #: diffusers' default classifier-free guidance scale for Stable Diffusion 1.x/2.x ...
 DEFAULT_GUIDANCE = 7.5
@@ -42,12 +40,16 @@ DEFAULT_GUIDANCE = 7.5
 SDXL_GUIDANCE = 5.0
 
 
-class TextToImageModel(GenerativeModel):
+class TextToImageModel(LatentDiffusionModel):
     """A latent text-to-image diffusion pipeline (SD 1.x/2.x, SDXL) in genzoo."""
 
     arch = "diffusers-text2image"
-    family = "diffusion"
     modality = "image"
+    networks = folders.NETWORKS
+    tokenizers = folders.TOKENIZERS
+    required = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+    pipeline_kind = "text-to-image"
+    pipeline_class = "StableDiffusionPipeline"
     # a 512x512 SD sample holds a few GB of activations on a CPU: small batches bound memory
     sample_defaults = {"sampler": "dpmsolver++", "steps": 25, "eta": 0.0, "batch_size": 4,
                        "guidance": DEFAULT_GUIDANCE}
@@ -79,90 +81,22 @@ class TextToImageModel(GenerativeModel):
 
     def __init__(self, config: dict[str, Any]):
         super().__init__(config)
-        self.schedule = NoiseSchedule(config["scheduler"])
-        self.unet: torch.nn.Module | None = None
-        self.vae: torch.nn.Module | None = None
-        self.text_encoder: torch.nn.Module | None = None
-        self.text_encoder_2: torch.nn.Module | None = None
-        self.tokenizer: Any = None
-        self.tokenizer_2: Any = None
-        sampler = config.get("default_sampler")
-        if sampler is not None:
-            self.sample_defaults = {**self.sample_defaults, "sampler": sampler}
         if "text_encoder_2" in config.get("components", {}):
             self.sample_defaults = {**self.sample_defaults, "guidance": SDXL_GUIDANCE}
 
-    # ---- loading and saving ------------------------------------------------------------
-    @classmethod
-    def from_pretrained(cls, folder, device="auto", dtype="auto") -> "TextToImageModel":
-        """Load a diffusers text-to-image pipeline folder, or a genzoo-saved one (genzoo's
-        format: config.json, model.safetensors, README.md, tokenizer folders)."""
-        folder = Path(folder)
-        if "genzoo" in read_config(folder, required=False):
-            return super().from_pretrained(folder, device=device, dtype=dtype)
-        index = folders.read_json(folder / folders.MODEL_INDEX)
-        parts = folders.components(index)
-        for need in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
-            if need not in parts:
-                raise WeightsError(f"{folder}: model_index.json names no {need}; a "
-                                   "text-to-image pipeline needs unet, vae, text_encoder, "
-                                   "tokenizer and scheduler")
-        scheduler = folders.read_json(folder / "scheduler" / folders.SCHEDULER_CONFIG)
-        model = cls(_config(index, parts, scheduler))
-        for name, cls_name in parts.items():
-            if name in folders.NETWORKS:
-                setattr(model, name, folders.load_network(folder, name, cls_name))
-            elif name in folders.TOKENIZERS:
-                setattr(model, name, folders.load_tokenizer(folder, name))
-        model._check_unet(folder)
-        model.config["networks"] = {name: folders.network_spec(name, getattr(model, name))
-                                    for name in folders.NETWORKS if getattr(model, name)}
-        model.config["image_shape"] = [3, *model.default_size()]
-        model.name_or_path = str(folder)
-        model.origin = {"folder": str(folder)}
-        model.pretrained = True
-        return model.to_device(device, dtype).eval()
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> "TextToImageModel":
-        """Networks rebuilt from the saved config (weights are read next); tokenizers are
-        read by ``load_extra_files``."""
-        model = cls(config)
-        for name, spec in (config.get("networks") or {}).items():
-            if name not in folders.NETWORKS:
-                raise WeightsError(f"config.json: unknown network {name!r}")
-            setattr(model, name, folders.build_network(name, spec))
-        return model
-
-    def save_extra_files(self, folder: Path) -> None:
-        """The tokenizers, in transformers' format (model.safetensors holds every network)."""
-        for name in folders.TOKENIZERS:
-            tokenizer = getattr(self, name)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(str(folder / name))
-
-    def load_extra_files(self, folder: Path) -> None:
-        """The tokenizers a saved model keeps beside its weights."""
-        for name in folders.TOKENIZERS:
-            if (folder / name).is_dir():
-                setattr(self, name, folders.load_tokenizer(folder, name))
-
-    def _check_unet(self, folder: Path) -> None:
+    def check_pipeline(self, folder: Path) -> None:
         """Refuse UNets the samplers cannot drive, in one line."""
+        super().check_pipeline(folder)
         cfg = self.unet.config
-        if cfg.get("time_cond_proj_dim") is not None:
-            raise WeightsError(f"{folder}/unet: a guidance-distilled UNet (time_cond_proj_dim, "
-                               "LCM-style) is not supported")
         if cfg.out_channels != 4 and cfg.out_channels != self.vae.config.latent_channels:
             raise WeightsError(f"{folder}/unet: out_channels {cfg.out_channels} differ from the "
                                "autoencoder's latent channels")
 
-    # ---- shapes ------------------------------------------------------------------------
-    @property
-    def latent_factor(self) -> int:
-        """Pixels per latent cell: 2 ** (autoencoder blocks - 1), 8 for Stable Diffusion."""
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+    def describe(self) -> None:
+        """The output shape: 3 channels at the UNet's trained size."""
+        self.config["image_shape"] = [3, *self.default_size()]
 
+    # ---- shapes ------------------------------------------------------------------------
     def default_size(self) -> tuple[int, int]:
         """(height, width) the UNet was trained at: its sample size times the latent factor."""
         size = self.unet.config.sample_size
@@ -193,18 +127,15 @@ class TextToImageModel(GenerativeModel):
         h, w = self._size(height, width, init)
         f = self.latent_factor
         shape = (self.unet.config.out_channels, h // f, w // f)
-        cond = self._conditioning(_per_sample(prompt, n), _per_sample(negative_prompt, n),
+        cond = self._conditioning(per_sample(prompt, n), per_sample(negative_prompt, n),
                                   (h, w), guidance)
         strength = (1.0 if mask is not None else 0.8) if strength is None else strength
         start = _first_step(steps, strength) if init is not None else 0
+        # the init latents are drawn here, before the noise; the masked image's after it
         steer, after_noise = self._steering(generators, init, mask, shape, strength)
-        x_T = per_sample_randn(generators, shape, device=self.device, dtype=torch.float32)
-        # the masked image's latents are drawn after the noise, as diffusers draws them
-        extra = after_noise() if after_noise is not None else None
-        fn = self._unet_fn(cond, guidance, extra)
-        latents = run_sampler(fn, x_T, self.schedule, sampler=sampler, steps=steps,
-                              generators=generators, eta=eta, progress=progress, start=start,
-                              **steer)
+        latents = self.denoise(generators, shape, cond.kwargs(), guidance, sampler=sampler,
+                               steps=steps, eta=eta, progress=progress, start=start,
+                               steer=steer, after_noise=after_noise)
         return self.decode(latents)
 
     def _conditioning(self, prompts, negatives, size, guidance) -> Conditioning:
@@ -216,25 +147,6 @@ class TextToImageModel(GenerativeModel):
         if guidance <= 1.0:
             return cond
         return Conditioning.cat(encoder.encode(negatives, size, negative=True), cond)
-
-    def _unet_fn(self, cond: Conditioning, guidance: float, extra: torch.Tensor | None):
-        """The UNet as the sampler calls it, with classifier-free guidance (one call on the
-        doubled batch, unconditional half first, as diffusers)."""
-        dtype = self.autocast_dtype or torch.float32
-        kwargs = cond.kwargs()
-        guided = guidance > 1.0
-
-        def fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            if guided:
-                x, t = torch.cat([x, x]), torch.cat([t, t])
-            if extra is not None:  # the inpainting UNet's mask and masked-image channels
-                x = torch.cat([x, torch.cat([extra, extra]) if guided else extra], dim=1)
-            out = self.unet(x.to(dtype), t, **kwargs, return_dict=False)[0].float()
-            if not guided:
-                return out
-            uncond, text = out.chunk(2)
-            return uncond + guidance * (text - uncond)
-        return fn
 
     def _steering(self, generators, init, mask, shape, strength: float):
         """(the sampler's image-to-image and inpainting arguments, the draw to make after the
@@ -265,38 +177,11 @@ class TextToImageModel(GenerativeModel):
     def encode(self, images: torch.Tensor, generators=None) -> torch.Tensor:
         """Latents of images in [-1, 1]: a posterior sample per image, drawn from its own
         generator (the mean without generators), times the autoencoder's scaling factor."""
-        latents = []
-        for i in range(images.shape[0]):  # one by one, as diffusers does with a generator list
-            dist = self.vae.encode(images[i:i + 1].to(self._vae_dtype())).latent_dist
-            z = dist.mean if generators is None else _posterior_sample(dist, generators[i])
-            latents.append(z.float())
-        return self._to_model_space(torch.cat(latents))
+        return self.encode_latents(images, generators)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Images in [0, 1] from latents in the UNet's space."""
-        shift, scale = self._latent_map(z)
-        z = z / scale + shift
-        image = self.vae.decode(z.to(self._vae_dtype()), return_dict=False)[0].float()
-        return (image / 2 + 0.5).clamp(0, 1)
-
-    def _to_model_space(self, z: torch.Tensor) -> torch.Tensor:
-        """Autoencoder latents scaled (and shifted) into the space the UNet was trained on."""
-        shift, scale = self._latent_map(z)
-        return (z - shift) * scale
-
-    def _latent_map(self, like: torch.Tensor):
-        """(shift, scale) with UNet latents = (autoencoder latents - shift) * scale: per
-        channel from ``latents_mean``/``latents_std`` where the autoencoder records them,
-        else its shift and scaling factors."""
-        cfg = self.vae.config
-        mean, std = cfg.get("latents_mean"), cfg.get("latents_std")
-        if mean is not None and std is not None:
-            return (torch.tensor(mean).view(1, -1, 1, 1).to(like),
-                    cfg.scaling_factor / torch.tensor(std).view(1, -1, 1, 1).to(like))
-        return cfg.get("shift_factor") or 0.0, cfg.scaling_factor
-
-    def _vae_dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
+        return (self.decode_latents(z) / 2 + 0.5).clamp(0, 1)
 
     # ---- finetuning and LoRA files (see text2image_train and diffusers_lora) -------------
     #: ``--lora-rank`` adapts the UNet's attention projections, as diffusers' LoRA script.
@@ -333,22 +218,6 @@ class TextToImageModel(GenerativeModel):
         return save_lora(self, folder)
 
 
-def _config(index: dict[str, Any], parts: dict[str, str],
-            scheduler: dict[str, Any]) -> dict[str, Any]:
-    """The model config: the pipeline's class, components and scheduler (the schedule), the
-    default sampler its scheduler class picks."""
-    return {"pipeline": index.get("_class_name", "StableDiffusionPipeline"),
-            "components": parts,
-            "force_zeros_for_empty_prompt": index.get("force_zeros_for_empty_prompt", True),
-            "scheduler": {k: v for k, v in scheduler.items() if k != "_diffusers_version"},
-            "default_sampler": default_sampler(scheduler)}
-
-
-def _per_sample(value, n: int) -> list:
-    """One value per sample from a value for all or a list of n."""
-    return list(value) if isinstance(value, list) else [value] * n
-
-
 def _first_step(steps: int, strength: float) -> int:
     """diffusers' image-to-image start: the last ``int(strength * steps)`` steps run."""
     if not 0.0 < float(strength) <= 1.0:
@@ -367,10 +236,3 @@ def _binary_mask(mask: torch.Tensor, size) -> torch.Tensor:
                           f"{size[0]}x{size[1]}; give them the same size")
     gray = mask.float().mean(dim=1, keepdim=True)
     return (gray >= 0.5).float()
-
-
-def _posterior_sample(dist, generator: torch.Generator) -> torch.Tensor:
-    """A sample of a diagonal Gaussian posterior with noise from ``generator`` (on the CPU,
-    as diffusers' ``randn_tensor`` draws it for a CPU generator)."""
-    noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean)
-    return dist.mean + dist.std * noise
