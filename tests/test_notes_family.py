@@ -1,0 +1,161 @@
+"""End to end: a third-party *audio* family (tests/notes_plugin, installed for real by the
+``notes_plugin`` fixture) samples, writes WAV files, takes its declared option on the command
+line and finetunes on sound — with no change to genzoo's core."""
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from _notes import notes_plugin  # noqa: F401  (the fixture)
+from genzoo.cli import cli
+
+RATE, T = 8000, 4000  # the bundled model: 0.5 s at 8 kHz
+
+
+def run(*args: str):
+    """``genzoo ARGS`` in-process; the result (exit code, output)."""
+    return CliRunner().invoke(cli, list(args))
+
+
+def one_line_error(result) -> str:
+    """The CLI's error, checked to be one line with exit status 1 and no traceback."""
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def expected(n: int, **options) -> torch.Tensor:
+    """What the API samples (seed 0), quantised to 16-bit PCM like a WAV file."""
+    import genzoo
+    data = genzoo.load("notes-tiny").sample(n, seed=0, **options).data
+    return torch.round(data * 32767) / 32767
+
+
+def read(path: Path) -> tuple[torch.Tensor, int]:
+    """A WAV file, checked to be 16-bit PCM mono at 8 kHz, as ((1, T), rate)."""
+    from genzoo.modalities.audio import read_wav
+    with wave.open(str(path), "rb") as w:
+        assert (w.getsampwidth(), w.getnchannels(), w.getframerate()) == (2, 1, RATE)
+    return read_wav(path)
+
+
+def test_sample_writes_one_wav_of_every_note(notes_plugin, tmp_path):
+    out = tmp_path / "out.wav"
+    result = run("sample", "notes-tiny", "-n", "3", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    data, rate = read(out)
+    gap = RATE // 2  # the audio writer's 0.5 s of silence between samples
+    assert rate == RATE and data.shape == (1, 3 * T + 2 * gap)
+    want = expected(3)
+    for i in range(3):
+        got = data[:, i * (T + gap):i * (T + gap) + T]
+        assert torch.allclose(got, want[i], atol=1.5 / 32767)
+    assert float(data.min()) < -0.05 < 0.05 < float(data.max())  # the negative half survives
+    assert not data[:, T:T + gap].any()
+
+
+def test_sample_to_a_folder_and_an_npz(notes_plugin, tmp_path):
+    folder = tmp_path / "notes"
+    assert run("sample", "notes-tiny", "-n", "3", "-o", f"{folder}/").exit_code == 0
+    files = sorted(folder.iterdir())
+    assert [f.suffix for f in files] == [".wav"] * 3
+    want = expected(3)
+    for i, f in enumerate(files):
+        data, _ = read(f)
+        assert torch.allclose(data, want[i], atol=1.5 / 32767)
+    npz = tmp_path / "x.npz"
+    assert run("sample", "notes-tiny", "-n", "3", "-o", str(npz)).exit_code == 0
+    with np.load(npz, allow_pickle=False) as z:
+        assert int(z["sample_rate"]) == RATE and z["audios"].shape == (3, 1, T)
+        assert torch.allclose(torch.from_numpy(z["audios"]), want, atol=1 / 32767)
+
+
+def test_pitch_is_a_flag_from_the_declaration(notes_plugin, tmp_path):
+    import genzoo
+    model = genzoo.load("notes-tiny")
+    out = tmp_path / "p.npz"
+    assert run("sample", "notes-tiny", "-n", "4", "--pitch", "3", "-o", str(out)).exit_code == 0
+    with np.load(out, allow_pickle=False) as z:
+        audios = torch.from_numpy(z["audios"])
+    assert model.estimate_pitch(audios).tolist() == [3, 3, 3, 3]
+    drawn = model.sample(4, seed=0).data
+    assert model.estimate_pitch(drawn).tolist() != [3, 3, 3, 3]
+    per_sample = tmp_path / "q.npz"
+    assert run("sample", "notes-tiny", "-n", "2", "--pitch", "5,9", "-o",
+               str(per_sample)).exit_code == 0
+    with np.load(per_sample, allow_pickle=False) as z:
+        assert model.estimate_pitch(torch.from_numpy(z["audios"])).tolist() == [5, 9]
+    line = one_line_error(run("sample", "notes-tiny", "-n", "2", "--pitch", "12"))
+    assert "pitch" in line and "11" in line
+    info = json.loads(run("info", "notes-tiny", "--json").stdout)
+    assert {o["name"]: o["max"] for o in info["options"]}["pitch"] == 11
+
+
+def test_sample_i_depends_only_on_seed_and_i(notes_plugin):
+    import genzoo
+    model = genzoo.load("notes-tiny")
+    five = model.sample(5, seed=7).data
+    assert torch.allclose(five[:3], model.sample(3, seed=7, batch_size=2).data, atol=1e-6)
+    assert not torch.allclose(five[0], five[1])
+    mine = model.estimate_pitch(five[:2]).tolist()  # asking for its own pitch gives sample i
+    assert torch.allclose(model.sample(2, seed=7, pitch=mine).data, five[:2], atol=1e-6)
+
+
+def test_finetune_on_synthetic_notes_and_resume(notes_plugin, tmp_path):
+    import genzoo
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    args = ("finetune", "notes-tiny", "--data", "synthetic", "--steps", "4", "--lr", "0.01")
+    assert run(*args, "--out", str(whole)).exit_code == 0
+    first = run(*args, "--out", str(parts), "--stop-after", "2")
+    assert first.exit_code == 0, first.output
+    resumed = run(*args, "--out", str(parts), "--resume")
+    assert resumed.exit_code == 0, resumed.output
+    a, b = genzoo.load(str(whole)), genzoo.load(str(parts))
+    for (name, p), q in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(p, q), name
+    base = genzoo.load("notes-tiny")
+    assert not torch.equal(a.net[0].weight, base.net[0].weight)  # it trained
+    assert a.sample(2, seed=0).meta["sample_rate"] == RATE
+
+
+def test_finetune_reads_the_wavs_it_wrote(notes_plugin, tmp_path):
+    """Sound out, sound in: a folder of sampled WAVs and an .npz are training data."""
+    folder, npz = tmp_path / "wavs", tmp_path / "a.npz"
+    assert run("sample", "notes-tiny", "-n", "4", "-o", f"{folder}/").exit_code == 0
+    assert run("sample", "notes-tiny", "-n", "4", "-o", str(npz)).exit_code == 0
+    for data in (folder, npz):
+        result = run("finetune", "notes-tiny", "--data", str(data), "--steps", "2",
+                     "--out", str(tmp_path / f"run-{data.name}"), "--json")
+        assert result.exit_code == 0, result.output
+    import genzoo
+    model = genzoo.load("notes-tiny")
+    assert len(model.prepare_data(folder)) == 4 == len(model.prepare_data(npz))
+
+
+def test_finetune_bad_data_is_one_line(notes_plugin, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    stereo = tmp_path / "stereo"
+    stereo.mkdir()
+    with wave.open(str(stereo / "a.wav"), "wb") as w:
+        w.setnchannels(2), w.setsampwidth(2), w.setframerate(44100)
+        w.writeframes(b"\0" * 400)
+    no_audios = tmp_path / "x.npz"
+    np.savez(no_audios, images=np.zeros((2, 1, 8, 8), np.float32))
+    loud = tmp_path / "loud.npz"
+    np.savez(loud, audios=np.full((2, 1, 100), 3.0, np.float32))
+    cases = {str(tmp_path / "missing"): "no such file", str(empty): "no .wav files",
+             str(stereo): "mono at 8000 Hz", str(no_audios): "no 'audios' array",
+             str(loud): "in [-1, 1]", "mnist": "no such file"}
+    for data, says in cases.items():
+        line = one_line_error(run("finetune", "notes-tiny", "--data", data, "--steps", "2",
+                                  "--out", str(tmp_path / "run")))
+        assert says in line, line
+    assert not (tmp_path / "run" / "model.safetensors").exists()
