@@ -212,7 +212,8 @@ def download(names: tuple[str, ...], revision: str | None) -> None:
 @click.pass_context
 def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
     """List installed plugins (entry points of group "genzoo"): status, architectures, model
-    cards and feature networks each provides.
+    cards, feature networks and modalities (kinds of sample: image, text, audio ...) each
+    provides.
 
     A plugin that fails (at import, in a hook, or with a result of the wrong type) is shown
     with its error, one that lost a name to a plugin of higher precedence as "conflict"; neither
@@ -229,9 +230,10 @@ def plugins_cmd(ctx: click.Context, as_json: bool) -> None:
     else:
         rows = [[i["name"], i["distribution"] or "-", i["version"] or "-", i["status"],
                  ", ".join(i["architectures"]) or "-", ", ".join(i["cards"]) or "-",
-                 ", ".join(i["feature_nets"]) or "-", i["error"] or ""] for i in infos]
+                 ", ".join(i["feature_nets"]) or "-", ", ".join(i["modalities"]) or "-",
+                 i["error"] or ""] for i in infos]
         _table(rows, ["NAME", "DISTRIBUTION", "VERSION", "STATUS", "ARCHITECTURES", "CARDS",
-                      "FEATURES", "ERROR"])
+                      "FEATURES", "MODALITIES", "ERROR"])
     if (ctx.obj or {}).get("debug"):
         for p in found:
             if p.traceback:

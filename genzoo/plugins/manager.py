@@ -268,10 +268,16 @@ class PluginManager:
             raise PluginError(f"no installed plugin provides the modality {name!r} (known: "
                               f"{known}); install the plugin that defines it")
         info = found[name]
-        cls = self._import(info.plugin, f"modality {name!r}", info.target)
-        if not _subclass_of(cls, "genzoo.samples", "Modality") or cls.name != name:
-            raise PluginError(f"plugin {info.plugin!r}: {info.target} is not a "
-                              f"genzoo.samples.Modality subclass named {name!r}")
+        try:
+            cls = self._import(info.plugin, f"modality {name!r}", info.target)
+            if not _subclass_of(cls, "genzoo.samples", "Modality") or cls.name != name:
+                raise PluginError(f"plugin {info.plugin!r}: {info.target} is not a "
+                                  f"genzoo.samples.Modality subclass named {name!r}")
+        except PluginError as e:  # recorded against the plugin: `genzoo plugins` shows it
+            if info.plugin in self.infos:
+                self.record_error(info.plugin, str(e).removeprefix(f"plugin {info.plugin!r}: "),
+                                  e.__cause__ or e)
+            raise
         return cls
 
     def model_cards(self) -> list[tuple[str, dict[str, Any] | Path]]:
@@ -364,12 +370,19 @@ class PluginManager:
         return None
 
     def plugins(self) -> list[PluginInfo]:
-        """Every entry point seen, with its status. Architectures and feature nets are
-        collected first, so a hook that fails or loses a name shows here; cards show once the
-        catalog has been built (``genzoo.api.plugin_infos`` builds it first)."""
+        """Every entry point seen, with its status. Architectures, feature nets and modalities
+        are collected first (a modality's class is imported too: it is light, and one that
+        cannot be used should show before a model of it samples), so a hook or target that
+        fails or loses a name shows here; cards show once the catalog has been built
+        (``genzoo.api.plugin_infos`` builds it first)."""
         self.architectures()
         self.feature_nets()
-        self.modalities()
+        for name in self.modalities():  # their classes are light: a broken one shows here
+            try:
+                self.load_modality(name)
+            except PluginError:
+                if self.strict:
+                    raise
         return list(self.infos.values())
 
     def load_arch_class(self, arch: str,
