@@ -240,6 +240,28 @@ def model_info(name: str | os.PathLike[str], options: bool = True) -> dict[str, 
     return info
 
 
+def data_help(name: str | os.PathLike[str]) -> str | None:
+    """What ``finetune --data`` takes for the model ``name`` (a card name or a model folder):
+    its family's ``data_help`` class attribute (e.g. "a folder of WAV files or an .npz of
+    (n, channels, T) waveforms"), or None when it declares none or ``name`` cannot be
+    resolved without loading weights (then ``genzoo.engine.options.DATA_HELP`` applies)."""
+    from genzoo.errors import GenzooError
+    target = os.fspath(name)
+    try:
+        registry = get_registry()
+        if target in registry:
+            card = registry.get(target)
+            cls = plugins.load_arch_class(card.arch, card.package)
+        elif _is_dir(target) and not (Path(target) / ADAPTER_CONFIG).is_file():
+            cls = plugins.load_arch_class(detect_folder_arch(Path(target)))
+        else:
+            return None
+    except GenzooError:
+        return None
+    text = getattr(cls, "data_help", None)
+    return str(text) if text else None
+
+
 def option_schema(cls: type[GenerativeModel], sampling: dict[str, Any] | None = None,
                   folder: Path | None = None) -> list[dict[str, Any]]:
     """The sampling options as dicts (a card's ``sampling`` entries become the defaults);

@@ -6,23 +6,20 @@ measured, and license, base_model and datasets travel with a model through save,
 and push. A figure is a number the evaluation measured; the settings it was measured with
 (``n``, ``seed``, the reference set, the sampling options, facts of training) ride along
 as each result's ``metric_args``. The card's ``pipeline_tag`` and task tags follow what the
-model can do (its modality and conditions: ``card_task``); a family's own ``card_fields``
-win over them.
+model can do: its modality's ``pipeline_tags`` by its conditions (``card_task``); a family's
+own ``card_fields`` win over them. The usage snippet is the modality's (``Modality.usage``).
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Iterable
 
+from genzoo.samples import Modality, modality as modality_named
+
 #: Result keys that describe how a figure was measured rather than being one.
 SETTING_KEYS = frozenset({"n", "seed", "dtype", "feature", "reference", "reference_n", "data",
                           "iw_k", "eval_ctx", "eval_windows", "heldout_set", "train_set",
                           "val_chars", "tokens", "chars", "classes_covered_min_share"})
-#: What each modality's samples are, as the Hub names the task, for a model that takes no
-#: condition (the task of an evaluation's figures, which are measured without one).
-PIPELINE_TAGS = {"text": "text-generation", "image": "unconditional-image-generation"}
-#: The Hub task of a model whose samples a text ``prompt`` condition steers, by modality.
-PROMPT_TASKS = {"image": "text-to-image", "audio": "text-to-audio"}
 #: Tags a capability adds to a card (the Hub has no task for class-conditional generation:
 #: such a model says so in its tags rather than claiming "unconditional").
 CAPABILITY_TAGS = {"label": "class-conditional", "init": "image-to-image", "mask": "inpainting"}
@@ -46,7 +43,20 @@ def split_metrics(metrics: dict[str, Any],
     return figures, settings
 
 
-def eval_results(name: str, metrics: dict[str, Any], modality: str,
+def _spec(modality: str | Modality) -> Modality:
+    """A registered modality by name (or the ``Modality`` itself)."""
+    return modality_named(modality) if isinstance(modality, str) else modality
+
+
+def unconditional_task(modality: str | Modality) -> str:
+    """The task a model of ``modality`` performs given no condition, as the Hub names it
+    (``pipeline_tags[""]``), else its ``generation_tag``, else "other": the task of an
+    evaluation's figures, which are measured without a condition."""
+    spec = _spec(modality)
+    return spec.pipeline_tags.get("") or spec.generation_tag or "other"
+
+
+def eval_results(name: str, metrics: dict[str, Any], modality: str | Modality,
                  options: Iterable[str] = (), task: str | None = None) -> list:
     """``huggingface_hub.EvalResult``s of a flat metrics dict (see ``split_metrics``), for
     the card's ``task`` (default: the modality's unconditional task, which is how the common
@@ -54,27 +64,34 @@ def eval_results(name: str, metrics: dict[str, Any], modality: str,
     from huggingface_hub import EvalResult
     figures, settings = split_metrics(metrics, options)
     reference = str(settings.get("reference") or settings.get("data") or "samples")
-    return [EvalResult(task_type=task or PIPELINE_TAGS.get(modality, "other"),
+    return [EvalResult(task_type=task or unconditional_task(modality),
                        dataset_type=f"genzoo/{reference}", dataset_name=reference,
                        metric_type=key, metric_name=key, metric_value=value,
                        metric_args=settings or None)
             for key, value in figures.items()]
 
 
-def card_task(modality: str, capabilities: Iterable[str]) -> tuple[str | None, list[str]]:
-    """``(pipeline_tag, tags)`` of a model that makes ``modality`` and can be asked for
-    ``capabilities`` (its condition options, ``interpolate`` ...). The pipeline tag names
-    the main task: a ``prompt`` condition makes text-to-image (or -audio); a class-conditional
-    image model gets none (the Hub has no such task, and "unconditional" would be wrong) but
-    the ``image-generation`` and ``class-conditional`` tags. Secondary conditions only add
-    tags (``init``: image-to-image, ``mask``: inpainting)."""
+def card_task(modality: str | Modality,
+              capabilities: Iterable[str]) -> tuple[str | None, list[str]]:
+    """``(pipeline_tag, tags)`` of a model that makes ``modality`` (a name or a ``Modality``)
+    and can be asked for ``capabilities`` (its condition options, ``interpolate`` ...).
+
+    The pipeline tag names the main task, from the modality's ``pipeline_tags``: the first
+    entry whose condition the model takes (``""``: none needed) wins (a ``prompt`` makes
+    text-to-image, or text-to-audio). An entry of None means the Hub has no such task (a
+    class-conditional image model is not "unconditional"): no pipeline tag then, but the
+    modality's ``generation_tag``. Secondary conditions only add tags (``init``:
+    image-to-image, ``mask``: inpainting, ``label``: class-conditional)."""
+    spec = _spec(modality)
     caps = list(capabilities)
     tags = [CAPABILITY_TAGS[c] for c in caps if c in CAPABILITY_TAGS]
-    if "prompt" in caps and modality in PROMPT_TASKS:
-        return PROMPT_TASKS[modality], tags
-    if modality == "image" and "label" in caps:
-        return None, ["image-generation", *tags]
-    return PIPELINE_TAGS.get(modality, "feature-extraction"), tags
+    for condition, tag in spec.pipeline_tags.items():
+        if condition == "" or condition in caps:
+            if tag is not None:
+                return tag, tags
+            break
+    generation = [spec.generation_tag] if spec.generation_tag else []
+    return None, [*generation, *tags]
 
 
 def card_data(model, info: dict[str, Any]):
@@ -87,14 +104,15 @@ def card_data(model, info: dict[str, Any]):
     from huggingface_hub import ModelCardData
     name = info.get("name") or model.arch
     fields = dict(getattr(model, "card_fields", None) or {})
-    pipeline_tag, task_tags = card_task(model.modality, getattr(model, "capabilities", ()))
+    spec = model.sample_modality()
+    pipeline_tag, task_tags = card_task(spec, getattr(model, "capabilities", ()))
     for own in (fields, info):  # the family knows its task best (None: no pipeline_tag)
         if "pipeline_tag" in own:
             pipeline_tag = own["pipeline_tag"]
     tags = list(dict.fromkeys(["genzoo", model.family, *task_tags, *fields.get("tags", []),
                                *info.get("tags", [])]))
     options = model.options() if hasattr(model, "options") else {}
-    results = eval_results(name, info.get("metrics") or {}, model.modality, options,
+    results = eval_results(name, info.get("metrics") or {}, spec, options,
                            task=pipeline_tag)
     return ModelCardData(library_name="genzoo", license=info.get("license"), tags=tags,
                          pipeline_tag=pipeline_tag,
@@ -107,10 +125,7 @@ def render(model, info: dict[str, Any]) -> str:
     data = card_data(model, info)
     title = info.get("name") or model.arch
     body = info.get("summary") or f"A {model.family} model ({model.arch}) saved by genzoo."
-    if model.modality == "text":
-        call = 'samples = model.sample(3, prompt="Hello", seed=0)\nprint(samples.texts)'
-    else:
-        call = 'samples = model.sample(16, seed=0)\nsamples.save("samples.png")'
+    call = model.sample_modality().usage  # e.g. samples.save("samples.wav") for audio
     usage = f"```python\nimport genzoo\nmodel = genzoo.load(\"PATH_OR_REPO\")\n{call}\n```\n"
     lines = [f"- family: {model.family}", f"- arch: {model.arch}",
              f"- parameters: {model.num_parameters():,}"]
@@ -128,7 +143,7 @@ def read_card_data(readme: Path) -> dict[str, Any]:
     return ModelCard.load(readme, ignore_metadata_errors=True).data.to_dict()
 
 
-def write_metrics(readme: Path, metrics: dict[str, Any], name: str, modality: str,
+def write_metrics(readme: Path, metrics: dict[str, Any], name: str, modality: str | Modality,
                   options: Iterable[str] = ()) -> None:
     """Merge ``metrics`` into a README.md's ``model-index`` (a figure measured again replaces
     the old one), keeping the rest of the card; written atomically."""
@@ -149,4 +164,4 @@ def write_metrics(readme: Path, metrics: dict[str, Any], name: str, modality: st
 
 
 __all__ = ["split_metrics", "eval_results", "card_task", "card_data", "render", "read_card_data",
-           "write_metrics", "SETTING_KEYS", "PIPELINE_TAGS", "CAPABILITY_TAGS"]
+           "write_metrics", "unconditional_task", "SETTING_KEYS", "CAPABILITY_TAGS"]

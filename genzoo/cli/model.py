@@ -15,10 +15,10 @@ import click
 
 from genzoo.cli.complete import complete_model_name
 from genzoo.cli.echo import echo_json
-from genzoo.cli.options import ModelCommand, images_given, model_options
+from genzoo.cli.options import FinetuneCommand, ModelCommand, images_given, model_options
 from genzoo.devices import DTYPE_HELP
-from genzoo.engine.options import (FINETUNE_OPTIONS, LORA_METAVARS, LORA_OPTIONS, OUT, STEPS,
-                                   check_keywords)
+from genzoo.engine.options import (DATA_HELP, FINETUNE_OPTIONS, LORA_METAVARS, LORA_OPTIONS, OUT,
+                                   STEPS, check_keywords)
 from genzoo.errors import OptionError
 from genzoo.names import ADAPTER_CONFIG, WEIGHTS_NAME
 from genzoo.options import Option
@@ -31,15 +31,18 @@ if TYPE_CHECKING:  # torch-free at import: the name is for annotations only
                context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("model_name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
 @click.option("-n", "--num", "n", type=click.IntRange(min=1), default=None,
-              help="How many samples (default: 16 images, or 1 text that streams as it grows).")
+              help="How many samples (default: the model's modality says: 16 images, 4 "
+                   "audios, or 1 text that streams as it grows).")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Base seed; sample i depends only on (seed, i).")
 @click.option("--interpolate", "to_seed", type=int, default=None, metavar="SEED",
               help="Frames from sample 0 of --seed to sample 0 of SEED through the model's "
                    "latents (models that can interpolate; -n frames, default 8).")
 @click.option("-o", "--out", "out", default=None,
-              help="Where to write: x.png (a grid), dir/ (one file per sample), x.npz, x.txt. "
-                   "Default: NAME.png for images; texts are printed.")
+              help="Where to write, as the model's modality writes: dir/ (one file per "
+                   "sample), x.png (a grid) or x.npz for images, x.wav or x.npz for audio, "
+                   "x.txt or x.jsonl for texts. Default: NAME.png for images, NAME.wav for "
+                   "audio; texts are printed.")
 @click.option("-O", "--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A model option as KEY=VALUE (repeatable); the same as its --KEY flag.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
@@ -68,18 +71,18 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
         return  # an interpolation is a few frames: rank 0 alone makes them
     model = load(model_name, device=device, dtype=dtype, revision=revision)
     opts = model_options(model, ctx.args, options)
+    spec = model.sample_modality()
     if n is None:
         given = None if to_seed is not None else images_given(opts, model.required_conditions)
-        n = given or (1 if model.modality == "text" else 8 if to_seed is not None else 16)
-    if out is None and model.modality != "text":
-        out = f"{Path(model_name.rstrip('/')).name.split('@')[0]}.png"
-    streaming = model.modality == "text" and n == 1 and out is None and not as_json
+        n = given or (8 if to_seed is not None else spec.default_n)
+    out = out if out is not None else _default_out(spec, model_name)
+    streaming = spec.streams and n == 1 and out is None and not as_json
     if streaming and "stream" in model.options():
         opts["stream"] = lambda piece: click.echo(piece, nl=False)
     writer, failure = None, None
     try:  # fails early, before sampling, and on every rank when rank 0's output cannot open
         if out is not None and rank == 0:
-            writer = _open_writer(out, n, model.modality, to_seed is not None)
+            writer = _open_writer(out, n, spec, to_seed is not None)
     except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
         failure = e
     if to_seed is None:  # every rank samples: all stop if rank 0's output cannot open
@@ -98,7 +101,7 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
             meta = {k: v for k, v in batch.meta.items() if k != "start"}
             if writer is not None:
                 writer.write(batch)
-            if batch.kind == "text" and (as_json or writer is None):
+            if batch.texts is not None and (as_json or writer is None):
                 _show_texts(batch, n, streamed="stream" in opts, keep=texts if as_json else None)
         written = [str(p) for p in writer.close()] if writer is not None else []
     except BaseException:
@@ -112,10 +115,27 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
             as_json, out, streamed="stream" in opts)
 
 
-def _open_writer(out: str, n: int, modality: str, interpolating: bool) -> Any:
-    """The writer of ``genzoo sample``'s output (an interpolation's grid is one row)."""
+def _default_out(spec: Any, model_name: str) -> str | None:
+    """Where ``genzoo sample`` writes without ``-o``: NAME with the suffix of the modality's
+    ``default_output`` (NAME.png, NAME.wav; a folder NAME/ when it has none), or None where
+    the samples are printed (texts). A modality that can be neither printed (a tensor) nor
+    written by default is refused here, before the model samples."""
+    if spec.default_output is None:
+        if spec.holds != "list":
+            raise OptionError(f"{spec.plural} cannot be printed: name a file or folder with "
+                              f"-o (it takes {', '.join(spec.writers()) or 'a folder/'})")
+        return None
+    stem = Path(model_name.rstrip("/")).name.split("@")[0]
+    suffix = Path(spec.default_output).suffix
+    return f"{stem}{suffix}" if suffix else f"{stem}/"
+
+
+def _open_writer(out: str, n: int, spec: Any, interpolating: bool) -> Any:
+    """The writer of ``genzoo sample``'s output, from the modality ``spec``'s writers (an
+    interpolation's grid is one row); a suffix it has no writer for is one line listing
+    those it has, raised before any sampling."""
     from genzoo.writers import open_writer
-    return open_writer(out, n, modality, nrow=n if interpolating else None)
+    return open_writer(out, n, spec, nrow=n if interpolating else None)
 
 
 def _report(model: Any, model_name: str, n: int, seed: int, times: tuple[float, float],
@@ -127,15 +147,16 @@ def _report(model: Any, model_name: str, n: int, seed: int, times: tuple[float, 
     if as_json:
         payload = {"model": model_name, "n": n, "seed": seed, "seconds": seconds,
                    "sample_seconds": sample_seconds, "written": written, "meta": meta}
-        if model.modality == "text":
-            payload["texts"] = texts
+        if model.sample_modality().holds == "list":  # values JSON holds as they are
+            payload[model.sample_modality().plural] = texts
         echo_json(payload)
         return
     if streamed:
         click.echo()
     where = written[0] if len(written) == 1 else f"{len(written)} files in {out}" if written else ""
     click.echo(f"{n} samples from {model_name} in {seconds:.2f} s"
-               + (f" -> {where}" if where else ""), err=model.modality == "text")
+               + (f" -> {where}" if where else ""),
+               err=model.sample_modality().default_output is None)  # stdout holds samples
 
 
 def _show_texts(batch: Samples, n: int, streamed: bool, keep: list[str] | None) -> None:
@@ -178,10 +199,10 @@ def finetune_flags(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-@click.command("finetune")
+@click.command("finetune", cls=FinetuneCommand)
 @click.argument("model_name", metavar="NAME_OR_PATH", shell_complete=complete_model_name)
 @click.option("--data", required=True,
-              help="Training data: an image folder, .npz/.npy, 'mnist', or a text file/folder.")
+              help=DATA_HELP)
 @click.option("--steps", type=int, default=STEPS.default, show_default=True, help=STEPS.help)
 @click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help=OUT.help)
 @finetune_flags

@@ -46,6 +46,11 @@ def images_given(options: dict[str, Any], required: tuple[str, ...] = ()) -> int
     return max(counts) if counts else None
 
 
+def _named_model(ctx: click.Context) -> str | None:
+    """The first argument of the command line that is not a flag: the model it names."""
+    return next((a for a in ctx.meta.get("genzoo_args", []) if not a.startswith("-")), None)
+
+
 class ModelCommand(click.Command):
     """A command whose first argument names a model: its help also lists that model's own
     sampling options (``genzoo sample diffusion-mnist --help``), which click cannot know."""
@@ -56,7 +61,7 @@ class ModelCommand(click.Command):
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_help(ctx, formatter)
-        name = next((a for a in ctx.meta.get("genzoo_args", []) if not a.startswith("-")), None)
+        name = _named_model(ctx)
         if name is None:
             return
         from genzoo.api import model_info
@@ -71,3 +76,24 @@ class ModelCommand(click.Command):
         if rows:
             with formatter.section(f"Options of {name} (or -O KEY=VALUE)"):
                 formatter.write_dl(rows)
+
+
+class FinetuneCommand(click.Command):
+    """``genzoo finetune``: with a model named (``genzoo finetune NAME --help``) the help also
+    says what that model's family reads as ``--data`` (its ``data_help``), which click
+    cannot know; without one the help says it is whatever the family reads."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["genzoo_args"] = list(args)  # before --help exits, so help can name the model
+        return super().parse_args(ctx, args)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help(ctx, formatter)
+        name = _named_model(ctx)
+        if name is None:
+            return
+        from genzoo.api import data_help
+        text = data_help(name)
+        if text:
+            with formatter.section(f"Data of {name} (--data)"):
+                formatter.write_text(text)

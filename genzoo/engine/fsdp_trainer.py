@@ -22,7 +22,8 @@ from genzoo.engine.fsdp import (destroy_process_group, ensure_process_group, ful
                                 plain_state, refuse_unsupported, return_freed_buffers,
                                 set_gradient_sync, shard)
 from genzoo.engine.lora import adapter_of, load_adapter
-from genzoo.engine.parts import EMA, Batches, FinetuneResult, StageRunner, grid_samples
+from genzoo.engine.parts import (EMA, Batches, FinetuneResult, StageRunner, grid_samples,
+                                 samples_path)
 from genzoo.engine.sharded_checkpoint import load_sharded, save_sharded
 from genzoo.engine.trainer import Trainer
 from genzoo.errors import OptionError
@@ -102,7 +103,7 @@ class FsdpTrainer(Trainer):
                     self.model.save_pretrained(tmp)
                 samples = grid_samples(self._plain_copy(Path(tmp)))
             with self._writing():
-                samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
+                samples.save(samples_path(path, samples.spec()))
         del full
         torch.distributed.barrier()
 

@@ -18,6 +18,10 @@ from genzoo.devices import DTYPE_HELP, check_dtype
 from genzoo.errors import OptionError
 from genzoo.options import Option
 
+#: ``genzoo finetune --data``'s help: the family reads the data (its ``prepare_data``), so
+#: only the family can say what it takes (its ``data_help``, shown by ``--help`` with NAME).
+DATA_HELP = ("Training data: whatever the family's prepare_data reads (a path, a folder, a "
+             "dataset name); `genzoo finetune NAME --help` says what NAME takes.")
 
 @dataclass(frozen=True)
 class FinetuneOption(Option):

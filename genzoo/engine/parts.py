@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import nn
 
+from genzoo.engine.checkpoint import latest_checkpoint
 from genzoo.errors import OptionError, OutputError
 from genzoo.fsutil import LockHeld, atomic_write_text, exclusive_lock
-from genzoo.names import (CHECKPOINTS_DIR, LATEST_NAME, METRICS_NAME, RUN_LOCK, RUN_MARKER,
-                          TENSORBOARD_DIR)
+from genzoo.names import (CHECKPOINTS_DIR, CONFIG_NAME, LATEST_NAME, METRICS_NAME, RUN_LOCK,
+                          RUN_MARKER, TENSORBOARD_DIR)
 
 if TYPE_CHECKING:  # the engine sits below genzoo.model (model.finetune imports it)
     from genzoo.model import GenerativeModel
@@ -210,7 +211,11 @@ def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[
     silently. A fresh run into a folder holding an earlier run's checkpoints is refused too
     (its checkpoints would mix with ours) unless ``overwrite`` (they are removed) or
     ``resume``. One run per folder: an OS lock held until the block ends, released by the
-    kernel if the process dies, so a second run is refused naming the holder's pid."""
+    kernel if the process dies, so a second run is refused naming the holder's pid.
+
+    A run that fails (an error, Ctrl-C) before it wrote a checkpoint or its model leaves a
+    folder that was absent or empty as it found it: nothing half-made stays under the
+    user's name. A checkpoint, or a folder that held anything before, is kept."""
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {out} is a file, not a folder; choose another --out")
     ours = (out / RUN_MARKER).is_file() or (out / CHECKPOINTS_DIR / LATEST_NAME).is_file()
@@ -219,6 +224,7 @@ def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[
         shown = ", ".join(theirs[:4]) + (" ..." if len(theirs) > 4 else "")
         raise OutputError(f"--out {out} already holds files genzoo did not write ({shown}); "
                           "pass --overwrite to replace them or choose another --out")
+    existed, was_empty = out.is_dir(), not theirs
     out.mkdir(parents=True, exist_ok=True)
     try:
         with exclusive_lock(out / RUN_LOCK):
@@ -237,6 +243,31 @@ def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[
         holder = f"pid {e.pid}" if e.pid else "another process"
         raise OutputError(f"--out {out} is in use by another finetune ({holder}); wait for it "
                           "to finish or choose another --out") from None
+    except BaseException:
+        if was_empty and not _kept_work(out):
+            _undo_run_folder(out, existed)
+        raise
+
+
+def _kept_work(out: Path) -> bool:
+    """Whether ``out`` holds something a failed run should keep: a complete checkpoint
+    (resumable) or a saved model (config.json: the run got as far as saving)."""
+    return latest_checkpoint(out / CHECKPOINTS_DIR) is not None or (out / CONFIG_NAME).is_file()
+
+
+def _undo_run_folder(out: Path, existed: bool) -> None:
+    """Put a run folder back as the failed run found it: removed when it made it, emptied
+    when it was an empty folder (everything in it is then this run's)."""
+    with contextlib.suppress(OSError):
+        if not existed:
+            shutil.rmtree(out)
+            return
+        for child in list(out.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
 
 @dataclass
 class FinetuneResult:
@@ -270,7 +301,16 @@ def grid_samples(model: GenerativeModel) -> Any:
     return model.sample(16, seed=0, **({"distributed": "off"} if takes else {}))
 
 
+def samples_path(path: Path, spec: Any) -> Path:
+    """Where a training run writes ``spec``'s samples (``spec``: the model's
+    ``genzoo.samples.Modality``): ``path`` with the modality's first writer's suffix (a PNG
+    grid, a .txt, a WAV), or ``path`` itself as a folder of one ``sample_suffix`` file per
+    sample when the modality declares no writer."""
+    suffixes = list(spec.writers())
+    return path.with_suffix(suffixes[0]) if suffixes else path
+
+
 __all__ = ["StageRunner", "FinetuneResult", "output_error", "grid_samples", "EMA", "Batches",
            "lr_at", "to_device", "make_optimizer",
            "dist_env", "MetricsWriter", "claimed_run_folder", "frozen_keys", "RUN_MARKER",
-           "RUN_LOCK"]
+           "RUN_LOCK", "samples_path"]

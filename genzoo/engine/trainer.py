@@ -19,7 +19,7 @@ from genzoo.engine.checkpoint import (SHARDS_DIR, latest_checkpoint, load_checkp
                                       save_checkpoint)
 from genzoo.engine.parts import (EMA, Batches, FinetuneResult, MetricsWriter, StageRunner,
                                  dist_env, grid_samples, lr_at, make_optimizer, output_error,
-                                 to_device)
+                                 samples_path, to_device)
 from genzoo.errors import GenzooError, OptionError, TrainingDivergedError
 from genzoo.names import CHECKPOINTS_DIR, SAMPLES_DIR
 
@@ -262,7 +262,8 @@ class Trainer:
                                     "values")
 
     def _sample_grid(self, path: Path) -> None:
-        """Rank 0: a 16-sample grid (or texts) with the EMA weights, then the live ones back."""
+        """Rank 0: 16 samples with the EMA weights, written as the model's modality writes
+        them (``samples_path``: a PNG grid, texts, a WAV ...), then the live weights back."""
         if not self.is_main:
             return
         module = self.model.ema_module()
@@ -270,7 +271,7 @@ class Trainer:
         try:
             samples = grid_samples(self.model)
             with self._writing():
-                samples.save(path.with_suffix(".txt" if samples.kind == "text" else ".png"))
+                samples.save(samples_path(path, samples.spec()))
         finally:
             if backup is not None:
                 EMA.restore(module, backup)
