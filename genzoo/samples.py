@@ -183,6 +183,10 @@ class Modality:
     #: One sample as one file (``encode``): its suffix and HTTP content type.
     sample_suffix: ClassVar[str] = ".bin"
     content_type: ClassVar[str] = "application/octet-stream"
+    #: Whether ``genzoo serve`` answers the ``sample_suffix`` format with ONE sample's file
+    #: (``encode``, ``content_type``; the request must ask n = 1) rather than with the
+    #: writer of that suffix (audio: one ``audio/wav`` clip; images keep their PNG grid).
+    serve_single: ClassVar[bool] = False
     #: The model card's ``pipeline_tag`` by what conditions the model: ``""`` (nothing),
     #: ``"prompt"``, ``"image"``, ``"label"``; the first that applies wins.
     pipeline_tags: ClassVar[dict[str, str | None]] = {}

@@ -71,8 +71,15 @@ def test_model_info_has_options_and_capabilities(server):
     assert card["serving"]["formats"] == ["png", "npz", "json"]
     assert get(server.url + "/v1/models/gan-mnist")[1]["metrics"]["fd"] > 0
     _, text = get(server.url + "/v1/models/textlm-shakespeare")
+    # formats come from the modality: its writers' suffixes, then json (the default for texts)
     assert text["serving"] == {**text["serving"], "modality": "text", "stream": True,
-                               "formats": ["json"]}
+                               "formats": ["txt", "jsonl", "json"], "default_format": "json",
+                               "default_n": 1}
+    assert card["serving"]["default_format"] == "png" and card["serving"]["default_n"] == 16
+    assert card["serving"]["sample"] == {"key": "images", "html": '<img src="{src}" alt="{name}">',
+                                         "suffix": ".png", "content_type": "image/png",
+                                         "json": "file"}
+    assert text["serving"]["sample"]["json"] == "value"
 
 
 @pytest.mark.parametrize("name", ["nope", "/etc", "..%2F..%2Fetc", "hf:%2F%2Fx%2Fy"])
@@ -150,6 +157,22 @@ def test_png_npz_json_are_what_genzoo_sample_writes(server, tmp_path):
     files = sorted((tmp_path / "each").glob("*.png"))
     assert [base64.b64decode(p) for p in payload["images"]] == [f.read_bytes() for f in files]
     assert payload["meta"]["seed"] == 5 and payload["meta"]["steps"] == 4
+
+
+def test_text_txt_and_jsonl_are_what_genzoo_sample_writes(server, tmp_path):
+    url = server.url + "/v1/models/textlm-shakespeare/samples"
+    body = {"n": 2, "seed": 3, "options": {"prompt": "ROMEO:", "max_new_tokens": 30}}
+    status, txt, headers = request(url, json.dumps({**body, "format": "txt"}).encode())
+    assert status == 200 and headers["content-type"] == "text/plain; charset=utf-8"
+    result = CliRunner().invoke(cli, ["sample", "textlm-shakespeare", "-n", "2", "--seed", "3",
+                                      "--prompt", "ROMEO:", "--max-new-tokens", "30",
+                                      "-o", str(tmp_path / "t.txt")])
+    assert result.exit_code == 0, result.output
+    assert txt == (tmp_path / "t.txt").read_bytes()
+    status, lines, _ = request(url, json.dumps({**body, "format": "jsonl"}).encode())
+    rows = [json.loads(line) for line in lines.decode().splitlines()]
+    assert status == 200 and [r["index"] for r in rows] == [0, 1]
+    assert "\n\n".join(r["text"] for r in rows) + "\n" == txt.decode()
 
 
 def test_text_json_and_stream_equal_genzoo_sample(server):

@@ -100,6 +100,7 @@ class AudioModality(Modality):
     default_output = "samples.wav"
     sample_suffix = ".wav"
     content_type = "audio/wav"
+    serve_single = True  # over HTTP a WAV is one clip; several go as json or npz
     pipeline_tags = {"prompt": "text-to-audio", "": None}
     generation_tag = "audio-generation"
     usage = 'samples = model.sample(4, seed=0)\nsamples.save("samples.wav")'

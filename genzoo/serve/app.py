@@ -36,8 +36,9 @@ from starlette.routing import Route
 
 from genzoo.errors import GenzooError, OptionError, UnknownModelError
 from genzoo.samples import Samples
-from genzoo.serve.formats import (Limits, SampleRequest, check_caps, decode_images, json_payload,
-                                  npz_bytes, parse_request, png_grid)
+from genzoo.serve.formats import (JSON, Limits, SampleRequest, check_caps, decode_images,
+                                  default_format, file_bytes, holds_one, json_payload,
+                                  parse_request, served_formats)
 from genzoo.serve.body import ClientGone, read_json
 from genzoo.serve.body import HTTPError as _Error
 from genzoo.serve.body import disconnected as _disconnected
@@ -156,7 +157,7 @@ class App:
         """Load the model (once), check the request and its options: a queued job."""
         model = self.pool.get(name)
         limits = self.config.limits
-        req = parse_request(body, model.modality, limits)
+        req = parse_request(body, model.sample_modality(), limits)
         shape = model.config.get("image_shape")
         options = decode_images(model.options(), req.options, tuple(shape) if shape else None,
                                 limits.max_image_pixels)
@@ -259,32 +260,50 @@ class App:
 def model_info_of(name: str) -> dict[str, Any]:
     """``GET /v1/models/{name}``: the info dict of ``genzoo.model_info`` (the catalog card's
     fields, status, options schema, capabilities) plus ``serving``: modality, response
-    formats, streaming, conditions. (Not a "card": that word is the catalog entry's.)"""
+    formats (and the default one, ``n``'s default), streaming, conditions, and ``sample``:
+    how the gallery shows one (see ``sample_view``). (Not a "card": that word is the
+    catalog entry's.)"""
     from genzoo.plugins import manager as plugins
     from genzoo.api import model_info
+    from genzoo.samples import modality
     info = model_info(name)
     cls = plugins.load_arch_class(info["arch"])
+    spec = modality(cls.modality)
     schema = cls.sample_options
     from genzoo.options import build_schema
     options = build_schema(schema, cls.sample_defaults)
-    text = cls.modality == "text"
+    fmt = default_format(spec)
     info["serving"] = {
-        "modality": cls.modality, "formats": ["json"] if text else ["png", "npz", "json"],
-        "stream": any(o.type == "callable" and o.name == "stream" for o in options.values()),
-        "conditions": [o.name for o in options.values() if o.condition]}
+        "modality": spec.name, "formats": served_formats(spec), "default_format": fmt,
+        "default_n": 1 if holds_one(spec, fmt) else spec.default_n,
+        "stream": spec.streams and any(o.type == "callable" and o.name == "stream"
+                                       for o in options.values()),
+        "conditions": [o.name for o in options.values() if o.condition],
+        "sample": sample_view(spec)}
     return info
+
+
+def sample_view(spec: Any) -> dict[str, Any]:
+    """What the gallery needs to show one sample of modality ``spec`` from the ``json``
+    format: the response's key (``plural``), the ``gallery_html`` template, the file's
+    ``suffix`` and ``content_type`` (for ``{src}``, a data: URL, and ``{name}``), and
+    ``json``: ``"file"`` when ``to_json`` is the base64 of ``encode``'s file (the default),
+    ``"value"`` when the modality gives the value itself (texts), whose text then is the
+    file's content."""
+    from genzoo.samples import Modality
+    return {"key": spec.plural, "html": spec.gallery_html, "suffix": spec.sample_suffix,
+            "content_type": spec.content_type,
+            "json": "file" if type(spec).to_json is Modality.to_json else "value"}
 
 
 def _encode(samples: Samples, req: SampleRequest, name: str, seconds: float) -> Response:
     """The response in the requested format, with the provenance in a header as well."""
     provenance = json.dumps(samples.provenance())
     headers = {"X-Genzoo-Provenance": provenance.encode("ascii", "backslashreplace").decode()}
-    if req.format == "png":
-        return Response(png_grid(samples), media_type="image/png", headers=headers)
-    if req.format == "npz":
-        return Response(npz_bytes(samples), media_type="application/octet-stream",
-                        headers=headers)
-    return JSONResponse(json_payload(samples, name, req.n, req.seed, seconds))
+    if req.format == JSON:
+        return JSONResponse(json_payload(samples, name, req.n, req.seed, seconds))
+    data, media_type = file_bytes(samples, req.format)
+    return Response(data, media_type=media_type, headers=headers)
 
 
 def _event(kind: str, data: dict[str, Any]) -> str:

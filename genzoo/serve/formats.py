@@ -1,12 +1,17 @@
 """What goes over the wire: a sampling request checked, and samples encoded as ``genzoo sample``
-writes them (``png``: the grid, ``npz``: the same members, ``json``: a PNG per sample or the
-texts, with provenance). Torch-free at import."""
+writes them. The formats come from the model's modality (``genzoo.samples.Modality``), never
+from its name: each writer suffix (``png``: the image grid, ``npz``: the arrays, ``wav``,
+``txt``/``jsonl`` ...) answers the bytes ``genzoo sample -o x.SUFFIX`` writes; a modality that
+serves its ``sample_suffix`` alone (``serve_single``: audio's ``wav``) answers one sample's
+file; ``json`` is every modality's (``Modality.to_json`` per sample, with provenance).
+Torch-free at import."""
 from __future__ import annotations
 
 import base64
 import binascii
 import io
 import json
+import mimetypes
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -16,9 +21,10 @@ from typing import TYPE_CHECKING, Any
 from genzoo.errors import OptionError
 
 if TYPE_CHECKING:
-    from genzoo.samples import Samples
+    from genzoo.samples import Modality, Samples
 
-FORMATS = ("png", "npz", "json")
+#: The format every modality answers: ``Modality.to_json`` of each sample.
+JSON = "json"
 _KEYS = {"n", "seed", "options", "format", "stream"}
 #: How deeply a request body may nest: honest bodies nest a few levels; the bound keeps
 #: every later walk over the body (validation, logging, echoing) cheap and recursion-safe.
@@ -97,34 +103,77 @@ class SampleRequest:
     stream: bool
 
 
-def parse_request(body: Any, modality: str, limits: Limits) -> SampleRequest:
-    """The JSON body's fields checked (strict JSON types) against ``limits``; anything wrong is
-    a one-line ``OptionError`` (the server answers 422). The model options are checked later,
-    by the model's schema and then ``check_caps``."""
+def served_formats(spec: Modality) -> list[str]:
+    """The ``format`` values a model of modality ``spec`` answers, in the order listed: each
+    writer's suffix (``png``, ``npz``, ``wav`` ...), the ``sample_suffix`` when no writer
+    claims it (one sample's file), then ``json``."""
+    names = [suffix.lstrip(".") for suffix in spec.writers()]
+    alone = spec.sample_suffix.lstrip(".")
+    if alone and alone not in names and _encodes(spec):
+        names.append(alone)
+    return names + [JSON] if JSON not in names else names
+
+
+def _encodes(spec: Modality) -> bool:
+    """Whether the modality can write one sample as a file (overrides ``encode``)."""
+    from genzoo.samples import Modality
+    return type(spec).encode is not Modality.encode
+
+
+def holds_one(spec: Modality, fmt: str) -> bool:
+    """Whether ``fmt`` answers ONE sample's file (``encode``): the ``sample_suffix`` of a
+    modality that serves it alone (``serve_single``), or that no writer claims."""
+    suffix = "." + fmt
+    return suffix == spec.sample_suffix and (bool(getattr(spec, "serve_single", False))
+                                             or suffix not in spec.writers())
+
+
+def default_format(spec: Modality) -> str:
+    """The format of a request that names none: ``json`` for a modality holding a list of
+    values (texts), else its first writer's (images: the PNG grid; audio: one WAV)."""
+    formats = served_formats(spec)
+    return JSON if spec.holds == "list" else formats[0]
+
+
+def parse_request(body: Any, spec: Modality, limits: Limits) -> SampleRequest:
+    """The JSON body's fields checked (strict JSON types) against ``limits`` and what the
+    model's modality ``spec`` serves; anything wrong is a one-line ``OptionError`` (the
+    server answers 422). The model options are checked later, by the model's schema and
+    then ``check_caps``."""
     if not isinstance(body, dict):
         raise OptionError('the body must be a JSON object such as {"n": 4, "seed": 0}')
     unknown = sorted(set(body) - _KEYS)
     if unknown:
         raise OptionError(f"unknown field(s) {', '.join(map(repr, unknown))}; the body takes "
                           f"{', '.join(sorted(_KEYS))} (model options go in \"options\")")
-    n = body.get("n", 1 if modality == "text" else 16)
+    formats = served_formats(spec)
+    fmt = body.get("format", default_format(spec))
+    if not isinstance(fmt, str) or fmt not in formats:
+        raise OptionError(f"format {json.dumps(fmt)[:40]} is not served for {spec.plural}: "
+                          f"ask for one of {', '.join(formats)}")
+    one = holds_one(spec, fmt)
+    # a one-sample format without "n" means one sample, not the modality's usual batch
+    n = body.get("n", 1 if one else spec.default_n)
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= limits.max_n:
         raise OptionError(f"n must be a whole number from 1 to {limits.max_n}, got {n!r}")
+    if one and n != 1:
+        many = " or ".join(f'"{f}"' for f in formats if not holds_one(spec, f))
+        raise OptionError(f'format "{fmt}" holds one sample, asked for n = {n}: send n = 1, '
+                          f'or ask for "format": {many} to get {n} {spec.plural} at once')
     seed = body.get("seed", 0)
     options = body.get("options")
     options = {} if options is None else options
     if not isinstance(options, dict):  # [], 0, false and "" are not "no options"
         raise OptionError('"options" must be a JSON object of model options, got '
                           f"{json.dumps(options)[:40]}")
-    fmt = body.get("format", "json" if modality == "text" else "png")
-    if fmt not in FORMATS or (modality == "text" and fmt != "json"):
-        allowed = "json" if modality == "text" else ", ".join(FORMATS)
-        raise OptionError(f"format must be one of {allowed} for a {modality} model, got {fmt!r}")
     stream = body.get("stream", False)
     if not isinstance(stream, bool):  # 0, 1, "true" are not booleans
         raise OptionError(f'"stream" must be true or false, got {json.dumps(stream)[:40]}')
-    if stream and (modality != "text" or n != 1):
-        raise OptionError('"stream": true is for text models with n = 1')
+    if stream and not spec.streams:
+        raise OptionError(f'"stream": true is for models whose samples can be shown while '
+                          f"they are made; {spec.plural} cannot: leave it out")
+    if stream and n != 1:
+        raise OptionError(f'"stream": true takes n = 1, asked for n = {n}')
     return SampleRequest(n, seed, dict(options), fmt, bool(stream))
 
 
@@ -189,35 +238,42 @@ def check_image_size(name: str, raw: bytes, max_pixels: int = MAX_IMAGE_PIXELS) 
                           f"{max_pixels} pixels; send a smaller one")
 
 
-def png_grid(samples: Samples) -> bytes:
-    """The grid ``genzoo sample -o x.png`` writes: the same pixels and text chunks."""
-    from genzoo.writers import grid_array, png_bytes
-    return png_bytes(grid_array(samples.images), samples.provenance())
-
-
-def npz_bytes(samples: Samples) -> bytes:
-    """The file ``genzoo sample -o x.npz`` writes (written by its own writer, then read)."""
-    from genzoo.writers import NpzWriter
+def file_bytes(samples: Samples, fmt: str) -> tuple[bytes, str]:
+    """``samples`` in the file format ``fmt`` (not ``json``) and its content type: one
+    sample's ``encode``-d file for a one-sample format, else exactly what the modality's
+    writer for ``.fmt`` writes (``genzoo sample -o x.png`` / ``x.npz`` / ``x.wav`` ...)."""
+    spec = samples.spec()
+    suffix = "." + fmt
+    if holds_one(spec, fmt):
+        return spec.encode(samples, 0), spec.content_type
     with tempfile.TemporaryDirectory(prefix="genzoo-serve-") as tmp:
-        path = Path(tmp) / "samples.npz"
-        writer = NpzWriter(path, len(samples))
-        writer.write(samples)
-        writer.close()
-        return path.read_bytes()
+        path = Path(tmp) / f"samples{suffix}"
+        writer = spec.writers()[suffix](path, len(samples), None)
+        try:
+            writer.write(samples)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        return path.read_bytes(), content_type(spec, suffix)
+
+
+def content_type(spec: Modality, suffix: str) -> str:
+    """The HTTP content type of a ``suffix`` file: the modality's own for its
+    ``sample_suffix``, else the standard table's (Python's built-in one, not the machine's
+    files, so every server answers alike), else ``application/octet-stream``."""
+    if suffix == spec.sample_suffix:
+        return spec.content_type
+    guessed, _ = mimetypes.MimeTypes().guess_type("x" + suffix)
+    return guessed or "application/octet-stream"
 
 
 def json_payload(samples: Samples, name: str, n: int, seed: int, seconds: float) -> dict[str, Any]:
-    """The JSON response: one base64 PNG per image (as ``-o dir/`` writes each) or the texts,
-    with the provenance every sample carries."""
-    from genzoo.writers import grid_array, png_bytes
-    out: dict[str, Any] = {"model": name, "n": n, "seed": seed, "seconds": round(seconds, 4),
-                           "meta": {k: v for k, v in samples.meta.items() if k != "start"},
-                           "provenance": samples.provenance()}
-    if samples.kind == "text":
-        out["texts"] = list(samples.texts or [])
-        return out
-    provenance = samples.provenance()
-    out["images"] = [base64.b64encode(png_bytes(grid_array(samples.images[i:i + 1], 1, 0),
-                                                {**provenance, "index": str(i)})).decode()
-                     for i in range(len(samples))]
-    return out
+    """The JSON response: each sample as its modality's ``to_json`` value (a base64 PNG per
+    image as ``-o dir/`` writes each, a base64 WAV per audio, the texts themselves) under
+    the modality's plural (``images``, ``audios``, ``texts``), with the provenance."""
+    spec = samples.spec()
+    return {"model": name, "n": n, "seed": seed, "seconds": round(seconds, 4),
+            "meta": {k: v for k, v in samples.meta.items() if k != "start"},
+            "provenance": samples.provenance(),
+            spec.plural: [spec.to_json(samples, i) for i in range(len(samples))]}

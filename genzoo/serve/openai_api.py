@@ -69,15 +69,19 @@ class _Routes:
     def _model(self, name: str, route: str) -> tuple[Any, dict[str, Any]]:
         """The loaded model and its options schema, if it serves ``route`` (from what it
         declares: ``messages`` -> chat; a ``prompt`` string and text out -> completions;
-        images out -> images), else a 400 naming the route that would."""
+        images out -> images; asked of the modality's sample file type, never its name), else
+        a 400 naming the route that would."""
         name = self.state.pool.check(name)
         model = self.state.pool.get(name)
         options = model.options()
         if name not in self._serving:
             self._serving[name] = self.serving(name)["serving"]
-        images = "png" in self._serving[name]["formats"]
+        sample = self._serving[name]["sample"]
+        # OpenAI's images are base64 PNG files; its completions are plain text
+        images = sample["content_type"] == "image/png" and sample["json"] == "file"
+        text = sample["content_type"].startswith("text/plain")
         prompt = "prompt" in options and options["prompt"].type == "str"
-        serves = {"chat": "messages" in options, "completions": prompt and not images,
+        serves = {"chat": "messages" in options, "completions": prompt and text,
                   "images": images}
         if not serves[route]:
             other = [r for r, ok in serves.items() if ok]
@@ -147,7 +151,7 @@ class _Routes:
         job, samples = await self._run(request, req.model, body)
         from genzoo.serve.formats import json_payload
         pngs = (await run_in_threadpool(json_payload, samples, req.model, req.n, seed, 0.0))
-        data = [S.ImageData(b64_json=b) for b in pngs.get("images", [])]
+        data = [S.ImageData(b64_json=b) for b in pngs[samples.spec().plural]]
         return JSONResponse(S.ImagesResponse(created=int(time.time()), data=data).model_dump(
             exclude_none=True))
 

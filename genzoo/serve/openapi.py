@@ -61,11 +61,12 @@ def _genzoo_paths() -> dict[str, Any]:
     """genzoo's own routes: health, one model's card, drawing samples."""
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"},
             "description": "a model id from GET /v1/models"}
-    samples_ok = _json(S.SampleResponse, "png: the grid; npz: images and meta as genzoo "
-                       "sample -o x.npz; json: a PNG per sample or the texts; stream: "
-                       "text/event-stream")
-    samples_ok["content"].update({"image/png": {}, "application/octet-stream": {},
-                                  "text/event-stream": {}})
+    samples_ok = _json(S.SampleResponse, "json: each sample's JSON value under the "
+                       "modality's plural; a file format (serving.formats): the bytes genzoo "
+                       "sample -o x.FORMAT writes, or one sample's file, in the modality's "
+                       "content type; stream: text/event-stream")
+    # the file formats' content types depend on the modality (image/png, audio/wav ...)
+    samples_ok["content"].update({"*/*": {}, "text/event-stream": {}})
     return {
         "/healthz": {"get": {"summary": "liveness and counters", "security": [],
                              "responses": {"200": {"description": "ok"}}}},

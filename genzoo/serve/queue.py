@@ -261,7 +261,5 @@ def _joined(job: Job) -> Samples:
         values = [p.meta.get(key) for p in job.parts]
         meta[key] = [x for v in values for x in v] if all(isinstance(v, list) for v in values) \
             else values[0]
-    if job.parts[0].kind == "text":
-        return Samples(texts=[t for p in job.parts for t in p.texts or []], meta=meta)
-    import torch
-    return Samples(images=torch.cat([p.images for p in job.parts]), meta=meta)
+    first = job.parts[0]
+    return Samples(first.spec().concat([p.data for p in job.parts]), first.modality, meta)

@@ -238,18 +238,27 @@ class SampleRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    n: Optional[int] = Field(None, ge=1, description="samples (default 16 images, 1 text)")
+    n: Optional[int] = Field(None, ge=1, description="samples (default: the modality's, e.g. "
+                             "16 images, 1 text; 1 for a one-sample format such as wav)")
     seed: int = Field(0, ge=0)
     options: dict[str, Any] = Field(
         default_factory=dict, description="the model's sampling options (GET "
         "/v1/models/{name} lists them); image options take base64 PNG/JPEG strings")
-    format: Optional[Literal["png", "npz", "json"]] = None
-    stream: bool = Field(False, description="text models, n = 1: server-sent events "
-                                            "(piece..., then done)")
+    format: Optional[str] = Field(None, description=(
+        "one of the model's formats (GET /v1/models/{name}: serving.formats): json for every "
+        "modality; each file suffix its modality writes (images: png grid, npz; audio: wav "
+        "of one sample, npz; texts: txt, jsonl); default serving.default_format"))
+    stream: bool = Field(False, description="models whose samples stream (text), n = 1: "
+                                            "server-sent events (piece..., then done)")
 
 
 class SampleResponse(BaseModel):
-    """The JSON answer of a sampling request: a base64 PNG per image, or the texts."""
+    """The JSON answer of a sampling request (``"format": "json"``): besides these fields,
+    one list named for the modality's samples (``images``, ``audios``, ``texts`` ...; GET
+    /v1/models/{name}: serving.sample.key) holding each sample's JSON value: a base64 file
+    (PNG, WAV) or the value itself (a text)."""
+
+    model_config = ConfigDict(extra="allow")
 
     model: str
     n: int
@@ -257,8 +266,6 @@ class SampleResponse(BaseModel):
     seconds: float
     meta: dict[str, Any]
     provenance: dict[str, Any]
-    images: Optional[list[str]] = None
-    texts: Optional[list[str]] = None
 
 
 #: Every body, by the name ``/openapi.json`` files it under.

@@ -113,6 +113,33 @@ function showProvenance(table, provenance) {
   table.hidden = false;
 }
 
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+
+function escapeHTML(value) {
+  return String(value).replace(/[&<>"']/g, (c) => ESCAPES[c]);
+}
+
+// One sample as its modality's gallery_html (serving.sample): {src} a data: URL of its file,
+// {name} a name to download it as (NNNNN.suffix, as `genzoo sample -o dir/` names it), {text}
+// its JSON value; every substituted value is escaped, the template itself is the plugin's.
+function sampleHTML(sample, value, index) {
+  const text = typeof value === "string" ? value : JSON.stringify(value);
+  const type = sample.content_type.replace(/\s+/g, "");
+  const src = sample.json === "file" ? "data:" + type + ";base64," + value
+    : "data:" + type + "," + encodeURIComponent(text);  // a value that is the file's text
+  const vars = { src, text, name: String(index).padStart(5, "0") + sample.suffix };
+  return sample.html.replace(/\{(src|name|text)\}/g, (_, key) => escapeHTML(vars[key]));
+}
+
+function showSamples(grid, sample, values) {
+  grid.replaceChildren();
+  for (const [i, value] of values.entries()) {
+    const item = el("div", { class: "sample", title: "sample " + i, "data-index": String(i) });
+    item.innerHTML = sampleHTML(sample, value, i);
+    grid.appendChild(item);
+  }
+}
+
 // Text models with n = 1 stream: server-sent events read from the POST response.
 async function streamText(url, body, out) {
   const r = await fetch(url, { method: "POST", body: JSON.stringify(body),
@@ -157,12 +184,8 @@ async function generate(info, card) {
       result = await r.json();
       if (!r.ok) throw new Error(result.error || r.statusText);
     }
-    grid.replaceChildren();
-    for (const [i, png] of (result.images || []).entries()) {
-      grid.appendChild(el("img", { src: "data:image/png;base64," + png,
-                                   alt: "sample " + i, title: "sample " + i }));
-    }
-    if (result.texts) { text.textContent = result.texts.join("\n\n---\n\n"); text.hidden = false; }
+    showSamples(grid, info.serving.sample, result[info.serving.sample.key] || []);
+    text.hidden = true;  // the streamed view gives way to the samples themselves
     showProvenance(card.querySelector(".provenance"), result.provenance);
   } catch (e) {
     error.textContent = e.message; error.hidden = false;
@@ -196,9 +219,8 @@ function modelCard(info) {
     info.license, info.status].filter(Boolean).join(" · ");
   metricsTable(card.querySelector(".metrics"), info.metrics);
   const fields = card.querySelector(".fields");
-  const text = info.serving.modality === "text";
   optionField(fields, { name: "seed", type: "int", default: 0, min: 0, max: null, help: "sample i depends only on (seed, i)" });
-  optionField(fields, { name: "n", type: "int", default: text ? 1 : 16, min: 1, max: null, help: "how many samples" });
+  optionField(fields, { name: "n", type: "int", default: info.serving.default_n, min: 1, max: null, help: "how many samples" });
   for (const input of fields.querySelectorAll("[data-option]")) input.name = input.dataset.option, delete input.dataset.option;
   for (const opt of info.options || []) if (opt.name !== "batch_size") optionField(fields, opt);
   const form = card.querySelector("form");
