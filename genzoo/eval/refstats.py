@@ -46,7 +46,8 @@ def cache_dir() -> Path:
 
 
 def images_digest(images: torch.Tensor) -> str:
-    """sha256 of the images' shape and exact float32 pixel values."""
+    """sha256 of the samples' shape and exact float32 values (images' pixels, audio's
+    waveforms)."""
     t = images.detach().to("cpu", torch.float32).contiguous()
     h = hashlib.sha256(repr(tuple(t.shape)).encode())
     h.update(t.numpy().tobytes())
@@ -59,15 +60,22 @@ def gaussian_stats(features: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
 
 
-def reference_stats(images: torch.Tensor, source: str, net, use_cache: bool = True) -> RefStats:
-    """Statistics of ``images`` in ``net``'s feature space, from the cache when it holds them."""
-    key = hashlib.sha256(f"v{CACHE_VERSION}|{net.key}|{images_digest(images)}".encode()).hexdigest()
+def reference_stats(images: torch.Tensor, source: str, net, use_cache: bool = True,
+                    meta: dict | None = None) -> RefStats:
+    """Statistics of ``images`` (any modality's tensor of samples) in ``net``'s feature
+    space, from the cache when it holds them. ``meta`` is the samples' metadata (audio's
+    ``sample_rate``), handed to a net that takes it and part of the cache key when given (an
+    empty one leaves the key as it always was, so image statistics cached before stay valid)."""
+    from genzoo.eval.features import measure
+    tail = f"|{json.dumps(meta, sort_keys=True, default=str)}" if meta else ""
+    key = hashlib.sha256(f"v{CACHE_VERSION}|{net.key}|{images_digest(images)}{tail}"
+                         .encode()).hexdigest()
     stem = cache_dir() / f"{_slug(source)}--{_slug(net.name)}--{key[:20]}"
     if use_cache:
         hit = _read(stem, key, source)
         if hit is not None:
             return hit
-    feats, _ = net(images)
+    feats, _ = measure(net, images, meta)
     mu, sigma = gaussian_stats(feats)
     if len(feats) > MAX_FEATURE_ROWS:  # a fixed subset keeps cache files small
         g = torch.Generator().manual_seed(0)

@@ -8,11 +8,15 @@ from genzoo import hookimpl
 
 @hookimpl
 def genzoo_feature_nets():
-    """The zoo's MNIST classifier, whose features score every 28x28 digit model."""
+    """The zoo's MNIST classifier, whose features score every 28x28 digit model, and
+    ``logmel``, the spectral statistics that score audio."""
     return [{"name": "mnist", "target": "genzoo.eval.features:MnistFeatureNet",
              "summary": "small MNIST classifier (genzoo/eval/weights/mnist-features): 128-d "
                         "penultimate features and digit classes",
-             "input_shape": [1, 28, 28]}]
+             "input_shape": [1, 28, 28]},
+            {"name": "logmel", "target": "genzoo.eval.logmel:LogMelFeatureNet",
+             "summary": "log-mel spectrogram statistics of audio (no weights; NOT FAD, whose "
+                        "VGGish weights are not available offline)", "input_shape": None}]
 
 
 @hookimpl
