@@ -159,3 +159,9 @@ def test_finetune_bad_data_is_one_line(notes_plugin, tmp_path):
                                   "--out", str(tmp_path / "run")))
         assert says in line, line
     assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_a_picture_suffix_lists_the_audio_writers(notes_plugin, tmp_path):
+    line = one_line_error(run("sample", "notes-tiny", "-n", "2", "-o", str(tmp_path / "x.png")))
+    assert ".wav" in line and ".npz" in line, line
+    assert not (tmp_path / "x.png").exists()
