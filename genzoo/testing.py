@@ -47,7 +47,8 @@ class Conformance:
     - ``arch``: the architecture name to check (required);
     - ``config``: the config dict the model is built from (keep it tiny: tests stay fast);
     - ``data``: training data for the finetune check (a tensor, a path, or a callable taking
-      ``tmp_path`` or nothing); default: 16 smooth synthetic images, or a short text file;
+      ``tmp_path`` or nothing); default: 16 smooth synthetic samples shaped like the
+      model's (images, waveforms ...) in its modality's range, or a short text file;
     - ``finetune_steps`` / ``finetune_options``: steps and ``finetune`` keywords (lr, ...);
     - ``finetune_stages``: the optimizer stages whose loss must fall (default: all of them;
       a GAN may name only its discriminator);
@@ -75,7 +76,8 @@ class Conformance:
     The checks (one test each): ``test_registers_without_torch`` (no heavy module such as
     torch or numpy imported at registration), ``test_plugin_is_healthy``,
     ``test_class_contract``, ``test_save_load_round_trip`` (no pickle by name or content; load
-    calls no pickle), ``test_sample_shape_range_dtype``, ``test_per_sample_seeds``,
+    calls no pickle), ``test_sample_shape_range_dtype``, ``test_writers_round_trip``,
+    ``test_per_sample_seeds``,
     ``test_bad_options_raise_option_error``, ``test_option_values_raise_option_error``,
     ``test_config_drives_the_model``, ``test_cpu_fp32``, ``test_cuda_bf16``,
     ``test_bundled_cards_load``; and on one short finetune shared by the class:
@@ -144,9 +146,17 @@ class Conformance:
         c.check_save_load(self.make_model(), tmp_path / "model", monkeypatch)
 
     def test_sample_shape_range_dtype(self):
-        """generate() returns (n, C, H, W) floats in [0, 1] (or n strings); sample() wraps it."""
+        """generate() returns what the model's modality holds, checked by the modality
+        (images (n, C, H, W) in [0, 1], audio (n, channels, T) in [-1, 1] with its
+        sample_rate, n strings ...); sample() wraps it."""
         from genzoo.kit import conformance as c
         c.check_sample_output(self.make_model())
+
+    def test_writers_round_trip(self, tmp_path):
+        """Each writer the modality declares (.png, .wav, .npz, .txt ...) and a folder write
+        the samples: the files exist and are not empty; an .npz reads back equal."""
+        from genzoo.kit import writing as w
+        w.check_writers(self.make_model(), tmp_path)
 
     def test_per_sample_seeds(self):
         """Sample i depends only on (seed, i): prefixes and batch sizes do not change it."""
@@ -174,8 +184,9 @@ class Conformance:
         from genzoo.kit import learning as lr
         suite = cls()
         model = suite.make_model()
-        if model.modality != "image":
-            pytest.skip(f"{model.modality} samples have no pixels to compare with the data")
+        why_not = lr.probe_applies(model)
+        if why_not:
+            pytest.skip(why_not)
         if not cls.toward_data_steps:
             pytest.skip("toward_data_steps = 0")
         tmp = tmp_path_factory.mktemp("genzoo-probe")
@@ -190,7 +201,7 @@ class Conformance:
 
     def test_trained_output_in_range(self, genzoo_finetune_run, monkeypatch):
         """After finetuning, and after reloading the result, generate()'s raw output is in
-        [0, 1] (sample() clamps, so only generate shows it)."""
+        its modality's range (sample() clamps, so only generate shows it)."""
         from genzoo.kit import train as t
         t.check_trained_output(genzoo_finetune_run, monkeypatch)
 

@@ -50,18 +50,20 @@ def test_cli_config_accepts_json_or_a_file(tmp_path):
 
 
 # ---- the checks on conforming models --------------------------------------------------------
-@pytest.mark.parametrize("arch", ["kit-image", "kit-labels", "kit-text"])
+@pytest.mark.parametrize("arch", ["kit-image", "kit-labels", "kit-text", "kit-audio"])
 def test_conforming_models_pass_every_check(kit, arch, tmp_path):
     from genzoo.kit import conformance as c
     from genzoo.kit import config as cc
     from genzoo.kit import devices as d
     from genzoo.kit import train as t
+    from genzoo.kit import writing as w
     c.check_registration(arch)
     c.check_plugin_health(arch)
     c.check_class_contract(arch)
     with pytest.MonkeyPatch.context() as mp:  # it forbids pickle until the end of the block
         c.check_save_load(c.make_model(arch, {}), tmp_path / "saved", mp)
     c.check_sample_output(c.make_model(arch, {}))
+    w.check_writers(c.make_model(arch, {}), tmp_path / "written")
     c.check_seeds(c.make_model(arch, {}))
     d.check_cpu_fp32(c.make_model(arch, {}))
     c.check_bad_options(c.make_model(arch, {}))
@@ -291,7 +293,7 @@ def test_command_line_opt_in(kit, pytester):
     args = [*_kit_plugin_args(), "-q", "--genzoo-arch", "kit-image",
             "--genzoo-config", '{"hidden": 8}']
     result = pytester.runpytest_inprocess(*args, "--co")
-    assert "21 tests collected" in result.stdout.str()
+    assert "22 tests collected" in result.stdout.str()
     result = pytester.runpytest_inprocess(*args, "-k", "class_contract or bad_options")
     assert _outcomes(result) == {"passed": 2}
     result = pytester.runpytest_inprocess(*_kit_plugin_args(), "--genzoo-arch", "kit-image",
@@ -306,10 +308,10 @@ def test_command_line_opt_in_keeps_the_projects_testpaths(kit, pytester):
                            "test_stray": "def test_stray():\n    pass\n"})
     args = [*_kit_plugin_args(), "-q", "--co", "--genzoo-arch", "kit-image"]
     result = pytester.runpytest_inprocess(*args)
-    assert "21 tests collected" in result.stdout.str() and "test_stray" not in result.stdout.str()
+    assert "22 tests collected" in result.stdout.str() and "test_stray" not in result.stdout.str()
     pytester.makeini("[pytest]\ntestpaths = tests\n")
     result = pytester.runpytest_inprocess(*args)
-    assert "22 tests collected" in result.stdout.str(), result.stdout.str()
+    assert "23 tests collected" in result.stdout.str(), result.stdout.str()
     result.stdout.fnmatch_lines(["*tests/test_own.py::test_own"])
     result = pytester.runpytest_inprocess(*_kit_plugin_args(), "-q", "--genzoo-arch", "kit-image",
                                           "-k", "finetune_lowers or trained_ or updates_staged or "

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 import torch
 
-from genzoo.kit.conformance import _assert_same
+from genzoo.kit.conformance import _assert_same, _first
 from genzoo.kit.learning import image_shape, required_values
 from genzoo.model import GenerativeModel
 
@@ -41,10 +41,9 @@ def check_conditions(model: GenerativeModel) -> None:
         assert len(frames) == 3, f"interpolate(5, 6, 3) gave {len(frames)} frames"
         _assert_same(_first(frames, 1), model.sample(1, seed=5, **first), 1e-5,
                      "between interpolate's first frame and sample 0 of its seed")
-        last = type(frames)(images=frames.images[2:]) if frames.kind == "image" else None
-        if last is not None:
-            _assert_same(last, model.sample(1, seed=6, **second), 1e-5,
-                         "between interpolate's last frame and sample 0 of the target seed")
+        last = type(frames)(frames.data[2:], frames.modality, frames.meta)
+        _assert_same(last, model.sample(1, seed=6, **second), 1e-5,
+                     "between interpolate's last frame and sample 0 of the target seed")
 
 
 def _condition_values(model: GenerativeModel, opt) -> Any:
@@ -57,9 +56,3 @@ def _condition_values(model: GenerativeModel, opt) -> Any:
         hi = int(opt.max) if opt.max is not None else lo + 2
         return [lo + i % (hi - lo + 1) for i in range(3)]
     return None
-
-
-def _first(samples, k: int):
-    if samples.kind == "text":
-        return type(samples)(texts=samples.texts[:k])
-    return type(samples)(images=samples.images[:k])

@@ -6,6 +6,7 @@ Imported only when a conformance test runs, so importing torch here is fine.
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -17,10 +18,11 @@ from typing import Any
 import pytest
 import torch
 
-from genzoo.kit.learning import image_shape, required_values, with_labels
+from genzoo.kit.learning import required_values, sample_shape, with_labels
 from genzoo.plugins import manager as plugins
 from genzoo.errors import GenzooError, OptionError
 from genzoo.model import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, GenerativeModel
+from genzoo.samples import Samples
 from genzoo.seeding import sample_generators
 from genzoo.engine.train import DEFAULTS as ENGINE_DEFAULTS
 
@@ -53,20 +55,31 @@ def make_model(arch: str, config: dict[str, Any]) -> GenerativeModel:
 
 
 def default_data(model: GenerativeModel, tmp_path: Path):
-    """16 smooth synthetic images shaped like the model's samples (labelled, classes 0-2,
-    where the model takes ``label``: a class-conditional family then trains its labels), or
-    a short text file."""
-    if model.modality == "text":
+    """The finetune checks' data, shaped by the model's modality: for a tensor modality 16
+    smooth synthetic samples shaped like the model's own (``sample_shape``) in the
+    modality's ``value_range`` (labelled, classes 0-2, where the model takes ``label``: a
+    class-conditional family then trains its labels); for a list modality a short text file.
+    A family whose ``prepare_data`` reads neither sets the Conformance class's ``data``."""
+    spec = model.sample_modality()
+    if spec.holds == "list":
         path = Path(tmp_path) / "kit-text.txt"
         path.write_text("the quick brown fox jumps over the lazy dog.\n" * 60)
         return str(path)
-    c, h, w = image_shape(model)
+    shape = sample_shape(model)
     g = torch.Generator().manual_seed(1234)
-    centre = torch.rand(16, 2, generator=g) * 0.6 + 0.2
-    ys = torch.linspace(0, 1, h).view(1, h, 1)
-    xs = torch.linspace(0, 1, w).view(1, 1, w)
-    blobs = torch.exp(-((ys - centre[:, :1, None]) ** 2 + (xs - centre[:, 1:, None]) ** 2) / 0.02)
-    return with_labels(model, blobs.unsqueeze(1).expand(16, c, h, w).contiguous())
+    if len(shape) >= 3:  # a field (C, H, W ...): gaussian blobs over its last two axes
+        h, w = shape[-2:]
+        centre = torch.rand(16, 2, generator=g) * 0.6 + 0.2
+        ys = torch.linspace(0, 1, h).view(1, h, 1)
+        xs = torch.linspace(0, 1, w).view(1, 1, w)
+        unit = torch.exp(-((ys - centre[:, :1, None]) ** 2 + (xs - centre[:, 1:, None]) ** 2)
+                         / 0.02).view(16, *[1] * (len(shape) - 2), h, w)
+    else:  # a signal (channels, T) or a vector: a few cycles of a sine, random phase
+        t = torch.linspace(0, 1, shape[-1]).view(1, -1)
+        phase = torch.rand(16, 1, generator=g) * 2 * math.pi
+        unit = (0.5 + 0.4 * torch.sin(2 * math.pi * 4 * t + phase)).view(16, *[1] * (len(shape) - 1), -1)
+    lo, hi = spec.value_range or (0.0, 1.0)
+    return with_labels(model, (lo + (hi - lo) * unit.expand(16, *shape)).contiguous())
 
 
 # ---- registration -----------------------------------------------------------------------
@@ -137,7 +150,7 @@ def check_class_contract(arch: str) -> None:
     if cls.family != registered.family:
         raise AssertionError(f"{cls.__name__}.family is {cls.family!r}, registered as "
                              f"{registered.family!r}")
-    assert cls.modality in ("image", "text"), f"modality must be 'image' or 'text', not {cls.modality!r}"
+    check_modality_registered(cls)
     assert isinstance(cls.sample_defaults, dict) and isinstance(cls.train_defaults, dict)
     extra = set(cls.train_defaults) - TRAIN_KEYS
     assert not extra, f"train_defaults has keys the engine ignores: {sorted(extra)}; " \
@@ -154,6 +167,16 @@ def check_class_contract(arch: str) -> None:
     own_loss = cls.training_loss is not GenerativeModel.training_loss
     own_stages = cls.train_stages is not GenerativeModel.train_stages
     assert own_loss or own_stages, f"{cls.__name__} must implement training_loss() or train_stages()"
+
+
+def check_modality_registered(cls: type[GenerativeModel]) -> None:
+    """The class's ``modality`` names a registered modality (first-party image, text,
+    audio, or one a plugin adds through the ``genzoo_modalities`` hook)."""
+    from genzoo.plugins.modalities import modality_names
+    names = modality_names()
+    assert cls.modality in names, (
+        f"{cls.__name__}.modality is {cls.modality!r}, which no installed plugin registers "
+        f"(registered: {', '.join(names)}); register it with the genzoo_modalities hook")
 
 
 # ---- the on-disk format -----------------------------------------------------------------
@@ -245,44 +268,62 @@ def _generate(model: GenerativeModel, n: int, seed: int = 0):
 
 
 def check_sample_output(model: GenerativeModel) -> None:
-    """``generate`` honours its contract, and ``sample`` returns a Samples of n items."""
+    """``generate`` honours its modality's contract (``Modality.check``: layout, dtype,
+    range, metadata; for a list modality n values), and ``sample`` returns a Samples of n
+    items on the CPU, shaped as ``generate``'s output."""
+    spec = model.sample_modality()
     out = _generate(model, 3)
     samples = model.sample(3, seed=0, **required_values(model, 3))
     assert len(samples) == 3, f"sample(3) returned {len(samples)} items"
-    if model.modality == "text":
-        assert isinstance(out, list) and len(out) == 3 and all(isinstance(t, str) for t in out), \
-            f"generate must return a list of n strings for text, got {type(out).__name__}"
-        assert samples.kind == "text"
+    spec.check(samples)
+    if spec.holds == "list":
+        assert isinstance(out, list) and len(out) == 3, \
+            f"generate must return a list of n {spec.plural}, got {type(out).__name__}"
+        spec.check(Samples(list(out), spec.name, samples.meta))  # the values' own types
         return
-    assert isinstance(out, torch.Tensor) and out.ndim == 4 and out.shape[0] == 3, \
-        f"generate must return an (n, C, H, W) tensor, got {getattr(out, 'shape', type(out))}"
+    assert isinstance(out, torch.Tensor) and out.shape[0] == 3 and \
+        (not spec.layout or out.ndim == len(spec.layout)), (
+            f"generate must return an ({', '.join(spec.layout)}) tensor of {spec.plural}, got "
+            f"{getattr(out, 'shape', type(out))}")
     assert out.dtype == torch.float32, f"in fp32 mode generate returned {out.dtype}"
-    check_raw_range(out, "on a fresh model")
+    check_raw_range(out, "on a fresh model", spec)
     shape = model.config.get("image_shape")
     if shape:
         assert list(out.shape[1:]) == [int(s) for s in shape], \
-            f"images are {tuple(out.shape[1:])}, config image_shape is {shape}"
-    assert samples.images.dtype == torch.float32 and samples.images.device.type == "cpu"
-    assert tuple(samples.images.shape) == tuple(out.shape)
+            f"samples are {tuple(out.shape[1:])}, config image_shape is {shape}"
+    assert samples.data.device.type == "cpu"
+    assert tuple(samples.data.shape) == tuple(out.shape)
 
 
-def check_raw_range(out, when: str) -> None:
-    """``generate``'s own output (before ``sample`` clamps it) is finite and in [0, 1]."""
+def check_raw_range(out, when: str, spec=None) -> None:
+    """``generate``'s own output (before ``sample`` clamps it) is finite and in the
+    modality's ``value_range`` (``spec``: the model's ``Modality``; [0, 1] when not given)."""
     if not isinstance(out, torch.Tensor):
-        return  # text
+        return  # a list modality's values have no range
     assert torch.isfinite(out).all(), f"generate returned NaN or Inf {when}"
+    rng = spec.value_range if spec is not None else (0.0, 1.0)
+    if rng is None:
+        return
     lo, hi = float(out.min()), float(out.max())
-    assert lo >= -1e-6 and hi <= 1 + 1e-6, (
-        f"images must lie in [0, 1]; generate returned [{lo:.4g}, {hi:.4g}] {when} "
-        "(sample() clamps, so squash the output in generate, e.g. sigmoid or clamp)")
+    plural = spec.plural if spec is not None else "images"
+    assert lo >= rng[0] - 1e-6 and hi <= rng[1] + 1e-6, (
+        f"{plural} must lie in [{rng[0]:g}, {rng[1]:g}]; generate returned [{lo:.4g}, {hi:.4g}] "
+        f"{when} (sample() clamps, so squash the output in generate, e.g. "
+        f"{'tanh' if rng[0] < 0 else 'sigmoid'} or clamp)")
+
+
+def _first(samples, k: int):
+    """The first ``k`` of ``samples`` (any modality), with their metadata."""
+    return Samples(samples.data[:k], samples.modality, samples.meta)
 
 
 def _assert_same(a, b, atol: float, what: str) -> None:
-    if a.kind == "text":
-        assert list(a.texts) == list(b.texts), f"texts differ {what}"
+    plural = a.spec().plural
+    if isinstance(a.data, list):
+        assert list(a.data) == list(b.data), f"{plural} differ {what}"
         return
-    assert a.images.shape == b.images.shape, f"shapes differ {what}"
-    diff = float((a.images - b.images).abs().max()) if a.images.numel() else 0.0
+    assert a.data.shape == b.data.shape, f"shapes differ {what}"
+    diff = float((a.data - b.data).abs().max()) if a.data.numel() else 0.0
     assert diff <= atol, f"samples differ {what} (max |diff| {diff:.3g} > {atol})"
 
 
@@ -306,21 +347,20 @@ def check_seeds(model: GenerativeModel, atol: float = 1e-5, merged: str = "close
     _assert_same(model.sample(5, seed=7, batch_size=one or 5, **given5), full, 0.0, "between "
                  "identical calls; draw all randomness from the generators passed to generate()")
     head = model.sample(3, seed=7, batch_size=one or 2, **given3)
-    first = type(full)(images=full.images[:3] if full.kind == "image" else None,
-                       texts=full.texts[:3] if full.kind == "text" else None)
+    first = _first(full, 3)
     _assert_same(head, first, 0.0 if merged == "exact" else atol, "between sample(5, seed=7) "
                  f"and the first 3 of sample(3, seed=7, batch_size={one or 2}): sample i must "
                  "depend only on (seed, i)" + ("" if one else "; if merged batches may "
                  "differ (discrete outputs), set merged_batches = 'differ' on the Conformance "
                  "class"))
     other = model.sample(5, seed=8, batch_size=5, **given5)
-    if full.kind == "text":
-        assert full.texts != other.texts, "seeds 7 and 8 gave identical texts"
+    if isinstance(full.data, list):
+        assert full.data != other.data, f"seeds 7 and 8 gave identical {full.spec().plural}"
         return
     assert getattr(model, "required_conditions", ()) or \
-        not torch.equal(full.images, other.images), \
+        not torch.equal(full.data, other.data), \
         "seeds 7 and 8 gave identical samples"
-    assert not torch.equal(full.images[0], full.images[1]), \
+    assert not torch.equal(full.data[0], full.data[1]), \
         "samples 0 and 1 are identical: use generators[i] for sample i's randomness"
 
 

@@ -13,15 +13,15 @@ from genzoo.model import GenerativeModel
 
 
 def check_cpu_fp32(model: GenerativeModel) -> None:
-    """Explicit CPU/fp32: parameters on CPU in float32, autocast off, float32 samples."""
+    """Explicit CPU/fp32: parameters on CPU in float32, autocast off, samples its modality
+    accepts (``Modality.check``: float32 tensors, ...)."""
     model.to_device("cpu", "fp32")
     assert model.autocast_dtype is None, "dtype='fp32' must leave autocast off"
     for name, p in model.named_parameters():
         assert p.device.type == "cpu", f"{name} is on {p.device}"
         assert p.dtype == torch.float32, f"{name} is {p.dtype}; keep parameters in float32"
     samples = model.sample(2, seed=0, **required_values(model, 2))
-    if samples.kind == "image":
-        assert samples.images.dtype == torch.float32
+    model.sample_modality().check(samples)
 
 
 def require_cuda() -> None:
@@ -31,17 +31,17 @@ def require_cuda() -> None:
 
 
 def check_cuda_bf16(model: GenerativeModel, data, out: Path) -> None:
-    """On CUDA in bf16 (when supported): finite samples in range on the CPU, and two finite
-    finetune steps under bf16 autocast."""
+    """On CUDA in bf16 (when supported): finite samples on the CPU that their modality
+    accepts (``Modality.check``: dtype, layout, range), and two finite finetune steps under
+    bf16 autocast."""
     from genzoo.engine.train import finetune
     dtype = "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     model.to_device("cuda", dtype)
     assert model.device.type == "cuda"
     samples = model.sample(2, seed=0, **required_values(model, 2))
-    if samples.kind == "image":
-        imgs = samples.images
-        assert imgs.device.type == "cpu" and imgs.dtype == torch.float32
-        assert torch.isfinite(imgs).all() and imgs.min() >= 0 and imgs.max() <= 1
+    samples.spec().check(samples)
+    if isinstance(samples.data, torch.Tensor):
+        assert samples.data.device.type == "cpu" and torch.isfinite(samples.data).all()
     result = finetune(model, data, steps=2, out=out, batch_size=4, progress=False, device="cuda",
                       dtype=dtype)
     assert all(math.isfinite(v) for k, v in result.metrics.items() if k.startswith("loss"))

@@ -14,8 +14,11 @@ where the model takes labels) and compares its samples with that data before and
   bright model misses it by 0.2 or more).
 
 The probe data is mid-grey on purpose: a scale or an inversion moves its mean well past the
-tolerance, which sparse, mostly black data would hide. Text has no pixels: the check skips.
-Imported only when a conformance test runs.
+tolerance, which sparse, mostly black data would hide. The probe is a 2-D field: it runs on
+modalities whose layout has two trailing axes to draw it on (``probe_applies``: images); a
+list of values (texts) or a signal (audio (n, channels, T), which a family may synthesise
+from a few parameters that no ramp fits) skips it. Imported only when a conformance test
+runs.
 """
 from __future__ import annotations
 
@@ -47,12 +50,29 @@ class ProbeRun:
     steps: int
 
 
-def image_shape(model: GenerativeModel) -> tuple[int, int, int]:
-    """The (C, H, W) of the model's images: config ``image_shape``, else one sample's."""
+def sample_shape(model: GenerativeModel) -> tuple[int, ...]:
+    """The shape of one of the model's samples (a tensor modality's, without n): config
+    ``image_shape``, else one sample's."""
     shape = model.config.get("image_shape")
     if shape:
         return tuple(int(s) for s in shape)
-    return tuple(model.sample(1, seed=0).images.shape[1:])
+    return tuple(model.sample(1, seed=0).data.shape[1:])
+
+
+def image_shape(model: GenerativeModel) -> tuple[int, ...]:
+    """The (C, H, W) of the images an image-typed option of the model takes (init, mask):
+    config ``image_shape``, else one sample's (see ``sample_shape``)."""
+    return sample_shape(model)
+
+
+def probe_applies(model: GenerativeModel) -> str | None:
+    """Why the probe cannot run on ``model``'s modality (None when it can): it needs a
+    tensor with a 2-D field, (n, C, H, W)."""
+    spec = model.sample_modality()
+    if spec.holds == "list" or len(spec.layout) < 4:
+        return (f"{spec.plural} ({', '.join(spec.layout) or 'a list'}) have no 2-D field to "
+                "compare with the probe's gradient")
+    return None
 
 
 def required_values(model: GenerativeModel, n: int,
@@ -124,11 +144,11 @@ def run_probe(model: GenerativeModel, out: Path, steps: int = 100,
     from genzoo.engine.train import finetune
     images = probe_images(model)
     given = required_values(model, PROBE_SAMPLES, images)
-    before = model.sample(PROBE_SAMPLES, seed=0, **given).images
+    before = model.sample(PROBE_SAMPLES, seed=0, **given).data
     options = {"batch_size": len(images), **(options or {})}
     finetune(model, with_labels(model, images), steps=steps, out=out, progress=False,
              log_every=steps, device="cpu", **options)
-    return ProbeRun(images, before, model.sample(PROBE_SAMPLES, seed=0, **given).images, steps)
+    return ProbeRun(images, before, model.sample(PROBE_SAMPLES, seed=0, **given).data, steps)
 
 
 def _correlation(a: torch.Tensor, b: torch.Tensor) -> float:

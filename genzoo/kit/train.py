@@ -4,7 +4,7 @@ A single :func:`run_finetune` per checked class feeds every check here (the kit 
 class-scoped fixture), so the stricter checks cost no extra training:
 
 - the loss of each named stage falls, and the saved folder loads (:func:`check_loss_lowered`);
-- ``generate``'s raw output stays in [0, 1] after training and after reloading the trained
+- ``generate``'s raw output stays in its modality's range after training and after reloading the trained
   folder (:func:`check_trained_output`): a fresh model can sit in range by luck of its init;
 - the trained model survives save/load exactly (:func:`check_trained_round_trip`): a
   parameter that load resets to its init is invisible on a fresh model;
@@ -100,13 +100,14 @@ def check_loss_lowered(run: FinetuneRun) -> None:
 
 def check_trained_output(run: FinetuneRun, monkeypatch) -> None:
     """After training, and after reloading the trained folder, ``generate``'s raw output is
-    finite and in [0, 1] (``sample`` clamps, which would hide it)."""
+    finite and in its modality's ``value_range`` (``sample`` clamps, which would hide it)."""
     from genzoo.api import load
-    check_raw_range(_generate(run.model, 16), f"after {run.steps} finetune steps")
+    spec = run.model.sample_modality()
+    check_raw_range(_generate(run.model, 16), f"after {run.steps} finetune steps", spec)
     with monkeypatch.context() as mp:
         forbid_pickle(mp)
         reloaded = load(str(run.result.folder), device="cpu", dtype="fp32")
-    check_raw_range(_generate(reloaded, 16), "after reloading the finetuned folder")
+    check_raw_range(_generate(reloaded, 16), "after reloading the finetuned folder", spec)
 
 
 def check_trained_round_trip(run: FinetuneRun, folder: Path, monkeypatch) -> None:

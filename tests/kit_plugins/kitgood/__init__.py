@@ -9,4 +9,6 @@ def genzoo_architectures():
             {"name": "kit-labels", "family": "kitimg", "target": "kitgood.models:KitLabels",
              "summary": "tiny class-conditional MLP VAE for the kit's tests"},
             {"name": "kit-text", "family": "kittext", "target": "kitgood.models:KitText",
-             "summary": "byte bigram LM for the kit's tests"}]
+             "summary": "byte bigram LM for the kit's tests"},
+            {"name": "kit-audio", "family": "kitaudio", "target": "kitgood.models:KitAudio",
+             "summary": "tiny MLP VAE over waveforms (audio) for the kit's tests"}]

@@ -128,3 +128,50 @@ class KitText(GenerativeModel):
 
     def training_loss(self, pairs):
         return F.cross_entropy(self.logits[pairs[:, 0]], pairs[:, 1])
+
+
+class KitAudio(GenerativeModel):
+    """An MLP VAE over short waveforms: audio (n, 1, T) in [-1, 1] (tanh) at the config's
+    sample_rate; trains on an (N, 1, T) tensor or an .npz holding ``audios``."""
+
+    arch = "kit-audio"
+    family = "kitaudio"
+    modality = "audio"
+    train_defaults = {"batch_size": 16, "lr": 1e-2, "warmup": 2}
+    sample_defaults = {"temperature": 1.0}
+    data_help = "an (N, 1, T) tensor of waveforms in [-1, 1], or an .npz holding 'audios'"
+
+    def __init__(self, config=None):
+        config = {"sample_rate": 8000, "length": 48, "hidden": 16, "latent": 3, **(config or {})}
+        super().__init__(config)
+        d = int(config["length"])
+        self.enc = nn.Sequential(nn.Linear(d, config["hidden"]), nn.SiLU(),
+                                 nn.Linear(config["hidden"], 2 * config["latent"]))
+        self.dec = nn.Sequential(nn.Linear(config["latent"], config["hidden"]), nn.SiLU(),
+                                 nn.Linear(config["hidden"], d))
+
+    def generate(self, generators, temperature=1.0):
+        if temperature < 0:
+            raise OptionError(f"temperature must be >= 0, got {temperature}")
+        z = per_sample_randn(generators, (self.config["latent"],), device=self.device)
+        return torch.tanh(self.dec(z * temperature).float()).reshape(-1, 1, self.config["length"])
+
+    def prepare_data(self, data):
+        if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__"):
+            import numpy as np
+            try:
+                with np.load(data, allow_pickle=False) as z:
+                    data = torch.from_numpy(np.asarray(z["audios"], dtype=np.float32))
+            except (OSError, KeyError, ValueError) as e:
+                raise DataError(f"{data}: not an .npz holding 'audios' ({e})") from None
+        if not isinstance(data, torch.Tensor) or data.dim() != 3:
+            raise DataError(f"kit-audio trains on {self.data_help}")
+        return data[:, :1, :self.config["length"]].float()
+
+    def training_loss(self, waves):
+        x = waves.flatten(1)
+        mu, logvar = self.enc(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        rec = (torch.tanh(self.dec(z)) - x).pow(2).sum()
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
+        return (rec + kl) / x.numel()
