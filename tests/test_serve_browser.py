@@ -57,7 +57,10 @@ def browse(url: str, screenshot: Path | None = None) -> dict:
             text.locator("[data-option=max_new_tokens]").fill("80")
             text.locator("button").click()
             text.locator(".provenance tr").first.wait_for(timeout=60_000)
-            seen["text"] = text.locator(".text").text_content()
+            seen["text"] = text.locator(".text").text_content()  # as it streamed
+            # then the sample itself, shown by the text modality's gallery_html
+            seen["text_shown"] = text.locator(".grid .sample pre").all_text_contents()
+            seen["stream_hidden"] = text.locator(".text").is_hidden()
             seen["text_seed"] = text.locator(".provenance tr[data-key=seed] td").text_content()
 
             digits = page.locator("#model-diffusion-mnist")
@@ -87,6 +90,7 @@ def test_gallery_generates_with_provenance(tmp_path):
     assert seen["gan_provenance"] == {"model": "gan-mnist", "seed": "7", "truncation": "0.7"}
     assert seen["prompt_box"] == 1  # a "str" option is a text box, from the schema alone
     assert seen["text"].startswith("ROMEO:") and len(seen["text"]) > 20
+    assert seen["text_shown"] == [seen["text"]] and seen["stream_hidden"]
     assert seen["text_seed"] == "0"
     assert seen["digits"] == 8
 
