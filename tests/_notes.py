@@ -1,7 +1,8 @@
 """The third-party audio family (tests/notes_plugin) installed for real, as a pytest fixture.
 
 Use it in a test module with ``from _notes import notes_plugin  # noqa: F401`` and a test
-argument ``notes_plugin``: genzoo-notes is then an installed distribution (a site folder with
+argument ``notes_plugin`` (``notes_plugin_class`` for a whole class, e.g. a conformance kit
+suite: ``@pytest.mark.usefixtures("notes_plugin_class")``): genzoo-notes is then an installed distribution (a site folder with
 a ``.dist-info`` entry point ``notes``), and the model ``notes-tiny`` (arch
 ``notes-harmonic``, family ``notes``, modality ``audio``) is in the catalog with its weights
 and a card with sha256 digests. The fixture's value is the path of that card file.
@@ -51,12 +52,10 @@ def build_weights(cards: Path) -> None:
          "package": "genzoo-notes"}]}))
 
 
-@pytest.fixture
-def notes_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """genzoo-notes installed, with the bundled model ``notes-tiny`` and its card file."""
+def _installed(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """genzoo-notes installed in ``site`` for as long as the generator runs."""
     from genzoo.catalog import registry
     from genzoo.plugins import manager as plugins
-    site = tmp_path / "notes-site"
     cards = install_notes(site)
     monkeypatch.syspath_prepend(str(site))
     build_weights(cards)
@@ -67,3 +66,17 @@ def notes_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
         del sys.modules[name]
     plugins.reset()
     registry.reset()
+
+
+@pytest.fixture
+def notes_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """genzoo-notes installed, with the bundled model ``notes-tiny`` and its card file."""
+    yield from _installed(tmp_path / "notes-site", monkeypatch)
+
+
+@pytest.fixture(scope="class")
+def notes_plugin_class(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``notes_plugin`` for a whole test class (the conformance kit's class-scoped finetune
+    runs needs the plugin before any test's own fixtures)."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield from _installed(tmp_path_factory.mktemp("notes") / "notes-site", monkeypatch)

@@ -12,8 +12,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from _notes import notes_plugin  # noqa: F401  (the fixture)
+from _notes import notes_plugin, notes_plugin_class  # noqa: F401  (the fixtures)
 from genzoo.cli import cli
+from genzoo.testing import Conformance
 
 RATE, T = 8000, 4000  # the bundled model: 0.5 s at 8 kHz
 
@@ -165,3 +166,45 @@ def test_a_picture_suffix_lists_the_audio_writers(notes_plugin, tmp_path):
     line = one_line_error(run("sample", "notes-tiny", "-n", "2", "-o", str(tmp_path / "x.png")))
     assert ".wav" in line and ".npz" in line, line
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.usefixtures("notes_plugin_class")
+class TestNotesConformance(Conformance):
+    """genzoo's conformance kit on the third-party audio family, as its authors would run it."""
+
+    arch = "notes-harmonic"
+    config = {"hidden": 16}
+    data = "synthetic"  # the family's own notes: a spectral loss needs pitched sound
+    finetune_options = {"lr": 0.01}
+
+
+def test_served_wav_is_what_sample_writes(notes_plugin, tmp_path):
+    """genzoo serve (in-process) answers with the modality's one-sample format, audio/wav:
+    the bytes ``genzoo sample -n 1 -o x.wav`` writes."""
+    pytest.importorskip("starlette")
+    from starlette.testclient import TestClient
+    from genzoo.serve.app import ServeConfig, create_app
+    body = {"n": 1, "seed": 3, "options": {"pitch": 5}, "format": "wav"}
+    with TestClient(create_app(ServeConfig(models="notes-tiny"))) as client:
+        served = client.post("/v1/models/notes-tiny/samples", json=body)
+        bad = client.post("/v1/models/notes-tiny/samples", json={**body, "format": "png"})
+    assert served.status_code == 200 and served.headers["content-type"] == "audio/wav"
+    assert run("sample", "notes-tiny", "-n", "1", "--seed", "3", "--pitch", "5", "-o",
+               str(tmp_path / "x.wav")).exit_code == 0
+    assert served.content == (tmp_path / "x.wav").read_bytes()
+    assert bad.status_code == 422 and "wav" in bad.text
+
+
+def test_cards_and_help_say_audio(notes_plugin, tmp_path):
+    """A finetuned folder's README is an audio model's card (no Hub task fits a
+    pitch-conditioned synthesiser: the audio-generation tag, a WAV in its usage), and
+    ``genzoo finetune notes-tiny --help`` says what --data the family reads."""
+    assert run("finetune", "notes-tiny", "--data", "synthetic", "--steps", "1", "--out",
+               str(tmp_path / "run")).exit_code == 0
+    readme = (tmp_path / "run" / "README.md").read_text()
+    front = readme.split("---")[1]
+    assert "pipeline_tag" not in front and "- audio-generation" in front
+    assert "library_name: genzoo" in front and 'samples.save("samples.wav")' in readme
+    assert "unconditional-image-generation" not in readme
+    helped = run("finetune", "notes-tiny", "--help")
+    assert helped.exit_code == 0 and "16-bit mono WAV" in " ".join(helped.output.split())
