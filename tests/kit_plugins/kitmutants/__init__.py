@@ -19,6 +19,9 @@ MUTANTS = {
     "kit-ignored-option": "KitIgnoredOption",  # a declared option generate never reads
     "kit-inert-option": "KitInertOption",   # the same, declared affects_output=False
     "kit-text-merged": "KitTextMerged",     # merged batches give other texts (argmax ties)
+    "kit-audio-loud": "KitAudioLoud",       # waveforms leave [-1, 1]
+    "kit-audio-flat": "KitAudioFlat",       # waveforms (n, T) without their channel axis
+    "kit-smell": "KitSmell",                # a modality nothing registers
 }
 
 

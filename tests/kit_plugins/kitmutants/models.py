@@ -249,3 +249,53 @@ class KitTextMerged(GenerativeModel):
 
     def training_loss(self, pairs):
         return F.cross_entropy(self.logits[pairs[:, 0]], pairs[:, 1])
+
+
+class KitAudioBase(GenerativeModel):
+    """A conforming tiny waveform model: (n, 1, 32) in [-1, 1] at 8 kHz (the audio mutants'
+    common ancestor)."""
+
+    family = "kitmut"
+    modality = "audio"
+    train_defaults = {"batch_size": 16, "lr": 1e-2, "warmup": 2}
+
+    def __init__(self, config=None):
+        super().__init__({"sample_rate": 8000, "length": 32, "latent": 3, **(config or {})})
+        self.dec = nn.Linear(self.config["latent"], self.config["length"])
+
+    def generate(self, generators):
+        z = per_sample_randn(generators, (self.config["latent"],), device=self.device)
+        return torch.tanh(self.dec(z)).reshape(-1, 1, self.config["length"])
+
+    def prepare_data(self, data):
+        return data
+
+    def training_loss(self, waves):
+        z = torch.zeros(len(waves), self.config["latent"])
+        return (torch.tanh(self.dec(z)) - waves.flatten(1)).pow(2).mean()
+
+
+class KitAudioLoud(KitAudioBase):
+    """Waveforms 1.5x too loud: raw output leaves [-1, 1] (an image-minded kit, checking
+    [0, 1], would have refused every correct waveform instead)."""
+
+    arch = "kit-audio-loud"
+
+    def generate(self, generators):
+        return 1.5 * super().generate(generators) + 0.5
+
+
+class KitAudioFlat(KitAudioBase):
+    """Waveforms without their channel axis: (n, T) rather than (n, channels, T)."""
+
+    arch = "kit-audio-flat"
+
+    def generate(self, generators):
+        return super().generate(generators).flatten(1)
+
+
+class KitSmell(KitAudioBase):
+    """Declares a modality nothing registers."""
+
+    arch = "kit-smell"
+    modality = "smell"
