@@ -18,6 +18,7 @@ from genzoo.samples import Modality, modality as modality_named
 
 #: Result keys that describe how a figure was measured rather than being one.
 SETTING_KEYS = frozenset({"n", "seed", "dtype", "feature", "reference", "reference_n", "data",
+                          "sample_rate",  # audio's metadata, which eval reports beside figures
                           "iw_k", "eval_ctx", "eval_windows", "heldout_set", "train_set",
                           "val_chars", "tokens", "chars", "classes_covered_min_share"})
 #: Tags a capability adds to a card (the Hub has no task for class-conditional generation:

@@ -333,3 +333,21 @@ def test_a_labelled_audio_dataset_gives_the_family_its_waves_and_labels(tmp_path
     assert out["reference"] == "pairs" and out["reference_n"] == 64
     assert seen["reference"].shape == (64, 1, 2000) and seen["labels"].tolist()[:4] == [0, 1, 2, 0]
     assert out["ref_peak"] == pytest.approx(float(seen["reference"].abs().max()))
+
+
+def test_write_card_into_an_audio_model_folder_records_figures_not_settings(notes_plugin,
+                                                                            tmp_path,
+                                                                            monkeypatch):
+    import genzoo
+    from huggingface_hub import ModelCard
+    monkeypatch.setenv("GENZOO_HOME", str(tmp_path / "home"))
+    folder = tmp_path / "mine"
+    genzoo.load("notes-tiny").save_pretrained(folder)
+    result = CliRunner().invoke(cli, ["eval", str(folder), "-n", "16", "--write-card", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    results = {r.metric_type: r for r in ModelCard.load(folder / "README.md").data.eval_results}
+    assert results["fd"].metric_value == pytest.approx(report["fd"], rel=1e-4)
+    assert {"kid", "precision", "recall"} <= set(results)
+    assert "sample_rate" not in results  # how it was measured, not a figure
+    assert results["fd"].metric_args["sample_rate"] == RATE
