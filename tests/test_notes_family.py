@@ -196,11 +196,14 @@ def test_served_wav_is_what_sample_writes(notes_plugin, tmp_path):
 
 
 def test_cards_and_help_say_audio(notes_plugin, tmp_path):
-    """A finetuned folder's README is an audio model's card (no Hub task fits a
-    pitch-conditioned synthesiser: the audio-generation tag, a WAV in its usage), and
+    """A finetune's progress samples are WAVs; its folder's README is an audio model's card
+    (no Hub task fits a pitch-conditioned synthesiser: the audio-generation tag, a WAV in its
+    usage); and
     ``genzoo finetune notes-tiny --help`` says what --data the family reads."""
-    assert run("finetune", "notes-tiny", "--data", "synthetic", "--steps", "1", "--out",
-               str(tmp_path / "run")).exit_code == 0
+    assert run("finetune", "notes-tiny", "--data", "synthetic", "--steps", "2", "--sample-every",
+               "2", "--out", str(tmp_path / "run")).exit_code == 0
+    progress, _ = read(tmp_path / "run" / "samples" / "step-0000002.wav")  # sounds, not a PNG
+    assert progress.abs().max() > 0.01
     readme = (tmp_path / "run" / "README.md").read_text()
     front = readme.split("---")[1]
     assert "pipeline_tag" not in front and "- audio-generation" in front
