@@ -38,7 +38,7 @@ from genzoo.errors import GenzooError, OptionError, UnknownModelError
 from genzoo.samples import Samples
 from genzoo.serve.formats import (JSON, Limits, SampleRequest, check_caps, decode_images,
                                   default_format, file_bytes, holds_one, json_payload,
-                                  parse_request, served_formats)
+                                  parse_request, sample_view, served_formats)
 from genzoo.serve.body import ClientGone, read_json
 from genzoo.serve.body import HTTPError as _Error
 from genzoo.serve.body import disconnected as _disconnected
@@ -281,19 +281,6 @@ def model_info_of(name: str) -> dict[str, Any]:
         "conditions": [o.name for o in options.values() if o.condition],
         "sample": sample_view(spec)}
     return info
-
-
-def sample_view(spec: Any) -> dict[str, Any]:
-    """What the gallery needs to show one sample of modality ``spec`` from the ``json``
-    format: the response's key (``plural``), the ``gallery_html`` template, the file's
-    ``suffix`` and ``content_type`` (for ``{src}``, a data: URL, and ``{name}``), and
-    ``json``: ``"file"`` when ``to_json`` is the base64 of ``encode``'s file (the default),
-    ``"value"`` when the modality gives the value itself (texts), whose text then is the
-    file's content."""
-    from genzoo.samples import Modality
-    return {"key": spec.plural, "html": spec.gallery_html, "suffix": spec.sample_suffix,
-            "content_type": spec.content_type,
-            "json": "file" if type(spec).to_json is Modality.to_json else "value"}
 
 
 def _encode(samples: Samples, req: SampleRequest, name: str, seconds: float) -> Response:

@@ -135,6 +135,19 @@ def default_format(spec: Modality) -> str:
     return JSON if spec.holds == "list" else formats[0]
 
 
+def sample_view(spec: Modality) -> dict[str, Any]:
+    """What the gallery needs to show one sample of modality ``spec`` from the ``json``
+    format: the response's key (``plural``), the ``gallery_html`` template, the file's
+    ``suffix`` and ``content_type`` (for ``{src}``, a data: URL, and ``{name}``), and
+    ``json``: ``"file"`` when ``to_json`` is the base64 of ``encode``'s file (the default),
+    ``"value"`` when the modality gives the value itself (texts), whose text then is the
+    file's content."""
+    from genzoo.samples import Modality
+    return {"key": spec.plural, "html": spec.gallery_html, "suffix": spec.sample_suffix,
+            "content_type": spec.content_type,
+            "json": "file" if type(spec).to_json is Modality.to_json else "value"}
+
+
 def parse_request(body: Any, spec: Modality, limits: Limits) -> SampleRequest:
     """The JSON body's fields checked (strict JSON types) against ``limits`` and what the
     model's modality ``spec`` serves; anything wrong is a one-line ``OptionError`` (the
