@@ -63,19 +63,23 @@ def genzoo_model_cards() -> list[dict[str, Any] | str | os.PathLike]:
 def genzoo_feature_nets() -> list[dict[str, Any]]:
     """Return the feature networks this plugin provides for evaluation, as a list of dicts.
 
-    A feature network embeds images for FD/KID/precision/recall (``genzoo eval --feature
-    NAME``); it is not a generative architecture and ``genzoo list`` does not show it. Each
-    dict has:
+    A feature network embeds samples for FD/KID/precision/recall (``genzoo eval --feature
+    NAME``, or a family's ``eval_defaults["feature"]``); it is not a generative architecture
+    and ``genzoo list`` does not show it. Core registers ``mnist`` (images) and ``logmel``
+    (audio). Each dict has:
 
     - ``name`` (str): what ``--feature`` names, e.g. ``"mnist"``; letters, digits, ``.``,
       ``_``, ``-`` (``timm:NAME`` is built in).
     - ``target`` (str): ``"package.module:factory"``, imported only on use;
-      ``factory(device=...)`` returns a ``genzoo.eval.features.FeatureNet``: ``net(images)``
-      gives ``(features (N, D), class probabilities (N, K) or None)`` for images in [0, 1],
-      and ``net.key`` names the exact weights (reference statistics are cached per key).
+      ``factory(device=...)`` returns a ``genzoo.eval.features.FeatureNet``: ``net(batch)``
+      gives ``(features (N, D), class probabilities (N, K) or None)`` for a batch in the
+      modality's layout (images (N, C, H, W) in [0, 1], audio (N, channels, T) in [-1, 1]);
+      a net whose ``__call__`` takes a ``meta`` keyword is called ``net(batch, meta=...)``
+      with the metadata the modality names (``{"sample_rate": 16000}``). ``net.key`` names
+      the exact weights (reference statistics are cached per key).
     - ``summary`` (str, optional): one line for ``genzoo plugins``.
-    - ``input_shape`` (list of int or None): the image shape it takes, e.g. ``[1, 28, 28]``;
-      None when it resizes any image itself.
+    - ``input_shape`` (list of int or None): the one sample shape it takes, e.g.
+      ``[1, 28, 28]``; None when it takes any (resizing images itself, any audio length).
     """
 
 

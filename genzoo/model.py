@@ -84,8 +84,9 @@ class GenerativeModel(nn.Module):
     #: range or choices, help, whether it is a condition. Core builds CLI flags, validation,
     #: ``genzoo info`` and forms from it; a name only in ``sample_defaults`` is inferred.
     sample_options: ClassVar[tuple[Any, ...]] = ()
-    #: What ``genzoo eval`` uses unless asked otherwise: ``n`` and any sampling options
-    #: (a text family keeps evaluation short: a few dozen samples of a few hundred tokens).
+    #: What ``genzoo eval`` uses unless asked otherwise: ``n``, ``feature`` (a feature net,
+    #: e.g. ``"logmel"``), ``reference`` (a data spec for ``prepare_data``, e.g.
+    #: ``"synthetic"``) and any sampling options (a text family keeps evaluation short).
     eval_defaults: ClassVar[dict[str, Any]] = {}
     #: Condition options that ``sample`` cannot do without: a model that only transforms its
     #: inputs (an autoencoder reconstructs its ``init`` images; its prior gives no pictures)
@@ -156,7 +157,11 @@ class GenerativeModel(nn.Module):
         return self
 
     def prepare_data(self, data: Any) -> Any:
-        """Turn a data spec (path, tensor, ``mnist``) into an indexable dataset for training."""
+        """Turn a data spec (path, tensor, ``mnist``) into an indexable dataset for training
+        (``genzoo finetune --data``) and, for a modality other than images and text, for
+        evaluation's reference set (``genzoo eval --data``, else ``eval_defaults["reference"]``):
+        ``ds[indices]`` gives the samples (or a tuple whose first part they are), and a
+        ``labels`` tensor or metadata attributes (``sample_rate``) on ``ds`` are used too."""
         from genzoo.data import load_image_dataset
         return load_image_dataset(data, shape=tuple(self.config["image_shape"]))
 
@@ -208,9 +213,11 @@ class GenerativeModel(nn.Module):
         written by ``genzoo eval --write-card`` (the metrics extension point).
 
         ``reference`` is the evaluation data: an (N, C, H, W) float tensor in [0, 1] for image
-        models, the text as a ``str`` for text models. Return named numbers (a VAE's ELBO, a
-        flow's exact NLL, a text model's nats per character). Draw randomness from a
-        generator seeded with ``seed``. Default: nothing beyond the common metrics."""
+        models, the text as a ``str`` for text models, and for other modalities the tensor
+        the family's ``prepare_data`` read (audio: (N, channels, T) in [-1, 1]). Return
+        named numbers (a VAE's ELBO, a flow's exact NLL, a text model's nats per character).
+        Draw randomness from a generator seeded with ``seed``. Default: nothing beyond the
+        common metrics."""
         return {}
 
     def apply_card_sampling(self, sampling: dict[str, Any]) -> None:
