@@ -1,11 +1,13 @@
-"""The third-party audio family (tests/notes_plugin) installed for real, as a pytest fixture.
+"""The third-party audio family (tests/notes_plugin) installed for real, as pytest fixtures.
 
 Use it in a test module with ``from _notes import notes_plugin  # noqa: F401`` and a test
 argument ``notes_plugin`` (``notes_plugin_class`` for a whole class, e.g. a conformance kit
-suite: ``@pytest.mark.usefixtures("notes_plugin_class")``): genzoo-notes is then an installed distribution (a site folder with
-a ``.dist-info`` entry point ``notes``), and the model ``notes-tiny`` (arch
-``notes-harmonic``, family ``notes``, modality ``audio``) is in the catalog with its weights
-and a card with sha256 digests. The fixture's value is the path of that card file.
+suite: ``@pytest.mark.usefixtures("notes_plugin_class")``). genzoo-notes is then an
+installed distribution (a site folder with a ``.dist-info`` entry point ``notes``), and the
+model ``notes-tiny`` (arch ``notes-harmonic``, family ``notes``, modality ``audio``) is in
+the catalog with its weights and a card with sha256 digests. The fixture's value is the path
+of that card file. For a subprocess (a server), ``install_notes(site)`` then
+``build_weights(cards)`` with ``site`` on ``sys.path``, and ``site`` on ``PYTHONPATH``.
 """
 from __future__ import annotations
 
