@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _kit import kit, kit_site  # noqa: F401 - fixtures
 from huggingface_hub import ModelCard
 from torch import nn
 
@@ -117,3 +118,53 @@ def test_a_familys_own_card_fields_win(tmp_path):
     assert "class-conditional" in own.tags  # derived tags stay beside the family's
     saved = _front(OwnTask(), tmp_path / "saved", {"pipeline_tag": "text-to-image"})
     assert saved.pipeline_tag == "text-to-image"  # and a card passed to save wins last
+
+
+# ---- cards of a model that is neither image nor text ------------------------------------------
+def test_an_audio_cards_task_follows_its_prompt(tmp_path):
+    from _tiny import TinyAudio
+    plain = _front(TinyAudio(), tmp_path / "plain", {"metrics": {"fd": 3.0, "n": 8}})
+    assert plain.pipeline_tag is None  # the Hub has no unconditional-audio task
+    assert plain.tags == ["genzoo", "test", "audio-generation"]
+    assert plain.eval_results[0].task_type == "audio-generation"
+    prompted = _front(TinyAudio({"prompt": True}), tmp_path / "prompted",
+                      {"metrics": {"fd": 3.0}})
+    assert prompted.pipeline_tag == "text-to-audio" and "audio-generation" not in prompted.tags
+    assert prompted.eval_results[0].task_type == "text-to-audio"
+    text = (tmp_path / "plain" / "README.md").read_text()
+    assert 'samples.save("samples.wav")' in text
+    assert "samples.png" not in text and "image" not in text
+
+
+def test_card_task_asks_a_third_partys_modality():
+    from genzoo.samples import Modality
+
+    class Rows(Modality):
+        name, holds = "rows", "list"
+        pipeline_tags = {"label": "tabular-classification", "": None}
+        generation_tag = "tabular-generation"
+
+    assert card_task(Rows(), []) == (None, ["tabular-generation"])
+    assert card_task(Rows(), ["label"]) == ("tabular-classification", ["class-conditional"])
+    assert card_task(Modality(), ["prompt"]) == (None, [])  # declares no task: none claimed
+
+
+def test_a_plugins_card_fields_win_through_the_catalog(kit, tmp_path, monkeypatch):
+    from conftest import sha256, write_catalog
+    from genzoo.catalog import registry
+    from genzoo.kit import conformance as c
+    folder = tmp_path / "voice"
+    c.make_model("kit-audio-card", {}).save_pretrained(folder)
+    cards = write_catalog(tmp_path / "cards.yaml", [
+        {"name": "kit-voice", "family": "kitaudio", "arch": "kit-audio-card",
+         "source": str(folder), "files": {f.name: sha256(f) for f in folder.iterdir()}}])
+    monkeypatch.setenv("GENZOO_REGISTRY", str(cards))
+    registry.reset()
+    model = genzoo.load("kit-voice", device="cpu")
+    copy = _front(model, tmp_path / "copy")
+    assert copy.pipeline_tag == "text-to-speech" and copy.base_model == "kit-voice"
+    assert copy.tags == ["genzoo", "kitaudio", "audio-generation", "kit-voice"]
+    result = genzoo.finetune(model, torch.rand(8, 1, 48) * 2 - 1, steps=1,
+                             out=tmp_path / "ft", progress=False)
+    tuned = ModelCard.load(result.folder / "README.md").data
+    assert tuned.pipeline_tag == "text-to-speech" and tuned.base_model == "kit-voice"

@@ -11,4 +11,7 @@ def genzoo_architectures():
             {"name": "kit-text", "family": "kittext", "target": "kitgood.models:KitText",
              "summary": "byte bigram LM for the kit's tests"},
             {"name": "kit-audio", "family": "kitaudio", "target": "kitgood.models:KitAudio",
-             "summary": "tiny MLP VAE over waveforms (audio) for the kit's tests"}]
+             "summary": "tiny MLP VAE over waveforms (audio) for the kit's tests"},
+            {"name": "kit-audio-card", "family": "kitaudio",
+             "target": "kitgood.models:KitAudioOwnCard",
+             "summary": "kit-audio with the family's own card fields"}]

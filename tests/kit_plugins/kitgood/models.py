@@ -175,3 +175,11 @@ class KitAudio(GenerativeModel):
         rec = (torch.tanh(self.dec(z)) - x).pow(2).sum()
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
         return (rec + kl) / x.numel()
+
+
+class KitAudioOwnCard(KitAudio):
+    """KitAudio whose family names its own Hub task and tags (``card_fields``): they win
+    over what genzoo derives from the modality, in every path that writes a card."""
+
+    arch = "kit-audio-card"
+    card_fields = {"pipeline_tag": "text-to-speech", "tags": ["kit-voice"]}
