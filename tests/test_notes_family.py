@@ -207,6 +207,7 @@ def test_cards_and_help_say_audio(notes_plugin, tmp_path):
     readme = (tmp_path / "run" / "README.md").read_text()
     front = readme.split("---")[1]
     assert "pipeline_tag" not in front and "- audio-generation" in front
+    assert "- music" in front and "- synthesizer" in front  # the family's own card_fields
     assert "library_name: genzoo" in front and 'samples.save("samples.wav")' in readme
     assert "unconditional-image-generation" not in readme
     helped = run("finetune", "notes-tiny", "--help")

@@ -60,6 +60,10 @@ class NotesModel(GenerativeModel):
                                 "holding 'audios' (N, 1, T) in [-1, 1]")
     eval_defaults: ClassVar[dict[str, Any]] = {"n": 32, "reference": "synthetic",
                                                "feature": "logmel"}
+    #: The family's own card fields: its tags join genzoo's. No pipeline_tag: the Hub has no
+    #: task for pitch-conditioned (not text-conditioned) audio, so the modality's
+    #: "audio-generation" tag stands in for it.
+    card_fields: ClassVar[dict[str, Any]] = {"tags": ["music", "synthesizer"]}
 
     def __init__(self, config: dict[str, Any] | None = None):
         config = {"sample_rate": 8000, "seconds": 0.5, "base_hz": 220.0, "harmonics": 6,
