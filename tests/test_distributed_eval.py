@@ -18,7 +18,7 @@ TIMINGS = {"samples_per_s", "sample_seconds"}
 def _figures(report: dict) -> dict:
     """The report less its timings, floats compared to 1e-5: the samples are bitwise equal, but
     a BLAS sums a feature net's products in an order that depends on its thread count and batch
-    shape (measured on an AMX Xeon: FD 23.0732636 against 23.0732620 from one process)."""
+    shape (in CI: FD 23.0732636 from two ranks against 23.0732620 from one process)."""
     return {k: pytest.approx(v, rel=1e-5) if isinstance(v, float) else v
             for k, v in report.items() if k not in TIMINGS}
 ARGS = ["diffusion-mnist", "-n", "40", "--batch-size", "6", "--steps", "2", "--json"]
