@@ -20,6 +20,11 @@ import pytest
 from _notes import NAME, build_weights, install_notes
 from _serve import Server, assert_one_line_error, get, post, request
 
+from genzoo.errors import OptionError
+from genzoo.samples import Modality, Samples
+from genzoo.serve.formats import (Limits, default_format, file_bytes, holds_one, parse_request,
+                                  served_formats)
+
 SAMPLES = f"/v1/models/{NAME}/samples"
 
 
@@ -152,6 +157,32 @@ def test_npz_is_genzoo_sample_npz_over_several_batches(server, notes_site, tmp_p
 def test_formats_the_modality_lacks_are_one_line_422(server, model, body, says):
     status, reply, _ = post(server.url + f"/v1/models/{model}/samples", body)
     assert says in assert_one_line_error(status, reply, 422)
+
+
+class _Rows(Modality):
+    """A third party's modality with no writer: rows, one CSV file per sample."""
+
+    name, holds, plural, sample_suffix, content_type = "rows", "list", "rows", ".csv", "text/csv"
+
+    def encode(self, samples, i):
+        return ",".join(map(str, samples.data[i])).encode()
+
+
+def test_a_plugins_modality_gets_its_own_formats():
+    """No writer: its one-sample file and json; without ``encode``, json alone."""
+    rows = _Rows()
+    assert served_formats(rows) == ["csv", "json"] and default_format(rows) == "json"
+    assert holds_one(rows, "csv") and not holds_one(rows, "json")
+    assert parse_request({"format": "csv"}, rows, Limits()).n == 1
+    with pytest.raises(OptionError, match='"csv" holds one sample.*ask for "format": "json"'):
+        parse_request({"format": "csv", "n": 2}, rows, Limits())
+    samples = Samples([[1, 2], [3, 4]], "rows")
+    samples.spec = lambda: rows  # not registered: the test hands its modality over directly
+    assert file_bytes(samples, "csv") == (b"1,2", "text/csv")
+
+    class Bare(_Rows):
+        encode = Modality.encode
+    assert served_formats(Bare()) == ["json"]
 
 
 def test_openai_routes_do_not_serve_audio(server):

@@ -124,8 +124,7 @@ def holds_one(spec: Modality, fmt: str) -> bool:
     """Whether ``fmt`` answers ONE sample's file (``encode``): the ``sample_suffix`` of a
     modality that serves it alone (``serve_single``), or that no writer claims."""
     suffix = "." + fmt
-    return suffix == spec.sample_suffix and (bool(getattr(spec, "serve_single", False))
-                                             or suffix not in spec.writers())
+    return suffix == spec.sample_suffix and (spec.serve_single or suffix not in spec.writers())
 
 
 def default_format(spec: Modality) -> str:
