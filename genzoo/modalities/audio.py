@@ -104,7 +104,7 @@ class AudioModality(Modality):
     pipeline_tags = {"prompt": "text-to-audio", "": None}
     generation_tag = "audio-generation"
     usage = 'samples = model.sample(4, seed=0)\nsamples.save("samples.wav")'
-    gallery_html = ('<audio controls preload="none" src="{src}"></audio>'
+    gallery_html = ('<audio controls preload="metadata" src="{src}"></audio>'
                     '<a href="{src}" download="{name}">download</a>')
 
     def writers(self) -> dict[str, Callable[..., Writer]]:
