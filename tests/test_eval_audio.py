@@ -351,3 +351,34 @@ def test_write_card_into_an_audio_model_folder_records_figures_not_settings(note
     assert {"kid", "precision", "recall"} <= set(results)
     assert "sample_rate" not in results  # how it was measured, not a figure
     assert results["fd"].metric_args["sample_rate"] == RATE
+
+
+def test_a_family_without_a_loader_is_measured_against_an_npz_genzoo_wrote(tmp_path,
+                                                                           monkeypatch):
+    from genzoo.errors import GenzooError
+    from genzoo.samples import Samples
+    monkeypatch.setenv("GENZOO_HOME", str(tmp_path))
+
+    class CannotTrain(GenzooError):
+        pass
+
+    class NoLoader(Tones):  # like AudioLDM: no training data, so no loader
+        eval_defaults = {"n": 16, "feature": "logmel"}
+        data_help = ""
+
+        def prepare_data(self, data):
+            raise CannotTrain("test-tones cannot be finetuned")
+    waves = Tones().prepare_data("synthetic")
+    Samples(waves, "audio", {"sample_rate": RATE}).save(tmp_path / "ref.npz")
+    out = evaluate(NoLoader(), data=str(tmp_path / "ref.npz"))
+    assert out["reference_n"] == 64 and out["sample_rate"] == RATE
+    assert out["fd"] == pytest.approx(evaluate(Tones(), n=16)["fd"], rel=1e-4)  # same notes
+    Samples(waves, "audio", {"sample_rate": 16000}).save(tmp_path / "fast.npz")
+    with pytest.raises(DataError, match="sample_rate is 16000, the model's is 8000"):
+        evaluate(NoLoader(), data=str(tmp_path / "fast.npz"))
+    np.savez(tmp_path / "other.npz", images=np.zeros((4, 1, 8, 8), np.float32))
+    for data in [str(tmp_path / "other.npz"), str(tmp_path), "synthetic"]:
+        with pytest.raises(CannotTrain):  # not such an .npz: the family's own refusal stands
+            evaluate(NoLoader(), data=data)
+    with pytest.raises(OptionError, match=r"an \.npz as genzoo writes samples"):
+        evaluate(NoLoader())

@@ -11,7 +11,8 @@ its name:
 - any other tensor modality (audio ...) against data its family's own loader reads
   (``family_reference``: ``model.prepare_data(spec)``, the loader ``genzoo finetune --data``
   uses), the metadata its modality names (``sample_rate``) taken from the dataset or else
-  from the model.
+  from the model; where that loader refuses (a family that cannot finetune has none), an
+  ``.npz`` as genzoo writes samples (the array under the modality's ``plural``).
 """
 from __future__ import annotations
 
@@ -140,8 +141,13 @@ def family_reference(model: GenerativeModel, data: Any) -> ReferenceSet:
     try:
         ds = model.prepare_data(data)
         batch = ds[torch.arange(len(ds))] if not isinstance(ds, torch.Tensor) else ds
-    except GenzooError:
-        raise  # the family's own one-line error says what it takes
+    except DataError:
+        raise  # the family read the data and says, in one line, what is wrong with it
+    except GenzooError as refused:
+        ds = _genzoo_npz(data, spec)  # a family without a loader (it cannot finetune)
+        if ds is None:
+            raise refused from None  # the family's own one-line error says what it takes
+        batch = ds.data
     except Exception as e:  # noqa: BLE001 - a loader's crash becomes one line naming the data
         first = (str(e).splitlines() or [""])[0]
         raise DataError(f"{_name(data)}: {who}'s loader could not read it ({type(e).__name__}: "
@@ -154,6 +160,40 @@ def family_reference(model: GenerativeModel, data: Any) -> ReferenceSet:
     labels = getattr(ds, "labels", None)
     labels = labels if isinstance(labels, torch.Tensor) and len(labels) == len(values) else None
     return ReferenceSet(values, labels, source, meta)
+
+
+class NpzSamples:
+    """A tensor modality's samples read from the ``.npz`` genzoo writes, with their metadata."""
+
+    def __init__(self, data: torch.Tensor, meta: dict[str, Any], source: str):
+        self.data, self.meta, self.source = data, meta, source
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+
+def _genzoo_npz(data: Any, spec: Any) -> NpzSamples | None:
+    """``data``'s samples when it names an ``.npz`` as genzoo writes them (``genzoo sample
+    ... -o ref.npz``: the array under the modality's ``plural``, each metadata value as its own
+    member), else None. The fallback for a family whose loader refuses with another error
+    than a DataError (one that cannot finetune has no loader); nothing is unpickled."""
+    import numpy as np
+    if not isinstance(data, (str, os.PathLike)):
+        return None
+    path = Path(os.fspath(data)).expanduser()
+    plural = getattr(spec, "plural", "")
+    if path.suffix.lower() != ".npz" or not path.is_file() or not plural:
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if plural not in z.files or z[plural].dtype.kind not in "uif":
+                return None
+            arr = np.ascontiguousarray(z[plural], dtype=np.float32)
+            meta = {k: z[k].item() for k in getattr(spec, "metadata", ())
+                    if k in z.files and z[k].size == 1}
+    except (ValueError, OSError, EOFError):
+        return None  # not such a file: the family's refusal stands
+    return NpzSamples(torch.from_numpy(arr), meta, str(path))
 
 
 def _checked(batch: Any, spec: Any, source: str) -> torch.Tensor:
@@ -200,7 +240,8 @@ def _data_help(model: Any) -> str:
     """What the family's loader reads, as its ``data_help`` says (else a general hint)."""
     help_text = getattr(model, "data_help", None)
     return help_text if isinstance(help_text, str) and help_text else \
-        "data its family's prepare_data reads (see the family's docs)"
+        "data its family's prepare_data reads, or an .npz as genzoo writes samples (`genzoo " \
+        "sample ... -o ref.npz`)"
 
 
 def _name(data: Any) -> str:
