@@ -134,9 +134,14 @@ class ClapPromptEncoder:
         length = (self.encoder.config.projection_dim if negative else tok.model_max_length)
         inputs = tok(text, padding="max_length", max_length=length, truncation=True,
                      return_tensors="pt")
+        # Only the real tokens go through the encoder: CLAP pools the first token, padding is
+        # masked out of every attention and RoBERTa numbers positions from the ids, so the
+        # padded positions change nothing but the cost (512 of them for AudioLDM's CLAP).
+        keep = inputs.attention_mask[0].bool()
         device = _device(self.encoder)
-        embeds = self.encoder(inputs.input_ids.to(device),
-                              attention_mask=inputs.attention_mask.to(device)).text_embeds
+        embeds = self.encoder(inputs.input_ids[:, keep].to(device),
+                              attention_mask=inputs.attention_mask[:, keep].to(device)
+                              ).text_embeds
         return torch.nn.functional.normalize(embeds, dim=-1)
 
 
