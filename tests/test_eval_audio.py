@@ -382,3 +382,15 @@ def test_a_family_without_a_loader_is_measured_against_an_npz_genzoo_wrote(tmp_p
             evaluate(NoLoader(), data=data)
     with pytest.raises(OptionError, match=r"an \.npz as genzoo writes samples"):
         evaluate(NoLoader())
+
+
+def test_the_modalitys_default_feature_serves_a_family_that_names_none(tmp_path, monkeypatch):
+    from genzoo.modalities.audio import AudioModality
+    monkeypatch.setenv("GENZOO_HOME", str(tmp_path))
+
+    class Unnamed(Tones):
+        eval_defaults = {"n": 16, "reference": "synthetic"}
+    with pytest.raises(OptionError, match="names no feature network"):
+        evaluate(Unnamed())
+    monkeypatch.setattr(AudioModality, "default_feature", "logmel", raising=False)
+    assert evaluate(Unnamed())["feature"] == "logmel"
