@@ -390,6 +390,7 @@ def test_the_modalitys_default_feature_serves_a_family_that_names_none(tmp_path,
 
     class Unnamed(Tones):
         eval_defaults = {"n": 16, "reference": "synthetic"}
+    monkeypatch.setattr(AudioModality, "default_feature", None, raising=False)
     with pytest.raises(OptionError, match="names no feature network"):
         evaluate(Unnamed())
     monkeypatch.setattr(AudioModality, "default_feature", "logmel", raising=False)
