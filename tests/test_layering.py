@@ -26,7 +26,7 @@ LAYERS: dict[str, int] = {"plugins": 1, "modalities": 1, "catalog": 2, "engine":
 ALLOWED_UP: set[tuple[str, str]] = {
     ("model", "engine.train"), ("testing", "kit.conformance"), ("testing", "kit.train"),
     ("testing", "kit.config"), ("testing", "kit.conditions"), ("testing", "kit.devices"),
-    ("testing", "kit.learning"), ("__init__", "api"),
+    ("testing", "kit.learning"), ("testing", "kit.writing"), ("__init__", "api"),
     ("__init__", "engine.train"), ("__main__", "cli"),
     # a Samples' modality is looked up among the plugins' registrations
     ("samples", "plugins.modalities"), ("writers", "plugins.modalities"),

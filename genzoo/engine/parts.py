@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Iterator
 import torch
 from torch import nn
 
-from genzoo.engine.checkpoint import latest_checkpoint
 from genzoo.errors import OptionError, OutputError
 from genzoo.fsutil import LockHeld, atomic_write_text, exclusive_lock
 from genzoo.names import (CHECKPOINTS_DIR, CONFIG_NAME, LATEST_NAME, METRICS_NAME, RUN_LOCK,
@@ -252,7 +251,8 @@ def claimed_run_folder(out: Path, *, resume: bool, overwrite: bool) -> Iterator[
 def _kept_work(out: Path) -> bool:
     """Whether ``out`` holds something a failed run should keep: a complete checkpoint
     (resumable) or a saved model (config.json: the run got as far as saving)."""
-    return latest_checkpoint(out / CHECKPOINTS_DIR) is not None or (out / CONFIG_NAME).is_file()
+    # the pointer is written (atomically) only once a checkpoint is complete
+    return (out / CHECKPOINTS_DIR / LATEST_NAME).is_file() or (out / CONFIG_NAME).is_file()
 
 
 def _undo_run_folder(out: Path, existed: bool) -> None:
