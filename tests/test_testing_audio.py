@@ -12,6 +12,7 @@ import torch._dynamo  # noqa: F401 - imported once, here: an optimizer step impo
 # import registers torch._inductor.test_operators' library twice, a RuntimeError
 from _kit import kit, kit_plugin_args, kit_site  # noqa: F401 - fixtures
 from _notes import notes_plugin  # noqa: F401 - fixture
+from test_modality_plugin import table_plugin  # noqa: F401 - fixture (the guide's example)
 
 from genzoo.errors import SampleError
 
@@ -104,3 +105,15 @@ def test_a_third_party_audio_family_passes_the_kit(notes_plugin, tmp_path):
     t.check_loss_lowered(run)
     with pytest.MonkeyPatch.context() as mp:
         t.check_trained_output(run, mp)
+
+
+def test_the_kit_asks_a_third_partys_modality(table_plugin, tmp_path):
+    """docs/plugins.md's table rows (a list modality written as CSV) pass the kit's sample,
+    writer and seed checks: nothing in them assumes images, text or audio."""
+    from genzoo.kit import conformance as c
+    from genzoo.kit import writing as w
+    c.check_class_contract("table-gauss")
+    c.check_sample_output(c.make_model("table-gauss", {}))
+    w.check_writers(c.make_model("table-gauss", {}), tmp_path / "written")
+    assert (tmp_path / "written" / "kit-samples.csv").read_text().startswith("height,weight")
+    c.check_seeds(c.make_model("table-gauss", {}))
