@@ -83,7 +83,8 @@ class TinyAudio(GenerativeModel):
 
     def training_loss(self, waves):
         z = torch.zeros(len(waves), self.config["latent"], device=waves.device)
-        return (torch.tanh(self.dec(z + 0.1 * torch.randn_like(z))).unsqueeze(1) - waves).pow(2).mean()
+        decoded = torch.tanh(self.dec(z + 0.1 * torch.randn_like(z))).unsqueeze(1)
+        return (decoded - waves).pow(2).mean()
 
 
 def tiny_waves(n: int = 24, length: int = 32, seed: int = 0) -> torch.Tensor:

@@ -77,7 +77,8 @@ def default_data(model: GenerativeModel, tmp_path: Path):
     else:  # a signal (channels, T) or a vector: a few cycles of a sine, random phase
         t = torch.linspace(0, 1, shape[-1]).view(1, -1)
         phase = torch.rand(16, 1, generator=g) * 2 * math.pi
-        unit = (0.5 + 0.4 * torch.sin(2 * math.pi * 4 * t + phase)).view(16, *[1] * (len(shape) - 1), -1)
+        wave = 0.5 + 0.4 * torch.sin(2 * math.pi * 4 * t + phase)
+        unit = wave.view(16, *[1] * (len(shape) - 1), -1)
     lo, hi = spec.value_range or (0.0, 1.0)
     return with_labels(model, (lo + (hi - lo) * unit.expand(16, *shape)).contiguous())
 
