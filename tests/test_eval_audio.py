@@ -395,3 +395,16 @@ def test_the_modalitys_default_feature_serves_a_family_that_names_none(tmp_path,
         evaluate(Unnamed())
     monkeypatch.setattr(AudioModality, "default_feature", "logmel", raising=False)
     assert evaluate(Unnamed())["feature"] == "logmel"
+
+
+def test_a_family_that_never_wrote_a_loader_reads_genzoos_npz(tmp_path, monkeypatch):
+    from genzoo.samples import Samples
+    monkeypatch.setenv("GENZOO_HOME", str(tmp_path))
+
+    class Default(Tones):  # GenerativeModel's prepare_data: the image loader, no image_shape
+        prepare_data = GenerativeModel.prepare_data
+    Samples(Tones().prepare_data("synthetic"), "audio", {"sample_rate": RATE}).save(
+        tmp_path / "ref.npz")
+    assert evaluate(Default(), n=8, data=str(tmp_path / "ref.npz"))["reference_n"] == 64
+    with pytest.raises(DataError, match=r"could not read it \(KeyError: 'image_shape'\)"):
+        evaluate(Default(), n=8, data=str(tmp_path))

@@ -149,9 +149,12 @@ def family_reference(model: GenerativeModel, data: Any) -> ReferenceSet:
             raise refused from None  # the family's own one-line error says what it takes
         batch = ds.data
     except Exception as e:  # noqa: BLE001 - a loader's crash becomes one line naming the data
-        first = (str(e).splitlines() or [""])[0]
-        raise DataError(f"{_name(data)}: {who}'s loader could not read it ({type(e).__name__}: "
-                        f"{first}); pass {_data_help(model)}") from e
+        ds = _genzoo_npz(data, spec)  # a family that never wrote a loader (the default's
+        if ds is None:                # image loader finds no image_shape): genzoo's .npz
+            first = (str(e).splitlines() or [""])[0]
+            raise DataError(f"{_name(data)}: {who}'s loader could not read it "
+                            f"({type(e).__name__}: {first}); pass {_data_help(model)}") from e
+        batch = ds.data
     if isinstance(batch, (tuple, list)) and batch and isinstance(batch[0], torch.Tensor):
         batch = batch[0]  # (samples, labels or captions ...)
     source = str(getattr(ds, "source", "") or _name(data))
