@@ -177,6 +177,9 @@ class Modality:
     #: ``genzoo sample`` without ``-n``/``-o``: how many, and where (None: printed to stdout).
     default_n: ClassVar[int] = 16
     default_output: ClassVar[str | None] = None
+    #: The feature network ``genzoo eval`` scores these samples with when neither the command
+    #: nor the family's ``eval_defaults`` names one (None: the evaluator decides or refuses).
+    default_feature: ClassVar[str | None] = None
     #: Whether one sample can be shown while it is made (text: tokens streamed to a terminal
     #: and over server-sent events).
     streams: ClassVar[bool] = False

@@ -103,6 +103,7 @@ class AudioModality(Modality):
     serve_single = True  # over HTTP a WAV is one clip; several go as json or npz
     pipeline_tags = {"prompt": "text-to-audio", "": None}
     generation_tag = "audio-generation"
+    default_feature = "logmel"  # log-mel statistics (genzoo/eval/logmel.py): not FAD
     usage = 'samples = model.sample(4, seed=0)\nsamples.save("samples.wav")'
     gallery_html = ('<audio controls preload="metadata" src="{src}"></audio>'
                     '<a href="{src}" download="{name}">download</a>')
