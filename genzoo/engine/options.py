@@ -133,8 +133,9 @@ FINETUNE_OPTIONS: dict[str, FinetuneOption] = {o.name: o for o in (
     _F("seed", "int", 0, "Seed of the data order and the global RNG (per rank).", min=0),
     _F("save_every", "int", None, "Checkpoint every N steps (the newest two are kept).", min=1,
        metavar="N"),
-    _F("sample_every", "int", None, "Write a 16-sample grid (with the EMA weights) into "
-       "OUT/samples every N steps.", min=1, metavar="N"),
+    _F("sample_every", "int", None, "Write 16 samples (with the EMA weights) into "
+       "OUT/samples every N steps, as the model's modality writes them (a PNG grid, a WAV, "
+       "texts).", min=1, metavar="N"),
     _F("resume", "bool", False, "Continue from OUT's last complete checkpoint, with the "
        "results of an uninterrupted run."),
     _F("overwrite", "bool", False, "Allow a non-empty OUT that genzoo did not create (its files "
