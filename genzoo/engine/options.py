@@ -106,7 +106,9 @@ _F = FinetuneOption
 STEPS = _F("steps", "int", 1000, "Optimizer steps; the learning-rate schedule spans them.",
            min=1, shown_default="(required; 1000 on the command line)")
 OUT = _F("out", "str", None, "Output folder: checkpoints, metrics.jsonl, samples and, at the "
-         "end, the model itself.", doc="None trains in memory; the command line requires it")
+         "end, the model itself.", doc="None trains in memory; the command line requires it. "
+         "A run that fails before its first checkpoint leaves a folder it made (or found "
+         "empty) as it was")
 
 #: Every keyword of ``finetune`` after ``steps`` and ``out``, in the order help lists them.
 FINETUNE_OPTIONS: dict[str, FinetuneOption] = {o.name: o for o in (
