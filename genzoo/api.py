@@ -52,6 +52,7 @@ def load(name_or_path: str | os.PathLike[str], device: str = "auto", dtype: str 
         model = cls.from_pretrained(folder, device=device, dtype=dtype)
         model.name_or_path = card.name
         model.origin = {"license": card.license, "tags": list(card.tags),
+                        "pipeline_tag": card.pipeline_tag,  # the plugin's own card wins
                         "base_model": hub.hub_repo_id(card.source) or card.name}
         model.apply_card_sampling(card.sampling)
         model.card_files = dict(card.files or {})  # verified digests an adapter records

@@ -214,6 +214,26 @@ def test_cards_and_help_say_audio(notes_plugin, tmp_path):
     assert helped.exit_code == 0 and "16-bit mono WAV" in " ".join(helped.output.split())
 
 
+def test_a_plugins_own_card_pipeline_tag_wins(notes_plugin, tmp_path):
+    """A plugin's catalog card may claim the Hub task itself (``pipeline_tag``): a saved copy's
+    README carries it, over what the modality would say; a non-string is refused in one line."""
+    import yaml
+    from genzoo.catalog import registry
+    catalog = yaml.safe_load(notes_plugin.read_text())
+    catalog["models"][0]["pipeline_tag"] = "text-to-audio"
+    notes_plugin.write_text(yaml.safe_dump(catalog))
+    registry.reset()
+    assert run("finetune", "notes-tiny", "--data", "synthetic", "--steps", "1", "--out",
+               str(tmp_path / "run")).exit_code == 0
+    front = (tmp_path / "run" / "README.md").read_text().split("---")[1]
+    assert "pipeline_tag: text-to-audio" in front
+    catalog["models"][0]["pipeline_tag"] = ["text-to-audio"]
+    notes_plugin.write_text(yaml.safe_dump(catalog))
+    registry.reset()
+    listed = run("plugins")
+    assert "pipeline_tag must be a string" in listed.output
+
+
 def eval_json(*args: str) -> dict:
     """``genzoo eval ARGS --json``, checked to succeed."""
     result = run("eval", *args, "--json")

@@ -38,6 +38,9 @@ class ModelCard:
     size: int | None = None
     license: str | None = None
     tags: tuple[str, ...] = ()
+    #: The Hub task the card claims (``text-to-audio`` ...); None: the model's modality and
+    #: capabilities decide (``genzoo.modelcard.card_task``).
+    pipeline_tag: str | None = None
     #: What the model can be asked for besides plain sampling (label, init, mask,
     #: interpolate ...): its model's ``capabilities``, recorded so listing needs no torch.
     capabilities: tuple[str, ...] = ()
@@ -57,14 +60,14 @@ class ModelCard:
         return {"name": self.name, "family": self.family, "arch": self.arch,
                 "summary": self.summary, "source": self.source, "files": dict(self.files),
                 "params": self.params, "size": self.size, "license": self.license,
-                "tags": list(self.tags), "capabilities": list(self.capabilities),
+                "tags": list(self.tags), "pipeline_tag": self.pipeline_tag, "capabilities": list(self.capabilities),
                 "sampling": dict(self.sampling),
                 "metrics": dict(self.metrics), "package": self.package, "origin": self.origin,
                 "plugin": self.plugin, "catalog": self.catalog}
 
 
 _FIELDS = {"name", "family", "arch", "summary", "source", "files", "params", "size", "license",
-           "tags", "capabilities", "sampling", "metrics", "package"}
+           "tags", "pipeline_tag", "capabilities", "sampling", "metrics", "package"}
 _REQUIRED = ("name", "family", "arch", "source")
 
 
@@ -93,7 +96,8 @@ def card_from_dict(entry: Any, origin: str, base_dir: Path | None = None) -> Mod
         summary=(entry.get("summary") or "").strip(),
         files={k: (v.lower() if v else None) for k, v in files.items()},
         params=entry.get("params"), size=entry.get("size"), license=entry.get("license"),
-        tags=tuple(entry.get("tags") or ()), capabilities=tuple(entry.get("capabilities") or ()),
+        tags=tuple(entry.get("tags") or ()), pipeline_tag=entry.get("pipeline_tag"),
+        capabilities=tuple(entry.get("capabilities") or ()),
         sampling=dict(entry.get("sampling") or {}),
         metrics=dict(entry.get("metrics") or {}), package=entry.get("package") or "",
         origin=origin)
@@ -147,7 +151,7 @@ def _check_optional(entry: dict[str, Any], bad: Callable[[str], RegistryError]) 
     for key in ("sampling", "metrics"):
         if not isinstance(entry.get(key) or {}, dict):
             raise bad(f"{key} must be a mapping")
-    for key in ("summary", "license", "package"):
+    for key in ("summary", "license", "package", "pipeline_tag"):
         if entry.get(key) is not None and not isinstance(entry[key], str):
             raise bad(f"{key} must be a string")
 
