@@ -73,6 +73,9 @@ class GenerativeModel(nn.Module):
     #: The registered modality of what ``sample`` returns (``"image"``, ``"text"``,
     #: ``"audio"`` or a plugin's): it says how samples are held, checked and written.
     modality: ClassVar[str] = "image"
+    #: What ``prepare_data`` reads as ``finetune --data`` and as an evaluation's reference, in
+    #: a line (``genzoo finetune NAME --help`` shows it); None: the family does not say.
+    data_help: ClassVar[str | None] = None
     #: Whether the finetune engine keeps EMA weights and sampling should use them.
     uses_ema: ClassVar[bool] = False
     #: Default training hyper-parameters; ``genzoo.finetune``'s keywords override them.

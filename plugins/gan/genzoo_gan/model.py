@@ -112,6 +112,8 @@ class DCGAN(GenerativeModel):
     arch = "gan-dcgan"
     family = "gan"
     modality = "image"
+    data_help = ("an image folder (class sub-folders or a metadata.jsonl give labels), an .npz/.npy of "
+                 "(N, C, H, W) images in [0, 1] (with labels if it has them), or 'mnist'")
     uses_ema = True
     # No gradient clipping: spectral norm already bounds D, and clipping would fight Adam's
     # per-parameter scaling in a two-player game. Weight decay would shrink D's margin.

@@ -31,6 +31,7 @@ class TextLM(GenerativeModel):
 
     family: ClassVar[str] = "textlm"
     modality: ClassVar[str] = "text"
+    data_help: ClassVar[str] = "a UTF-8 text file or a folder of .txt files"
     sample_defaults: ClassVar[dict[str, Any]] = dict(
         prompt="", messages=None, system=None, max_new_tokens=256, temperature=1.0, top_k=None,
         top_p=None, stop=None, stream=None, batch_size=16)

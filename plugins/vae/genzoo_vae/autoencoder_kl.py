@@ -55,6 +55,8 @@ class AutoencoderKLModel(GenerativeModel):
     arch = ARCH
     family = "vae"
     modality = "image"
+    data_help = ("an image folder or an .npz/.npy of (N, C, H, W) images in [0, 1] of the "
+                 "model's size, or 'mnist' (labels are ignored)")
     required_conditions = ("init",)
     # a pretrained autoencoder is finetuned gently; the engine scales lr down once more for it
     train_defaults = {"batch_size": 8, "lr": 1e-4, "warmup": 50, "grad_clip": 1.0}

@@ -103,6 +103,8 @@ class ConvVAE(GenerativeModel):
     arch = "vae-conv"
     family = "vae"
     modality = "image"
+    data_help = ("an image folder (class sub-folders or a metadata.jsonl give labels), an .npz/.npy of "
+                 "(N, C, H, W) images in [0, 1] (with labels if it has them), or 'mnist'")
     uses_ema = False  # the ELBO is a smooth objective; averaging weights buys nothing visible
     # The loss is in nats per image (hundreds); Adam does not care about its scale, so the
     # clip is only a guard against a bad batch, set well above typical gradient norms.
