@@ -82,6 +82,16 @@ class TextToAudioModel(LatentDiffusionModel):
                affects_output=False),
     )
 
+    def __init__(self, config: dict[str, Any]):
+        super().__init__(config)
+        self._default_length()
+
+    def _default_length(self) -> None:
+        """Show the model's own length as ``seconds``' default (``genzoo info``), once known."""
+        seconds = (self.config.get("audio") or {}).get("seconds")
+        if seconds is not None:
+            self.sample_defaults = {**self.sample_defaults, "seconds": seconds}
+
     # ---- loading -----------------------------------------------------------------------
     def check_pipeline(self, folder: Path) -> None:
         """Refuse, in one line, what AudioLDM's sampling cannot use: a UNet without the class
@@ -107,6 +117,7 @@ class TextToAudioModel(LatentDiffusionModel):
         """The sample rate and the default length, for ``genzoo info``."""
         self.config["audio"] = {"sample_rate": self.sample_rate,
                                 "seconds": self.default_seconds()}
+        self._default_length()
 
     # ---- lengths -----------------------------------------------------------------------
     @property

@@ -58,6 +58,7 @@ def test_folder_loads_as_text2audio(model):
     assert model.sample_metadata() == {"sample_rate": 16000}
     # the UNet's 32 latent frames * 2 (latent factor) * 4 samples per frame / 16 kHz
     assert model.default_seconds() == pytest.approx(0.016)
+    assert model.options()["seconds"].default == model.default_seconds()  # genzoo info shows it
     assert model.options()["sampler"].default == "ddim"  # the pipeline's DDIMScheduler
     assert {"prompt", "negative_prompt"} <= set(model.capabilities)
 
@@ -110,6 +111,8 @@ def test_save_pretrained_round_trip(model, tmp_path):
     out = model.save_pretrained(tmp_path / "copy")
     again = genzoo.load(str(out), device="cpu")
     assert again.arch == "diffusers-text2audio"
+    assert again.options()["seconds"].default == model.default_seconds()
+    assert again.sample_metadata() == {"sample_rate": 16000}
     kw = dict(prompt=PROMPTS[0], steps=2, seconds=0.02)
     assert torch.equal(waves(model.sample(1, **kw)), waves(again.sample(1, **kw)))
 
