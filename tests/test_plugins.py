@@ -273,3 +273,14 @@ def test_hostile_plugins_in_a_real_process(tmp_path):
     strict = genzoo("list", GENZOO_STRICT_PLUGINS="1")
     assert strict.returncode == 1 and strict.stderr.splitlines()[-1].startswith("Error: plugin '")
     assert "Traceback" not in strict.stderr
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "a b", "target": "pkg.mod:Cls"}, "a modality name may hold only"),
+    ({"name": "rows", "target": "pkg.mod"}, "must look like 'package.module:ClassName'"),
+    ({"name": "rows"}, "'target' must be a non-empty string"),
+])
+def test_a_bad_modality_entry_is_refused_in_one_line(entry, message):
+    from genzoo.plugins.entries import modality_info
+    with pytest.raises(ValueError, match=message):
+        modality_info(entry, "p")

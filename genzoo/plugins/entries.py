@@ -143,13 +143,18 @@ def arch_info(entry: Any, plugin: str) -> ArchInfo:
                     str(entry.get("summary") or ""), plugin)
 
 
-def feature_net_info(entry: Any, plugin: str) -> FeatureNetInfo:
-    """Check one dict returned by ``genzoo_feature_nets``."""
+def _named_target(entry: Any, what: str, target: str, note: str = "") -> None:
+    """Check an entry's ``name`` (letters, digits, '.', '_', '-') and its ``target``."""
     _require_strings(entry, ("name", "target"))
     if not _NAME_RE.match(entry["name"]):
-        raise ValueError(f"{entry['name']!r}: a feature net name may hold only letters, digits, "
-                         "'.', '_' and '-' (timm:NAME is built in)")
-    _check_target(entry, "factory")
+        raise ValueError(f"{entry['name']!r}: a {what} name may hold only letters, digits, "
+                         f"'.', '_' and '-'{note}")
+    _check_target(entry, target)
+
+
+def feature_net_info(entry: Any, plugin: str) -> FeatureNetInfo:
+    """Check one dict returned by ``genzoo_feature_nets``."""
+    _named_target(entry, "feature net", "factory", " (timm:NAME is built in)")
     shape = entry.get("input_shape")
     if shape is not None:
         if not isinstance(shape, (list, tuple)) or not shape or not all(
@@ -163,11 +168,7 @@ def feature_net_info(entry: Any, plugin: str) -> FeatureNetInfo:
 
 def modality_info(entry: Any, plugin: str) -> ModalityInfo:
     """Check one dict returned by ``genzoo_modalities``."""
-    _require_strings(entry, ("name", "target"))
-    if not _NAME_RE.match(entry["name"]):
-        raise ValueError(f"{entry['name']!r}: a modality name may hold only letters, digits, "
-                         "'.', '_' and '-'")
-    _check_target(entry, "ClassName")
+    _named_target(entry, "modality", "ClassName")
     return ModalityInfo(entry["name"], entry["target"], str(entry.get("summary") or ""), plugin)
 
 
