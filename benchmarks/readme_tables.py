@@ -130,30 +130,44 @@ def _split(r: dict) -> str:
                      for k in ("text_encoder", "unet", "vae_decoder", "rest"))
 
 
+def _speed_table(configs: dict, what: str, output, diff: str, rate) -> list[str]:
+    """Rows of each pipeline's speed at each batch beside diffusers': ``output(config)``
+    fills the ``what`` column, ``rate(side)`` each side's figure."""
+    lines = [f"| pipeline | {what} | batch | genzoo | diffusers | genzoo/diffusers | {diff} | "
+             "seconds per call, genzoo/diffusers: text encoder, UNet, VAE decoder, rest | met |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, c in configs.items():
+        for n, r in c["batches"].items():
+            ok = r["ratio"] >= 1.0 and r["max_abs_diff"] <= 1e-4
+            lines.append(f"| {name} | {output(c)} | {n} | {rate(r['genzoo'])} | "
+                         f"{rate(r['diffusers'])} | {r['ratio']:.2f}x | {r['max_abs_diff']:.1e} "
+                         f"| {_split(r)} | {'yes' if ok else 'NO'} |")
+    return lines
+
+
+def _rss_table(configs: dict, parts: dict[str, str]) -> list[str]:
+    """Rows of each pipeline's peak RSS beside diffusers', with its networks' sizes."""
+    lines = [f"| pipeline | parameters ({', '.join(parts.values())}) | batch | genzoo peak RSS | "
+             "diffusers peak RSS | genzoo/diffusers | met |", "|---|---|---|---|---|---|---|"]
+    for name, c in configs.items():
+        m, p = c["rss"], c["parameters"]
+        params = ", ".join(f"{p[k] / 1e6:.2f}M" for k in parts)
+        lines.append(f"| {name} | {params} | {m['batch']} | {m['genzoo_mib']:.1f} MiB | "
+                     f"{m['diffusers_mib']:.1f} MiB | {m['ratio']:.2f}x | "
+                     f"{'yes' if m['ratio'] <= 1.0 else 'NO'} |")
+    return lines
+
+
 def text2image_table() -> str:
     """benchmarks/bench_text2image.py's figures (text2image_results.json): speed, images
     and peak RSS beside diffusers' StableDiffusionPipeline, the lever experiments if run."""
     data = _load("text2image_results.json")
     meta, configs = data.get("meta", {}), data.get("configs", {})
-    lines = ["| pipeline | output | batch | genzoo | diffusers | genzoo/diffusers | "
-             "max abs image diff | seconds per call, genzoo/diffusers: text encoder, UNet, VAE "
-             "decoder, rest | met |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, c in configs.items():
-        for n, r in c["batches"].items():
-            g, d = r["genzoo"], r["diffusers"]
-            ok = r["ratio"] >= 1.0 and r["max_abs_diff"] <= 1e-4
-            lines.append(f"| {name} | {c['output']} | {n} | {g['images_per_s']:.3g} images/s "
-                         f"({g['s_per_image']:.2f} s/image) | {d['images_per_s']:.3g} images/s "
-                         f"({d['s_per_image']:.2f} s/image) | {r['ratio']:.2f}x | "
-                         f"{r['max_abs_diff']:.1e} | {_split(r)} | {'yes' if ok else 'NO'} |")
-    lines += ["", "| pipeline | parameters (UNet, text encoder, VAE) | batch | genzoo peak RSS | "
-              "diffusers peak RSS | genzoo/diffusers | met |", "|---|---|---|---|---|---|---|"]
-    for name, c in configs.items():
-        m, p = c["rss"], c["parameters"]
-        params = ", ".join(f"{p[k] / 1e6:.2f}M" for k in ("unet", "text_encoder", "vae"))
-        lines.append(f"| {name} | {params} | {m['batch']} | {m['genzoo_mib']:.1f} MiB | "
-                     f"{m['diffusers_mib']:.1f} MiB | {m['ratio']:.2f}x | "
-                     f"{'yes' if m['ratio'] <= 1.0 else 'NO'} |")
+    lines = _speed_table(configs, "output", lambda c: c["output"], "max abs image diff",
+                         lambda v: f"{v['images_per_s']:.3g} images/s ({v['s_per_image']:.2f} "
+                                   "s/image)")
+    lines += ["", *_rss_table(configs, {"unet": "UNet", "text_encoder": "text encoder",
+                                        "vae": "VAE"})]
     steps = sorted({c["steps"] for c in configs.values()})
     rounds = sorted({c["rounds"] for c in configs.values()})
     mode = "--quick" if meta.get("quick") else "full"
@@ -195,6 +209,26 @@ def text2image_table() -> str:
     return "\n".join(lines)
 
 
+def audioldm_table() -> str:
+    """benchmarks/bench_audioldm.py's figures (audioldm_results.json): waveforms per second
+    and peak RSS beside diffusers' AudioLDMPipeline on the same folder."""
+    data = _load("audioldm_results.json")
+    meta, configs = data.get("meta", {}), data.get("configs", {})
+    lines = _speed_table(configs, "audio", lambda c: f"{c['audio_s']:g} s", "max abs diff",
+                         lambda v: f"{v['waveforms_per_s']:.3g}/s")
+    lines += ["", *_rss_table(configs, {"unet": "UNet", "text_encoder": "text encoder",
+                                        "vae": "VAE", "vocoder": "vocoder"})]
+    mode = "--quick" if meta.get("quick") else "full"
+    lines += ["", f"Goal: {meta.get('goal', '?')}. {meta.get('sampler', '?').upper()} "
+              f"{'/'.join(sorted({str(c['steps']) for c in configs.values()}))} steps, guidance "
+              f"{meta.get('guidance', '?')}, medians of alternating rounds after a warm-up. "
+              f"Measured {meta.get('date', '?')} ({mode} run) on {meta.get('lscpu_model', '?')}, "
+              f"{meta.get('cpus', '?')} cores, {meta.get('threads', '?')} thread(s), torch "
+              f"{meta.get('torch', '?')}, diffusers {meta.get('diffusers', '?')}: "
+              f"`{meta.get('command', '?')}`."]
+    return "\n".join(lines)
+
+
 def chat_serve_table() -> str:
     """benchmarks/bench_chat_serve.py's table (chat_serve_results.json): continuous batching
     of streamed chats in ``genzoo serve``, one stream beside transformers' ``generate``."""
@@ -207,7 +241,8 @@ def chat_serve_table() -> str:
 
 TABLES = {"image models": image_table, "labels": label_table, "cards": card_table,
           "performance": performance_table, "lora recipe": lora_recipe_table,
-          "text2image": text2image_table, "chat serve": chat_serve_table}
+          "text2image": text2image_table, "audioldm": audioldm_table,
+          "chat serve": chat_serve_table}
 
 
 def render(readme: str) -> str:
