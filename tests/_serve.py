@@ -2,8 +2,10 @@
 stopped (and its log kept) when the test ends, every wait bounded in time."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -113,3 +116,42 @@ def assert_one_line_error(status: int, body, expected: int) -> str:
     assert isinstance(body, dict) and set(body) == {"error"}, body
     assert "\n" not in body["error"] and "Traceback" not in body["error"]
     return body["error"]
+
+
+# ---- the gallery, in Debian's Chromium (never a browser build Playwright downloads) ---------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NO_CHROMIUM = ("Debian's chromium is not installed (.ci/run installs it: apt-get install -y "
+               "chromium)")
+
+
+@contextlib.contextmanager
+def gallery(url: str) -> Iterator[tuple[object, list[str]]]:
+    """The gallery at ``url`` open in headless Chromium, once its status line counts every
+    card (they are appended one by one); yields (page, the page's JavaScript errors so far)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(url, timeout=60_000)
+            page.wait_for_function(
+                "/^\\d+ models$/.test(document.getElementById('status').textContent)",
+                timeout=60_000)
+            yield page, errors
+        finally:
+            browser.close()
+
+
+def generate(card, n: int | None = None, seed: int | None = None, timeout: int = 60_000,
+             **options: str) -> None:
+    """Fill a gallery card's n, seed and ``options`` fields, press Generate and wait (up to
+    ``timeout`` ms) until its provenance shows."""
+    for name, value in (("n", n), ("seed", seed)):
+        if value is not None:
+            card.locator(f"input[name={name}]").fill(str(value))
+    for name, value in options.items():
+        card.locator(f"[data-option={name}]").fill(value)
+    card.locator("button").click()
+    card.locator(".provenance tr").first.wait_for(timeout=timeout)

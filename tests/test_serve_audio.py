@@ -8,7 +8,6 @@ import base64
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import wave
@@ -18,7 +17,8 @@ import numpy as np
 import pytest
 
 from _notes import NAME, build_weights, install_notes
-from _serve import Server, assert_one_line_error, get, post, request
+from _serve import (CHROMIUM, NO_CHROMIUM, Server, assert_one_line_error, gallery, generate,
+                    get, post, request)
 
 from genzoo.errors import OptionError
 from genzoo.samples import Modality, Samples
@@ -192,9 +192,7 @@ def test_openai_routes_do_not_serve_audio(server):
         assert status == 400 and "does not serve" in reply["error"]["message"], reply
 
 
-# ---- the gallery, in Debian's Chromium (never a browser Playwright downloads) ---------------
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
+# ---- the gallery, in Debian's Chromium ------------------------------------------------------
 #: Every audio element of the notes card, its metadata loaded by the browser itself: the
 #: durations it decoded (an undecodable file rejects with the media error instead).
 DURATIONS = """async () => Promise.all([...document.querySelectorAll(
@@ -209,51 +207,32 @@ DURATIONS = """async () => Promise.all([...document.querySelectorAll(
 
 def browse(url: str) -> dict:
     """Generate three notes and nine digits in the gallery; return what the page shows."""
-    sync_api = pytest.importorskip("playwright.sync_api")
     seen: dict = {}
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url, timeout=60_000)
-            page.wait_for_function(
-                "/^\\d+ models$/.test(document.getElementById('status').textContent)",
-                timeout=60_000)
-            notes = page.locator(f"#model-{NAME}")
-            seen["n_default"] = notes.locator("input[name=n]").input_value()
-            notes.locator("input[name=n]").fill("3")
-            notes.locator("input[name=seed]").fill("4")
-            notes.locator("[data-option=pitch]").fill("0,7,11")
-            notes.locator("button").click()
-            notes.locator(".provenance tr").first.wait_for(timeout=60_000)
-            seen["audios"] = notes.locator(".grid audio[controls]").count()
-            seen["srcs"] = [a.get_attribute("src") for a in notes.locator(".grid audio").all()]
-            seen["durations"] = page.evaluate(DURATIONS)
-            seen["downloads"] = [(a.get_attribute("download"), a.get_attribute("href"))
-                                 for a in notes.locator(".grid a[download]").all()]
-            seen["rate"] = notes.locator(".provenance tr[data-key=sample_rate] td").text_content()
+    with gallery(url) as (page, errors):
+        notes = page.locator(f"#model-{NAME}")
+        seen["n_default"] = notes.locator("input[name=n]").input_value()
+        generate(notes, n=3, seed=4, pitch="0,7,11")
+        seen["audios"] = notes.locator(".grid audio[controls]").count()
+        seen["srcs"] = [a.get_attribute("src") for a in notes.locator(".grid audio").all()]
+        seen["durations"] = page.evaluate(DURATIONS)
+        seen["downloads"] = [(a.get_attribute("download"), a.get_attribute("href"))
+                             for a in notes.locator(".grid a[download]").all()]
+        seen["rate"] = notes.locator(".provenance tr[data-key=sample_rate] td").text_content()
 
-            gan = page.locator("#model-gan-mnist")
-            gan.locator("input[name=n]").fill("9")
-            gan.locator("button").click()
-            gan.locator(".provenance tr").first.wait_for(timeout=60_000)
-            seen["images"] = page.evaluate(
-                "[...document.querySelectorAll('#model-gan-mnist .grid img')]"
-                ".filter(i => i.complete && i.naturalWidth === 28).length")
-            # the page's own template filler, given a hostile value: it must stay text
-            seen["escaped"] = page.evaluate("""sampleHTML({html: '<pre title="{name}">{text}</pre>',
-                json: 'value', content_type: 'text/plain; charset=utf-8', suffix: '.txt"><b>'},
-                '<img src=x onerror="window.pwned=1">&', 7)""")
-            seen["errors"] = errors + notes.locator(".error:visible").all_text_contents()
-        finally:
-            browser.close()
+        gan = page.locator("#model-gan-mnist")
+        generate(gan, n=9)
+        seen["images"] = page.evaluate(
+            "[...document.querySelectorAll('#model-gan-mnist .grid img')]"
+            ".filter(i => i.complete && i.naturalWidth === 28).length")
+        # the page's own template filler, given a hostile value: it must stay text
+        seen["escaped"] = page.evaluate("""sampleHTML({html: '<pre title="{name}">{text}</pre>',
+            json: 'value', content_type: 'text/plain; charset=utf-8', suffix: '.txt"><b>'},
+            '<img src=x onerror="window.pwned=1">&', 7)""")
+        seen["errors"] = errors + notes.locator(".error:visible").all_text_contents()
     return seen
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run "
-                    "installs it: apt-get install -y chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 def test_gallery_plays_audio_and_still_shows_images(server):
     seen = browse(server.url + "/")
     assert seen["errors"] == [] and seen["n_default"] == "1"

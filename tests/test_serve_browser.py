@@ -5,76 +5,51 @@ and that the provenance shown is the request's; text streams in.
 ``python tests/test_serve_browser.py --screenshot docs/serve.png`` retakes the docs' picture."""
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-from _serve import Server
+from _serve import CHROMIUM, NO_CHROMIUM, Server, gallery, generate
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-sync_api = pytest.importorskip("playwright.sync_api")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
-                                "(.ci/run installs it: apt-get install -y chromium)")
+pytest.importorskip("playwright.sync_api")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
 
 
 def browse(url: str, screenshot: Path | None = None) -> dict:
     """Drive the page: three models generate; returns what the page shows."""
     seen: dict = {}
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            page = browser.new_page(viewport={"width": 1200, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.goto(url, timeout=60_000)
-            # the cards are appended one by one; the status line says "N models" after the last
-            page.wait_for_function(
-                "/^\\d+ models$/.test(document.getElementById('status').textContent)",
-                timeout=60_000)
-            page.wait_for_selector("#model-gan-mnist button:not([disabled])", timeout=60_000)
-            seen["cards"] = page.locator("section.model").count()
-            seen["metric_fd"] = page.locator("#model-gan-mnist th[data-metric=fd]").count()
+    with gallery(url) as (page, errors):
+        page.wait_for_selector("#model-gan-mnist button:not([disabled])", timeout=60_000)
+        seen["cards"] = page.locator("section.model").count()
+        seen["metric_fd"] = page.locator("#model-gan-mnist th[data-metric=fd]").count()
 
-            gan = page.locator("#model-gan-mnist")
-            gan.locator("input[name=seed]").fill("7")
-            gan.locator("input[name=n]").fill("9")
-            gan.locator("[data-option=truncation]").fill("0.7")
-            gan.locator("button").click()
-            gan.locator(".provenance tr").first.wait_for(timeout=60_000)
-            seen["gan_images"] = gan.locator(".grid img").count()
-            seen["gan_loaded"] = page.evaluate(
-                "[...document.querySelectorAll('#model-gan-mnist .grid img')]"
-                ".every(i => i.complete && i.naturalWidth === 28)")
-            seen["gan_provenance"] = {
-                key: gan.locator(f".provenance tr[data-key={key}] td").text_content()
-                for key in ("model", "seed", "truncation")}
+        gan = page.locator("#model-gan-mnist")
+        generate(gan, n=9, seed=7, truncation="0.7")
+        seen["gan_images"] = gan.locator(".grid img").count()
+        seen["gan_loaded"] = page.evaluate(
+            "[...document.querySelectorAll('#model-gan-mnist .grid img')]"
+            ".every(i => i.complete && i.naturalWidth === 28)")
+        seen["gan_provenance"] = {
+            key: gan.locator(f".provenance tr[data-key={key}] td").text_content()
+            for key in ("model", "seed", "truncation")}
 
-            text = page.locator("#model-textlm-shakespeare")
-            seen["prompt_box"] = text.locator("textarea[data-option=prompt]").count()
-            text.locator("[data-option=prompt]").fill("ROMEO:")
-            text.locator("[data-option=max_new_tokens]").fill("80")
-            text.locator("button").click()
-            text.locator(".provenance tr").first.wait_for(timeout=60_000)
-            seen["text"] = text.locator(".text").text_content()  # as it streamed
-            # then the sample itself, shown by the text modality's gallery_html
-            seen["text_shown"] = text.locator(".grid .sample pre").all_text_contents()
-            seen["stream_hidden"] = text.locator(".text").is_hidden()
-            seen["text_seed"] = text.locator(".provenance tr[data-key=seed] td").text_content()
+        text = page.locator("#model-textlm-shakespeare")
+        seen["prompt_box"] = text.locator("textarea[data-option=prompt]").count()
+        generate(text, prompt="ROMEO:", max_new_tokens="80")
+        seen["text"] = text.locator(".text").text_content()  # as it streamed
+        # then the sample itself, shown by the text modality's gallery_html
+        seen["text_shown"] = text.locator(".grid .sample pre").all_text_contents()
+        seen["stream_hidden"] = text.locator(".text").is_hidden()
+        seen["text_seed"] = text.locator(".provenance tr[data-key=seed] td").text_content()
 
-            digits = page.locator("#model-diffusion-mnist")
-            digits.locator("input[name=n]").fill("8")
-            digits.locator("input[name=seed]").fill("3")
-            digits.locator("button").click()
-            digits.locator(".provenance tr").first.wait_for(timeout=120_000)
-            seen["digits"] = digits.locator(".grid img").count()
-            seen["errors"] = errors + [e for e in page.locator(".error:visible").all_text_contents()
-                                       if "not downloaded" not in e]
-            if screenshot is not None:
-                page.screenshot(path=str(screenshot), full_page=True)
-        finally:
-            browser.close()
+        digits = page.locator("#model-diffusion-mnist")
+        generate(digits, n=8, seed=3, timeout=120_000)
+        seen["digits"] = digits.locator(".grid img").count()
+        seen["errors"] = errors + [e for e in page.locator(".error:visible").all_text_contents()
+                                   if "not downloaded" not in e]
+        if screenshot is not None:
+            page.screenshot(path=str(screenshot), full_page=True)
     return seen
 
 
