@@ -46,14 +46,9 @@ def images_given(options: dict[str, Any], required: tuple[str, ...] = ()) -> int
     return max(counts) if counts else None
 
 
-def _named_model(ctx: click.Context) -> str | None:
-    """The first argument of the command line that is not a flag: the model it names."""
-    return next((a for a in ctx.meta.get("genzoo_args", []) if not a.startswith("-")), None)
-
-
-class ModelCommand(click.Command):
-    """A command whose first argument names a model: its help also lists that model's own
-    sampling options (``genzoo sample diffusion-mnist --help``), which click cannot know."""
+class NamedModelCommand(click.Command):
+    """A command whose first argument names a model, and whose help says more about that
+    model (``model_help``) than click can know."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["genzoo_args"] = list(args)  # before --help exits, so help can name the model
@@ -61,9 +56,21 @@ class ModelCommand(click.Command):
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         super().format_help(ctx, formatter)
-        name = _named_model(ctx)
-        if name is None:
-            return
+        # the first argument that is not a flag: the model it names
+        name = next((a for a in ctx.meta.get("genzoo_args", []) if not a.startswith("-")), None)
+        if name is not None:
+            self.model_help(name, formatter)
+
+    def model_help(self, name: str, formatter: click.HelpFormatter) -> None:
+        """Add what the help should say about model ``name`` (nothing here)."""
+
+
+class ModelCommand(NamedModelCommand):
+    """A command whose first argument names a model: its help also lists that model's own
+    sampling options (``genzoo sample diffusion-mnist --help``), which click cannot know."""
+
+    def model_help(self, name: str, formatter: click.HelpFormatter) -> None:
+        """List model ``name``'s own options that the command has no flag of its own for."""
         from genzoo.api import model_info
         from genzoo.errors import GenzooError
         try:
@@ -78,20 +85,13 @@ class ModelCommand(click.Command):
                 formatter.write_dl(rows)
 
 
-class FinetuneCommand(click.Command):
+class FinetuneCommand(NamedModelCommand):
     """``genzoo finetune``: with a model named (``genzoo finetune NAME --help``) the help also
     says what that model's family reads as ``--data`` (its ``data_help``), which click
     cannot know; without one the help says it is whatever the family reads."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        ctx.meta["genzoo_args"] = list(args)  # before --help exits, so help can name the model
-        return super().parse_args(ctx, args)
-
-    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        super().format_help(ctx, formatter)
-        name = _named_model(ctx)
-        if name is None:
-            return
+    def model_help(self, name: str, formatter: click.HelpFormatter) -> None:
+        """Say what model ``name``'s family reads as ``--data``, where it says."""
         from genzoo.api import data_help
         text = data_help(name)
         if text:
