@@ -13,33 +13,51 @@ from genzoo.options import Option, with_classes
 from genzoo.seeding import per_sample_randn
 
 
-class KitImage(GenerativeModel):
-    arch = "kit-image"
-    family = "kitimg"
+class _MlpVae(GenerativeModel):
+    """The MLP VAE that the image and audio families share: ``sample_size`` values per
+    sample (flattened), a ``latent``-wide code, one ``hidden`` layer each way."""
+
     train_defaults = {"batch_size": 16, "lr": 1e-2, "warmup": 2}
     sample_defaults = {"temperature": 1.0}
 
-    def __init__(self, config=None):
-        config = {"image_shape": [1, 6, 6], "hidden": 16, "latent": 3, **(config or {})}
+    def __init__(self, config, sample_size: int):
+        config = {"hidden": 16, "latent": 3, **config}
         super().__init__(config)
-        d = math.prod(config["image_shape"])
-        self.enc = nn.Sequential(nn.Linear(d, config["hidden"]), nn.SiLU(),
+        self.enc = nn.Sequential(nn.Linear(sample_size, config["hidden"]), nn.SiLU(),
                                  nn.Linear(config["hidden"], 2 * config["latent"]))
         self.dec = nn.Sequential(nn.Linear(config["latent"], config["hidden"]), nn.SiLU(),
-                                 nn.Linear(config["hidden"], d))
+                                 nn.Linear(config["hidden"], sample_size))
 
-    def generate(self, generators, temperature=1.0):
+    def _codes(self, generators, temperature):
+        """Each sample's latent code from its own generator, scaled by ``temperature``."""
         if temperature < 0:
             raise OptionError(f"temperature must be >= 0, got {temperature}")
         z = per_sample_randn(generators, (self.config["latent"],), device=self.device)
-        return torch.sigmoid(self.dec(z * temperature).float()).reshape(-1, *self.config["image_shape"])
+        return z * temperature
+
+    def _encode(self, x):
+        """(a reparameterised code, the KL term summed) of flattened samples ``x``."""
+        mu, logvar = self.enc(x).chunk(2, dim=1)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        return z, 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
+
+
+class KitImage(_MlpVae):
+    arch = "kit-image"
+    family = "kitimg"
+
+    def __init__(self, config=None):
+        config = {"image_shape": [1, 6, 6], **(config or {})}
+        super().__init__(config, math.prod(config["image_shape"]))
+
+    def generate(self, generators, temperature=1.0):
+        x = self.dec(self._codes(generators, temperature))
+        return torch.sigmoid(x.float()).reshape(-1, *self.config["image_shape"])
 
     def training_loss(self, images):
         x = images.flatten(1)
-        mu, logvar = self.enc(x).chunk(2, dim=1)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z, kl = self._encode(x)
         rec = F.binary_cross_entropy_with_logits(self.dec(z), x, reduction="sum")
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
         return (rec + kl) / x.numel()
 
 
@@ -71,19 +89,17 @@ class KitLabels(KitImage):
         n = len(generators)
         labels = torch.full((n,), -1) if label is None else \
             torch.as_tensor(label).expand(n) if isinstance(label, int) else torch.as_tensor(label)
-        z = per_sample_randn(generators, (self.config["latent"],), device=self.device)
-        x = self.dec(z * temperature + self._condition(labels.to(self.device)))
+        x = self.dec(self._codes(generators, temperature)
+                     + self._condition(labels.to(self.device)))
         return torch.sigmoid(x.float()).reshape(-1, *self.config["image_shape"])
 
     def training_loss(self, batch):
         images, labels = batch
         drop = torch.rand(labels.shape, device=labels.device) < self.config["label_dropout"]
         x = images.flatten(1)
-        mu, logvar = self.enc(x).chunk(2, dim=1)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z, kl = self._encode(x)
         z = z + self._condition(torch.where(drop, -1, labels))
         rec = F.binary_cross_entropy_with_logits(self.dec(z), x, reduction="sum")
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
         return (rec + kl) / x.numel()
 
 
@@ -130,31 +146,22 @@ class KitText(GenerativeModel):
         return F.cross_entropy(self.logits[pairs[:, 0]], pairs[:, 1])
 
 
-class KitAudio(GenerativeModel):
+class KitAudio(_MlpVae):
     """An MLP VAE over short waveforms: audio (n, 1, T) in [-1, 1] (tanh) at the config's
     sample_rate; trains on an (N, 1, T) tensor or an .npz holding ``audios``."""
 
     arch = "kit-audio"
     family = "kitaudio"
     modality = "audio"
-    train_defaults = {"batch_size": 16, "lr": 1e-2, "warmup": 2}
-    sample_defaults = {"temperature": 1.0}
     data_help = "an (N, 1, T) tensor of waveforms in [-1, 1], or an .npz holding 'audios'"
 
     def __init__(self, config=None):
-        config = {"sample_rate": 8000, "length": 48, "hidden": 16, "latent": 3, **(config or {})}
-        super().__init__(config)
-        d = int(config["length"])
-        self.enc = nn.Sequential(nn.Linear(d, config["hidden"]), nn.SiLU(),
-                                 nn.Linear(config["hidden"], 2 * config["latent"]))
-        self.dec = nn.Sequential(nn.Linear(config["latent"], config["hidden"]), nn.SiLU(),
-                                 nn.Linear(config["hidden"], d))
+        config = {"sample_rate": 8000, "length": 48, **(config or {})}
+        super().__init__(config, int(config["length"]))
 
     def generate(self, generators, temperature=1.0):
-        if temperature < 0:
-            raise OptionError(f"temperature must be >= 0, got {temperature}")
-        z = per_sample_randn(generators, (self.config["latent"],), device=self.device)
-        return torch.tanh(self.dec(z * temperature).float()).reshape(-1, 1, self.config["length"])
+        x = self.dec(self._codes(generators, temperature))
+        return torch.tanh(x.float()).reshape(-1, 1, self.config["length"])
 
     def prepare_data(self, data):
         if isinstance(data, (str, bytes)) or hasattr(data, "__fspath__"):
@@ -170,10 +177,8 @@ class KitAudio(GenerativeModel):
 
     def training_loss(self, waves):
         x = waves.flatten(1)
-        mu, logvar = self.enc(x).chunk(2, dim=1)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+        z, kl = self._encode(x)
         rec = (torch.tanh(self.dec(z)) - x).pow(2).sum()
-        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum()
         return (rec + kl) / x.numel()
 
 
