@@ -16,25 +16,13 @@ pytest.importorskip("tokenizers")
 
 import genzoo  # noqa: E402
 from genzoo.errors import GenzooError, OptionError, WeightsError  # noqa: E402
-from genzoo.seeding import sample_generators  # noqa: E402
 
+from _oracle import oracle  # noqa: E402
 from _tiny_audioldm import SENTENCES, tiny_audioldm  # noqa: E402
 
-SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver++": "DPMSolverMultistepScheduler",
-              "euler": "EulerDiscreteScheduler", "euler-a": "EulerAncestralDiscreteScheduler"}
 PROMPTS = [SENTENCES[0], SENTENCES[3]]
 # the second is longer than the tiny CLAP's 8-wide embedding: diffusers cuts negatives there
 NEGATIVES = ["rain", "a dog barking loudly in the distance while a car passes by"]
-
-
-def oracle(pipe, folder, sampler: str, n: int, **kwargs) -> torch.Tensor:
-    """diffusers' AudioLDMPipeline with the scheduler matching ``sampler``, given the
-    generators genzoo gives samples 0..n-1 of seed 0: (n, T) waveforms."""
-    import diffusers
-    base = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    pipe.scheduler = getattr(diffusers, SCHEDULERS[sampler]).from_config(base)
-    with torch.no_grad():
-        return pipe(generator=sample_generators(0, n), output_type="pt", **kwargs).audios
 
 
 def waves(samples) -> torch.Tensor:

@@ -4,7 +4,6 @@ sampler that has a diffusers scheduler; tiny random pipelines (diffusers' test s
 real CLIP tokenizer, built offline."""
 from __future__ import annotations
 
-import json
 
 import pytest
 import torch
@@ -16,29 +15,10 @@ pytest.importorskip("open_clip")
 import genzoo  # noqa: E402
 from genzoo.errors import OptionError, WeightsError  # noqa: E402
 
+from _oracle import oracle  # noqa: E402
 from _tiny_sd import tiny_sd, tiny_sdxl, write_clip_tokenizer  # noqa: E402
 
-SCHEDULERS = {"ddim": "DDIMScheduler", "dpmsolver++": "DPMSolverMultistepScheduler",
-              "euler": "EulerDiscreteScheduler", "euler-a": "EulerAncestralDiscreteScheduler"}
 PROMPT = "a photo of a cat"
-
-
-def generators(n: int, seed: int = 0) -> list[torch.Generator]:
-    """The generators genzoo gives sample i of seed s (genzoo.seeding.sample_generators)."""
-    from genzoo.seeding import sample_generators
-    return sample_generators(seed, n)
-
-
-def oracle(pipe, sampler: str, n: int, folder, **kwargs) -> torch.Tensor:
-    """diffusers' pipeline with the scheduler matching ``sampler`` and per-sample generators."""
-    import diffusers
-    # from the repository's own scheduler config: a config round-tripped through another
-    # scheduler class gains that class's defaults (DDIM's "leading" spacing)
-    base = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-    pipe.scheduler = getattr(diffusers, SCHEDULERS[sampler]).from_config(base)
-    pipe.set_progress_bar_config(disable=True)
-    with torch.no_grad():
-        return pipe(generator=generators(n), output_type="pt", **kwargs).images
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +48,7 @@ def test_folder_loads_as_text2image(sd_model):
 @pytest.mark.parametrize("sampler", ["ddim", "dpmsolver++", "euler", "euler-a"])
 def test_text_to_image_matches_diffusers(sd, sd_model, sampler):
     _, pipe = sd
-    want = oracle(pipe, sampler, 2, sd[0], prompt=PROMPT, num_images_per_prompt=2,
+    want = oracle(pipe, sd[0], sampler, 2, prompt=PROMPT, num_images_per_prompt=2,
                   num_inference_steps=5, guidance_scale=7.5)
     got = sd_model.sample(2, seed=0, prompt=PROMPT, sampler=sampler, steps=5).images
     assert got.shape == want.shape == (2, 3, 64, 64)
@@ -78,7 +58,7 @@ def test_text_to_image_matches_diffusers(sd, sd_model, sampler):
 def test_negative_prompts_per_sample_and_size(sd, sd_model):
     _, pipe = sd
     prompts, negatives = ["a red cube", "a dog, in a park"], ["blurry", "dark"]
-    want = oracle(pipe, "ddim", 2, sd[0], prompt=prompts, negative_prompt=negatives,
+    want = oracle(pipe, sd[0], "ddim", 2, prompt=prompts, negative_prompt=negatives,
                   num_inference_steps=4, guidance_scale=5.0, height=48, width=32)
     got = sd_model.sample(2, seed=0, prompt=prompts, negative_prompt=negatives, sampler="ddim",
                           steps=4, guidance=5.0, height=48, width=32).images
@@ -103,7 +83,7 @@ def test_image_to_image_matches_diffusers(sd, sd_model):
     pipe = StableDiffusionImg2ImgPipeline(**sd[1].components)
     init = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
     for sampler in ("ddim", "dpmsolver++", "euler"):
-        want = oracle(pipe, sampler, 2, sd[0], prompt=[PROMPT] * 2, image=init, strength=0.6,
+        want = oracle(pipe, sd[0], sampler, 2, prompt=[PROMPT] * 2, image=init, strength=0.6,
                       num_inference_steps=5)
         got = sd_model.sample(2, seed=0, prompt=PROMPT, init=init, strength=0.6,
                               sampler=sampler, steps=5).images
@@ -124,7 +104,7 @@ def test_inpainting_blend_matches_diffusers(sd, sd_model, strength):
     from diffusers import StableDiffusionInpaintPipeline
     pipe = StableDiffusionInpaintPipeline(**sd[1].components)
     init, mask = _inpaint_inputs()
-    want = oracle(pipe, "ddim", 2, sd[0], prompt=[PROMPT] * 2, image=init, mask_image=mask,
+    want = oracle(pipe, sd[0], "ddim", 2, prompt=[PROMPT] * 2, image=init, mask_image=mask,
                   strength=strength, num_inference_steps=5)
     got = sd_model.sample(2, seed=0, prompt=PROMPT, init=init, mask=mask, strength=strength,
                           sampler="ddim", steps=5).images
@@ -144,7 +124,7 @@ def test_inpainting_unet_matches_diffusers(sd_inpaint, sampler):
     _, pipe, model = sd_inpaint
     pipe = StableDiffusionInpaintPipeline(**pipe.components)
     init, mask = _inpaint_inputs()
-    want = oracle(pipe, sampler, 2, sd_inpaint[0], prompt=[PROMPT] * 2, image=init, mask_image=mask,
+    want = oracle(pipe, sd_inpaint[0], sampler, 2, prompt=[PROMPT] * 2, image=init, mask_image=mask,
                   num_inference_steps=5)
     got = model.sample(2, seed=0, prompt=PROMPT, init=init, mask=mask, sampler=sampler,
                        steps=5).images
@@ -156,7 +136,7 @@ def test_sdxl_matches_diffusers(tmp_path):
     model = genzoo.load(str(folder), device="cpu")
     assert model.options()["sampler"].default == "euler"  # SDXL's EulerDiscreteScheduler
     for sampler, negative in (("euler", None), ("ddim", "low quality")):
-        want = oracle(pipe, sampler, 2, folder, prompt=PROMPT, negative_prompt=negative,
+        want = oracle(pipe, folder, sampler, 2, prompt=PROMPT, negative_prompt=negative,
                       num_images_per_prompt=2, num_inference_steps=4)
         got = model.sample(2, seed=0, prompt=PROMPT, negative_prompt=negative,
                            sampler=sampler, steps=4).images
