@@ -25,8 +25,9 @@ class Samples:
     ``Samples(images=...)`` and ``Samples(texts=...)`` remain as the image and text shorthands.
     """
 
-    data: Any
-    modality: str
+    # defaults, so that a dataclass extending Samples may add fields with defaults of its own
+    data: Any = None
+    modality: str = "image"
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __init__(self, data: Any = None, modality: str | None = None,

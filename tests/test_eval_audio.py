@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from _notes import notes_plugin  # noqa: F401 - the fixture
 from genzoo.cli import cli
 from genzoo.errors import DataError, OptionError
+from genzoo.modalities.audio import AudioModality
 from genzoo.eval.logmel import (LogMelFeatureNet, hz_to_mel, log_mel, mel_filterbank,
                                 mel_to_hz, stft_sizes)
 from genzoo.eval.metrics import evaluate
@@ -270,6 +271,11 @@ def test_what_the_evaluator_itself_refuses_is_one_line(tmp_path, monkeypatch):
         def prepare_data(self, data):
             raise KeyError("boom")
 
+    def without_default_feature(call):
+        with monkeypatch.context() as m:
+            m.setattr(AudioModality, "default_feature", None)
+            return call()
+
     class Returns(Tones):
         given = None
 
@@ -278,7 +284,12 @@ def test_what_the_evaluator_itself_refuses_is_one_line(tmp_path, monkeypatch):
     cases = [
         (lambda: evaluate(NoDefaults(), n=4, feature="logmel"), OptionError,
          "test-tones has no default reference set; pass --data (data=) 'synthetic' or a tensor"),
+        # no feature named: the audio modality's default (logmel) is used, so what is
+        # missing next is the reference set ...
         (lambda: evaluate(NoDefaults(), n=4), OptionError,
+         "test-tones has no default reference set; pass --data (data=) 'synthetic' or a tensor"),
+        # ... and a modality that names no default feature net is refused in one line
+        (lambda: without_default_feature(lambda: evaluate(NoDefaults(), n=4)), OptionError,
          "test-tones names no feature network for its audios"),
         (lambda: evaluate(Crashing(), n=4), DataError,
          "synthetic: test-tones's loader could not read it (KeyError: 'boom')"),
