@@ -3,12 +3,11 @@
 found through ``importlib.metadata``. Import the fixtures into a test module by name."""
 from __future__ import annotations
 
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
+from _site import forget, install_package
 from genzoo.catalog import registry as registry
 from genzoo.plugins import manager as plugins
 
@@ -21,11 +20,7 @@ def kit_site(tmp_path_factory) -> Path:
     """A site folder holding the kit plugins and their dist-info."""
     site = tmp_path_factory.mktemp("kitsite")
     for module in KIT_MODULES:
-        shutil.copytree(KIT_SRC / module, site / module)
-        info = site / f"genzoo_{module}-1.0.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: genzoo-{module}\nVersion: 1.0\n")
-        (info / "entry_points.txt").write_text(f"[genzoo]\n{module} = {module}\n")
+        install_package(site, KIT_SRC / module, f"genzoo-{module}", module)
     return site
 
 
@@ -36,10 +31,7 @@ def kit(kit_site, monkeypatch):
     plugins.reset()
     registry.reset()
     yield kit_site
-    for name in [m for m in sys.modules if m.split(".")[0] in KIT_MODULES]:
-        del sys.modules[name]
-    plugins.reset()
-    registry.reset()
+    forget(*KIT_MODULES)
 
 
 def finetuned(arch: str, tmp_path: Path, steps: int = 20, config: dict | None = None):

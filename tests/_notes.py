@@ -12,13 +12,13 @@ of that card file. For a subprocess (a server), ``install_notes(site)`` then
 from __future__ import annotations
 
 import hashlib
-import shutil
-import sys
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 import yaml
+
+from _site import forget, install_package
 
 SRC = Path(__file__).resolve().parent / "notes_plugin" / "genzoo_notes"
 #: The bundled model's name, and the seed its (untrained) weights are drawn from.
@@ -30,12 +30,7 @@ def install_notes(site: Path) -> Path:
     """Copy genzoo-notes into ``site`` as an installed distribution, build ``notes-tiny``'s
     weights beside it and write their card; returns the card file. ``site`` must then be on
     ``sys.path`` (the caller's job, so that it can be undone)."""
-    shutil.copytree(SRC, site / "genzoo_notes")
-    info = site / "genzoo_notes-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: genzoo-notes\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[genzoo]\nnotes = genzoo_notes\n")
-    return site / "genzoo_notes" / "weights" / "cards.yaml"
+    return install_package(site, SRC, "genzoo-notes", "notes") / "weights" / "cards.yaml"
 
 
 def build_weights(cards: Path) -> None:
@@ -64,10 +59,7 @@ def _installed(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     plugins.reset()
     registry.reset()
     yield cards
-    for name in [m for m in sys.modules if m.split(".")[0] == "genzoo_notes"]:
-        del sys.modules[name]
-    plugins.reset()
-    registry.reset()
+    forget("genzoo_notes")
 
 
 @pytest.fixture

@@ -111,11 +111,9 @@ def fake_site(tmp_path_factory) -> Path:
 
 def write_dist_infos(site: Path, dists: dict[str, tuple[str, str, str]]) -> None:
     """One ``.dist-info`` (METADATA + entry_points.txt, group genzoo) per entry point."""
+    from _site import write_dist_info
     for ep_name, (dist, version, module) in dists.items():
-        info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-        info.mkdir()
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-        (info / "entry_points.txt").write_text(f"[genzoo]\n{ep_name} = {module}\n")
+        write_dist_info(site, dist, version, ep_name, module)
 
 
 @pytest.fixture

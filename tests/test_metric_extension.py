@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,8 @@ from genzoo.plugins import manager as plugins
 from genzoo.catalog import registry as registry
 from genzoo.cli import cli
 
+from _site import forget, install_package
+
 SRC = Path(__file__).resolve().parent / "flow_plugin" / "genzoo_testflow"
 
 
@@ -26,14 +26,9 @@ SRC = Path(__file__).resolve().parent / "flow_plugin" / "genzoo_testflow"
 def flow_plugin(tmp_path, monkeypatch) -> Path:
     """genzoo-testflow installed, with a bundled model ``flow-test`` and its card file."""
     site = tmp_path / "site"
-    shutil.copytree(SRC, site / "genzoo_testflow")
-    info = site / "genzoo_testflow-1.0.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: genzoo-testflow\nVersion: 1.0\n")
-    (info / "entry_points.txt").write_text("[genzoo]\ntestflow = genzoo_testflow\n")
+    weights = install_package(site, SRC, "genzoo-testflow", "testflow") / "weights"
     monkeypatch.syspath_prepend(str(site))
     from genzoo_testflow.model import PixelFlow
-    weights = site / "genzoo_testflow" / "weights"
     PixelFlow({}).save_pretrained(weights / "flow-test")
     files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted((weights / "flow-test").iterdir())}
@@ -44,10 +39,7 @@ def flow_plugin(tmp_path, monkeypatch) -> Path:
     plugins.reset()
     registry.reset()
     yield cards
-    for name in [m for m in sys.modules if m.split(".")[0] == "genzoo_testflow"]:
-        del sys.modules[name]
-    plugins.reset()
-    registry.reset()
+    forget("genzoo_testflow")
 
 
 def test_family_metric_reaches_eval_json_and_the_plugins_card(flow_plugin):
