@@ -39,9 +39,7 @@ Results go to benchmarks/audioldm_results.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -53,11 +51,15 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import _pipeline_bench as pb  # noqa: E402  (after OMP_NUM_THREADS, before torch)
+
 OUT = HERE / "audioldm_results.json"
 PROMPT = "A hammer is hitting a wooden surface"
 STEPS, GUIDANCE, SEED = 10, 2.5, 0
 MAX_DIFF = 1e-4
+#: The pipeline's networks, as its folder names them.
+NETWORKS = ("unet", "vae", "text_encoder", "vocoder")
 #: Fresh processes per side for peak RSS (the median is reported).
 RSS_RUNS = 3
 GOAL = "speed >= 1.0x diffusers (aim 1.3x) at <= 1.0x its peak RSS"
@@ -95,15 +97,9 @@ CONFIGS = {"tiny": {"seconds": None, "batches": [1, 4], "rounds": 15},
                                     "text_encoder": REAL_CLAP}}
 
 
-def _tests_path() -> None:
-    tests = str(ROOT / "plugins" / "diffusion" / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-
-
 def build(name: str, folder: Path) -> Path:
     """Build config ``name`` with diffusers and save it to ``folder`` in diffusers' layout."""
-    _tests_path()
+    pb.tests_path()
     import _tiny_audioldm as tiny
     if name == "tiny":
         return tiny.tiny_audioldm(folder)[0]
@@ -129,22 +125,6 @@ def build(name: str, folder: Path) -> Path:
     return folder
 
 
-def parameters(folder: Path) -> dict[str, int]:
-    """Parameter count per network of a saved pipeline (from the safetensors headers)."""
-    import struct
-    out = {}
-    for part in ("unet", "vae", "text_encoder", "vocoder"):
-        total = 0
-        for f in (folder / part).glob("*.safetensors"):
-            with open(f, "rb") as fh:
-                header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-            for k, v in header.items():
-                if k != "__metadata__":
-                    total += int(__import__("math").prod(v["shape"]))
-        out[part] = total
-    return out
-
-
 # ---- the two sides ------------------------------------------------------------------------
 def load_diffusers(folder: Path):
     from diffusers import AudioLDMPipeline
@@ -165,61 +145,23 @@ def run_genzoo(model, n: int, seconds, steps: int = STEPS):
                         guidance=GUIDANCE, seconds=seconds, batch_size=n).data[:, 0]
 
 
-def split_hooks(side) -> dict[str, float]:
-    """Forward hooks that add each network's seconds (text encoder, UNet, VAE decoder,
-    vocoder) into the returned dict, which the caller clears before each call."""
-    acc: dict[str, float] = {}
-    for name, module in (("text_encoder", side.text_encoder), ("unet", side.unet),
-                         ("vae_decoder", side.vae.decoder), ("vocoder", side.vocoder)):
-        start: list[float] = []
-        module.register_forward_pre_hook(lambda *_, s=start: s.append(time.perf_counter()))
-        module.register_forward_hook(
-            lambda *_, n=name, s=start: acc.__setitem__(n, acc.get(n, 0.0)
-                                                        + time.perf_counter() - s.pop()))
-    return acc
-
-
 def speed(folder: Path, seconds, batches, rounds: int, steps: int) -> dict:
     """Waveforms/s of both sides per batch (median of ``rounds`` alternating calls after a
     warm-up), the median seconds per network and the largest waveform difference."""
     import genzoo
     model = genzoo.load(str(folder), device="cpu")
     pipe = load_diffusers(folder)
-    hooks = {"genzoo": split_hooks(model), "diffusers": split_hooks(pipe)}
-    runs = {"genzoo": lambda n, s=steps: run_genzoo(model, n, seconds, s),
-            "diffusers": lambda n, s=steps: run_diffusers(pipe, n, seconds, s)}
+    splits = {side: pb.Split(text_encoder=m.text_encoder, unet=m.unet,
+                             vae_decoder=m.vae.decoder, vocoder=m.vocoder)
+              for side, m in (("genzoo", model), ("diffusers", pipe))}
+    runs = {"genzoo": lambda n, s: run_genzoo(model, n, seconds, s),
+            "diffusers": lambda n, s: run_diffusers(pipe, n, seconds, s)}
     out = {}
     for n in batches:
-        for side in runs:  # warm-up at this shape
-            runs[side](n, min(2, steps))
-        secs: dict[str, list[float]] = {"genzoo": [], "diffusers": []}
-        parts: dict[str, list[dict]] = {"genzoo": [], "diffusers": []}
-        diff = 0.0
-        for r in range(rounds):
-            order = ("genzoo", "diffusers") if r % 2 == 0 else ("diffusers", "genzoo")
-            made = {}
-            for side in order:
-                hooks[side].clear()
-                t0 = time.perf_counter()
-                made[side] = runs[side](n)
-                secs[side].append(time.perf_counter() - t0)
-                parts[side].append({**hooks[side], "rest": secs[side][-1]
-                                    - sum(hooks[side].values())})
-                print(f"  batch {n} round {r + 1}: {side} {secs[side][-1]:.2f} s",
-                      file=sys.stderr, flush=True)
-            assert made["genzoo"].shape == made["diffusers"].shape, \
-                (made["genzoo"].shape, made["diffusers"].shape)
-            diff = max(diff, float((made["genzoo"] - made["diffusers"]).abs().max()))
-        row = {"max_abs_diff": diff, "seconds": secs,
-               "samples": int(made["genzoo"].shape[-1]), "waveform_std":
-               float(made["diffusers"].std())}
-        for side in runs:
-            med = statistics.median(secs[side])
-            row[side] = {"waveforms_per_s": n / med, "s_per_waveform": med / n,
-                         "split_s": {k: statistics.median(p[k] for p in parts[side])
-                                     for k in parts[side][0]}}
-        row["ratio"] = row["genzoo"]["waveforms_per_s"] / row["diffusers"]["waveforms_per_s"]
-        out[str(n)] = row
+        secs, parts, made, diff = pb.side_by_side(runs, splits, n, rounds, steps)
+        out[str(n)] = pb.speed_row(n, secs, parts, diff, "waveform",
+                                   {"samples": int(made["genzoo"].shape[-1]),
+                                    "waveform_std": float(made["diffusers"].std())})
     return out
 
 
@@ -247,15 +189,10 @@ RSS_SCRIPT = textwrap.dedent("""
 
 def peak_rss(folder: Path, n: int, steps: int, seconds, tmp: Path) -> dict:
     """Peak RSS (MiB) of each side drawing a batch of ``n`` in a fresh process."""
-    sys.path.insert(0, str(HERE))
-    from peak_rss import peak_rss_mib
     script = tmp / "audioldm_rss.py"
     script.write_text(RSS_SCRIPT)
     args = [str(folder), str(n), str(steps), PROMPT, str(GUIDANCE), str(seconds)]
-    runs: dict[str, list[float]] = {"genzoo": [], "diffusers": []}
-    for _ in range(RSS_RUNS):  # the high-water mark moves by a few % from run to run
-        for side in runs:
-            runs[side].append(peak_rss_mib([str(script), side, *args]))
+    runs = pb.rss_pair(script, args, RSS_RUNS)
     g, d = (statistics.median(runs[side]) for side in ("genzoo", "diffusers"))
     return {"batch": n, "steps": steps, "genzoo_mib": g, "diffusers_mib": d, "ratio": g / d,
             "runs_mib": runs}
@@ -264,25 +201,10 @@ def peak_rss(folder: Path, n: int, steps: int, seconds, tmp: Path) -> dict:
 # ---- the run ------------------------------------------------------------------------------
 def rows_of(configs: dict) -> list[dict]:
     """The results as benchmarks/run.py's rows (one per config and batch, one per RSS)."""
-    rows = []
-    for name, c in configs.items():
-        for n, r in c["batches"].items():
-            rows.append({"benchmark": f"text-to-audio {name} {c['audio_s']:g} s, batch {n} "
-                                      f"(DDIM {c['steps']}, guidance {GUIDANCE:g})",
-                         "genzoo": r["genzoo"]["waveforms_per_s"],
-                         "peer": r["diffusers"]["waveforms_per_s"],
-                         "peer_name": "diffusers AudioLDMPipeline (fp32)",
-                         "unit": "waveforms/s", "ratio": r["ratio"], "goal": ">= 1.0 (aim 1.3)",
-                         "ok": r["ratio"] >= 1.0 and r["max_abs_diff"] <= MAX_DIFF,
-                         "max_abs_diff": r["max_abs_diff"], "config": name, "batch": int(n)})
-        m = c["rss"]
-        rows.append({"benchmark": f"peak RSS, text-to-audio {name}, batch {m['batch']} "
-                                  "(fresh process)",
-                     "genzoo": m["genzoo_mib"], "peer": m["diffusers_mib"],
-                     "peer_name": "diffusers AudioLDMPipeline", "unit": "MiB",
-                     "ratio": m["ratio"], "goal": "<= 1.0", "ok": m["ratio"] <= 1.0,
-                     "config": name, "batch": m["batch"]})
-    return rows
+    return pb.rows_of(configs, "text-to-audio",
+                      lambda c: (f"{c['audio_s']:g} s", f"DDIM {c['steps']}, guidance "
+                                                        f"{GUIDANCE:g}"),
+                      "waveform", "AudioLDMPipeline", MAX_DIFF)
 
 
 def rows(quick: bool = False) -> list[dict]:
@@ -300,7 +222,8 @@ def measure(quick: bool) -> tuple[dict, float]:
             steps, rounds = (3, 1) if quick else (STEPS, spec["rounds"])
             print(f"[{name}] building", file=sys.stderr, flush=True)
             folder = build(name, tmp / name)
-            result = {"parameters": parameters(folder), "steps": steps, "rounds": rounds,
+            result = {"parameters": pb.parameters(folder, NETWORKS), "steps": steps,
+                      "rounds": rounds,
                       "seconds_asked": spec["seconds"]}
             result["batches"] = speed(folder, spec["seconds"], spec["batches"], rounds, steps)
             first = next(iter(result["batches"].values()))
@@ -318,29 +241,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    sys.path.insert(0, str(HERE))
-    import diffusers
-    import transformers
-    from bench_text2image import lscpu_model
-    from run import machine_meta, markdown
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), **machine_meta(),
-            "lscpu_model": lscpu_model(), "omp_num_threads": os.environ["OMP_NUM_THREADS"],
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "quick": args.quick, "prompt": PROMPT, "sampler": "ddim", "guidance": GUIDANCE,
-            "goal": GOAL, "command": " ".join([f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}",
-                                               "python benchmarks/bench_audioldm.py",
-                                               *map(shlex.quote, argv)])}
+    meta = pb.meta("benchmarks/bench_audioldm.py", argv, quick=args.quick, prompt=PROMPT,
+                   sampler="ddim", guidance=GUIDANCE, goal=GOAL)
     configs, seconds = measure(args.quick)
     meta["seconds"] = seconds
     data = {"meta": meta, "configs": configs, "rows": rows_of(configs)}
-    Path(args.out).write_text(json.dumps(data, indent=2) + "\n")
-    print(markdown(data["rows"]))
-    print(f"\n{meta['lscpu_model']}, {meta['threads']} threads, {seconds:.0f} s")
-    bad = [r for r in data["rows"] if r.get("max_abs_diff", 0.0) > MAX_DIFF]
-    for r in bad:
-        print(f"waveforms differ by {r['max_abs_diff']:.2e} > {MAX_DIFF:g}: {r['benchmark']}")
-    return 1 if bad else 0
-
+    return pb.report(data, Path(args.out), MAX_DIFF, "waveforms")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -47,9 +47,7 @@ import argparse
 import contextlib
 import json
 import os
-import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -62,7 +60,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import _pipeline_bench as pb  # noqa: E402  (after OMP_NUM_THREADS, before torch)
+from _pipeline_bench import timed  # noqa: E402
+
 OUT = HERE / "text2image_results.json"
 PROMPT = "a photo of an astronaut riding a horse on mars"
 STEPS, GUIDANCE, SEED = 20, 7.5, 0
@@ -95,15 +96,9 @@ CONFIGS = {
 }
 
 
-def _tests_path() -> None:
-    tests = str(ROOT / "plugins" / "diffusion" / "tests")
-    if tests not in sys.path:
-        sys.path.insert(0, tests)
-
-
 def build(name: str, folder: Path) -> Path:
     """Build config ``name`` with diffusers and save it to ``folder`` in diffusers' layout."""
-    _tests_path()
+    pb.tests_path()
     import _tiny_sd
     if name == "tiny":
         return _tiny_sd.tiny_sd(folder)[0]
@@ -128,25 +123,6 @@ def build(name: str, folder: Path) -> Path:
     return folder
 
 
-def parameters(folder: Path) -> dict[str, int]:
-    """Parameter count per network of a saved pipeline (from the safetensors headers)."""
-    import struct
-    out = {}
-    for part in ("unet", "text_encoder", "vae"):
-        total = 0
-        for f in (folder / part).glob("*.safetensors"):
-            with open(f, "rb") as fh:
-                header = json.loads(fh.read(struct.unpack("<Q", fh.read(8))[0]))
-            for k, v in header.items():
-                if k != "__metadata__":
-                    n = 1
-                    for d in v["shape"]:
-                        n *= d
-                    total += n
-        out[part] = total
-    return out
-
-
 # ---- the two sides ------------------------------------------------------------------------
 def load_diffusers(folder: Path):
     from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
@@ -169,42 +145,10 @@ def run_genzoo(model, n: int, steps: int = STEPS):
                         guidance=GUIDANCE, batch_size=n).images
 
 
-class Split:
-    """Seconds spent in each network's forward (hooks on text_encoder, unet, vae.decoder),
-    summed over the calls between ``reset`` and ``take``."""
-
-    def __init__(self, text_encoder, unet, vae):
-        self.seconds: dict[str, float] = {}
-        for name, module in (("text_encoder", text_encoder), ("unet", unet),
-                             ("vae_decoder", vae.decoder)):
-            if module is None:
-                continue
-            module.register_forward_pre_hook(self._pre(name))
-            module.register_forward_hook(self._post(name))
-        self._t0: dict[str, float] = {}
-
-    def _pre(self, name):
-        def hook(*_):
-            self._t0[name] = time.perf_counter()
-        return hook
-
-    def _post(self, name):
-        def hook(*_):
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - self._t0[name]
-        return hook
-
-    def take(self, total: float) -> dict[str, float]:
-        out = {**self.seconds, "rest": total - sum(self.seconds.values())}
-        self.seconds = {}
-        return out
-
-
-def timed(fn, split: Split) -> tuple[float, dict[str, float], object]:
-    split.take(0.0)
-    t0 = time.perf_counter()
-    images = fn()
-    seconds = time.perf_counter() - t0
-    return seconds, split.take(seconds), images
+def hooks_of(side, unet: bool = True) -> pb.Split:
+    """Hooks timing ``side``'s text encoder, UNet (unless ``unet`` is False) and VAE decoder."""
+    return pb.Split(text_encoder=side.text_encoder, unet=side.unet if unet else None,
+                    vae_decoder=side.vae.decoder)
 
 
 def speed(folder: Path, batches, rounds: int, steps: int) -> dict:
@@ -213,36 +157,13 @@ def speed(folder: Path, batches, rounds: int, steps: int) -> dict:
     import genzoo
     model = genzoo.load(str(folder), device="cpu")
     pipe = load_diffusers(folder)
-    splits = {"genzoo": Split(model.text_encoder, model.unet, model.vae),
-              "diffusers": Split(pipe.text_encoder, pipe.unet, pipe.vae)}
-    runs = {"genzoo": lambda n, s=steps: run_genzoo(model, n, s),
-            "diffusers": lambda n, s=steps: run_diffusers(pipe, n, s)}
+    splits = {"genzoo": hooks_of(model), "diffusers": hooks_of(pipe)}
+    runs = {"genzoo": lambda n, s: run_genzoo(model, n, s),
+            "diffusers": lambda n, s: run_diffusers(pipe, n, s)}
     out = {}
     for n in batches:
-        for side in runs:  # warm-up at this shape
-            runs[side](n, min(2, steps))
-        secs: dict[str, list[float]] = {"genzoo": [], "diffusers": []}
-        parts: dict[str, list[dict]] = {"genzoo": [], "diffusers": []}
-        diff = 0.0
-        for r in range(rounds):
-            order = ("genzoo", "diffusers") if r % 2 == 0 else ("diffusers", "genzoo")
-            images = {}
-            for side in order:
-                s, split, images[side] = timed(lambda: runs[side](n), splits[side])
-                secs[side].append(s)
-                parts[side].append(split)
-                print(f"  batch {n} round {r + 1}: {side} {s:.2f} s", file=sys.stderr, flush=True)
-            assert images["genzoo"].shape == images["diffusers"].shape, \
-                (images["genzoo"].shape, images["diffusers"].shape)
-            diff = max(diff, float((images["genzoo"] - images["diffusers"]).abs().max()))
-        row = {"max_abs_diff": diff, "seconds": secs}
-        for side in runs:
-            med = statistics.median(secs[side])
-            row[side] = {"images_per_s": n / med, "s_per_image": med / n,
-                         "split_s": {k: statistics.median(p[k] for p in parts[side])
-                                     for k in parts[side][0]}}
-        row["ratio"] = row["genzoo"]["images_per_s"] / row["diffusers"]["images_per_s"]
-        out[str(n)] = row
+        secs, parts, _, diff = pb.side_by_side(runs, splits, n, rounds, steps)
+        out[str(n)] = pb.speed_row(n, secs, parts, diff, "image", {})
     return out
 
 
@@ -271,13 +192,10 @@ RSS_SCRIPT = textwrap.dedent("""
 
 def peak_rss(folder: Path, n: int, steps: int, tmp: Path) -> dict:
     """Peak RSS (MiB) of each side drawing a batch of ``n`` in a fresh process."""
-    sys.path.insert(0, str(HERE))
-    from peak_rss import peak_rss_mib
     script = tmp / "t2i_rss.py"
     script.write_text(RSS_SCRIPT)
-    args = [str(folder), str(n), str(steps), PROMPT, str(GUIDANCE)]
-    g = peak_rss_mib([str(script), "genzoo", *args])
-    d = peak_rss_mib([str(script), "diffusers", *args])
+    runs = pb.rss_pair(script, [str(folder), str(n), str(steps), PROMPT, str(GUIDANCE)], 1)
+    g, d = runs["genzoo"][0], runs["diffusers"][0]
     return {"batch": n, "steps": steps, "genzoo_mib": g, "diffusers_mib": d, "ratio": g / d}
 
 
@@ -298,9 +216,7 @@ def profile(folder: Path, steps: int, rounds: int, compile_unet: bool) -> dict:
             return decode_in_autocast(z)
     bf16.decode = decode_fp32
     pipe = load_diffusers(folder)
-    splits = {"genzoo": Split(model.text_encoder, model.unet, model.vae),
-              "bf16": Split(bf16.text_encoder, bf16.unet, bf16.vae),
-              "diffusers": Split(pipe.text_encoder, pipe.unet, pipe.vae)}
+    splits = {"genzoo": hooks_of(model), "bf16": hooks_of(bf16), "diffusers": hooks_of(pipe)}
 
     @contextlib.contextmanager
     def channels_last():
@@ -329,7 +245,7 @@ def profile(folder: Path, steps: int, rounds: int, compile_unet: bool) -> dict:
     compile_s = None
     if compile_unet:  # a third copy without hooks on its UNet (dynamo would trace them)
         compiled = genzoo.load(str(folder), device="cpu")
-        splits["compiled"] = Split(compiled.text_encoder, None, compiled.vae)
+        splits["compiled"] = hooks_of(compiled, unet=False)
         compiled.unet = torch.compile(compiled.unet)
         t0 = time.perf_counter()
         run_genzoo(compiled, 1, steps)
@@ -420,41 +336,11 @@ def per_step_overhead(model, pipe, splits: dict, steps: int = STEPS, n: int = 1)
 
 
 # ---- the whole run ----------------------------------------------------------------------------
-def lscpu_model() -> str:
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return "?"
-    return next((l.split(":", 1)[1].strip() for l in text.splitlines()
-                 if l.startswith("Model name")), "?")
-
-
-def command(argv: list[str]) -> str:
-    return " ".join([f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}", "python",
-                     "benchmarks/bench_text2image.py", *map(shlex.quote, argv)])
-
-
 def rows_of(configs: dict) -> list[dict]:
     """The results as benchmarks/run.py's rows (one per config and batch, one per RSS)."""
-    rows = []
-    for name, c in configs.items():
-        for n, r in c["batches"].items():
-            rows.append({"benchmark": f"text-to-image {name} {c['output']}, batch {n} "
-                                      f"(DPM++ {c['steps']}, guidance {GUIDANCE:g})",
-                         "genzoo": r["genzoo"]["images_per_s"],
-                         "peer": r["diffusers"]["images_per_s"],
-                         "peer_name": "diffusers StableDiffusionPipeline (fp32)",
-                         "unit": "images/s", "ratio": r["ratio"], "goal": ">= 1.0 (aim 1.3)",
-                         "ok": r["ratio"] >= 1.0 and r["max_abs_diff"] <= MAX_DIFF,
-                         "max_abs_diff": r["max_abs_diff"], "config": name, "batch": int(n)})
-        m = c["rss"]
-        rows.append({"benchmark": f"peak RSS, text-to-image {name}, batch {m['batch']} "
-                                  "(fresh process)",
-                     "genzoo": m["genzoo_mib"], "peer": m["diffusers_mib"],
-                     "peer_name": "diffusers StableDiffusionPipeline", "unit": "MiB",
-                     "ratio": m["ratio"], "goal": "<= 1.0", "ok": m["ratio"] <= 1.0,
-                     "config": name, "batch": m["batch"]})
-    return rows
+    return pb.rows_of(configs, "text-to-image",
+                      lambda c: (c["output"], f"DPM++ {c['steps']}, guidance {GUIDANCE:g}"),
+                      "image", "StableDiffusionPipeline", MAX_DIFF)
 
 
 def rows(quick: bool = False) -> list[dict]:
@@ -474,8 +360,8 @@ def measure(quick: bool) -> tuple[dict, float]:
             batches = spec["batches"][:1] if quick and sd else spec["batches"]
             print(f"[{name}] building", file=sys.stderr, flush=True)
             folder = build(name, tmp / name)
-            result = {"what": spec["what"], "parameters": parameters(folder), "steps": steps,
-                      "rounds": rounds}
+            result = {"what": spec["what"], "steps": steps, "rounds": rounds,
+                      "parameters": pb.parameters(folder, ("unet", "text_encoder", "vae"))}
             result["batches"] = speed(folder, batches, rounds, steps)
             result["output"] = "x".join(map(str, result_shape(folder)))
             print(f"[{name}] peak RSS", file=sys.stderr, flush=True)
@@ -499,17 +385,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
-    sys.path.insert(0, str(HERE))
-    import diffusers
-    import transformers
-    from run import machine_meta
     out_path = Path(args.out)
     old = json.loads(out_path.read_text()) if out_path.is_file() else {}
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M"), **machine_meta(),
-            "lscpu_model": lscpu_model(), "omp_num_threads": os.environ["OMP_NUM_THREADS"],
-            "diffusers": diffusers.__version__, "transformers": transformers.__version__,
-            "quick": args.quick, "command": command(argv), "prompt": PROMPT,
-            "sampler": "dpmsolver++", "guidance": GUIDANCE, "goal": GOAL}
+    meta = pb.meta("benchmarks/bench_text2image.py", argv, quick=args.quick, prompt=PROMPT,
+                   sampler="dpmsolver++", guidance=GUIDANCE, goal=GOAL)
     if args.profile:
         steps = 5 if args.quick else STEPS
         with tempfile.TemporaryDirectory() as d:
@@ -524,15 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     data = {"meta": meta, "configs": configs, "rows": rows_of(configs)}
     if "profile" in old:
         data["profile"] = old["profile"]
-    out_path.write_text(json.dumps(data, indent=2) + "\n")
-    from run import markdown
-    print(markdown(data["rows"]))
-    print(f"\n{meta['lscpu_model']}, {meta['threads']} threads, {seconds:.0f} s")
-    bad = [r for r in data["rows"] if r.get("max_abs_diff", 0.0) > MAX_DIFF]
-    for r in bad:
-        print(f"images differ by {r['max_abs_diff']:.2e} > {MAX_DIFF:g}: {r['benchmark']}")
-    return 1 if bad else 0
-
+    return pb.report(data, out_path, MAX_DIFF, "images")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -48,3 +48,30 @@ def test_results_table_shows_every_row_with_its_ratio_and_verdict(bench):
     assert "| load | 16 ms | 161 ms (torch.load) | 10.20x | >= 2.0 | yes |" in lines
     assert "| rss | 24.9 MiB | - | - | report | yes |" in lines
     assert lines[-1].endswith("| 0.90x | >= 1.0 | NO |")
+
+
+def test_pipeline_sides_alternate_and_report_medians_per_network(bench):
+    """bench_text2image's and bench_audioldm's shared harness: warm-up at a capped step count,
+    rounds in alternating order, each call split by network, medians and the ratio."""
+    import torch
+    from _pipeline_bench import Split, side_by_side, speed_row
+    calls: list[tuple[str, int]] = []
+    nets = {side: torch.nn.Identity() for side in ("genzoo", "diffusers")}
+
+    def run(side: str):
+        def draw(n: int, steps: int) -> torch.Tensor:
+            calls.append((side, steps))
+            return nets[side](torch.full((n, 3), 1.0 if side == "genzoo" else 1.25))
+        return draw
+    runs = {side: run(side) for side in nets}
+    splits = {side: Split(unet=nets[side], vae_decoder=None) for side in nets}
+    secs, parts, made, diff = side_by_side(runs, splits, 2, rounds=3, steps=5)
+    assert calls == [("genzoo", 2), ("diffusers", 2), ("genzoo", 5), ("diffusers", 5),
+                     ("diffusers", 5), ("genzoo", 5), ("genzoo", 5), ("diffusers", 5)]
+    assert diff == 0.25 and made["genzoo"].shape == (2, 3)
+    assert all(set(p) == {"unet", "rest"} for side in parts for p in parts[side])
+    row = speed_row(2, secs, parts, diff, "image", {"extra": 1})
+    med = sorted(secs["genzoo"])[1]
+    assert row["genzoo"]["images_per_s"] == 2 / med and row["genzoo"]["s_per_image"] == med / 2
+    assert row["ratio"] == row["genzoo"]["images_per_s"] / row["diffusers"]["images_per_s"]
+    assert row["extra"] == 1 and row["max_abs_diff"] == 0.25
