@@ -223,8 +223,7 @@ def measure(quick: bool) -> tuple[dict, float]:
             print(f"[{name}] building", file=sys.stderr, flush=True)
             folder = build(name, tmp / name)
             result = {"parameters": pb.parameters(folder, NETWORKS), "steps": steps,
-                      "rounds": rounds,
-                      "seconds_asked": spec["seconds"]}
+                      "rounds": rounds, "seconds_asked": spec["seconds"]}
             result["batches"] = speed(folder, spec["seconds"], spec["batches"], rounds, steps)
             first = next(iter(result["batches"].values()))
             result["audio_s"] = first["samples"] / 16000

@@ -349,6 +349,7 @@ def rows(quick: bool = False) -> list[dict]:
 
 
 def measure(quick: bool) -> tuple[dict, float]:
+    """Build, time and measure every config; (results, seconds taken)."""
     t_start = time.perf_counter()
     configs = {}
     with tempfile.TemporaryDirectory() as d:
