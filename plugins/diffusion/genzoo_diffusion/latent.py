@@ -25,11 +25,12 @@ import torch
 
 from genzoo.errors import WeightsError
 from genzoo.model import GenerativeModel, read_config
+from genzoo.options import Option
 from genzoo.seeding import per_sample_randn
 
 from . import pipeline_folder as folders
 from .diffusers_format import default_sampler
-from .samplers import sample as run_sampler
+from .samplers import SAMPLERS, sample as run_sampler
 from .schedule import NoiseSchedule
 
 
@@ -224,3 +225,28 @@ def posterior_sample(dist, generator: torch.Generator) -> torch.Tensor:
     as diffusers' ``randn_tensor`` draws it for a CPU generator)."""
     noise = torch.randn(dist.mean.shape, generator=generator).to(dist.mean)
     return dist.mean + dist.std * noise
+
+
+def guided_options(subject: str, negative_default: str, guidance: float, sampler: str,
+                   steps: int) -> tuple[Option, ...]:
+    """The sampling options every prompt-guided latent pipeline declares — ``prompt`` (one,
+    or one per sample), ``negative_prompt``, ``guidance``, ``sampler``, ``steps``, ``eta`` —
+    with the pipeline's defaults; ``subject`` says what a prompt asks for ("what to draw")."""
+    return (
+        Option("prompt", "str", "", f"{subject} (repeat --prompt for one per sample)",
+               condition=True, per_sample=True),
+        Option("negative_prompt", "str", None, "what to steer away from (none: "
+               f"{negative_default})", condition=True, per_sample=True),
+        Option("guidance", "float", guidance, "classifier-free guidance scale (1: none; more: "
+               "closer to the prompt, less varied)", min=0.0, max=50.0),
+        Option("sampler", "str", sampler, "the reverse-process solver", choices=SAMPLERS),
+        Option("steps", "int", steps, "denoising steps (more: slower, closer to the model)",
+               min=1, max=1000),
+        Option("eta", "float", 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", min=0.0,
+               max=1.0),
+    )
+
+
+#: The batch size option: memory, not output (a sample depends only on (seed, i)).
+BATCH_OPTION = Option("batch_size", "int", 4, "samples per network batch", min=1,
+                      affects_output=False)

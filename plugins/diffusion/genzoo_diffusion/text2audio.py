@@ -34,9 +34,8 @@ from genzoo.errors import GenzooError, OptionError, WeightsError
 from genzoo.options import Option
 
 from . import pipeline_folder as folders
-from .latent import LatentDiffusionModel, per_sample
+from .latent import BATCH_OPTION, LatentDiffusionModel, guided_options, per_sample
 from .prompts import ClapPromptEncoder, Conditioning
-from .samplers import SAMPLERS
 
 #: AudioLDMPipeline's defaults: guidance scale and denoising steps.
 DEFAULT_GUIDANCE = 2.5
@@ -65,21 +64,11 @@ class TextToAudioModel(LatentDiffusionModel):
     sample_defaults = {"sampler": "ddim", "steps": DEFAULT_STEPS, "eta": 0.0, "batch_size": 4,
                        "guidance": DEFAULT_GUIDANCE}
     sample_options = (
-        Option("prompt", "str", "", "the sound to make (repeat --prompt for one per sample)",
-               condition=True, per_sample=True),
-        Option("negative_prompt", "str", None, "what to steer away from (none: the empty "
-               "prompt)", condition=True, per_sample=True),
-        Option("guidance", "float", DEFAULT_GUIDANCE, "classifier-free guidance scale (1: "
-               "none; more: closer to the prompt, less varied)", min=0.0, max=50.0),
-        Option("sampler", "str", "ddim", "the reverse-process solver", choices=SAMPLERS),
-        Option("steps", "int", DEFAULT_STEPS, "denoising steps (more: slower, closer to the "
-               "model)", min=1, max=1000),
-        Option("eta", "float", 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", min=0.0,
-               max=1.0),
+        *guided_options("the sound to make", "the empty prompt", DEFAULT_GUIDANCE, "ddim",
+                        DEFAULT_STEPS),
         Option("seconds", "float", None, "audio length in seconds (default: the model's, "
                "5.12 for AudioLDM)", min=0.0, max=MAX_SECONDS),
-        Option("batch_size", "int", 4, "samples per network batch", min=1,
-               affects_output=False),
+        BATCH_OPTION,
     )
 
     def __init__(self, config: dict[str, Any]):

@@ -30,9 +30,8 @@ from genzoo.options import Option
 
 from . import pipeline_folder as folders
 from . import text2image_train as training
-from .latent import LatentDiffusionModel, per_sample
+from .latent import BATCH_OPTION, LatentDiffusionModel, guided_options, per_sample
 from .prompts import Conditioning, PromptEncoder
-from .samplers import SAMPLERS
 
 #: diffusers' default classifier-free guidance scale for Stable Diffusion 1.x/2.x ...
 DEFAULT_GUIDANCE = 7.5
@@ -54,17 +53,8 @@ class TextToImageModel(LatentDiffusionModel):
     sample_defaults = {"sampler": "dpmsolver++", "steps": 25, "eta": 0.0, "batch_size": 4,
                        "guidance": DEFAULT_GUIDANCE}
     sample_options = (
-        Option("prompt", "str", "", "what to draw (repeat --prompt for one per sample)",
-               condition=True, per_sample=True),
-        Option("negative_prompt", "str", None, "what to steer away from (none: the pipeline's "
-               "default)", condition=True, per_sample=True),
-        Option("guidance", "float", DEFAULT_GUIDANCE, "classifier-free guidance scale (1: "
-               "none; more: closer to the prompt, less varied)", min=0.0, max=50.0),
-        Option("sampler", "str", "dpmsolver++", "the reverse-process solver", choices=SAMPLERS),
-        Option("steps", "int", 25, "denoising steps (more: slower, closer to the model)",
-               min=1, max=1000),
-        Option("eta", "float", 0.0, "DDIM noise: 0 deterministic, 1 DDPM-like", min=0.0,
-               max=1.0),
+        *guided_options("what to draw", "the pipeline's default", DEFAULT_GUIDANCE,
+                        "dpmsolver++", 25),
         Option("height", "int", None, "image height in pixels, a multiple of the latent "
                "factor (default: the model's size)", min=8, max=4096),
         Option("width", "int", None, "image width in pixels, a multiple of the latent factor "
@@ -75,8 +65,7 @@ class TextToImageModel(LatentDiffusionModel):
                "default 0.8 for image-to-image, 1 for inpainting", min=0.0, max=1.0),
         Option("mask", "image", None, "with init: white regenerates, black keeps "
                "(inpainting)", condition=True, per_sample=True),
-        Option("batch_size", "int", 4, "samples per network batch", min=1,
-               affects_output=False),
+        BATCH_OPTION,
     )
 
     def __init__(self, config: dict[str, Any]):
