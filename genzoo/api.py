@@ -238,6 +238,7 @@ def model_info(name: str | os.PathLike[str], options: bool = True) -> dict[str, 
         folder = Path(info["path"]) if info["downloaded"] and info["status"].startswith("ready") \
             else None
         info["options"] = option_schema(cls, card.sampling, folder)
+        info["modality"] = cls.modality
     return info
 
 
@@ -295,7 +296,9 @@ def _folder_info(folder: Path, options: bool) -> dict[str, Any]:
                             "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
                             "status": "local folder"}
     if options:
-        info["options"] = option_schema(plugins.load_arch_class(arch), None, folder)
+        cls = plugins.load_arch_class(arch)
+        info["options"] = option_schema(cls, None, folder)
+        info["modality"] = cls.modality
     return info
 
 

@@ -97,6 +97,7 @@ def test_pitch_is_a_flag_from_the_declaration(notes_plugin, tmp_path):
     assert "pitch" in line and "11" in line
     info = json.loads(run("info", "notes-tiny", "--json").stdout)
     assert {o["name"]: o["max"] for o in info["options"]}["pitch"] == 11
+    assert info["modality"] == "audio" and "modality:  audio" in run("info", "notes-tiny").output
 
 
 def test_sample_i_depends_only_on_seed_and_i(notes_plugin):

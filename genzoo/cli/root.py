@@ -147,8 +147,8 @@ def info(name: str, as_json: bool) -> None:
     if as_json:
         echo_json(data)
         return
-    for key in ("name", "family", "arch", "summary", "source", "license", "package", "plugin",
-                "origin", "status", "path"):
+    for key in ("name", "family", "arch", "modality", "summary", "source", "license", "package",
+                "plugin", "origin", "status", "path"):
         if data.get(key):
             click.echo(f"{key + ':':10} {data[key]}")
     if "params" in data:
