@@ -90,7 +90,7 @@ def autocast(device: torch.device | str, dtype: torch.dtype | None) -> ContextMa
 
 __all__ = ["DTYPES", "DTYPE_ALIASES", "DTYPE_HELP", "all_gather_bytes", "autocast", "barrier",
            "check_dtype", "describe_machine", "distributed_world", "gather_bytes", "gather_ints",
-           "init_distributed", "resolve_device", "resolve_dtype"]
+           "init_distributed", "leave_distributed", "resolve_device", "resolve_dtype"]
 
 
 def describe_machine(device: object = "cpu") -> str:
@@ -138,7 +138,21 @@ def init_distributed() -> tuple[int, int]:
         torch.cuda.set_device(_local_rank())
     if not dist.is_initialized():
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        # a group left for the interpreter's finalisation can abort the process (gloo's
+        # threads still holding tensors: "terminate called without an active exception",
+        # pytorch/pytorch#190489): the group genzoo started, genzoo ends while Python lives
+        import atexit
+        atexit.register(leave_distributed)
     return dist.get_rank(), dist.get_world_size()
+
+
+def leave_distributed() -> None:
+    """Destroy the process groups (the default one and genzoo's exchange group), if any:
+    what ``init_distributed`` registers to run at exit."""
+    import torch.distributed as dist
+    _EXCHANGE.clear()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def distributed_world() -> tuple[int, int]:

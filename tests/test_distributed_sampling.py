@@ -165,6 +165,29 @@ def test_an_interpolation_under_torchrun_is_rank_zero_s_alone(tmp_path):
 
 
 # ---- the API in a process group -----------------------------------------------------------
+EXIT_SCRIPT = """
+import atexit
+import torch.distributed as dist
+from genzoo.devices import all_gather_bytes, init_distributed
+rank, world = init_distributed()
+assert all_gather_bytes(bytes([rank])) == [bytes([r]) for r in range(world)]
+atexit._run_exitfuncs()  # what the interpreter runs at exit, run now to look at its effect
+print("left" if not dist.is_initialized() else "still in the group", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_the_group_genzoo_started_is_left_at_exit(tmp_path):
+    """A process group left to the interpreter's finalisation can abort a rank at exit (gloo:
+    "terminate called without an active exception"); the group init_distributed starts is
+    destroyed by an exit handler while Python still runs."""
+    script = tmp_path / "leave.py"
+    script.write_text(EXIT_SCRIPT)
+    done = torchrun(2, str(script))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["left", "left"] and "terminate" not in done.stderr
+
+
 @pytest.mark.slow
 def test_the_api_in_a_process_group(tmp_path):
     done = torchrun(2, str(Path(__file__)), str(tmp_path), cwd=TESTS)
