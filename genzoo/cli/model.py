@@ -63,7 +63,6 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     `-O KEY=VALUE`; `genzoo info NAME` lists them with their types, ranges and defaults.
     """
     from genzoo.api import load
-    from genzoo.batching import raise_together
     from genzoo.devices import init_distributed
     t0 = time.perf_counter()
     rank, _ = init_distributed()  # under torchrun: shard the samples, rank 0 writes them
@@ -79,16 +78,7 @@ def sample_command(ctx: click.Context, model_name: str, n: int | None, seed: int
     streaming = spec.streams and n == 1 and out is None and not as_json
     if streaming and "stream" in model.options():
         opts["stream"] = lambda piece: click.echo(piece, nl=False)
-    writer, failure = None, None
-    try:  # fails early, before sampling, and on every rank when rank 0's output cannot open
-        if out is not None and rank == 0:
-            writer = _open_writer(out, n, spec, to_seed is not None)
-    except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
-        failure = e
-    if to_seed is None:  # every rank samples: all stop if rank 0's output cannot open
-        raise_together(failure)
-    elif failure is not None:  # an interpolation is rank 0's alone
-        raise failure
+    writer = _open_output(out, n, spec, rank, interpolating=to_seed is not None)
     texts: list[str] = []
     meta: dict[str, Any] = {}
     t_sample = time.perf_counter()
@@ -128,6 +118,24 @@ def _default_out(spec: Any, model_name: str) -> str | None:
     stem = Path(model_name.rstrip("/")).name.split("@")[0]
     suffix = Path(spec.default_output).suffix
     return f"{stem}{suffix}" if suffix else f"{stem}/"
+
+
+def _open_output(out: str | None, n: int, spec: Any, rank: int, interpolating: bool) -> Any:
+    """Rank 0's writer for ``out`` (None without one, and on the other ranks), opened before
+    anything is sampled. Under torchrun every rank samples, so a writer rank 0 cannot open
+    stops every rank with the same line; an interpolation is rank 0's alone."""
+    from genzoo.batching import raise_together
+    writer, failure = None, None
+    try:
+        if out is not None and rank == 0:
+            writer = _open_writer(out, n, spec, interpolating)
+    except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
+        failure = e
+    if not interpolating:
+        raise_together(failure)
+    elif failure is not None:
+        raise failure
+    return writer
 
 
 def _open_writer(out: str, n: int, spec: Any, interpolating: bool) -> Any:
