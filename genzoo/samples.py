@@ -131,7 +131,9 @@ class Samples:
         one file per sample. Returns the files written (see ``genzoo.writers``, which also
         writes batch by batch as a model samples)."""
         from genzoo.writers import open_writer
-        writer = open_writer(path, len(self), self.modality, nrow)
+        spec = self.spec()
+        spec.check_meta(self.meta, os.fspath(path))  # e.g. audio without its sample_rate
+        writer = open_writer(path, len(self), spec, nrow)
         try:
             writer.write(self)
             return writer.close()
@@ -212,6 +214,10 @@ class Modality:
         if self.holds == "list":
             return list(out)
         import torch
+        if not isinstance(out, torch.Tensor):
+            raise SampleError(f"{where}: generate() returned {type(out).__name__}; {self.plural} "
+                              f"are a tensor {_layout(self)} (a plugin bug: report it to the "
+                              "plugin's authors)")
         data = out.float().cpu()
         if self.layout and data.dim() != len(self.layout):
             raise SampleError(f"{where}: generate() returned a tensor shaped "
@@ -255,6 +261,11 @@ class Modality:
         """Sample ``i`` of ``samples`` as one file of ``sample_suffix``, provenance inside
         where the format allows it."""
         raise NotImplementedError(f"modality {self.name!r} cannot write one sample as a file")
+
+    def encodes(self) -> bool:
+        """Whether this modality writes one sample as one file (overrides ``encode``): what a
+        folder output and serving one sample need."""
+        return type(self).encode is not Modality.encode
 
     def to_json(self, samples: Samples, i: int) -> Any:
         """Sample ``i`` as a JSON value (serve's ``json`` format): by default its ``encode``-d

@@ -12,6 +12,7 @@ Only a PNG grid holds its images until the end, and it is refused above ``GRID_M
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import io
 import json
@@ -120,6 +121,7 @@ class NpzWriter(_TempFileWriter):
         self.zip = zipfile.ZipFile(self.file, "w", zipfile.ZIP_DEFLATED, allowZip64=True)
         self.member = None
         self.meta: dict[str, str] = {}
+        self.extra: dict[str, Any] = {}
 
     def write(self, samples) -> None:
         import numpy as np
@@ -140,7 +142,7 @@ class NpzWriter(_TempFileWriter):
 
     def close(self) -> list[Path]:
         import numpy as np
-        if self.count != self.n:
+        if self.count != self.n or not self.count:
             self.abort()
             raise OutputError(f"{self.path}: {self.count} of {self.n} samples were made; "
                               "nothing was written")
@@ -215,6 +217,8 @@ class FolderWriter(Writer):
 
     def write(self, samples) -> None:
         start = int(samples.meta.get("start", self.count))
+        if "start" not in samples.meta:  # encode() names the index in its provenance
+            samples = dataclasses.replace(samples, meta={**samples.meta, "start": start})
         spec = samples.spec()
         for i in range(len(samples)):
             index = start + i
@@ -304,22 +308,24 @@ def open_writer(path: str | os.PathLike, n: int, modality: Any,
     if isinstance(modality, str):  # a registered name: ask the plugins (a way up)
         from genzoo.plugins.modalities import get_modality
         modality = get_modality(modality)
-    spec = modality
     path = Path(path).expanduser()
-    suffix = path.suffix.lower()
-    writers = spec.writers()
+    writers = modality.writers()
     try:
         folder = is_folder_target(path)
     except OSError as e:
         raise os_error(path, e) from None
-    if suffix in writers:
-        return writers[suffix](path, n, nrow)
-    if folder:
+    if path.suffix.lower() in writers:
+        return writers[path.suffix.lower()](path, n, nrow)
+    if folder and modality.encodes():
         return FolderWriter(path, n)
-    choices = [f"{suffix} ({getattr(w, 'what', 'a file')})" for suffix, w in writers.items()]
-    choices.append(f"a folder/ (one {spec.sample_suffix} per sample)")
-    raise OptionError(f"cannot save {spec.plural} as {path.name!r}: use "
-                      f"{', '.join(choices[:-1])} or {choices[-1]}".replace("use  or ", "use "))
+    choices = [f"{s} ({getattr(w, 'what', 'a file')})" for s, w in writers.items()]
+    if modality.encodes():
+        choices.append(f"a folder/ (one {modality.sample_suffix} per sample)")
+    if not choices:
+        raise OptionError(f"{modality.plural} have no file format: the {modality.name!r} "
+                          "modality declares no writer")
+    listed = choices[0] if len(choices) == 1 else ", ".join(choices[:-1]) + " or " + choices[-1]
+    raise OptionError(f"cannot save {modality.plural} as {path.name!r}: use {listed}")
 
 
 __all__ = ["GRID_MAX", "Writer", "open_writer", "os_error", "is_folder_target", "grid_array",

@@ -10,7 +10,7 @@ import wave
 from pathlib import Path
 from typing import Any, Callable
 
-from genzoo.errors import SampleError
+from genzoo.errors import OutputError, SampleError
 from genzoo.samples import Modality, Samples
 from genzoo.writers import NpzWriter, Writer, _TempFileWriter
 
@@ -81,9 +81,18 @@ class WavWriter(_TempFileWriter):
             self.count += 1
 
     def close(self) -> list[Path]:
-        if self.wav is not None:
-            self._io(self.wav.close)  # patches the header's lengths; leaves the file open
+        if self.count != self.n or not self.count:
+            self.abort()
+            raise OutputError(f"{self.path}: {self.count} of {self.n} samples were made; "
+                              "nothing was written")
+        self._io(self.wav.close)  # patches the header's lengths; leaves the file open
         return super().close()
+
+    def abort(self) -> None:
+        if self.wav is not None:  # nothing left for Wave_write.__del__ to flush on exit
+            self.wav._file = None  # type: ignore[attr-defined]
+            self.wav = None
+        super().abort()
 
 
 class AudioModality(Modality):

@@ -109,15 +109,9 @@ def served_formats(spec: Modality) -> list[str]:
     claims it (one sample's file), then ``json``."""
     names = [suffix.lstrip(".") for suffix in spec.writers()]
     alone = spec.sample_suffix.lstrip(".")
-    if alone and alone not in names and _encodes(spec):
+    if alone and alone not in names and spec.encodes():
         names.append(alone)
     return names + [JSON] if JSON not in names else names
-
-
-def _encodes(spec: Modality) -> bool:
-    """Whether the modality can write one sample as a file (overrides ``encode``)."""
-    from genzoo.samples import Modality
-    return type(spec).encode is not Modality.encode
 
 
 def holds_one(spec: Modality, fmt: str) -> bool:
