@@ -110,7 +110,7 @@ def write_card_metrics(target: str, metrics: dict[str, Any],
               help="Feature network: a registered one (mnist for images, logmel for audio: "
                    "log-mel statistics, not FAD; see `genzoo plugins`) or "
                    "timm:NAME[?pretrained=false&size=S]. Default: the family's eval_defaults, "
-                   "else the modality's, else mnist.")
+                   "else the modality's (mnist for images, logmel for audio).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the samples.")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Sampling batch size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or mps.")

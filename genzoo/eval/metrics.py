@@ -215,7 +215,7 @@ def evaluate(model: GenerativeModel, n: int | None = None,
     sampling time; ``labels=False`` skips them (``genzoo eval --no-label-accuracy``).
     ``n``, ``data`` (``"reference"``), ``feature`` and unset sampling options default to the
     family's ``eval_defaults`` (else n=1000; the feature: the modality's
-    ``default_feature``, else ``mnist``). A model that samples only given images
+    ``default_feature``: ``mnist`` for images, ``logmel`` for audio). A model that samples only given images
     (``required_conditions``: an autoencoder) is measured on its outputs for the first n
     reference images (n at most the reference set's size). Extra keywords are sampling
     options. Returns a flat dict."""
@@ -267,13 +267,12 @@ def _modality_of(model: GenerativeModel) -> Any:
 
 def _reference(model: GenerativeModel, run: SampleRun, data: Any,
                feature: str | None) -> tuple[ReferenceSet, str]:
-    """The reference set of ``model`` and the feature net to measure in (None: ``mnist`` for
-    images), with cheap checks first: images by core's loader (the model's image shape from
+    """The reference set of ``model`` and the feature net to measure in (None: refused in
+    one line), with cheap checks first: images by core's loader (the model's image shape from
     its config, else from one sample), any other tensor modality by its family's loader."""
     from genzoo.eval.features import check_feature
     spec = model.sample_modality()
-    if reads_images(spec):
-        feature = feature or "mnist"
+    if reads_images(spec) and feature is not None:
         shape = tuple(model.config.get("image_shape") or ())
         if len(shape) != 3:  # a foreign format without image_shape in its config: ask one sample
             shape = tuple(model.sample(1, seed=run.seed, **run.options).images.shape[1:])

@@ -22,6 +22,7 @@ class ImageModality(Modality):
     pipeline_tags = {"prompt": "text-to-image", "label": None,
                      "": "unconditional-image-generation"}
     generation_tag = "image-generation"
+    default_feature = "mnist"  # the zoo's MNIST classifier: what scores its digit models
     usage = 'samples = model.sample(16, seed=0)\nsamples.save("samples.png")'
     gallery_html = '<img src="{src}" alt="{name}">'
 
