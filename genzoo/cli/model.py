@@ -125,10 +125,11 @@ def _open_output(out: str | None, n: int, spec: Any, rank: int, interpolating: b
     anything is sampled. Under torchrun every rank samples, so a writer rank 0 cannot open
     stops every rank with the same line; an interpolation is rank 0's alone."""
     from genzoo.batching import raise_together
+    from genzoo.writers import open_writer
     writer, failure = None, None
-    try:
+    try:  # an interpolation's grid is one row; a suffix the modality lacks is one line
         if out is not None and rank == 0:
-            writer = _open_writer(out, n, spec, interpolating)
+            writer = open_writer(out, n, spec, nrow=n if interpolating else None)
     except Exception as e:  # noqa: BLE001 - shared with the other ranks, then raised
         failure = e
     if not interpolating:
@@ -136,14 +137,6 @@ def _open_output(out: str | None, n: int, spec: Any, rank: int, interpolating: b
     elif failure is not None:
         raise failure
     return writer
-
-
-def _open_writer(out: str, n: int, spec: Any, interpolating: bool) -> Any:
-    """The writer of ``genzoo sample``'s output, from the modality ``spec``'s writers (an
-    interpolation's grid is one row); a suffix it has no writer for is one line listing
-    those it has, raised before any sampling."""
-    from genzoo.writers import open_writer
-    return open_writer(out, n, spec, nrow=n if interpolating else None)
 
 
 def _report(model: Any, model_name: str, n: int, seed: int, times: tuple[float, float],
