@@ -10,31 +10,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
+from _cli import one_line_error, run
 from _notes import notes_plugin  # noqa: F401 - fixture
 from _tiny import TinyAudio, TinyModel, tiny_data, tiny_waves
-from genzoo.cli import cli
 from genzoo.engine.train import finetune
 from genzoo.errors import DataError, OptionError, TrainingDivergedError
 from genzoo.modalities.audio import read_wav
 from genzoo.names import CHECKPOINTS_DIR
 
 RATE, T = 8000, 4000  # notes-tiny: 0.5 s at 8 kHz
-
-
-def run(*args: str):
-    """``genzoo ARGS`` in-process."""
-    return CliRunner().invoke(cli, list(args))
-
-
-def one_line(result) -> str:
-    """The CLI's error: one line, exit status 1, no traceback."""
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    return lines[0]
 
 
 # ---- genzoo sample ----------------------------------------------------------------------------
@@ -45,7 +30,7 @@ def test_a_suffix_audio_has_no_writer_for_is_one_line(notes_plugin, tmp_path, na
                         lambda *a, **k: sampled.append(1) or iter(()))
     out = tmp_path / "out"
     out.mkdir()
-    line = one_line(run("sample", "notes-tiny", "-n", "2", "-o", str(out / name)))
+    line = one_line_error(run("sample", "notes-tiny", "-n", "2", "-o", str(out / name)))
     assert line == (f"Error: cannot save audios as {name!r}: use .wav (every sample in one "
                     "file), .npz (the array) or a folder/ (one .wav per sample)")
     assert not sampled, "the output was refused only after sampling"
@@ -61,7 +46,7 @@ def test_a_folder_gets_one_wav_per_sample_and_a_file_in_the_way_is_one_line(note
     wave, rate = read_wav(files[1])
     assert rate == RATE and wave.shape == (1, T) and float(wave.min()) < 0
     (tmp_path / "file").write_text("mine\n")
-    line = one_line(run("sample", "notes-tiny", "-n", "2", "-o", f"{tmp_path / 'file'}/"))
+    line = one_line_error(run("sample", "notes-tiny", "-n", "2", "-o", f"{tmp_path / 'file'}/"))
     assert "it is a file" in line
     assert (tmp_path / "file").read_text() == "mine\n"
 
@@ -112,13 +97,13 @@ def test_samples_of_a_modality_without_writers_go_to_a_folder(tmp_path):
 
 def test_a_failed_finetune_leaves_no_run_folder(notes_plugin, tmp_path):
     out = tmp_path / "run"
-    line = one_line(run("finetune", "notes-tiny", "--data", str(tmp_path / "none"), "--steps",
+    line = one_line_error(run("finetune", "notes-tiny", "--data", str(tmp_path / "none"), "--steps",
                         "2", "--out", str(out)))
     assert "no such file" in line
     assert not out.exists()
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line(run("finetune", "notes-tiny", "--data", "mnist", "--steps", "2", "--out",
+    one_line_error(run("finetune", "notes-tiny", "--data", "mnist", "--steps", "2", "--out",
                  str(empty)))
     assert list(empty.iterdir()) == []  # an empty folder the user made stays, empty
 

@@ -10,26 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
+from _cli import one_line_error, run
 from _notes import notes_plugin, notes_plugin_class  # noqa: F401  (the fixtures)
-from genzoo.cli import cli
 from genzoo.testing import Conformance
 
 RATE, T = 8000, 4000  # the bundled model: 0.5 s at 8 kHz
-
-
-def run(*args: str):
-    """``genzoo ARGS`` in-process; the result (exit code, output)."""
-    return CliRunner().invoke(cli, list(args))
-
-
-def one_line_error(result) -> str:
-    """The CLI's error, checked to be one line with exit status 1 and no traceback."""
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
 
 
 def expected(n: int, **options) -> torch.Tensor:
