@@ -254,13 +254,7 @@ def file_bytes(samples: Samples, fmt: str) -> tuple[bytes, str]:
         return spec.encode(samples, 0), spec.content_type
     with tempfile.TemporaryDirectory(prefix="genzoo-serve-") as tmp:
         path = Path(tmp) / f"samples{suffix}"
-        writer = spec.writers()[suffix](path, len(samples), None)
-        try:
-            writer.write(samples)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+        samples.save(path)  # the writer `genzoo sample -o x.SUFFIX` uses, and its checks
         return path.read_bytes(), content_type(spec, suffix)
 
 
