@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genzoo.kit.conformance import _assert_same, _first
-from genzoo.kit.learning import image_shape, required_values
+from genzoo.kit.learning import required_values, sample_shape
 from genzoo.model import GenerativeModel
 
 
@@ -50,7 +50,7 @@ def _condition_values(model: GenerativeModel, opt) -> Any:
     """Three distinct values of a per-sample condition (None for kinds the kit cannot make)."""
     if opt.type == "image":
         g = torch.Generator().manual_seed(3)
-        return torch.rand(3, *image_shape(model), generator=g)
+        return torch.rand(3, *sample_shape(model), generator=g)
     if opt.type == "int" and opt.per_sample:
         lo = int(opt.min or 0)
         hi = int(opt.max) if opt.max is not None else lo + 2

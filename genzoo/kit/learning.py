@@ -51,18 +51,13 @@ class ProbeRun:
 
 
 def sample_shape(model: GenerativeModel) -> tuple[int, ...]:
-    """The shape of one of the model's samples (a tensor modality's, without n): config
-    ``image_shape``, else one sample's."""
+    """The shape of one of the model's samples (a tensor modality's, without n), which is
+    also what its image-typed options take (init, mask): config ``image_shape``, else one
+    sample's."""
     shape = model.config.get("image_shape")
     if shape:
         return tuple(int(s) for s in shape)
     return tuple(model.sample(1, seed=0).data.shape[1:])
-
-
-def image_shape(model: GenerativeModel) -> tuple[int, ...]:
-    """The (C, H, W) of the images an image-typed option of the model takes (init, mask):
-    config ``image_shape``, else one sample's (see ``sample_shape``)."""
-    return sample_shape(model)
 
 
 def probe_applies(model: GenerativeModel) -> str | None:
@@ -89,7 +84,7 @@ def required_values(model: GenerativeModel, n: int,
         assert opt is not None, f"required condition {name!r} is not one of the model's options"
         if opt.type == "image":
             rows = [images[i % len(images)] for i in range(n)] if images is not None else \
-                [torch.rand(image_shape(model), generator=torch.Generator().manual_seed(1000 + i))
+                [torch.rand(sample_shape(model), generator=torch.Generator().manual_seed(1000 + i))
                  for i in range(n)]
             out[name] = torch.stack(rows)
         elif opt.type == "int" and opt.per_sample:
@@ -127,7 +122,7 @@ def with_labels(model: GenerativeModel, images: torch.Tensor):
 def probe_images(model: GenerativeModel, n: int = 16) -> torch.Tensor:
     """``n`` images of the model's shape: one diagonal gradient from ``PROBE_LOW`` (top left)
     to ``PROBE_HIGH`` (bottom right), each image brighter or darker by up to 0.05."""
-    c, h, w = image_shape(model)
+    c, h, w = sample_shape(model)
     ys = torch.linspace(0, 1, h).view(h, 1)
     xs = torch.linspace(0, 1, w).view(1, w)
     pattern = PROBE_LOW + (PROBE_HIGH - PROBE_LOW) * (ys + xs) / 2
